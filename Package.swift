@@ -1,0 +1,96 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point one way: LanyardWire and LanyardCore at the bottom, then
+// LanyardCrypto and LanyardStore, then LanyardServer, then the executables.
+// LanyardClient depends only on LanyardWire.
+let package = Package(
+    name: "Lanyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lanyardd", targets: ["lanyardd"]),
+        .executable(name: "lanyardctl", targets: ["lanyardctl"]),
+        .library(name: "LanyardClient", targets: ["LanyardClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libssl-dev, libsqlite3-dev).
+        .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+
+        // Two Linux syscalls Glibc's module does not export (prctl, per-thread setresuid).
+        .target(name: "CLanyardSys"),
+
+        // Bottom layer.
+        .target(name: "LanyardWire", dependencies: [
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .target(name: "LanyardCore", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+
+        // Middle layer.
+        .target(name: "LanyardCrypto", dependencies: ["CLibcrypto"]),
+        .target(name: "LanyardStore", dependencies: [
+            "LanyardCore", "LanyardCrypto", "CSQLite",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Server.
+        .target(name: "LanyardServer", dependencies: [
+            "LanyardWire", "LanyardCore", "LanyardCrypto", "LanyardStore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
+
+        // Client library (agents link this).
+        .target(name: "LanyardClient", dependencies: [
+            "LanyardWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], path: "clients/swift/Sources/LanyardClient"),
+
+        // Executables.
+        .executableTarget(name: "lanyardd", dependencies: [
+            "LanyardServer", "CLanyardSys", "LanyardCore", "LanyardStore", "LanyardCrypto",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .executableTarget(name: "lanyardctl", dependencies: [
+            "LanyardClient", "LanyardCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Tests.
+        .testTarget(name: "LanyardCoreTests", dependencies: ["LanyardCore"]),
+        .testTarget(name: "LanyardWireTests", dependencies: [
+            "LanyardWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOTestUtils", package: "swift-nio"),
+        ]),
+        .testTarget(name: "LanyardStoreTests", dependencies: ["LanyardStore", "LanyardCore", "LanyardCrypto"]),
+        .testTarget(name: "LanyardServerTests", dependencies: [
+            "LanyardServer", "LanyardClient", "LanyardWire", "LanyardCore", "LanyardStore", "CLanyardSys",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "CLanyardSys"]),
+    ]
+)

@@ -1,0 +1,12 @@
+#ifndef LANYARD_SYS_H
+#define LANYARD_SYS_H
+#include <sys/types.h>
+
+/// No core dumps and no ptrace/proc access by other users: crash output holds no secret.
+int lanyard_disable_dumps(void);
+
+/// Sets the effective uid/gid of the calling thread only (raw syscalls, not glibc's
+/// process-wide setxid broadcast). Tests use it to connect as another uid.
+int lanyard_thread_set_effective(uid_t uid, gid_t gid);
+
+#endif

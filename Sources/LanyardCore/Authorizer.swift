@@ -1,0 +1,55 @@
+/// The outcome of a policy check: a value, never a thrown error.
+public enum Decision: String, Sendable, Equatable {
+    case allow, deny, pending
+}
+
+public struct Verdict: Sendable, Equatable {
+    public var decision: Decision
+    public var risk: RiskLevel?
+    public var reason: String
+
+    public init(_ decision: Decision, risk: RiskLevel?, reason: String) {
+        self.decision = decision
+        self.risk = risk
+        self.reason = reason
+    }
+}
+
+/// Deny-by-default routing of `(agent, capability)` against a policy snapshot
+/// (DESIGN.md section 6): LOW allows, MEDIUM and HIGH wait for humans, anything
+/// not in the catalog or not granted is denied.
+public enum Authorizer {
+    public static func decide(_ capability: Capability, for agent: Agent, in policy: Policy) -> Verdict {
+        guard let catalogRisk = policy.capabilities[capability] else {
+            return Verdict(.deny, risk: nil, reason: "capability '\(capability)' is not in the policy catalog")
+        }
+        guard let risk = policy.grantedRisk(capability, to: agent) else {
+            return Verdict(.deny, risk: catalogRisk, reason: "agent '\(agent.name)' is not granted '\(capability)'")
+        }
+        switch risk {
+        case .low:
+            return Verdict(.allow, risk: .low, reason: "low risk: auto-approved")
+        case .medium:
+            return Verdict(.pending, risk: .medium, reason: "medium risk: waiting for an approver")
+        case .high:
+            guard let approvers = policy.approvers,
+                  !(approvers.principals.uids.isEmpty && approvers.principals.groups.isEmpty) else {
+                return Verdict(.deny, risk: .high, reason: "high risk and no approvers are configured: denied")
+            }
+            let who = approvers.highRiskQuorum == 1 ? "an approver" : "\(approvers.highRiskQuorum) distinct approvers"
+            return Verdict(.pending, risk: .high, reason: "high risk: waiting for \(who) to approve this exact operation")
+        }
+    }
+
+    /// The combined verdict for several capabilities (a Provision scope): the first
+    /// denial wins; otherwise the highest risk decides the route.
+    public static func decide(_ capabilities: [Capability], for agent: Agent, in policy: Policy) -> Verdict {
+        var worst: Verdict?
+        for cap in capabilities.sorted() {
+            let v = decide(cap, for: agent, in: policy)
+            if v.decision == .deny { return v }
+            if worst == nil || (v.risk ?? .low) > (worst?.risk ?? .low) { worst = v }
+        }
+        return worst ?? Verdict(.deny, risk: nil, reason: "no capability requested")
+    }
+}

@@ -1,0 +1,136 @@
+/// The validated policy: the single source of truth for agents, capabilities,
+/// services, approvers and admins (DESIGN.md section 5). Built only by `PolicyParser`.
+public struct Policy: Sendable {
+    public var trustDomain: String
+    public var admins: Principals
+    public var approvers: Approvers?
+    public var services: [String: Service]
+    public var capabilities: [Capability: RiskLevel]
+    public var agents: [Agent]
+
+    /// The policy's version: SHA-256 (hex) of its source bytes, set by the loader.
+    public var version: String = ""
+
+    public struct Principals: Sendable, Equatable {
+        public var uids: [UInt32] = []
+        public var groups: [String] = []
+    }
+
+    public struct Approvers: Sendable, Equatable {
+        public var principals: Principals
+        public var highRiskQuorum: Int
+        public var timeoutSeconds: Int
+        public var webhook: Webhook?
+    }
+
+    public struct Webhook: Sendable, Equatable {
+        public var url: String
+        public var secretFile: String
+    }
+
+    public struct Service: Sendable, Equatable {
+        public enum Kind: String, Sendable, CaseIterable { case opaque, jwt, `static`, openbao }
+        public var name: String
+        public var kind: Kind
+        public var defaultTTLSeconds: Int
+        public var maxTTLSeconds: Int
+        public var rotationDays: Int?
+    }
+
+    /// The hard ceiling on any credential's lifetime; configuration may lower it, never raise it.
+    public static let maxTTLCeilingSeconds = 900
+    public static let defaultTTLSeconds = 300
+
+    /// The agent whose selectors all match `peer`, or nil when none does.
+    /// The parser rejects policies in which two agents could match one process.
+    public func agent(matching peer: PeerFacts) -> Agent? {
+        agentsByUID[peer.uid]?.first { $0.selector.matches(peer) }
+    }
+
+    public func agent(named name: String) -> Agent? {
+        agentsByName[name]
+    }
+
+    /// The effective risk of `capability` for `agent`, or nil when it is not granted.
+    public func grantedRisk(_ capability: Capability, to agent: Agent) -> RiskLevel? {
+        agent.grants[capability]
+    }
+
+    // Indexes, built once by the parser so lookups stay flat with many agents.
+    var agentsByUID: [UInt32: [Agent]] = [:]
+    var agentsByName: [String: Agent] = [:]
+
+    mutating func buildIndexes() {
+        agentsByUID = Dictionary(grouping: agents, by: \.selector.uid)
+        agentsByName = Dictionary(uniqueKeysWithValues: agents.map { ($0.name, $0) })
+    }
+}
+
+/// A registered agent identity.
+public struct Agent: Sendable, Equatable {
+    public var name: String
+    /// Stable UUID; assigned by the store on first sight (the policy names agents, not ids).
+    public var id: String = ""
+    public var selector: Selector
+    /// Each granted capability with its effective risk (catalog risk, possibly raised).
+    public var grants: [Capability: RiskLevel]
+
+    public func uri(trustDomain: String) -> String { "spiffe://\(trustDomain)/agent/\(name)" }
+}
+
+/// What binds an agent to processes. Every selector that is set must match.
+public struct Selector: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32?
+    public var exe: String?
+    public var exeSHA256: String?
+    public var unit: String?
+
+    public func matches(_ peer: PeerFacts) -> Bool {
+        guard peer.uid == uid else { return false }
+        if let gid, peer.gid != gid { return false }
+        if let exe, peer.exe != exe { return false }
+        if let exeSHA256, peer.exeSHA256?.lowercased() != exeSHA256.lowercased() { return false }
+        if let unit, peer.unit != unit { return false }
+        return true
+    }
+
+    /// Whether one process could match both selectors (an ambiguous registry).
+    public func overlaps(_ other: Selector) -> Bool {
+        func compatible<T: Equatable>(_ a: T?, _ b: T?) -> Bool { a == nil || b == nil || a == b }
+        return uid == other.uid && compatible(gid, other.gid) && compatible(exe, other.exe)
+            && compatible(exeSHA256?.lowercased(), other.exeSHA256?.lowercased()) && compatible(unit, other.unit)
+    }
+}
+
+/// The facts the kernel attested about a peer process (taken at accept).
+public struct PeerFacts: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public var pid: Int32
+    public var exe: String?
+    public var exeSHA256: String?
+    public var unit: String?
+
+    public init(uid: UInt32, gid: UInt32, pid: Int32, exe: String? = nil, exeSHA256: String? = nil, unit: String? = nil) {
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+        self.exe = exe
+        self.exeSHA256 = exeSHA256
+        self.unit = unit
+    }
+}
+
+extension Policy {
+    /// Sets each agent's stable id (from the store) and rebuilds the indexes.
+    public mutating func assignIDs(_ ids: [String: String]) {
+        for i in agents.indices { agents[i].id = ids[agents[i].name] ?? "" }
+        buildIndexes()
+    }
+
+    /// Whether any agent with this uid is bound by exe_sha256 (hashing is costly; do it only then).
+    public func needsExeHash(uid: UInt32) -> Bool {
+        agentsByUID[uid]?.contains { $0.selector.exeSHA256 != nil } ?? false
+    }
+}

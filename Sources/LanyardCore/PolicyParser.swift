@@ -1,0 +1,332 @@
+import Yams
+
+/// A policy problem, located: file, field path and (where known) line.
+public struct PolicyError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var path: String
+    public var line: Int?
+    public var message: String
+
+    public init(file: String, path: String, line: Int?, message: String) {
+        self.file = file
+        self.path = path
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        return path.isEmpty ? "\(location): \(message)" : "\(location): \(path): \(message)"
+    }
+}
+
+/// Parses and validates a policy file completely; either the whole policy is valid or
+/// the first problem is reported with its location.
+public enum PolicyParser {
+    public static func parse(_ yaml: String, file: String) throws(PolicyError) -> Policy {
+        var reader = Reader(file: file)
+        return try reader.policy(yaml)
+    }
+}
+
+private struct Reader {
+    let file: String
+
+    func fail(_ path: String, _ node: Node?, _ message: String) -> PolicyError {
+        PolicyError(file: file, path: path, line: node?.mark?.line, message: message)
+    }
+
+    mutating func policy(_ yaml: String) throws(PolicyError) -> Policy {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw PolicyError(file: file, path: "", line: Self.line(of: error), message: "not valid YAML: \(Self.summary(of: error))")
+        } catch {
+            throw PolicyError(file: file, path: "", line: nil, message: "not valid YAML: \(error)")
+        }
+        guard let root else { throw fail("", nil, "the policy is empty; it needs at least trust_domain") }
+        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents"])
+
+        guard let td = top["trust_domain"] else { throw fail("trust_domain", root, "is required (for example: example.internal)") }
+        let trustDomain = try string(td, "trust_domain")
+        guard Self.isValidTrustDomain(trustDomain) else {
+            throw fail("trust_domain", td, "'\(trustDomain)' is not a valid trust domain: lowercase letters, digits, '.', '-' and '_'")
+        }
+
+        let admins = try top["admins"].map { n throws(PolicyError) in try principals(n, "admins", extra: []) } ?? .init()
+        let approvers = try top["approvers"].map { n throws(PolicyError) in try self.approvers(n) }
+        let services = try top["services"].map { n throws(PolicyError) in try self.services(n) } ?? [:]
+        let catalog = try top["capabilities"].map { n throws(PolicyError) in try self.catalog(n, services: services) } ?? [:]
+        let agents = try top["agents"].map { n throws(PolicyError) in try self.agents(n, catalog: catalog, approvers: approvers) } ?? []
+
+        var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
+                            services: services, capabilities: catalog, agents: agents)
+        policy.buildIndexes()
+        return policy
+    }
+
+    // MARK: Sections
+
+    func principals(_ node: Node, _ path: String, extra: Set<String>) throws(PolicyError) -> Policy.Principals {
+        let m = try mapping(node, path, allowed: Set(["uids", "groups"]).union(extra))
+        var p = Policy.Principals()
+        if let uids = m["uids"] {
+            for (i, n) in try sequence(uids, "\(path).uids").enumerated() {
+                p.uids.append(try uid(n, "\(path).uids[\(i)]"))
+            }
+        }
+        if let groups = m["groups"] {
+            for (i, n) in try sequence(groups, "\(path).groups").enumerated() {
+                let g = try string(n, "\(path).groups[\(i)]")
+                guard !g.isEmpty else { throw fail("\(path).groups[\(i)]", n, "group name is empty") }
+                p.groups.append(g)
+            }
+        }
+        return p
+    }
+
+    func approvers(_ node: Node) throws(PolicyError) -> Policy.Approvers {
+        let path = "approvers"
+        let m = try mapping(node, path, allowed: ["uids", "groups", "high_risk_quorum", "timeout_seconds", "notify"])
+        let who = try principals(node, path, extra: ["high_risk_quorum", "timeout_seconds", "notify"])
+        if let u = who.uids.first(where: { $0 == 0 }) {
+            throw fail("approvers.uids", m["uids"], "uid \(u) (root) cannot be an approver: approvers are named humans")
+        }
+        let quorum = try m["high_risk_quorum"].map { n throws(PolicyError) in try int(n, "approvers.high_risk_quorum") } ?? 1
+        guard (1...2).contains(quorum) else {
+            throw fail("approvers.high_risk_quorum", m["high_risk_quorum"], "must be 1 or 2, got \(quorum)")
+        }
+        let timeout = try m["timeout_seconds"].map { n throws(PolicyError) in try int(n, "approvers.timeout_seconds") } ?? 300
+        guard (5...86_400).contains(timeout) else {
+            throw fail("approvers.timeout_seconds", m["timeout_seconds"], "must be between 5 and 86400 seconds, got \(timeout)")
+        }
+        var webhook: Policy.Webhook?
+        if let notify = m["notify"] {
+            let nm = try mapping(notify, "approvers.notify", allowed: ["webhook"])
+            if let wh = nm["webhook"] {
+                let w = try mapping(wh, "approvers.notify.webhook", allowed: ["url", "secret_file"])
+                guard let url = w["url"] else { throw fail("approvers.notify.webhook.url", wh, "is required") }
+                guard let sf = w["secret_file"] else { throw fail("approvers.notify.webhook.secret_file", wh, "is required: the HMAC key file") }
+                let urlString = try string(url, "approvers.notify.webhook.url")
+                guard urlString.hasPrefix("http://") || urlString.hasPrefix("https://") else {
+                    throw fail("approvers.notify.webhook.url", url, "must start with http:// or https://")
+                }
+                let secretFile = try string(sf, "approvers.notify.webhook.secret_file")
+                guard secretFile.hasPrefix("/") else {
+                    throw fail("approvers.notify.webhook.secret_file", sf, "must be an absolute path")
+                }
+                webhook = .init(url: urlString, secretFile: secretFile)
+            }
+        }
+        return .init(principals: who, highRiskQuorum: quorum, timeoutSeconds: timeout, webhook: webhook)
+    }
+
+    func services(_ node: Node) throws(PolicyError) -> [String: Policy.Service] {
+        var out: [String: Policy.Service] = [:]
+        for (key, value) in try pairs(node, "services") {
+            let name = try string(key, "services")
+            let path = "services.\(name)"
+            guard Capability.isValidService(name) else {
+                throw fail(path, key, "service name '\(name)' is malformed: lowercase [a-z0-9_-]+")
+            }
+            let m = try mapping(value, path, allowed: ["kind", "default_ttl_seconds", "max_ttl_seconds", "rotation_days", "openbao"])
+            guard let kindNode = m["kind"] else { throw fail("\(path).kind", value, "is required: one of opaque, jwt, static, openbao") }
+            let kindName = try string(kindNode, "\(path).kind")
+            guard let kind = Policy.Service.Kind(rawValue: kindName) else {
+                throw fail("\(path).kind", kindNode, "unknown kind '\(kindName)': use one of opaque, jwt, static, openbao")
+            }
+            let maxTTL = try m["max_ttl_seconds"].map { n throws(PolicyError) in try int(n, "\(path).max_ttl_seconds") } ?? Policy.maxTTLCeilingSeconds
+            guard (1...Policy.maxTTLCeilingSeconds).contains(maxTTL) else {
+                throw fail("\(path).max_ttl_seconds", m["max_ttl_seconds"], "must be between 1 and \(Policy.maxTTLCeilingSeconds) seconds (the ceiling cannot be raised), got \(maxTTL)")
+            }
+            let defaultTTL = try m["default_ttl_seconds"].map { n throws(PolicyError) in try int(n, "\(path).default_ttl_seconds") }
+                ?? min(Policy.defaultTTLSeconds, maxTTL)
+            guard (1...maxTTL).contains(defaultTTL) else {
+                throw fail("\(path).default_ttl_seconds", m["default_ttl_seconds"], "must be between 1 and max_ttl_seconds (\(maxTTL)), got \(defaultTTL)")
+            }
+            let rotation = try m["rotation_days"].map { n throws(PolicyError) in try int(n, "\(path).rotation_days") }
+            if let rotation, rotation < 1 {
+                throw fail("\(path).rotation_days", m["rotation_days"], "must be at least 1 day, got \(rotation)")
+            }
+            if m["openbao"] != nil, kind != .openbao {
+                throw fail("\(path).openbao", m["openbao"], "only a service of kind openbao takes an openbao section")
+            }
+            out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation)
+        }
+        return out
+    }
+
+    func catalog(_ node: Node, services: [String: Policy.Service]) throws(PolicyError) -> [Capability: RiskLevel] {
+        var out: [Capability: RiskLevel] = [:]
+        for (key, value) in try pairs(node, "capabilities") {
+            let raw = try string(key, "capabilities")
+            let path = "capabilities.\(raw)"
+            let cap = try capability(raw, path, key)
+            guard services[cap.service] != nil else {
+                throw fail(path, key, "service '\(cap.service)' is not declared under services")
+            }
+            let m = try mapping(value, path, allowed: ["risk", "description"])
+            guard let riskNode = m["risk"] else { throw fail("\(path).risk", value, "is required: low, medium or high") }
+            out[cap] = try risk(riskNode, "\(path).risk")
+        }
+        return out
+    }
+
+    func agents(_ node: Node, catalog: [Capability: RiskLevel], approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
+        var out: [Agent] = []
+        var keys: [String: Node] = [:]
+        for (key, value) in try pairs(node, "agents") {
+            let name = try string(key, "agents")
+            let path = "agents.\(name)"
+            guard Self.isValidAgentName(name) else {
+                throw fail(path, key, "agent name '\(name)' is not a slug: lowercase [a-z0-9-], starting with a letter, at most 63 characters")
+            }
+            let m = try mapping(value, path, allowed: ["uid", "gid", "exe", "exe_sha256", "unit", "grants"])
+            guard let uidNode = m["uid"] else { throw fail("\(path).uid", value, "is required: the uid the agent runs as") }
+            let uid = try self.uid(uidNode, "\(path).uid")
+            guard uid != 0 else { throw fail("\(path).uid", uidNode, "uid 0 (root) can never be an agent: run the agent as its own user") }
+            if let approvers, approvers.principals.uids.contains(uid) {
+                throw fail("\(path).uid", uidNode, "uid \(uid) is also an approver: an agent can never approve, give the human a different uid")
+            }
+            var selector = Selector(uid: uid)
+            if let n = m["gid"] { selector.gid = try self.uid(n, "\(path).gid") }
+            if let n = m["exe"] {
+                let exe = try string(n, "\(path).exe")
+                guard exe.hasPrefix("/") else { throw fail("\(path).exe", n, "must be an absolute path, got '\(exe)'") }
+                selector.exe = exe
+            }
+            if let n = m["exe_sha256"] {
+                let h = try string(n, "\(path).exe_sha256").lowercased()
+                guard h.count == 64, h.allSatisfy(\.isHexDigit) else { throw fail("\(path).exe_sha256", n, "must be 64 hex digits (sha256sum of the binary)") }
+                selector.exeSHA256 = h
+            }
+            if let n = m["unit"] {
+                let unit = try string(n, "\(path).unit")
+                guard unit.hasSuffix(".service") || unit.hasSuffix(".scope") else {
+                    throw fail("\(path).unit", n, "must be a systemd unit name ending in .service or .scope, got '\(unit)'")
+                }
+                selector.unit = unit
+            }
+            var grants: [Capability: RiskLevel] = [:]
+            if let g = m["grants"] {
+                for (i, item) in try sequence(g, "\(path).grants").enumerated() {
+                    let gpath = "\(path).grants[\(i)]"
+                    let (cap, raised) = try grant(item, gpath)
+                    guard let base = catalog[cap] else {
+                        throw fail(gpath, item, "capability '\(cap)' is not in the capabilities catalog: add it there with its risk")
+                    }
+                    if let raised, raised < base {
+                        throw fail(gpath, item, "a grant may raise the risk of '\(cap)' but never lower it (catalog: \(base), grant: \(raised))")
+                    }
+                    guard grants[cap] == nil else { throw fail(gpath, item, "capability '\(cap)' is granted twice") }
+                    grants[cap] = max(base, raised ?? base)
+                }
+            }
+            let agent = Agent(name: name, selector: selector, grants: grants)
+            if let other = out.first(where: { $0.selector.overlaps(selector) }) {
+                throw fail(path, key, "selectors are ambiguous: a process could match both '\(other.name)' and '\(name)'; add an exe, gid, exe_sha256 or unit that tells them apart")
+            }
+            keys[name] = key
+            out.append(agent)
+        }
+        return out
+    }
+
+    func grant(_ node: Node, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?) {
+        if case .scalar = node {
+            return (try capability(try string(node, path), path, node), nil)
+        }
+        let m = try mapping(node, path, allowed: ["capability", "risk"])
+        guard let c = m["capability"] else { throw fail("\(path).capability", node, "is required") }
+        let cap = try capability(try string(c, "\(path).capability"), "\(path).capability", c)
+        let raised = try m["risk"].map { n throws(PolicyError) in try risk(n, "\(path).risk") }
+        return (cap, raised)
+    }
+
+    // MARK: Scalars
+
+    func capability(_ raw: String, _ path: String, _ node: Node?) throws(PolicyError) -> Capability {
+        do { return try Capability(parsing: raw) } catch { throw fail(path, node, error.description) }
+    }
+
+    func risk(_ node: Node, _ path: String) throws(PolicyError) -> RiskLevel {
+        let s = try string(node, path)
+        guard let r = RiskLevel(name: s) else { throw fail(path, node, "unknown risk '\(s)': use low, medium or high") }
+        return r
+    }
+
+    func string(_ node: Node, _ path: String) throws(PolicyError) -> String {
+        guard case .scalar(let s) = node else { throw fail(path, node, "expected a string") }
+        return s.string
+    }
+
+    func int(_ node: Node, _ path: String) throws(PolicyError) -> Int {
+        guard case .scalar = node, let v = node.int else { throw fail(path, node, "expected a whole number") }
+        return v
+    }
+
+    func uid(_ node: Node, _ path: String) throws(PolicyError) -> UInt32 {
+        let v = try int(node, path)
+        guard v >= 0, v < Int(UInt32.max) else { throw fail(path, node, "\(v) is not a valid uid/gid") }
+        return UInt32(v)
+    }
+
+    func sequence(_ node: Node, _ path: String) throws(PolicyError) -> [Node] {
+        guard case .sequence(let s) = node else { throw fail(path, node, "expected a list") }
+        return Array(s)
+    }
+
+    func pairs(_ node: Node, _ path: String) throws(PolicyError) -> [(Node, Node)] {
+        guard case .mapping(let m) = node else { throw fail(path, node, "expected a mapping") }
+        var seen: Set<String> = []
+        var out: [(Node, Node)] = []
+        for (k, v) in m {
+            let name = k.string ?? ""
+            guard seen.insert(name).inserted else { throw fail("\(path).\(name)", k, "is defined twice") }
+            out.append((k, v))
+        }
+        return out
+    }
+
+    func mapping(_ node: Node, _ path: String, allowed: Set<String>) throws(PolicyError) -> [String: Node] {
+        var out: [String: Node] = [:]
+        for (k, v) in try pairs(node, path) {
+            let key = k.string ?? ""
+            guard allowed.contains(key) else {
+                let field = path.isEmpty ? key : "\(path).\(key)"
+                throw fail(field, k, "unknown field '\(key)' (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            out[key] = v
+        }
+        return out
+    }
+
+    // MARK: Names
+
+    static func isValidAgentName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z"), s.utf8.count <= 63 else { return false }
+        return s.utf8.allSatisfy { ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") }
+    }
+
+    static func isValidTrustDomain(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 255 && s.utf8.allSatisfy {
+            ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+        }
+    }
+
+    static func line(of error: YamlError) -> Int? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        default: return nil
+        }
+    }
+
+    static func summary(of error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        default: return "\(error)"
+        }
+    }
+}

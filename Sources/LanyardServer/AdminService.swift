@@ -1,0 +1,239 @@
+import LanyardCore
+import LanyardStore
+import LanyardWire
+import Logging
+
+/// Answers the admin socket. Who may call what is checked per call against the
+/// kernel-attested uid; refusals are audited.
+final class AdminService: Sendable {
+    let policy: PolicyHolder
+    let store: Store
+    let clock: any WallClock
+    let logger: Logger
+    let registry: ConnectionRegistry
+    let startedMicros: Int64
+
+    init(policy: PolicyHolder, store: Store, clock: any WallClock, registry: ConnectionRegistry, logger: Logger) {
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+        self.logger = logger
+        startedMicros = clock.nowMicros()
+    }
+
+    func handle(_ request: Lanyard_V1_AdminRequest, _ connection: Connection) async -> Lanyard_V1_AdminResponse {
+        var response: Lanyard_V1_AdminResponse
+        do {
+            response = try await dispatch(request, connection)
+        } catch {
+            response = .from(error, id: request.id, logger: logger)
+        }
+        response.id = request.id
+        return response
+    }
+
+    private enum Role { case anyone, adminOrApprover, admin }
+
+    private func dispatch(_ request: Lanyard_V1_AdminRequest, _ connection: Connection) async throws -> Lanyard_V1_AdminResponse {
+        guard let call = request.call else {
+            throw CallError(.invalidArgument, "the admin request names no call; set one of the AdminRequest.call fields")
+        }
+        let snapshot = policy.current
+        let roles = Roles(credentials: connection.credentials, policy: snapshot.policy)
+        let (name, needed) = Self.describe(call)
+        let allowed = switch needed {
+        case .anyone: true
+        case .adminOrApprover: roles.admin || roles.approver
+        case .admin: roles.admin
+        }
+        guard allowed else {
+            var record = record(name, connection, snapshot)
+            record.decision = Decision.deny.rawValue
+            record.reason = "uid \(connection.credentials.uid) is not an admin" + (needed == .adminOrApprover ? " or approver" : "")
+            record.outcome = "permission_denied"
+            try await store.audit.append(record)
+            throw CallError(.permissionDenied, "\(name) needs an admin (root, or a uid or group under admins: in the policy); uid \(connection.credentials.uid) is not one")
+        }
+
+        var response = Lanyard_V1_AdminResponse()
+        switch call {
+        case .whoami:
+            var r = Lanyard_V1_WhoamiResponse()
+            r.uid = connection.credentials.uid
+            r.gid = connection.credentials.gid
+            r.pid = connection.credentials.pid
+            r.admin = roles.admin
+            r.approver = roles.approver
+            response.whoami = r
+        case .status:
+            response.statusResult = try status(snapshot)
+        case .policyReload:
+            response.policyReload = try await reload(connection, snapshot)
+        case .policyShow:
+            var r = Lanyard_V1_PolicyShowResponse()
+            r.policyVersion = snapshot.version
+            r.source = snapshot.source
+            r.path = snapshot.path
+            response.policyShow = r
+        case .agentsList:
+            var r = Lanyard_V1_AgentsListResponse()
+            r.agents = snapshot.policy.agents.sorted { $0.name < $1.name }.map { agentInfo($0, snapshot.policy) }
+            response.agentsList = r
+        case .auditQuery(let q):
+            response.auditQuery = try auditQuery(q)
+        case .auditVerify:
+            let v = try store.verifyAudit()
+            var r = Lanyard_V1_AuditVerifyResponse()
+            r.ok = v.ok
+            r.records = v.records
+            r.firstBrokenSeq = v.firstBrokenSeq ?? 0
+            r.reason = v.reason
+            r.headHash = v.headHash
+            response.auditVerify = r
+        default:
+            throw CallError(.unimplemented, "\(name) is not available in this version of lanyardd")
+        }
+        return response
+    }
+
+    private func status(_ snapshot: PolicySnapshot) throws -> Lanyard_V1_StatusResponse {
+        var r = Lanyard_V1_StatusResponse()
+        r.version = lanyardVersion
+        r.uptimeSeconds = UInt64(max(0, (clock.nowMicros() - startedMicros) / 1_000_000))
+        r.policyVersion = snapshot.version
+        r.agents = UInt32(snapshot.policy.agents.count)
+        r.activeLeases = 0
+        r.pendingApprovals = try store.countPendingApprovals()
+        r.auditHead = store.audit.headRecord.seq
+        r.connections = UInt32(registry.count)
+        return r
+    }
+
+    private func reload(_ connection: Connection, _ old: PolicySnapshot) async throws -> Lanyard_V1_PolicyReloadResponse {
+        var record = record("policy.reload", connection, old)
+        do {
+            let (next, changed) = try policy.reload()
+            record.decision = Decision.allow.rawValue
+            record.outcome = changed ? "activated" : "unchanged"
+            record.reason = "policy \(next.version.prefix(12)) active"
+            record.policyVersion = next.version
+            try await store.audit.append(record)
+            logger.notice("policy reloaded", metadata: ["policy.version": "\(next.version)", "changed": "\(changed)"])
+            var r = Lanyard_V1_PolicyReloadResponse()
+            r.policyVersion = next.version
+            r.changed = changed
+            return r
+        } catch let error as PolicyError {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "refused"
+            record.reason = String(error.description.prefix(512))
+            try await store.audit.append(record)
+            throw CallError(.failedPrecondition, "the new policy was refused and the old one stays active: \(error)")
+        }
+    }
+
+    private func auditQuery(_ q: Lanyard_V1_AuditQueryRequest) throws -> Lanyard_V1_AuditQueryResponse {
+        var filter = AuditFilter()
+        filter.fromSeq = max(q.fromSeq, 1)
+        filter.limit = Int(q.limit == 0 ? 100 : min(q.limit, 500))
+        filter.agent = q.agent.isEmpty ? nil : q.agent
+        filter.capability = q.capability.isEmpty ? nil : q.capability
+        filter.decision = q.decision.isEmpty ? nil : q.decision
+        filter.sinceMicros = q.sinceUs == 0 ? nil : q.sinceUs
+        filter.untilMicros = q.untilUs == 0 ? nil : q.untilUs
+        let records = try store.queryAudit(filter)
+        var r = Lanyard_V1_AuditQueryResponse()
+        r.headSeq = store.audit.headRecord.seq
+        // Keep the page inside one frame (the client's cap is the default 64 KiB).
+        var budget = 48 * 1024
+        for record in records {
+            let wire = record.wire
+            budget -= ((try? wire.serializedBytes() as [UInt8])?.count ?? 1024) + 8
+            if budget < 0 { break }
+            r.records.append(wire)
+        }
+        if r.records.count < records.count || records.count == filter.limit, let last = r.records.last {
+            r.nextSeq = last.seq + 1
+        }
+        return r
+    }
+
+    private func agentInfo(_ agent: Agent, _ policy: Policy) -> Lanyard_V1_AgentInfo {
+        var a = Lanyard_V1_AgentInfo()
+        a.name = agent.name
+        a.id = agent.id
+        a.uri = agent.uri(trustDomain: policy.trustDomain)
+        a.uid = agent.selector.uid
+        var s = Lanyard_V1_Selector()
+        s.uid = agent.selector.uid
+        if let gid = agent.selector.gid { s.hasGid_p = true; s.gid = gid }
+        s.exe = agent.selector.exe ?? ""
+        s.exeSha256 = agent.selector.exeSHA256 ?? ""
+        s.unit = agent.selector.unit ?? ""
+        a.selector = s
+        a.grants = agent.grants.sorted { $0.key < $1.key }.map { cap, risk in
+            var g = Lanyard_V1_Grant()
+            g.capability = cap.name
+            g.risk = risk.wire
+            return g
+        }
+        return a
+    }
+
+    private func record(_ event: String, _ connection: Connection, _ snapshot: PolicySnapshot) -> AuditRecord {
+        var r = AuditRecord(event: "admin." + event)
+        r.uid = Int64(connection.credentials.uid)
+        r.gid = Int64(connection.credentials.gid)
+        r.pid = Int64(connection.credentials.pid)
+        r.policyVersion = snapshot.version
+        return r
+    }
+
+    private static func describe(_ call: Lanyard_V1_AdminRequest.OneOf_Call) -> (String, Role) {
+        switch call {
+        case .whoami: ("whoami", .anyone)
+        case .status: ("status", .adminOrApprover)
+        case .policyReload: ("policy_reload", .admin)
+        case .policyShow: ("policy_show", .admin)
+        case .agentsList: ("agents_list", .admin)
+        case .secretPut: ("secret_put", .admin)
+        case .secretRotate: ("secret_rotate", .admin)
+        case .secretList: ("secret_list", .admin)
+        case .approvalsList: ("approvals_list", .adminOrApprover)
+        case .approvalDecide: ("approval_decide", .adminOrApprover)
+        case .leasesList: ("leases_list", .admin)
+        case .leasesRevoke: ("leases_revoke", .admin)
+        case .auditQuery: ("audit_query", .admin)
+        case .auditVerify: ("audit_verify", .admin)
+        case .keysRotate: ("keys_rotate", .admin)
+        case .jwks: ("jwks", .anyone)
+        }
+    }
+}
+
+extension AuditRecord {
+    var wire: Lanyard_V1_AuditRecord {
+        var w = Lanyard_V1_AuditRecord()
+        w.seq = seq
+        w.timeUs = timeMicros
+        w.event = event
+        w.agentID = agentID
+        w.agent = agent
+        w.uid = UInt32(truncatingIfNeeded: uid ?? 0)
+        w.gid = UInt32(truncatingIfNeeded: gid ?? 0)
+        w.pid = Int32(truncatingIfNeeded: pid ?? 0)
+        w.capability = capability
+        w.resource = resource
+        w.decision = decision
+        w.reason = reason
+        w.outcome = outcome
+        w.leaseID = leaseID
+        w.approvalID = approvalID
+        w.approver = approver
+        w.policyVersion = policyVersion
+        w.prevHash = prevHash
+        w.hash = hash
+        return w
+    }
+}

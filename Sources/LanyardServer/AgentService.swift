@@ -1,0 +1,245 @@
+import LanyardCore
+import LanyardCrypto
+import LanyardStore
+import LanyardWire
+import Logging
+
+/// Answers the agent socket. Every call acts as the kernel-attested caller; the
+/// request has no field that changes who that is (invariant 1).
+final class AgentService: Sendable {
+    let policy: PolicyHolder
+    let store: Store
+    let clock: any WallClock
+    let logger: Logger
+
+    init(policy: PolicyHolder, store: Store, clock: any WallClock, logger: Logger) {
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+    }
+
+    func handle(_ request: Lanyard_V1_Request, _ connection: Connection) async -> Lanyard_V1_Response {
+        var response: Lanyard_V1_Response
+        do {
+            response = try await dispatch(request, connection)
+        } catch {
+            response = .from(error, id: request.id, logger: logger)
+        }
+        response.id = request.id
+        return response
+    }
+
+    private func dispatch(_ request: Lanyard_V1_Request, _ connection: Connection) async throws -> Lanyard_V1_Response {
+        let snapshot = policy.current
+        let agent = snapshot.policy.agent(matching: connection.peer.facts)
+        let caller = Caller(connection: connection, agent: agent, snapshot: snapshot)
+        switch request.call {
+        case .hello:
+            return hello(caller)
+        case .authorize(let call):
+            return try await authorize(call, caller)
+        case .none:
+            throw CallError(.invalidArgument, "the request names no call; set one of the Request.call fields")
+        case .some(let call):
+            let name = Self.name(of: call)
+            guard caller.agent != nil else { return try await unauthenticated(name, caller) }
+            throw CallError(.unimplemented, "\(name) is not available in this version of lanyardd")
+        }
+    }
+
+    // MARK: Calls
+
+    private func hello(_ caller: Caller) -> Lanyard_V1_Response {
+        var result = Lanyard_V1_HelloResponse()
+        result.serverVersion = lanyardVersion
+        result.protocolVersion = lanyardProtocolVersion
+        result.caller = caller.identity
+        var response = Lanyard_V1_Response()
+        response.hello = result
+        if caller.agent == nil {
+            response.status = .init(.unauthenticated, caller.unauthenticatedMessage)
+        }
+        return response
+    }
+
+    private func authorize(_ call: Lanyard_V1_AuthorizeRequest, _ caller: Caller) async throws -> Lanyard_V1_Response {
+        guard let agent = caller.agent else { return try await unauthenticated("authorize", caller, capability: call.capability) }
+        var record = caller.record("authorize")
+        record.capability = String(call.capability.prefix(256))
+        record.resource = String(call.resource.prefix(1024))
+
+        let capability: Capability
+        do {
+            capability = try Capability(parsing: call.capability)
+        } catch {
+            record.decision = Decision.deny.rawValue
+            record.reason = error.description
+            record.outcome = "invalid_argument"
+            try await store.audit.append(record)
+            throw CallError(.invalidArgument, error.description)
+        }
+
+        var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
+        if verdict.decision == .pending, !call.approvalID.isEmpty {
+            // Decidable approvals arrive with the approvals feature; until then an id never allows.
+            verdict = Verdict(.deny, risk: verdict.risk, reason: "approval '\(call.approvalID.prefix(64))' cannot be used yet: approvals are not decidable in this version")
+        }
+        record.decision = verdict.decision.rawValue
+        record.reason = verdict.reason
+        record.outcome = verdict.decision == .allow ? "auto_approved" : verdict.decision.rawValue
+
+        var result = Lanyard_V1_AuthorizeResponse()
+        result.decision = verdict.decision.wire
+        result.risk = verdict.risk?.wire ?? .unspecified
+        result.reason = verdict.reason
+
+        if verdict.decision == .pending {
+            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
+                                          args: call.args, amount: call.hasAmount ? "\(call.amount.value) \(call.amount.unit)" : "")
+            let pending = PendingApproval(subject: subject, agent: agent, caller: caller, risk: verdict.risk ?? .high,
+                                          reason: verdict.reason, timeoutSeconds: caller.snapshot.policy.approvers?.timeoutSeconds ?? 300,
+                                          nowMicros: clock.nowMicros())
+            record.approvalID = pending.id
+            try await store.audit.append(record, with: pending.insert)
+            result.approvalID = pending.id
+            result.bindingCode = pending.bindingCode
+            result.approvalExpiresAt = pending.expiresMicros / 1_000_000
+        } else {
+            try await store.audit.append(record)
+        }
+        logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
+                                             "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
+        var response = Lanyard_V1_Response()
+        response.authorize = result
+        return response
+    }
+
+    /// Every call from a caller that matches no agent: audited, answered UNAUTHENTICATED.
+    private func unauthenticated(_ call: String, _ caller: Caller, capability: String = "") async throws -> Lanyard_V1_Response {
+        var record = caller.record(call)
+        record.capability = String(capability.prefix(256))
+        record.decision = Decision.deny.rawValue
+        record.reason = "caller matches no registered agent"
+        record.outcome = "unauthenticated"
+        try await store.audit.append(record)
+        logger.info("unauthenticated call", metadata: ["caller.uid": "\(caller.credentials.uid)", "caller.pid": "\(caller.credentials.pid)", "rpc.method": "\(call)"])
+        return .failure(id: 0, .unauthenticated, caller.unauthenticatedMessage)
+    }
+
+    static func name(of call: Lanyard_V1_Request.OneOf_Call) -> String {
+        switch call {
+        case .hello: "hello"
+        case .authorize: "authorize"
+        case .provision: "provision"
+        case .revoke: "revoke"
+        case .rotate: "rotate"
+        case .awaitApproval: "await_approval"
+        case .issueIdentity: "issue_identity"
+        case .validateIdentity: "validate_identity"
+        case .introspect: "introspect"
+        case .listLeases: "list_leases"
+        }
+    }
+}
+
+/// The caller of one request: kernel facts plus the agent they match (if any).
+struct Caller {
+    var connection: Connection
+    var agent: Agent?
+    var snapshot: PolicySnapshot
+
+    var credentials: PeerCredentials { connection.credentials }
+
+    var unauthenticatedMessage: String {
+        "uid \(credentials.uid) (pid \(credentials.pid)) matches no registered agent; register it under agents: in the policy"
+    }
+
+    var identity: Lanyard_V1_Identity {
+        var id = Lanyard_V1_Identity()
+        id.uid = credentials.uid
+        id.gid = credentials.gid
+        id.pid = credentials.pid
+        id.exe = connection.peer.facts.exe ?? ""
+        id.unit = connection.peer.facts.unit ?? ""
+        if let agent {
+            id.authenticated = true
+            id.agent = agent.name
+            id.agentID = agent.id
+            id.uri = agent.uri(trustDomain: snapshot.policy.trustDomain)
+            id.grants = agent.grants.sorted { $0.key < $1.key }.map { cap, risk in
+                var g = Lanyard_V1_Grant()
+                g.capability = cap.name
+                g.risk = risk.wire
+                return g
+            }
+        }
+        return id
+    }
+
+    func record(_ event: String) -> AuditRecord {
+        var r = AuditRecord(event: event)
+        r.uid = Int64(credentials.uid)
+        r.gid = Int64(credentials.gid)
+        r.pid = Int64(credentials.pid)
+        r.agent = agent?.name ?? ""
+        r.agentID = agent?.id ?? ""
+        r.policyVersion = snapshot.version
+        return r
+    }
+}
+
+/// A new PENDING approval, inserted in the same transaction as its audit record.
+struct PendingApproval {
+    let id: String
+    let digest: String
+    let bindingCode: String
+    let expiresMicros: Int64
+    let insert: Mutation
+
+    init(subject: ApprovalSubject, agent: Agent, caller: Caller, risk: RiskLevel, reason: String, timeoutSeconds: Int, nowMicros: Int64) {
+        let id = SecureRandom.uuid()
+        let digest = SHA256.hex(subject.canonicalBytes)
+        let code = ApprovalSubject.bindingCode(digestHex: digest)
+        let expires = nowMicros + Int64(timeoutSeconds) * 1_000_000
+        let args = subject.args.keys.sorted().map { "\($0)=\(subject.args[$0]!)" }.joined(separator: "\n")
+        let caps = subject.capabilities.map(\.name).joined(separator: ",")
+        let (uid, pid, exe, name) = (Int64(caller.credentials.uid), Int64(caller.credentials.pid), caller.connection.peer.facts.exe ?? "", agent.name)
+        let resource = subject.resource, amount = subject.amount, agentID = agent.id
+        self.id = id
+        self.digest = digest
+        bindingCode = code
+        expiresMicros = expires
+        insert = { db in
+            try db.prepare("""
+                INSERT INTO approvals(id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
+                                      risk, reason, state, created_us, expires_us)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                """)
+                .bind(.text(id), .text(digest), .text(code), .text(agentID), .text(name), .int(uid), .int(pid), .text(exe),
+                      .text(caps), .text(resource), .text(args), .text(amount), .int(Int64(risk.rawValue)), .text(reason),
+                      .int(nowMicros), .int(expires))
+                .run()
+        }
+    }
+}
+
+extension Decision {
+    var wire: Lanyard_V1_Decision {
+        switch self {
+        case .allow: .allow
+        case .deny: .deny
+        case .pending: .pending
+        }
+    }
+}
+
+extension RiskLevel {
+    var wire: Lanyard_V1_RiskLevel {
+        switch self {
+        case .low: .low
+        case .medium: .medium
+        case .high: .high
+        }
+    }
+}

@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardCore
+import LanyardCrypto
+import Synchronization
+
+/// The kernel's word on who is connected: SO_PEERCRED at accept, plus a pidfd where the
+/// kernel has SO_PEERPIDFD.
+public struct PeerCredentials: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public var pid: Int32
+    public init(uid: UInt32, gid: UInt32, pid: Int32) {
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+    }
+}
+
+/// Layout-compatible with Linux's `struct ucred` (hidden by Glibc without _GNU_SOURCE).
+struct UCred: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// SO_PEERPIDFD (Linux 6.5+); missing from older headers.
+let SO_PEERPIDFD_: Int32 = 77
+
+/// A pidfd: a handle on one process that cannot be recycled. Closed when released.
+public final class PidFD: Sendable {
+    public let fd: Int32
+    public init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    /// True while the process has not exited (a pidfd polls readable on exit).
+    public var isAlive: Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 0
+    }
+}
+
+/// A peer as attested at accept: the facts the selectors match, and what is needed to
+/// check later that the same process is still there (invariant 2).
+public struct AttestedPeer: Sendable {
+    public var facts: PeerFacts
+    public var startTime: UInt64?
+    public var pidfd: PidFD?
+
+    public init(facts: PeerFacts, startTime: UInt64? = nil, pidfd: PidFD? = nil) {
+        self.facts = facts
+        self.startTime = startTime
+        self.pidfd = pidfd
+    }
+}
+
+/// Turns kernel credentials into process facts, and re-checks them before a secret
+/// leaves. Injected so the handler never reads /proc itself.
+public protocol Attestor: Sendable {
+    func attest(_ creds: PeerCredentials, pidfd: PidFD?, needsExeHash: Bool) -> AttestedPeer
+    /// Whether the attested process is still alive and unchanged (same start time, same exe).
+    func isStillSame(_ peer: AttestedPeer) -> Bool
+}
+
+/// Reads /proc for exe, systemd unit and start time.
+public struct ProcAttestor: Attestor {
+    private let hashes = ExeHashCache()
+
+    public init() {}
+
+    public func attest(_ creds: PeerCredentials, pidfd: PidFD?, needsExeHash: Bool) -> AttestedPeer {
+        let pid = creds.pid
+        var facts = PeerFacts(uid: creds.uid, gid: creds.gid, pid: pid)
+        facts.exe = Self.exe(pid)
+        facts.unit = Self.unit(pid)
+        if needsExeHash { facts.exeSHA256 = hashes.hash(pid: pid) }
+        let peer = AttestedPeer(facts: facts, startTime: Self.startTime(pid), pidfd: pidfd)
+        // If the process died while we looked, its facts may belong to another process.
+        guard isStillSame(peer) else {
+            return AttestedPeer(facts: PeerFacts(uid: creds.uid, gid: creds.gid, pid: pid), startTime: nil, pidfd: pidfd)
+        }
+        return peer
+    }
+
+    public func isStillSame(_ peer: AttestedPeer) -> Bool {
+        if let pidfd = peer.pidfd, !pidfd.isAlive { return false }
+        guard let start = peer.startTime, Self.startTime(peer.facts.pid) == start else { return false }
+        return Self.exe(peer.facts.pid) == peer.facts.exe
+    }
+
+    static func exe(_ pid: Int32) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/\(pid)/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The innermost systemd unit of the process's cgroup (cgroup v2), e.g. `agent.service`.
+    static func unit(_ pid: Int32) -> String? {
+        guard let text = readSmallFile("/proc/\(pid)/cgroup") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+            let parts = line.dropFirst(3).split(separator: "/")
+            return parts.last(where: { $0.hasSuffix(".service") || $0.hasSuffix(".scope") }).map(String.init)
+        }
+        return nil
+    }
+
+    /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+    static func startTime(_ pid: Int32) -> UInt64? {
+        guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state); start time is field 22.
+        guard fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+}
+
+/// exe_sha256 is costly for large binaries: hash each (device, inode, mtime, size) once.
+final class ExeHashCache: Sendable {
+    private let cache = Mutex<[String: String]>([:])
+
+    func hash(pid: Int32) -> String? {
+        let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        let key = "\(st.st_dev):\(st.st_ino):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_size)"
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        guard let h = SHA256.hexOfFile(descriptor: fd) else { return nil }
+        cache.withLock { if $0.count > 1024 { $0.removeAll() }; $0[key] = h }
+        return h
+    }
+}
+
+/// Reads a text file of bounded size (procfs, policy, config). Nil when unreadable.
+public func readTextFile(_ path: String, limit: Int = 64 * 1024 * 1024) -> String? {
+    readSmallFile(path, limit: limit)
+}
+
+/// Reads a small text file (procfs) in one go.
+func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while out.count < limit {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; return nil }
+        if n == 0 { break }
+        out += chunk[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}

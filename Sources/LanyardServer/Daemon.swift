@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardCore
+import LanyardStore
+import LanyardWire
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+/// Everything `lanyardd` needs to serve (DESIGN.md section 11).
+public struct DaemonConfig: Sendable {
+    public var policyPath: String
+    public var stateDir: String
+    public var agentSocket: String
+    public var adminSocket: String
+    public var agentSocketMode: mode_t = 0o666
+    public var adminSocketMode: mode_t = 0o660
+    /// Group of the admin socket; skipped when the group does not exist.
+    public var adminGroup: String? = "lanyard-admin"
+    public var limits = ServerLimits()
+
+    public init(policyPath: String, stateDir: String, agentSocket: String, adminSocket: String) {
+        self.policyPath = policyPath
+        self.stateDir = stateDir
+        self.agentSocket = agentSocket
+        self.adminSocket = adminSocket
+    }
+}
+
+/// The daemon as one service: `prepare` does everything that can fail at startup
+/// (so the process exits with one clear line), `run` serves until shutdown.
+public final class Daemon: Service {
+    public let config: DaemonConfig
+    let logger: Logger
+    let lock: StateLock
+    public let store: Store
+    public let policy: PolicyHolder
+    let registry: ConnectionRegistry
+    let agentService: AgentService
+    let adminService: AdminService
+    let attestor: any Attestor
+    let sockets: (agent: Int32, admin: Int32)
+
+    public init(config: DaemonConfig, clock: any WallClock = SystemWallClock(), attestor: any Attestor = ProcAttestor(), logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        self.attestor = attestor
+        lock = try StateLock(directory: config.stateDir)
+        do {
+            store = try Store(directory: config.stateDir, clock: clock, logger: logger)
+        } catch {
+            throw StartupError("cannot open the state database in \(config.stateDir): \(error)")
+        }
+        do {
+            policy = try PolicyHolder(path: config.policyPath, store: store, clock: clock)
+        } catch let error as PolicyError {
+            throw StartupError("invalid policy: \(error)")
+        }
+        registry = ConnectionRegistry(limits: config.limits)
+        agentService = AgentService(policy: policy, store: store, clock: clock, logger: logger)
+        adminService = AdminService(policy: policy, store: store, clock: clock, registry: registry, logger: logger)
+        let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
+        do {
+            let group = config.adminGroup.flatMap(SystemGroups.groupID)
+            let adminFD = try makeListeningSocket(path: config.adminSocket, mode: config.adminSocketMode, group: group)
+            sockets = (agentFD, adminFD)
+        } catch {
+            close(agentFD)
+            unlink(config.agentSocket)
+            throw error
+        }
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let policy = self.policy
+        let needsExeHash: @Sendable (UInt32) -> Bool = { uid in policy.current.policy.needsExeHash(uid: uid) }
+        let agent = try await FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>.start(
+            name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
+            attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+        let admin = try await FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>.start(
+            name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
+            attestor: attestor, needsExeHash: { _ in false }, logger: logger)
+        logger.notice("lanyardd ready", metadata: [
+            "agent.socket": "\(config.agentSocket)", "admin.socket": "\(config.adminSocket)",
+            "policy.version": "\(policy.current.version)", "agents": "\(policy.current.policy.agents.count)",
+        ])
+        let registry = self.registry
+        let agentService = self.agentService, adminService = self.adminService
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { tasks in
+                tasks.addTask { await agent.run(agentService.handle) }
+                tasks.addTask { await admin.run(adminService.handle) }
+                tasks.addTask { await self.reloadOnSIGHUP() }
+            }
+        } onGracefulShutdown: {
+            agent.close()
+            admin.close()
+            registry.closeAllInputs()
+        }
+        store.audit.close()
+        unlink(config.agentSocket)
+        unlink(config.adminSocket)
+        logger.notice("lanyardd stopped")
+    }
+
+    private func reloadOnSIGHUP() async {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            do {
+                let (next, changed) = try policy.reload()
+                var r = AuditRecord(event: "policy.reload")
+                r.decision = Decision.allow.rawValue
+                r.outcome = changed ? "activated" : "unchanged"
+                r.reason = "SIGHUP"
+                r.policyVersion = next.version
+                try await store.audit.append(r)
+                logger.notice("policy reloaded on SIGHUP", metadata: ["policy.version": "\(next.version)", "changed": "\(changed)"])
+            } catch {
+                logger.error("policy reload refused; the old policy stays active", metadata: ["error": "\(error)"])
+                var r = AuditRecord(event: "policy.reload")
+                r.decision = Decision.deny.rawValue
+                r.outcome = "refused"
+                r.reason = String("\(error)".prefix(512))
+                r.policyVersion = policy.current.version
+                try? await store.audit.append(r)
+            }
+        }
+    }
+}

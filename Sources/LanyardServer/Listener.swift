@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardCore
+import LanyardWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A connection as the service sees it: the attested peer and which socket it came in on.
+public struct Connection: Sendable {
+    public var peer: AttestedPeer
+    public var credentials: PeerCredentials
+}
+
+/// One Unix-socket listener speaking Lanyard framing: accepts, attests the peer,
+/// enforces the bounds, and answers each request (pipelined, by id) with `handler`.
+struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
+    typealias Handler = @Sendable (Request, Connection) async -> Response
+    typealias Accepted = (channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, connection: Connection)?
+
+    let name: String
+    let server: NIOAsyncChannel<Accepted, Never>
+    let limits: ServerLimits
+    let registry: ConnectionRegistry
+    let logger: Logger
+
+    /// Binds to an existing listening socket (ours or systemd's).
+    static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
+                      registry: ConnectionRegistry, attestor: any Attestor,
+                      needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .bind(descriptor) { (channel: any Channel) -> EventLoopFuture<Accepted> in
+                guard let provider = channel as? any SocketOptionProvider else {
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeSucceededFuture(Accepted.none)
+                }
+                let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERCRED))
+                let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERPIDFD_))
+                return credentials.and(pidfd.map(Optional.some).recover { _ in nil }).flatMapThrowing { cred, fd in
+                    try accept(channel, cred: cred, pidfd: fd.flatMap { $0 > 0 ? PidFD(fd: $0) : nil },
+                               limits: limits, registry: registry, attestor: attestor,
+                               needsExeHash: needsExeHash, logger: logger)
+                }.recover { _ -> Accepted in
+                    // No kernel credentials: there is no default caller.
+                    channel.close(promise: nil)
+                    return nil
+                }
+            }
+        return Self(name: name, server: server, limits: limits, registry: registry, logger: logger)
+    }
+
+    /// Runs on the event loop at accept: kernel credentials first, then the caps, then the pipeline.
+    private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, limits: ServerLimits, registry: ConnectionRegistry,
+                               attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
+        let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
+
+        switch registry.admit(uid: creds.uid, channel: channel) {
+        case .admitted:
+            break
+        case .tooManyForUID(let n), .tooMany(let n):
+            logger.warning("connection refused: too many connections", metadata: ["caller.uid": "\(creds.uid)", "limit": "\(n)"])
+            let refusal = Response.failure(id: 0, .resourceExhausted, "too many connections (limit \(n)); close idle connections and retry")
+            if let buffer = try? Framing.frame(refusal, allocator: channel.allocator) {
+                channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
+            return nil
+        }
+        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, channel: channel) }
+
+        let peer = attestor.attest(creds, pidfd: pidfd, needsExeHash: needsExeHash(creds.uid))
+        let timeoutFrame: @Sendable () -> ByteBuffer? = {
+            try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
+        }
+        try channel.pipeline.syncOperations.addHandlers([
+            IdleStateHandler(readTimeout: limits.idleTimeout),
+            ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
+            DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
+        ])
+        let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        return (async, Connection(peer: peer, credentials: creds))
+    }
+
+    /// Serves connections until the listener is closed; one connection's failure never
+    /// reaches the others.
+    func run(_ handler: @escaping Handler) async {
+        do {
+            try await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await accepted in inbound {
+                        guard let accepted else { continue }
+                        group.addTask { await serve(accepted.channel, accepted.connection, handler) }
+                    }
+                }
+            }
+        } catch {
+            logger.error("listener stopped", metadata: ["socket": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    func close() {
+        server.channel.close(promise: nil)
+    }
+
+    private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
+        let maxInFlight = limits.maxInFlight
+        let logger = self.logger
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    var unreaped = 0
+                    do {
+                        for try await frame in inbound {
+                            let body = Array(frame.readableBytesView)
+                            let request: Request
+                            do {
+                                request = try Request(serializedBytes: body)
+                            } catch {
+                                let id = Request.peekID(body) ?? 0
+                                try await outbound.write(Framing.frame(Response.failure(id: id, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)")))
+                                break
+                            }
+                            if unreaped >= maxInFlight {
+                                try await group.next()
+                                unreaped -= 1
+                            }
+                            unreaped += 1
+                            group.addTask {
+                                let response = await handler(request, connection)
+                                try await outbound.write(Framing.frame(response))
+                            }
+                        }
+                    } catch let error as FrameError {
+                        let code: Lanyard_V1_Code = if case .tooLarge = error { .resourceExhausted } else { .invalidArgument }
+                        try? await outbound.write(Framing.frame(Response.failure(id: 0, code, "\(error); connection closed")))
+                        logger.info("peer sent a bad frame", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
+                    }
+                    try await group.waitForAll()
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
+        }
+    }
+}

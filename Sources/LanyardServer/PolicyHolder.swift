@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardCore
+import LanyardCrypto
+import LanyardStore
+import Synchronization
+
+/// An active policy version with where it came from.
+public struct PolicySnapshot: Sendable {
+    public var policy: Policy
+    public var path: String
+    public var source: String
+    public var version: String { policy.version }
+}
+
+/// Holds the active policy; a reload validates the new version whole and swaps it in
+/// atomically, or keeps the old one.
+public final class PolicyHolder: Sendable {
+    public let path: String
+    private let active: Mutex<PolicySnapshot>
+    private let store: Store
+    private let clock: any WallClock
+
+    public init(path: String, store: Store, clock: any WallClock) throws {
+        self.path = path
+        self.store = store
+        self.clock = clock
+        active = Mutex(try Self.load(path: path, store: store, clock: clock))
+    }
+
+    public var current: PolicySnapshot { active.withLock { $0 } }
+
+    /// Reads, validates and activates the file again. Returns the new snapshot and whether
+    /// the version changed; throws (keeping the old version) when the file is invalid.
+    public func reload() throws -> (snapshot: PolicySnapshot, changed: Bool) {
+        let next = try Self.load(path: path, store: store, clock: clock)
+        let previous = active.withLock { old in
+            let v = old.version
+            old = next
+            return v
+        }
+        return (next, previous != next.version)
+    }
+
+    /// Reads and validates a policy file without touching any state (`policy validate`).
+    public static func validate(path: String) throws -> Policy {
+        let source = try readPolicyFile(path)
+        var policy = try PolicyParser.parse(source, file: path)
+        policy.version = SHA256.hex(Array(source.utf8))
+        return policy
+    }
+
+    static func load(path: String, store: Store, clock: any WallClock) throws -> PolicySnapshot {
+        let source = try readPolicyFile(path)
+        var policy = try PolicyParser.parse(source, file: path)
+        policy.version = SHA256.hex(Array(source.utf8))
+        let ids = try store.recordPolicy(version: policy.version, path: path, source: source,
+                                         agentNames: policy.agents.map(\.name), nowMicros: clock.nowMicros())
+        policy.assignIDs(ids)
+        return PolicySnapshot(policy: policy, path: path, source: source)
+    }
+
+    static func readPolicyFile(_ path: String) throws -> String {
+        guard let text = readSmallFile(path, limit: 64 * 1024 * 1024) else {
+            throw PolicyError(file: path, path: "", line: nil, message: "cannot read the policy file: \(String(cString: strerror(errno)))")
+        }
+        return text
+    }
+}

@@ -1,0 +1,281 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardCore
+import LanyardCrypto
+import Logging
+import Synchronization
+
+/// A change that must commit in the same transaction as its audit record.
+package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
+
+/// The tamper-evident audit chain. `append` returns only once the record (and the
+/// change it accompanies) is durable: one writer thread commits whatever has queued
+/// up in a single fsync'ed transaction (group commit). If the commit fails, every
+/// caller in the batch gets the error: fail closed.
+public final class AuditLog: Sendable {
+    private let queue: WriterQueue
+    private let head: ChainHead
+
+    init(connection: SQLiteConnection, clock: any WallClock, logger: Logger) throws(StoreError) {
+        let last = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        let start: (UInt64, String) = try last.step() ? (UInt64(last.int(0)), last.text(1)) : (0, AuditRecord.genesisHash)
+        head = ChainHead(start)
+        queue = WriterQueue()
+        let head = self.head
+        let queue = self.queue
+        let box = SQLiteConnectionBox(connection)
+        startThread(name: "lanyard-audit") {
+            Self.writerLoop(queue: queue, connection: box.connection, head: head, clock: clock, logger: logger)
+        }
+    }
+
+    /// The sequence number and hash of the newest durable record.
+    public var headRecord: (seq: UInt64, hash: String) { head.value.withLock { $0 } }
+
+    /// Appends `record`; returns it with `seq`, `time`, `prev_hash` and `hash` filled in,
+    /// once it is durable.
+    @discardableResult
+    public func append(_ record: AuditRecord) async throws -> AuditRecord {
+        try await append(record, with: nil)
+    }
+
+    @discardableResult
+    package func append(_ record: AuditRecord, with mutation: Mutation?) async throws -> AuditRecord {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.push(.init(record: record, mutation: mutation, continuation: continuation))
+        }
+    }
+
+    /// Stops the writer after it has committed what is queued.
+    public func close() { queue.close() }
+
+    // MARK: Writer
+
+    private static func writerLoop(queue: WriterQueue, connection db: SQLiteConnection,
+                                   head: ChainHead, clock: any WallClock, logger: Logger) {
+        while let batch = queue.popAll() {
+            var (seq, hash) = head.value.withLock { $0 }
+            var results: [Result<AuditRecord, Error>] = []
+            results.reserveCapacity(batch.count)
+            do {
+                try db.exec("BEGIN IMMEDIATE")
+                for entry in batch {
+                    do {
+                        if let mutation = entry.mutation {
+                            try db.exec("SAVEPOINT entry")
+                            do {
+                                try mutation(db)
+                                try db.exec("RELEASE entry")
+                            } catch {
+                                try db.exec("ROLLBACK TO entry")
+                                try db.exec("RELEASE entry")
+                                throw error
+                            }
+                        }
+                        var r = entry.record
+                        r.seq = seq + 1
+                        if r.timeMicros == 0 { r.timeMicros = clock.nowMicros() }
+                        r.prevHash = hash
+                        r.hash = SHA256.hex(r.canonicalBytes)
+                        try insert(r, db)
+                        seq = r.seq
+                        hash = r.hash
+                        results.append(.success(r))
+                    } catch {
+                        results.append(.failure(error))
+                    }
+                }
+                try db.exec("COMMIT")
+                head.value.withLock { $0 = (seq, hash) }
+            } catch {
+                try? db.exec("ROLLBACK")
+                logger.error("audit commit failed; failing the batch closed", metadata: ["audit.batch": "\(batch.count)", "error": "\(error)"])
+                let failure = StoreError("the audit log could not be written: \(error)")
+                results = batch.map { _ in .failure(failure) }
+            }
+            for (entry, result) in zip(batch, results) {
+                entry.continuation.resume(with: result)
+            }
+        }
+    }
+
+    private static func insert(_ r: AuditRecord, _ db: SQLiteConnection) throws(StoreError) {
+        try db.prepare("""
+            INSERT INTO audit(seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource,
+                              decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+            .bind(.int(Int64(r.seq)), .int(r.timeMicros), .text(r.event), .text(r.agentID), .text(r.agent),
+                  .optional(r.uid), .optional(r.gid), .optional(r.pid), .text(r.capability), .text(r.resource),
+                  .text(r.decision), .text(r.reason), .text(r.outcome), .text(r.leaseID), .text(r.approvalID),
+                  .text(r.approver), .text(r.policyVersion), .text(r.prevHash), .text(r.hash))
+            .run()
+    }
+}
+
+// MARK: Reading the chain
+
+public struct AuditFilter: Sendable {
+    public var fromSeq: UInt64 = 1
+    public var limit: Int = 100
+    public var agent: String?
+    public var capability: String?
+    public var decision: String?
+    public var sinceMicros: Int64?
+    public var untilMicros: Int64?
+    public init() {}
+}
+
+public struct AuditVerification: Sendable, Equatable {
+    public var ok: Bool
+    public var records: UInt64
+    public var firstBrokenSeq: UInt64?
+    public var reason: String
+    public var headHash: String
+}
+
+extension Store {
+    public func queryAudit(_ f: AuditFilter) throws -> [AuditRecord] {
+        var sql = "SELECT \(auditColumns) FROM audit WHERE seq >= ?"
+        var binds: [SQLValue] = [.int(Int64(max(f.fromSeq, 1)))]
+        if let a = f.agent { sql += " AND agent = ?"; binds.append(.text(a)) }
+        if let c = f.capability { sql += " AND capability = ?"; binds.append(.text(c)) }
+        if let d = f.decision { sql += " AND decision = ?"; binds.append(.text(d)) }
+        if let s = f.sinceMicros { sql += " AND time_us >= ?"; binds.append(.int(s)) }
+        if let u = f.untilMicros { sql += " AND time_us < ?"; binds.append(.int(u)) }
+        sql += " ORDER BY seq LIMIT \(max(1, min(f.limit, 1000)))"
+        return try read { db in
+            let s = try db.prepare(sql)
+            for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
+            var out: [AuditRecord] = []
+            while try s.step() { out.append(Self.record(s)) }
+            return out
+        }
+    }
+
+    /// Walks the whole chain on a fresh connection and reports the first record whose
+    /// hash, link or sequence does not hold.
+    public func verifyAudit() throws -> AuditVerification {
+        let db = try Self.open(path)
+        let s = try db.prepare("SELECT \(auditColumns) FROM audit ORDER BY seq")
+        var expectedSeq: UInt64 = 1
+        var prev = AuditRecord.genesisHash
+        var count: UInt64 = 0
+        try db.exec("BEGIN")
+        defer { try? db.exec("COMMIT") }
+        while try s.step() {
+            let r = Self.record(s)
+            func broken(_ why: String) -> AuditVerification {
+                AuditVerification(ok: false, records: count, firstBrokenSeq: r.seq, reason: why, headHash: prev)
+            }
+            if r.seq != expectedSeq { return broken("record \(expectedSeq) is missing (found \(r.seq) next)") }
+            if r.prevHash != prev { return broken("record \(r.seq) does not link to the record before it") }
+            if SHA256.hex(r.canonicalBytes) != r.hash { return broken("record \(r.seq) was altered: its hash does not match its contents") }
+            prev = r.hash
+            expectedSeq += 1
+            count += 1
+        }
+        return AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
+    }
+
+    private var auditColumns: String {
+        "seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource, decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash"
+    }
+
+    private static func record(_ s: Statement) -> AuditRecord {
+        var r = AuditRecord(event: s.text(2))
+        r.seq = UInt64(s.int(0))
+        r.timeMicros = s.int(1)
+        r.agentID = s.text(3)
+        r.agent = s.text(4)
+        r.uid = s.optionalInt(5)
+        r.gid = s.optionalInt(6)
+        r.pid = s.optionalInt(7)
+        r.capability = s.text(8)
+        r.resource = s.text(9)
+        r.decision = s.text(10)
+        r.reason = s.text(11)
+        r.outcome = s.text(12)
+        r.leaseID = s.text(13)
+        r.approvalID = s.text(14)
+        r.approver = s.text(15)
+        r.policyVersion = s.text(16)
+        r.prevHash = s.text(17)
+        r.hash = s.text(18)
+        return r
+    }
+}
+
+// MARK: Writer queue and thread
+
+private final class ChainHead: Sendable {
+    let value: Mutex<(seq: UInt64, hash: String)>
+    init(_ start: (UInt64, String)) { value = Mutex(start) }
+}
+
+private final class WriterQueue: @unchecked Sendable {
+    struct Entry {
+        var record: AuditRecord
+        var mutation: Mutation?
+        var continuation: CheckedContinuation<AuditRecord, Error>
+    }
+
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var pending: [Entry] = []
+    private var closed = false
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    func push(_ entry: Entry) {
+        pthread_mutex_lock(mutex)
+        if closed {
+            pthread_mutex_unlock(mutex)
+            entry.continuation.resume(throwing: StoreError("the audit log is closed: the daemon is shutting down"))
+            return
+        }
+        pending.append(entry)
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Blocks until entries are queued; nil once closed and drained.
+    func popAll() -> [Entry]? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while pending.isEmpty && !closed { pthread_cond_wait(cond, mutex) }
+        if pending.isEmpty { return nil }
+        let batch = pending
+        pending.removeAll(keepingCapacity: true)
+        return batch
+    }
+
+    func close() {
+        pthread_mutex_lock(mutex)
+        closed = true
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+}
+
+private final class ThreadBody {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// Starts a detached OS thread (the writer must not block Swift's cooperative pool on fsync).
+func startThread(name: String, _ body: @escaping () -> Void) {
+    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+        body.body()
+        return nil
+    }, context)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    pthread_detach(thread)
+}

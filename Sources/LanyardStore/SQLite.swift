@@ -1,0 +1,146 @@
+import CSQLite
+
+/// A storage failure. The server maps every one of these to UNAVAILABLE: deny, never guess.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One SQLite connection (not thread-safe: each owner serializes its use).
+package final class SQLiteConnection {
+    private let db: OpaquePointer
+    private var statements: [String: Statement] = [:]
+
+    package init(path: String) throws(StoreError) {
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(handle)
+            throw StoreError("cannot open database \(path): \(msg)")
+        }
+        db = handle
+        sqlite3_busy_timeout(db, 10_000)
+        sqlite3_extended_result_codes(db, 1)
+    }
+
+    deinit {
+        statements.removeAll()
+        sqlite3_close_v2(db)
+    }
+
+    package func exec(_ sql: String) throws(StoreError) {
+        var err: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &err)
+        if rc != SQLITE_OK {
+            let msg = err.map { String(cString: $0) } ?? "code \(rc)"
+            sqlite3_free(err)
+            throw StoreError("sqlite: \(msg)")
+        }
+    }
+
+    /// A cached prepared statement, reset and ready to bind.
+    package func prepare(_ sql: String) throws(StoreError) -> Statement {
+        if let s = statements[sql] {
+            s.reset()
+            return s
+        }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
+            throw StoreError("sqlite prepare: \(lastError)")
+        }
+        let s = Statement(stmt, connection: self)
+        statements[sql] = s
+        return s
+    }
+
+    /// Runs `body` in one transaction; rolls back when it throws.
+    package func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
+        try exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN")
+        do {
+            let value = try body()
+            try exec("COMMIT")
+            return value
+        } catch {
+            try? exec("ROLLBACK")
+            throw error
+        }
+    }
+
+    package var lastError: String { String(cString: sqlite3_errmsg(db)) }
+    package var changes: Int { Int(sqlite3_changes(db)) }
+}
+
+package final class Statement {
+    private let stmt: OpaquePointer
+    private unowned let connection: SQLiteConnection
+
+    fileprivate init(_ stmt: OpaquePointer, connection: SQLiteConnection) {
+        self.stmt = stmt
+        self.connection = connection
+    }
+
+    deinit { sqlite3_finalize(stmt) }
+
+    fileprivate func reset() {
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+    }
+
+    @discardableResult
+    package func bind(_ values: SQLValue...) throws(StoreError) -> Statement {
+        for (i, v) in values.enumerated() { try bindAt(Int32(i + 1), v) }
+        return self
+    }
+
+    package func bindAt(_ idx: Int32, _ v: SQLValue) throws(StoreError) {
+            let rc: Int32
+            switch v {
+            case .null: rc = sqlite3_bind_null(stmt, idx)
+            case .int(let n): rc = sqlite3_bind_int64(stmt, idx, n)
+            case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, SQLITE_TRANSIENT)
+            case .blob(let b): rc = b.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), SQLITE_TRANSIENT) }
+            }
+            guard rc == SQLITE_OK else { throw StoreError("sqlite bind: \(connection.lastError)") }
+    }
+
+    /// Steps once: true when a row is available.
+    package func step() throws(StoreError) -> Bool {
+        switch sqlite3_step(stmt) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default: throw StoreError("sqlite: \(connection.lastError)")
+        }
+    }
+
+    package func run() throws(StoreError) {
+        while try step() {}
+    }
+
+    package func int(_ col: Int32) -> Int64 { sqlite3_column_int64(stmt, col) }
+    package func optionalInt(_ col: Int32) -> Int64? { isNull(col) ? nil : int(col) }
+    package func isNull(_ col: Int32) -> Bool { sqlite3_column_type(stmt, col) == SQLITE_NULL }
+    package func text(_ col: Int32) -> String {
+        guard let p = sqlite3_column_text(stmt, col) else { return "" }
+        return String(cString: p)
+    }
+    package func blob(_ col: Int32) -> [UInt8] {
+        let n = Int(sqlite3_column_bytes(stmt, col))
+        guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: n))
+    }
+}
+
+package enum SQLValue {
+    case null
+    case int(Int64)
+    case text(String)
+    case blob([UInt8])
+
+    package static func optional(_ v: Int64?) -> SQLValue { v.map { .int($0) } ?? .null }
+}
+
+// SQLITE_TRANSIENT is a macro Swift cannot import.
+private let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.self)

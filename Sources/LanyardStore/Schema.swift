@@ -1,0 +1,78 @@
+/// The database layout (DESIGN.md section 13). Later versions append migrations;
+/// `PRAGMA user_version` records how far a database has come.
+enum Schema {
+    static let migrations: [String] = [
+        """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            time_us INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            agent_id TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '',
+            uid INTEGER, gid INTEGER, pid INTEGER,
+            capability TEXT NOT NULL DEFAULT '',
+            resource TEXT NOT NULL DEFAULT '',
+            decision TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL DEFAULT '',
+            lease_id TEXT NOT NULL DEFAULT '',
+            approval_id TEXT NOT NULL DEFAULT '',
+            approver TEXT NOT NULL DEFAULT '',
+            policy_version TEXT NOT NULL DEFAULT '',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_agent ON audit(agent);
+        CREATE INDEX audit_time ON audit(time_us);
+        CREATE TABLE policy_versions (
+            version TEXT PRIMARY KEY,
+            first_loaded_us INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            source TEXT NOT NULL
+        );
+        CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            created_us INTEGER NOT NULL
+        );
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            binding_code TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            uid INTEGER NOT NULL, pid INTEGER NOT NULL, exe TEXT NOT NULL DEFAULT '',
+            capabilities TEXT NOT NULL,
+            resource TEXT NOT NULL DEFAULT '',
+            args TEXT NOT NULL DEFAULT '',
+            amount TEXT NOT NULL DEFAULT '',
+            risk INTEGER NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            created_us INTEGER NOT NULL,
+            expires_us INTEGER NOT NULL,
+            approvers TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX approvals_state ON approvals(state);
+        """,
+    ]
+
+    static func migrate(_ db: SQLiteConnection) throws(StoreError) {
+        let current = try db.prepare("PRAGMA user_version")
+        _ = try current.step()
+        let version = Int(current.int(0))
+        guard version <= migrations.count else {
+            throw StoreError("the database was written by a newer Lanyard (schema \(version), this build knows \(migrations.count)); upgrade lanyardd")
+        }
+        for (i, sql) in migrations.enumerated().dropFirst(version) {
+            do {
+                try db.transaction {
+                    try db.exec(sql)
+                    try db.exec("PRAGMA user_version = \(i + 1)")
+                }
+            } catch {
+                throw StoreError("database migration \(i + 1) failed: \(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import LanyardCore
+import LanyardCrypto
+import Logging
+import Synchronization
+
+/// Lanyard's SQLite state (WAL, `synchronous=FULL`) in the state directory.
+/// Writes that must be durable before a reply go through `audit` (group commit);
+/// reads use a separate connection.
+public final class Store: Sendable {
+    public let path: String
+    public let audit: AuditLog
+    private let reader: Mutex<SQLiteConnectionBox>
+
+    public init(directory: String, clock: any WallClock, logger: Logger) throws(StoreError) {
+        path = directory + "/lanyard.db"
+        let setup = try SQLiteConnection(path: path)
+        try setup.exec("PRAGMA journal_mode=WAL")
+        try setup.exec("PRAGMA synchronous=FULL")
+        try Schema.migrate(setup)
+        reader = Mutex(SQLiteConnectionBox(try Self.open(path)))
+        audit = try AuditLog(connection: try Self.open(path), clock: clock, logger: logger)
+    }
+
+    static func open(_ path: String) throws(StoreError) -> SQLiteConnection {
+        let c = try SQLiteConnection(path: path)
+        try c.exec("PRAGMA journal_mode=WAL")
+        try c.exec("PRAGMA synchronous=FULL")
+        try c.exec("PRAGMA foreign_keys=ON")
+        return c
+    }
+
+    /// Runs a read (or a rare out-of-band write) on the reader connection.
+    package func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        try reader.withLock { box in try body(box.connection) }
+    }
+
+    /// Records a policy version in the history and returns the stable ids of `agentNames`,
+    /// assigning new UUIDs to agents seen for the first time.
+    public func recordPolicy(version: String, path policyPath: String, source: String, agentNames: [String], nowMicros: Int64) throws -> [String: String] {
+        try read { db in
+            try db.transaction {
+                try db.prepare("INSERT OR IGNORE INTO policy_versions(version, first_loaded_us, path, source) VALUES (?, ?, ?, ?)")
+                    .bind(.text(version), .int(nowMicros), .text(policyPath), .text(source)).run()
+                var ids: [String: String] = [:]
+                let select = try db.prepare("SELECT name, id FROM agents")
+                while try select.step() { ids[select.text(0)] = select.text(1) }
+                for name in agentNames where ids[name] == nil {
+                    let id = SecureRandom.uuid()
+                    try db.prepare("INSERT INTO agents(name, id, created_us) VALUES (?, ?, ?)")
+                        .bind(.text(name), .text(id), .int(nowMicros)).run()
+                    ids[name] = id
+                }
+                return ids.filter { agentNames.contains($0.key) }
+            }
+        }
+    }
+
+    public func countPendingApprovals() throws -> UInt64 {
+        try read { db in
+            let s = try db.prepare("SELECT count(*) FROM approvals WHERE state = 'pending'")
+            _ = try s.step()
+            return UInt64(s.int(0))
+        }
+    }
+}
+
+/// SQLiteConnection is not Sendable; the Mutex that holds this box serializes its use.
+struct SQLiteConnectionBox: @unchecked Sendable {
+    let connection: SQLiteConnection
+    init(_ connection: SQLiteConnection) { self.connection = connection }
+}

@@ -1,0 +1,42 @@
+import SwiftProtobuf
+
+/// A framed message with a request id: the agent and admin envelopes.
+public protocol Envelope: SwiftProtobuf.Message {
+    var id: UInt64 { get set }
+}
+
+/// A response envelope: it carries the status of the call it answers.
+public protocol ResponseEnvelope: Envelope {
+    var status: Lanyard_V1_Status { get set }
+}
+
+extension Lanyard_V1_Request: Envelope {}
+extension Lanyard_V1_AdminRequest: Envelope {}
+extension Lanyard_V1_Response: ResponseEnvelope {}
+extension Lanyard_V1_AdminResponse: ResponseEnvelope {}
+
+extension ResponseEnvelope {
+    /// An error response for request `id`.
+    public static func failure(id: UInt64, _ code: Lanyard_V1_Code, _ message: String) -> Self {
+        var r = Self()
+        r.id = id
+        r.status = .init(code, message)
+        return r
+    }
+}
+
+extension Envelope {
+    /// The request id of an undecodable body, when its first field is the id (as every
+    /// encoder writes it): lets the server answer a garbage body by id.
+    public static func peekID(_ body: [UInt8]) -> UInt64? {
+        guard body.first == 0x08 else { return nil }  // field 1, varint
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        for byte in body.dropFirst().prefix(10) {
+            value |= UInt64(byte & 0x7F) << shift
+            if byte & 0x80 == 0 { return value }
+            shift += 7
+        }
+        return nil
+    }
+}

@@ -1,0 +1,154 @@
+import ArgumentParser
+import LanyardClient
+import LanyardWire
+
+@main
+struct Lanyardctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lanyardctl",
+        abstract: "Talk to lanyardd: agent calls on the agent socket, operator calls on the admin socket.",
+        discussion: "Exit status: 0 on success; 1 on an error (the message says what to do); `authorize` exits 2 on DENY and 3 on PENDING.",
+        subcommands: [Whoami.self, Authorize.self, PolicyCommand.self, AgentsCommand.self, AuditCommand.self, Status.self])
+}
+
+/// Socket flags, accepted by every subcommand.
+struct Sockets: ParsableArguments {
+    @Option(name: .customLong("agent-socket"), help: "Agent socket (env LANYARD_SOCKET, default /run/lanyard/agent.sock).")
+    var agentSocket: String?
+    @Option(name: .customLong("admin-socket"), help: "Admin socket (env LANYARD_ADMIN_SOCKET, default /run/lanyard/admin.sock).")
+    var adminSocket: String?
+    @Flag(help: "Machine-readable JSON output.") var json = false
+
+    var agent: LanyardClient { LanyardClient(socketPath: agentSocket) }
+    var admin: LanyardAdminClient { LanyardAdminClient(socketPath: adminSocket) }
+
+    func emit(_ value: JSON, text: () -> String) {
+        print(json ? value.text : text())
+    }
+}
+
+/// Runs a client call, turning errors into one clear line.
+func attempt<T>(_ body: () async throws -> T) async -> T {
+    do {
+        return try await body()
+    } catch let e as LanyardError {
+        die("\(e.code.name): \(e.message)")
+    } catch {
+        die("\(error)")
+    }
+}
+
+struct Whoami: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show who lanyardd sees on the agent socket (the kernel's view, not a claim).")
+    @OptionGroup var sockets: Sockets
+
+    func run() async throws {
+        let client = sockets.agent
+        let hello: Lanyard_V1_HelloResponse
+        do {
+            hello = try await client.hello(client: "lanyardctl")
+        } catch let e as LanyardError where e.code == .unauthenticated {
+            if let r = e.response as? Lanyard_V1_Response, r.hello.hasCaller {
+                sockets.emit(r.hello.caller.json) { "not a registered agent: uid \(r.hello.caller.uid) pid \(r.hello.caller.pid)" }
+            }
+            die("UNAUTHENTICATED: \(e.message)")
+        } catch let e as LanyardError {
+            die("\(e.code.name): \(e.message)")
+        }
+        let c = hello.caller
+        sockets.emit(.object([("server_version", .string(hello.serverVersion)), ("caller", c.json)])) {
+            var lines = ["agent:   \(c.agent) (\(c.uri))", "id:      \(c.agentID)", "process: uid \(c.uid) gid \(c.gid) pid \(c.pid) \(c.exe)"]
+            if !c.unit.isEmpty { lines.append("unit:    \(c.unit)") }
+            lines.append("grants:  " + (c.grants.isEmpty ? "(none)" : c.grants.map { "\($0.capability) [\($0.risk.name)]" }.joined(separator: ", ")))
+            return lines.joined(separator: "\n")
+        }
+    }
+}
+
+struct Authorize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ask whether this process may use a capability (exit 0 ALLOW, 2 DENY, 3 PENDING).")
+    @OptionGroup var sockets: Sockets
+    @Argument(help: "The capability, service:action.") var capability: String
+    @Option(help: "The resource acted on.") var resource: String = ""
+    @Option(name: .customLong("arg"), help: "An argument key=value (repeatable; part of what an approval binds).") var args: [String] = []
+    @Option(name: .customLong("approval"), help: "An approval id to use.") var approval: String = ""
+
+    func run() async throws {
+        var map: [String: String] = [:]
+        for a in args {
+            guard let eq = a.firstIndex(of: "=") else { die("--arg '\(a)' must be key=value") }
+            map[String(a[..<eq])] = String(a[a.index(after: eq)...])
+        }
+        let r = await attempt { try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval) }
+        sockets.emit(.object([
+            ("decision", .string(r.decision.name)), ("risk", .string(r.risk.name)), ("reason", .string(r.reason)),
+            ("approval_id", .string(r.approvalID)), ("binding_code", .string(r.bindingCode)),
+            ("approval_expires_at", .int(r.approvalExpiresAt)),
+        ])) {
+            var s = "\(r.decision.name) \(capability) [\(r.risk.name)]: \(r.reason)"
+            if !r.approvalID.isEmpty { s += "\napproval: \(r.approvalID) (code \(r.bindingCode)); wait with: lanyardctl await \(r.approvalID)" }
+            return s
+        }
+        switch r.decision {
+        case .allow: return
+        case .pending: throw ExitCode(3)
+        default: throw ExitCode(2)
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Daemon status (admins and approvers).")
+    @OptionGroup var sockets: Sockets
+
+    func run() async throws {
+        var req = Lanyard_V1_AdminRequest()
+        req.status = .init()
+        let s = await attempt { try await sockets.admin.call(req) }.statusResult
+        sockets.emit(.object([
+            ("version", .string(s.version)), ("uptime_seconds", .int(Int64(s.uptimeSeconds))),
+            ("policy_version", .string(s.policyVersion)), ("agents", .int(Int64(s.agents))),
+            ("active_leases", .int(Int64(s.activeLeases))), ("pending_approvals", .int(Int64(s.pendingApprovals))),
+            ("audit_head", .int(Int64(s.auditHead))), ("connections", .int(Int64(s.connections))),
+        ])) {
+            """
+            lanyardd \(s.version), up \(s.uptimeSeconds)s
+            policy:            \(s.policyVersion.prefix(16))
+            agents:            \(s.agents)
+            active leases:     \(s.activeLeases)
+            pending approvals: \(s.pendingApprovals)
+            audit head:        \(s.auditHead)
+            connections:       \(s.connections)
+            """
+        }
+    }
+}
+
+struct AgentsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "agents", abstract: "Registered agents.", subcommands: [List.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the registered agents and their grants (admins).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.agentsList = .init()
+            let agents = await attempt { try await sockets.admin.call(req) }.agentsList.agents
+            sockets.emit(.array(agents.map { a in
+                .object([("name", .string(a.name)), ("id", .string(a.id)), ("uri", .string(a.uri)), ("uid", .int(Int64(a.uid))),
+                         ("exe", .string(a.selector.exe)), ("unit", .string(a.selector.unit)),
+                         ("grants", .array(a.grants.map { .object([("capability", .string($0.capability)), ("risk", .string($0.risk.name))]) }))])
+            })) {
+                agents.map { a in
+                    var sel = ["uid=\(a.uid)"]
+                    if a.selector.hasGid_p { sel.append("gid=\(a.selector.gid)") }
+                    if !a.selector.exe.isEmpty { sel.append("exe=\(a.selector.exe)") }
+                    if !a.selector.exeSha256.isEmpty { sel.append("exe_sha256=\(a.selector.exeSha256.prefix(12))…") }
+                    if !a.selector.unit.isEmpty { sel.append("unit=\(a.selector.unit)") }
+                    return "\(a.name)  \(a.id)  \(sel.joined(separator: " "))\n  grants: " + a.grants.map { "\($0.capability) [\($0.risk.name)]" }.joined(separator: ", ")
+                }.joined(separator: "\n")
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LanyardClient
+import LanyardWire
+
+/// A minimal JSON value for `--json` output (numbers stay numbers, unlike proto3 JSON's int64).
+enum JSON {
+    case string(String)
+    case int(Int64)
+    case bool(Bool)
+    case array([JSON])
+    case object([(String, JSON)])
+    case null
+
+    var text: String {
+        switch self {
+        case .string(let s): return Self.quote(s)
+        case .int(let n): return String(n)
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
+        case .array(let items): return "[" + items.map(\.text).joined(separator: ",") + "]"
+        case .object(let pairs): return "{" + pairs.map { Self.quote($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// RFC 3339 UTC with microseconds, e.g. 2026-11-29T09:10:23.123456Z.
+func rfc3339(micros: Int64) -> String {
+    var seconds = time_t(micros / 1_000_000)
+    let frac = Int(micros % 1_000_000)
+    var tm = tm()
+    gmtime_r(&seconds, &tm)
+    func pad(_ n: Int32, _ w: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, w - s.count)) + s }
+    let f = String(frac)
+    return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(String(repeating: "0", count: 6 - f.count))\(f)Z"
+}
+
+/// One line on stderr, then exit with `code`.
+func die(_ message: String, code: Int32 = 1) -> Never {
+    let line = "lanyardctl: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(code)
+}
+
+extension Lanyard_V1_Decision {
+    var name: String {
+        switch self {
+        case .allow: "ALLOW"
+        case .deny: "DENY"
+        case .pending: "PENDING"
+        default: "UNSPECIFIED"
+        }
+    }
+}
+
+extension Lanyard_V1_RiskLevel {
+    var name: String {
+        switch self {
+        case .low: "low"
+        case .medium: "medium"
+        case .high: "high"
+        default: "unspecified"
+        }
+    }
+}
+
+extension Lanyard_V1_AuditRecord {
+    /// The export shape (DESIGN.md section 13): section 9's field names, `time` in RFC 3339.
+    var json: JSON {
+        .object([
+            ("seq", .int(Int64(seq))), ("time", .string(rfc3339(micros: timeUs))), ("event", .string(event)),
+            ("agent_id", .string(agentID)), ("agent", .string(agent)), ("uid", .int(Int64(uid))), ("gid", .int(Int64(gid))),
+            ("pid", .int(Int64(pid))), ("capability", .string(capability)), ("resource", .string(resource)),
+            ("decision", .string(decision)), ("reason", .string(reason)), ("outcome", .string(outcome)),
+            ("lease_id", .string(leaseID)), ("approval_id", .string(approvalID)), ("approver", .string(approver)),
+            ("policy_version", .string(policyVersion)), ("prev_hash", .string(prevHash)), ("hash", .string(hash)),
+        ])
+    }
+}
+
+extension Lanyard_V1_Identity {
+    var json: JSON {
+        .object([
+            ("authenticated", .bool(authenticated)), ("agent", .string(agent)), ("agent_id", .string(agentID)),
+            ("uri", .string(uri)), ("uid", .int(Int64(uid))), ("gid", .int(Int64(gid))), ("pid", .int(Int64(pid))),
+            ("exe", .string(exe)), ("unit", .string(unit)),
+            ("grants", .array(grants.map { .object([("capability", .string($0.capability)), ("risk", .string($0.risk.name))]) })),
+        ])
+    }
+}

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import LanyardClient
+import LanyardCore
+import LanyardWire
+
+struct PolicyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "policy", abstract: "Validate, compare, reload and show the policy.",
+                                                    subcommands: [Validate.self, Diff.self, Reload.self, Show.self])
+
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a policy file offline (no daemon needed).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The policy file.") var file: String
+
+        func run() async throws {
+            let policy = PolicyCommand.parse(file)
+            let grants = policy.agents.reduce(0) { $0 + $1.grants.count }
+            sockets.emit(.object([("valid", .bool(true)), ("file", .string(file)), ("agents", .int(Int64(policy.agents.count))),
+                                  ("capabilities", .int(Int64(policy.capabilities.count))), ("grants", .int(Int64(grants)))])) {
+                "\(file): valid (\(policy.agents.count) agents, \(policy.capabilities.count) capabilities, \(grants) grants)"
+            }
+        }
+    }
+
+    struct Diff: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Compare a policy file with the active version (admins).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The policy file.") var file: String
+
+        func run() async throws {
+            let candidate = PolicyCommand.parse(file)
+            var req = Lanyard_V1_AdminRequest()
+            req.policyShow = .init()
+            let shown = await attempt { try await sockets.admin.call(req) }.policyShow
+            let active: Policy
+            do { active = try PolicyParser.parse(shown.source, file: shown.path) } catch { die("the active policy does not parse here: \(error)") }
+            let changes = PolicyDiff.changes(from: active, to: candidate)
+            sockets.emit(.object([("active_version", .string(shown.policyVersion)), ("changes", .array(changes.map { .string($0) }))])) {
+                changes.isEmpty ? "no changes from the active policy (\(shown.policyVersion.prefix(12)))" : changes.joined(separator: "\n")
+            }
+        }
+    }
+
+    struct Reload: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Re-read the policy file; a bad file is refused and the old policy stays (admins).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.policyReload = .init()
+            let r = await attempt { try await sockets.admin.call(req) }.policyReload
+            sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("changed", .bool(r.changed))])) {
+                r.changed ? "policy \(r.policyVersion.prefix(12)) is now active" : "policy unchanged (\(r.policyVersion.prefix(12)))"
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the active policy (admins).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.policyShow = .init()
+            let r = await attempt { try await sockets.admin.call(req) }.policyShow
+            sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("path", .string(r.path)), ("source", .string(r.source))])) {
+                "# \(r.path) (version \(r.policyVersion))\n" + r.source
+            }
+        }
+    }
+
+    static func parse(_ file: String) -> Policy {
+        guard let fp = fopen(file, "r") else { die("cannot read \(file): \(String(cString: strerror(errno)))") }
+        defer { fclose(fp) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, fp)
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        do {
+            return try PolicyParser.parse(String(decoding: bytes, as: UTF8.self), file: file)
+        } catch {
+            die("invalid policy: \(error)")
+        }
+    }
+}
+
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "audit", abstract: "Verify, query and export the audit chain (admins).",
+                                                    subcommands: [Verify.self, Query.self, Export.self])
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check the whole hash chain; report the first broken record (exit 1 if any).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.auditVerify = .init()
+            let v = await attempt { try await sockets.admin.call(req) }.auditVerify
+            sockets.emit(.object([("ok", .bool(v.ok)), ("records", .int(Int64(v.records))),
+                                  ("first_broken_seq", v.ok ? .null : .int(Int64(v.firstBrokenSeq))), ("reason", .string(v.reason)),
+                                  ("head_hash", .string(v.headHash))])) {
+                v.ok ? "audit chain ok: \(v.records) records, head \(v.headHash.prefix(16))"
+                     : "audit chain BROKEN at record \(v.firstBrokenSeq): \(v.reason) (\(v.records) records before it verify)"
+            }
+            if !v.ok { throw ExitCode(1) }
+        }
+    }
+
+    struct Filters: ParsableArguments {
+        @Option(help: "Only this agent.") var agent: String?
+        @Option(help: "Only this capability.") var capability: String?
+        @Option(help: "Only this decision: allow, deny or pending.") var decision: String?
+        @Option(help: "From this sequence number.") var from: UInt64 = 1
+        @Option(help: "At most this many records.") var limit: Int = 1000
+
+        func request(from seq: UInt64) -> Lanyard_V1_AdminRequest {
+            var req = Lanyard_V1_AdminRequest()
+            req.auditQuery = .with {
+                $0.fromSeq = seq
+                $0.agent = agent ?? ""
+                $0.capability = capability ?? ""
+                $0.decision = decision ?? ""
+                $0.limit = 500
+            }
+            return req
+        }
+    }
+
+    /// Pages through the chain, handing each record to `body`.
+    static func each(_ sockets: Sockets, _ f: Filters, _ body: (Lanyard_V1_AuditRecord) -> Void) async {
+        let admin = sockets.admin
+        var next = f.from
+        var left = f.limit
+        while left > 0 {
+            let page = await attempt { try await admin.call(f.request(from: next)) }.auditQuery
+            for r in page.records.prefix(left) { body(r) }
+            left -= page.records.count
+            guard page.nextSeq > next else { break }
+            next = page.nextSeq
+        }
+    }
+
+    struct Query: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show audit records matching the filters.")
+        @OptionGroup var sockets: Sockets
+        @OptionGroup var filters: Filters
+
+        func run() async throws {
+            await AuditCommand.each(sockets, filters) { r in
+                if sockets.json {
+                    print(r.json.text)
+                } else {
+                    let who = r.agent.isEmpty ? "uid \(r.uid)" : r.agent
+                    print("\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event)  \(who)  \(r.capability)  \(r.decision)  \(r.outcome)  \(r.reason)")
+                }
+            }
+        }
+    }
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print records as JSON lines (for shipping to a central system).")
+        @OptionGroup var sockets: Sockets
+        @OptionGroup var filters: Filters
+
+        func run() async throws {
+            await AuditCommand.each(sockets, filters) { print($0.json.text) }
+        }
+    }
+}

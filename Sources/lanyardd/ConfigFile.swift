@@ -1,0 +1,35 @@
+import LanyardServer
+import Yams
+
+/// `--config FILE`: a YAML mapping whose keys are the long flag names (`state-dir: ...`).
+enum ConfigFile {
+    static let keys: Set<String> = [
+        "policy", "state-dir", "agent-socket", "admin-socket", "master-key-file", "agent-socket-mode",
+        "admin-socket-mode", "admin-group", "max-frame", "max-in-flight", "max-connections-per-uid",
+        "max-connections", "frame-deadline-ms", "idle-timeout-seconds", "log-level",
+    ]
+
+    struct Problem: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func load(_ path: String) throws -> [String: String] {
+        guard let text = readTextFile(path) else {
+            throw Problem(description: "cannot read config file \(path)")
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw Problem(description: "\(path): not valid YAML: \(error)") }
+        guard let node else { return [:] }
+        guard case .mapping(let mapping) = node else { throw Problem(description: "\(path): expected a mapping of option: value") }
+        var out: [String: String] = [:]
+        for (k, v) in mapping {
+            let key = String((k.string ?? "").map { $0 == "_" ? "-" : $0 })
+            guard keys.contains(key) else {
+                throw Problem(description: "\(path):\(k.mark?.line ?? 0): unknown option '\(key)' (known: \(keys.sorted().joined(separator: ", ")))")
+            }
+            guard case .scalar(let s) = v else { throw Problem(description: "\(path):\(v.mark?.line ?? 0): \(key): expected a single value") }
+            out[key] = s.string
+        }
+        return out
+    }
+}

@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import CLanyardSys
+import LanyardCrypto
+import LanyardServer
+import Logging
+import ServiceLifecycle
+
+@main
+struct Lanyardd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lanyardd",
+        abstract: "The Lanyard daemon: kernel-attested identity, capability policy, approvals and audit for local AI agents.",
+        subcommands: [Serve.self, Keygen.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the daemon (the default).")
+
+    @Option(help: "A YAML file with any of these options as keys (flags win).") var config: String?
+    @Option(help: "The policy file (default /etc/lanyard/policy.yaml).") var policy: String?
+    @Option(name: .customLong("state-dir"), help: "SQLite database and sealed keys (default /var/lib/lanyard).") var stateDir: String?
+    @Option(name: .customLong("agent-socket"), help: "Agent socket path (default /run/lanyard/agent.sock).") var agentSocket: String?
+    @Option(name: .customLong("admin-socket"), help: "Admin socket path (default /run/lanyard/admin.sock).") var adminSocket: String?
+    @Option(name: .customLong("master-key-file"), help: "Master key file (else $CREDENTIALS_DIRECTORY/master.key).") var masterKeyFile: String?
+    @Option(name: .customLong("agent-socket-mode"), help: "Octal mode of the agent socket (default 0666).") var agentSocketMode: String?
+    @Option(name: .customLong("admin-socket-mode"), help: "Octal mode of the admin socket (default 0660).") var adminSocketMode: String?
+    @Option(name: .customLong("admin-group"), help: "Group of the admin socket (default lanyard-admin, if it exists).") var adminGroup: String?
+    @Option(name: .customLong("max-frame"), help: "Largest accepted frame in bytes (default 65536).") var maxFrame: Int?
+    @Option(name: .customLong("max-in-flight"), help: "Requests in flight per connection (default 64).") var maxInFlight: Int?
+    @Option(name: .customLong("max-connections-per-uid"), help: "Connections per uid (default 64).") var maxConnectionsPerUID: Int?
+    @Option(name: .customLong("max-connections"), help: "Connections in all (default 1024).") var maxConnections: Int?
+    @Option(name: .customLong("frame-deadline-ms"), help: "A frame must complete this long after its first byte (default 5000).") var frameDeadlineMs: Int?
+    @Option(name: .customLong("idle-timeout-seconds"), help: "Close connections idle this long (default 600).") var idleTimeoutSeconds: Int?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).") var logLevel: String?
+    @Flag(help: "Throwaway setup: temp state dir, generated key, sample policy registering the invoking user as agent 'dev'.") var dev = false
+
+    func run() async throws {
+        disableCoreDumps()
+        umask(0o077)
+        let file: [String: String]
+        do {
+            file = try config.map(ConfigFile.load) ?? [:]
+        } catch {
+            fail("\(error)")
+        }
+        func pick(_ flag: String?, _ key: String) -> String? { flag ?? file[key] }
+        func pickInt(_ flag: Int?, _ key: String) -> Int? {
+            if let flag { return flag }
+            guard let s = file[key] else { return nil }
+            guard let v = Int(s) else { fail("\(config ?? ""): \(key): expected a whole number, got '\(s)'") }
+            return v
+        }
+
+        var logger = Logger(label: "lanyardd")
+        let level = pick(logLevel, "log-level") ?? "info"
+        guard let parsedLevel = Logger.Level(rawValue: level) else { fail("--log-level: unknown level '\(level)'; use trace, debug, info, notice, warning or error") }
+        logger.logLevel = parsedLevel
+
+        var policyPath = pick(policy, "policy")
+        var stateDirPath = pick(stateDir, "state-dir")
+        var agentPath = pick(agentSocket, "agent-socket")
+        var adminPath = pick(adminSocket, "admin-socket")
+        var agentMode = pick(agentSocketMode, "agent-socket-mode")
+        var devSetup: DevSetup?
+        if dev {
+            do {
+                let setup = try DevSetup.prepare(stateDir: stateDirPath, policy: policyPath)
+                devSetup = setup
+                stateDirPath = setup.stateDir
+                policyPath = setup.policyPath
+                agentPath = agentPath ?? setup.stateDir + "/agent.sock"
+                adminPath = adminPath ?? setup.stateDir + "/admin.sock"
+                agentMode = agentMode ?? "0666"
+            } catch {
+                fail("--dev: \(error)")
+            }
+        }
+
+        var cfg = DaemonConfig(policyPath: policyPath ?? "/etc/lanyard/policy.yaml",
+                               stateDir: stateDirPath ?? "/var/lib/lanyard",
+                               agentSocket: agentPath ?? "/run/lanyard/agent.sock",
+                               adminSocket: adminPath ?? "/run/lanyard/admin.sock")
+        if let m = agentMode { cfg.agentSocketMode = parseMode(m, "agent-socket-mode") }
+        if let m = pick(adminSocketMode, "admin-socket-mode") { cfg.adminSocketMode = parseMode(m, "admin-socket-mode") }
+        if let g = pick(adminGroup, "admin-group") { cfg.adminGroup = g.isEmpty ? nil : g }
+        if let v = pickInt(maxFrame, "max-frame") { cfg.limits.maxFrame = bounded(v, 16...(16 * 1024 * 1024), "max-frame") }
+        if let v = pickInt(maxInFlight, "max-in-flight") { cfg.limits.maxInFlight = bounded(v, 1...4096, "max-in-flight") }
+        if let v = pickInt(maxConnectionsPerUID, "max-connections-per-uid") { cfg.limits.maxConnectionsPerUID = bounded(v, 1...65536, "max-connections-per-uid") }
+        if let v = pickInt(maxConnections, "max-connections") { cfg.limits.maxConnections = bounded(v, 1...65536, "max-connections") }
+        if let v = pickInt(frameDeadlineMs, "frame-deadline-ms") { cfg.limits.frameDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "frame-deadline-ms"))) }
+        if let v = pickInt(idleTimeoutSeconds, "idle-timeout-seconds") { cfg.limits.idleTimeout = .seconds(Int64(bounded(v, 1...86_400, "idle-timeout-seconds"))) }
+
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(config: cfg, logger: logger)
+        } catch {
+            fail("\(error)")
+        }
+        devSetup?.announce(cfg)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: daemon)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+
+    func parseMode(_ s: String, _ name: String) -> mode_t {
+        guard let v = mode_t(s, radix: 8), v <= 0o777 else { fail("--\(name): '\(s)' is not an octal file mode such as 0660") }
+        return v
+    }
+
+    func bounded(_ v: Int, _ range: ClosedRange<Int>, _ name: String) -> Int {
+        guard range.contains(v) else { fail("--\(name): \(v) is outside \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Write a new 256-bit master key (mode 0600).")
+
+    @Option(help: "Where to write the key; the file must not exist.") var out: String
+
+    func run() throws {
+        umask(0o077)
+        let fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { fail("cannot create \(out): \(String(cString: strerror(errno))) (it must not exist yet)") }
+        defer { close(fd) }
+        let key = SecureRandom.bytes(32)
+        guard write(fd, key, key.count) == key.count, fsync(fd) == 0 else {
+            unlink(out)
+            fail("cannot write \(out): \(String(cString: strerror(errno)))")
+        }
+        print("wrote a new master key to \(out) (mode 0600); keep it secret and backed up")
+    }
+}
+
+/// One line on stderr, exit 1: how every startup problem ends.
+func fail(_ message: String) -> Never {
+    FileHandleStderr.write("lanyardd: \(message)\n")
+    exit(1)
+}
+
+enum FileHandleStderr {
+    static func write(_ s: String) {
+        _ = s.withCString { Glibc.write(2, $0, strlen($0)) }
+    }
+}
+
+/// Crash output must never hold a secret: no core dumps, not ptrace-readable by others.
+func disableCoreDumps() {
+    if lanyard_disable_dumps() != 0 { fail("cannot disable core dumps: \(String(cString: strerror(errno)))") }
+}

@@ -1,0 +1,183 @@
+import LanyardWire
+import NIOCore
+import NIOPosix
+import SwiftProtobuf
+import Synchronization
+
+/// An error status from lanyardd, or a transport failure (UNAVAILABLE).
+/// `response` carries whatever result explains the error (for example a Provision's
+/// `approval_id` with FAILED_PRECONDITION).
+public struct LanyardError: Error, CustomStringConvertible, Sendable {
+    public var code: Lanyard_V1_Code
+    public var message: String
+    public var response: (any ResponseEnvelope & Sendable)?
+
+    public init(code: Lanyard_V1_Code, message: String, response: (any ResponseEnvelope & Sendable)? = nil) {
+        self.code = code
+        self.message = message
+        self.response = response
+    }
+
+    public var description: String { "\(code.name): \(message)" }
+}
+
+extension Lanyard_V1_Code {
+    /// The gRPC-style name, e.g. PERMISSION_DENIED.
+    public var name: String {
+        switch self {
+        case .ok: "OK"
+        case .cancelled: "CANCELLED"
+        case .unknown: "UNKNOWN"
+        case .invalidArgument: "INVALID_ARGUMENT"
+        case .deadlineExceeded: "DEADLINE_EXCEEDED"
+        case .notFound: "NOT_FOUND"
+        case .alreadyExists: "ALREADY_EXISTS"
+        case .permissionDenied: "PERMISSION_DENIED"
+        case .resourceExhausted: "RESOURCE_EXHAUSTED"
+        case .failedPrecondition: "FAILED_PRECONDITION"
+        case .aborted: "ABORTED"
+        case .outOfRange: "OUT_OF_RANGE"
+        case .unimplemented: "UNIMPLEMENTED"
+        case .internal: "INTERNAL"
+        case .unavailable: "UNAVAILABLE"
+        case .dataLoss: "DATA_LOSS"
+        case .unauthenticated: "UNAUTHENTICATED"
+        case .UNRECOGNIZED(let n): "CODE_\(n)"
+        }
+    }
+}
+
+/// One framed, pipelined connection: requests carry ids, responses are matched by id
+/// in whatever order they come back. Reconnects on the next call after a failure.
+public final class FramedConnection<Request: Envelope, Response: ResponseEnvelope & Sendable>: Sendable {
+    public enum Endpoint: Sendable {
+        case path(String)
+        case descriptor(Int32)
+    }
+
+    private let endpoint: Endpoint
+    private let maxFrame: Int
+    private let group: any EventLoopGroup
+    private let state = Mutex<(channel: (any Channel)?, nextID: UInt64)>((nil, 1))
+
+    public init(_ endpoint: Endpoint, maxFrame: Int = Framing.defaultMaxFrame, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.endpoint = endpoint
+        self.maxFrame = maxFrame
+        self.group = group
+    }
+
+    deinit { state.withLock { $0.channel?.close(promise: nil) } }
+
+    /// Sends `request` (its id is assigned here) and returns the response with the same id,
+    /// whatever its status.
+    public func send(_ request: Request) async throws -> Response {
+        var request = request
+        let channel = try await connectedChannel()
+        request.id = state.withLock { s in
+            defer { s.nextID &+= 1 }
+            return s.nextID
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try Framing.frame(request, allocator: channel.allocator)
+        } catch {
+            throw LanyardError(code: .invalidArgument, message: "request does not encode: \(error)")
+        }
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        let id = request.id
+        channel.eventLoop.execute {
+            do {
+                let router = try channel.pipeline.syncOperations.handler(type: ResponseRouter<Response>.self)
+                router.expect(id, promise)
+                channel.writeAndFlush(buffer).whenFailure { promise.fail($0) }
+            } catch {
+                promise.fail(LanyardError(code: .unavailable, message: "connection to lanyardd is closed"))
+            }
+        }
+        return try await promise.futureResult.get()
+    }
+
+    public func close() async {
+        let channel = state.withLock { s in
+            defer { s.channel = nil }
+            return s.channel
+        }
+        try? await channel?.close()
+    }
+
+    private func connectedChannel() async throws -> any Channel {
+        if let c = state.withLock({ $0.channel }), c.isActive { return c }
+        let maxFrame = self.maxFrame
+        let bootstrap = ClientBootstrap(group: group).channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandlers([
+                    ByteToMessageHandler(FrameDecoder(maxFrame: maxFrame)),
+                    ResponseRouter<Response>(),
+                ])
+            }
+        }
+        let channel: any Channel
+        do {
+            switch endpoint {
+            case .path(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            case .descriptor(let fd): channel = try await bootstrap.withConnectedSocket(fd).get()
+            }
+        } catch {
+            let target = if case .path(let p) = endpoint { p } else { "the given socket" }
+            throw LanyardError(code: .unavailable, message: "cannot connect to lanyardd at \(target): \(error); is the daemon running and the socket path right?")
+        }
+        return state.withLock { s in
+            if let existing = s.channel, existing.isActive {
+                channel.close(promise: nil)
+                return existing
+            }
+            s.channel = channel
+            return channel
+        }
+    }
+}
+
+/// Completes each pending call when the response with its id arrives; fails them all
+/// when the connection drops.
+final class ResponseRouter<Response: ResponseEnvelope & Sendable>: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private var pending: [UInt64: EventLoopPromise<Response>] = [:]
+    private var refusal: LanyardError?
+
+    func expect(_ id: UInt64, _ promise: EventLoopPromise<Response>) {
+        pending[id] = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let body = unwrapInboundIn(data)
+        guard let response = try? Response(serializedBytes: Array(body.readableBytesView)) else {
+            failAll(LanyardError(code: .internal, message: "lanyardd sent a response that does not decode"))
+            context.close(promise: nil)
+            return
+        }
+        if response.id == 0, response.status.code != .ok {
+            // A connection-level error (cap reached, bad frame, deadline): fails every call.
+            refusal = LanyardError(code: response.status.code, message: response.status.message)
+            failAll(refusal!)
+            return
+        }
+        pending.removeValue(forKey: response.id)?.succeed(response)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(LanyardError(code: .unavailable, message: "connection to lanyardd failed: \(error)"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(refusal ?? LanyardError(code: .unavailable, message: "lanyardd closed the connection"))
+        context.fireChannelInactive()
+    }
+
+    private func failAll(_ error: LanyardError) {
+        let calls = pending
+        pending.removeAll()
+        for (_, p) in calls { p.fail(error) }
+    }
+}
