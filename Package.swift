@@ -77,6 +77,7 @@ let package = Package(
         ]),
 
         // Tests.
+        .target(name: "LanyardTestSupport", dependencies: ["CLanyardSys"], path: "Tests/LanyardTestSupport"),
         .testTarget(name: "LanyardCoreTests", dependencies: ["LanyardCore"]),
         .testTarget(name: "LanyardWireTests", dependencies: [
             "LanyardWire",
@@ -84,13 +85,15 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOTestUtils", package: "swift-nio"),
         ]),
-        .testTarget(name: "LanyardStoreTests", dependencies: ["LanyardStore", "LanyardCore", "LanyardCrypto"]),
+        .testTarget(name: "LanyardStoreTests", dependencies: ["LanyardStore", "LanyardCore", "LanyardCrypto", "LanyardTestSupport",
+                                                             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "LanyardServerTests", dependencies: [
-            "LanyardServer", "LanyardClient", "LanyardWire", "LanyardCore", "LanyardStore", "CLanyardSys",
+            "LanyardServer", "LanyardClient", "LanyardWire", "LanyardCore", "LanyardStore", "LanyardTestSupport", "CLanyardSys",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "CLanyardSys"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "LanyardTestSupport"]),
     ]
 )

@@ -20,3 +20,7 @@ int lanyard_thread_set_effective(uid_t uid, gid_t gid) {
     if (syscall(SYS_setresgid, -1, gid, -1) != 0) return -1;
     return (int)syscall(SYS_setresuid, -1, uid, -1);
 }
+
+int lanyard_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}

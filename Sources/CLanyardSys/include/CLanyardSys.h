@@ -9,4 +9,8 @@ int lanyard_disable_dumps(void);
 /// process-wide setxid broadcast). Tests use it to connect as another uid.
 int lanyard_thread_set_effective(uid_t uid, gid_t gid);
 
+/// pidfd_open(2): a pidfd for `pid`, or -1 with errno set.
+int lanyard_pidfd_open(pid_t pid);
+
 #endif
+

@@ -58,7 +58,13 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     private let endpoint: Endpoint
     private let maxFrame: Int
     private let group: any EventLoopGroup
-    private let state = Mutex<(channel: (any Channel)?, nextID: UInt64)>((nil, 1))
+    private struct State {
+        var channel: (any Channel)?
+        var connecting: EventLoopFuture<any Channel>?
+        var nextID: UInt64 = 1
+        var descriptorUsed = false
+    }
+    private let state = Mutex(State())
 
     public init(_ endpoint: Endpoint, maxFrame: Int = Framing.defaultMaxFrame, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.endpoint = endpoint
@@ -66,7 +72,9 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
         self.group = group
     }
 
-    deinit { state.withLock { $0.channel?.close(promise: nil) } }
+    deinit {
+        state.withLock { $0.channel }?.close(promise: nil)
+    }
 
     /// Sends `request` (its id is assigned here) and returns the response with the same id,
     /// whatever its status.
@@ -98,41 +106,57 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     }
 
     public func close() async {
-        let channel = state.withLock { s in
-            defer { s.channel = nil }
-            return s.channel
+        let (channel, connecting) = state.withLock { s in
+            defer { (s.channel, s.connecting) = (nil, nil) }
+            return (s.channel, s.connecting)
         }
+        if let channel = try? await connecting?.get() { try? await channel.close() }
         try? await channel?.close()
     }
 
+    /// The live channel, connecting first if needed. Concurrent first calls share one
+    /// connection attempt; a passed-in descriptor is wrapped exactly once.
     private func connectedChannel() async throws -> any Channel {
-        if let c = state.withLock({ $0.channel }), c.isActive { return c }
-        let maxFrame = self.maxFrame
-        let bootstrap = ClientBootstrap(group: group).channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandlers([
-                    ByteToMessageHandler(FrameDecoder(maxFrame: maxFrame)),
-                    ResponseRouter<Response>(),
-                ])
+        let pending: EventLoopFuture<any Channel> = try state.withLock { s in
+            if let channel = s.channel, channel.isActive { return channel.eventLoop.makeSucceededFuture(channel) }
+            if let connecting = s.connecting { return connecting }
+            let maxFrame = self.maxFrame
+            let bootstrap = ClientBootstrap(group: group).channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(FrameDecoder(maxFrame: maxFrame)),
+                        ResponseRouter<Response>(),
+                    ])
+                }
             }
-        }
-        let channel: any Channel
-        do {
+            let next: EventLoopFuture<any Channel>
             switch endpoint {
-            case .path(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
-            case .descriptor(let fd): channel = try await bootstrap.withConnectedSocket(fd).get()
+            case .path(let path):
+                next = bootstrap.connect(unixDomainSocketPath: path)
+            case .descriptor(let fd):
+                guard !s.descriptorUsed else {
+                    throw LanyardError(code: .unavailable, message: "the connection to lanyardd is closed (a passed-in socket cannot reconnect)")
+                }
+                s.descriptorUsed = true
+                next = bootstrap.withConnectedSocket(fd)
             }
+            s.channel = nil
+            s.connecting = next
+            return next
+        }
+        do {
+            let channel = try await pending.get()
+            state.withLock { s in
+                if s.connecting === pending {
+                    s.connecting = nil
+                    s.channel = channel
+                }
+            }
+            return channel
         } catch {
+            state.withLock { s in if s.connecting === pending { s.connecting = nil } }
             let target = if case .path(let p) = endpoint { p } else { "the given socket" }
             throw LanyardError(code: .unavailable, message: "cannot connect to lanyardd at \(target): \(error); is the daemon running and the socket path right?")
-        }
-        return state.withLock { s in
-            if let existing = s.channel, existing.isActive {
-                channel.close(promise: nil)
-                return existing
-            }
-            s.channel = channel
-            return channel
         }
     }
 }

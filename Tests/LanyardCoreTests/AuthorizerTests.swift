@@ -1,0 +1,119 @@
+import LanyardCore
+import Testing
+
+private let base = """
+trust_domain: t.internal
+approvers: { uids: [5000] }
+services:
+  github: { kind: opaque }
+  deploy: { kind: jwt }
+capabilities:
+  github:read_repo:  { risk: low }
+  github:push:       { risk: medium }
+  deploy:production: { risk: high }
+  github:delete:     { risk: high }
+agents:
+  coder:
+    uid: 1001
+    grants:
+      - github:read_repo
+      - github:push
+      - deploy:production
+      - { capability: github:delete, risk: high }
+  raised:
+    uid: 1002
+    grants:
+      - { capability: github:read_repo, risk: medium }
+      - { capability: github:push, risk: high }
+
+"""
+
+private func policy(_ text: String = base) throws -> Policy {
+    try PolicyParser.parse(text, file: "policy.yaml")
+}
+
+struct AuthorizerTests {
+    /// capability × risk × grant → decision, with no socket.
+    @Test(arguments: [
+        ("coder", "github:read_repo", Decision.allow, RiskLevel?.some(.low)),
+        ("coder", "github:push", .pending, .medium),
+        ("coder", "deploy:production", .pending, .high),
+        ("coder", "github:delete", .pending, .high),
+        ("coder", "github:unknown", .deny, nil),          // not in the catalog
+        ("raised", "github:read_repo", .pending, .medium), // a grant raised the risk
+        ("raised", "github:push", .pending, .high),
+        ("raised", "deploy:production", .deny, .high),     // catalogued, not granted
+        ("raised", "github:delete", .deny, .high),
+    ])
+    func decision(agent: String, capability: String, expected: Decision, risk: RiskLevel?) throws {
+        let p = try policy()
+        let a = try #require(p.agent(named: agent))
+        let v = Authorizer.decide(try Capability(parsing: capability), for: a, in: p)
+        #expect(v.decision == expected)
+        #expect(v.risk == risk)
+        #expect(!v.reason.isEmpty)
+    }
+
+    @Test func highIsDeniedWithoutApprovers() throws {
+        let p = try policy(base.replacingOccurrences(of: "approvers: { uids: [5000] }\n", with: ""))
+        let a = try #require(p.agent(named: "coder"))
+        let v = Authorizer.decide(try Capability(parsing: "deploy:production"), for: a, in: p)
+        #expect(v.decision == .deny)
+        #expect(v.reason.contains("no approvers"))
+        // MEDIUM still waits for a human (who will be configured later).
+        #expect(Authorizer.decide(try Capability(parsing: "github:push"), for: a, in: p).decision == .pending)
+    }
+
+    @Test func scopeTakesTheWorstRouteAndAnyDenialWins() throws {
+        let p = try policy()
+        let coder = try #require(p.agent(named: "coder"))
+        let caps = try ["github:read_repo", "github:push"].map { try Capability(parsing: $0) }
+        #expect(Authorizer.decide(caps, for: coder, in: p).decision == .pending)
+        let withUnknown = caps + [try Capability(parsing: "github:nope")]
+        #expect(Authorizer.decide(withUnknown, for: coder, in: p).decision == .deny)
+        #expect(Authorizer.decide([], for: coder, in: p).decision == .deny)
+    }
+
+    @Test func selectorsBindProcesses() throws {
+        let p = try policy("""
+        trust_domain: t.internal
+        services: { s: { kind: opaque } }
+        capabilities: { "s:read": { risk: low } }
+        agents:
+          py: { uid: 1001, exe: /usr/bin/python3, grants: [s:read] }
+          sh: { uid: 1001, exe: /bin/sh, unit: a.service }
+          g:  { uid: 1003, gid: 50 }
+        """)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/usr/bin/python3"))?.name == "py")
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/bin/sh", unit: "a.service"))?.name == "sh")
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/bin/sh", unit: "b.service")) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/usr/bin/perl")) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, exe: "/usr/bin/python3")) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 50, pid: 9))?.name == "g")
+        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 51, pid: 9)) == nil)
+    }
+
+    @Test(arguments: ["a:b", "a:b:c", "a:b:c:d", "git-hub:read_repo", "s3:get_object"])
+    func validCapabilities(_ name: String) throws {
+        #expect(try Capability(parsing: name).name == name)
+    }
+
+    @Test(arguments: ["a", "a:b:c:d:e", "A:b", "a::b", ":a", "a:", "a:*", "*", "a:b c", "a:é"])
+    func invalidCapabilities(_ name: String) {
+        #expect(throws: CapabilityError.self) { try Capability(parsing: name) }
+    }
+
+    @Test func approvalDigestInputIsCanonical() throws {
+        let caps = try ["b:x", "a:y"].map { try Capability(parsing: $0) }
+        let s1 = ApprovalSubject(agentID: "id", capabilities: caps, resource: "r", args: ["k": "v", "a": "b"], amount: "")
+        let s2 = ApprovalSubject(agentID: "id", capabilities: caps.reversed(), resource: "r", args: ["a": "b", "k": "v"], amount: "")
+        #expect(s1.canonicalBytes == s2.canonicalBytes)
+        var s3 = s1
+        s3.args["k"] = "w"
+        #expect(s1.canonicalBytes != s3.canonicalBytes)
+        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        let x = ApprovalSubject(agentID: "ab", capabilities: [], resource: "c", args: [:], amount: "")
+        let y = ApprovalSubject(agentID: "a", capabilities: [], resource: "bc", args: [:], amount: "")
+        #expect(x.canonicalBytes != y.canonicalBytes)
+    }
+}

@@ -1,0 +1,129 @@
+import LanyardCore
+import Testing
+
+struct PolicyParserTests {
+    static let header = """
+    trust_domain: t.internal
+    services:
+      github: { kind: opaque }
+    capabilities:
+      github:read_repo: { risk: low }
+      github:push: { risk: medium }
+
+    """
+
+    /// Each invalid policy, the field path it must name, a phrase of its message, and its line.
+    @Test(arguments: [
+        (header + "agents:\n  a: { uid: 1001, grants: [\"github:*\"] }\n", "agents.a.grants[0]", "wildcards are not allowed", 8),
+        ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  \"github:*\": { risk: low }\n", "capabilities.github:*", "wildcards are not allowed", 4),
+        (header + "agents:\n  root-agent: { uid: 0 }\n", "agents.root-agent.uid", "uid 0 (root) can never be an agent", 8),
+        (header + "approvers: { uids: [1001] }\nagents:\n  a: { uid: 1001 }\n", "agents.a.uid", "also an approver", 9),
+        (header + "agents:\n  a: { uid: 1001 }\n  b: { uid: 1001, exe: /usr/bin/python3 }\n", "agents.b", "selectors are ambiguous", 9),
+        (header + "agents:\n  a: { uid: 1001, grants: [github:delete] }\n", "agents.a.grants[0]", "not in the capabilities catalog", 8),
+        (header + "agents:\n  a: { uid: 1001, grants: [\"GitHub:Push\"] }\n", "agents.a.grants[0]", "malformed", 8),
+        (header + "agents:\n  a: { uid: 1001, grants: [github] }\n", "agents.a.grants[0]", "2 to 4 segments", 8),
+        ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  \"github:a:b:c:d\": { risk: low }\n", "capabilities.github:a:b:c:d", "2 to 4 segments", 4),
+        (header + "agents:\n  a: { uid: 1001, grants: [{ capability: github:push, risk: low }] }\n", "agents.a.grants[0]", "never lower it", 8),
+        (header + "agents:\n  a: { uid: 1001, exe: python3 }\n", "agents.a.exe", "absolute path", 8),
+        (header + "agents:\n  a: { uid: 1001, grants: [github:push, github:push] }\n", "agents.a.grants[1]", "granted twice", 8),
+        (header + "agents:\n  Bad_Name: { uid: 1001 }\n", "agents.Bad_Name", "not a slug", 8),
+        (header + "agentz: {}\n", "agentz", "unknown field", 7),
+        ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  other:read: { risk: low }\n", "capabilities.other:read", "not declared under services", 4),
+        ("trust_domain: t\nservices:\n  github: { kind: opaque, max_ttl_seconds: 901 }\n", "services.github.max_ttl_seconds", "ceiling cannot be raised", 3),
+        ("trust_domain: t\nservices:\n  github: { kind: magic }\n", "services.github.kind", "unknown kind", 3),
+        ("trust_domain: t\napprovers: { uids: [5], high_risk_quorum: 3 }\n", "approvers.high_risk_quorum", "must be 1 or 2", 2),
+        ("trust_domain: t\napprovers: { uids: [5], timeout_seconds: 1 }\n", "approvers.timeout_seconds", "between 5 and 86400", 2),
+        ("services: {}\n", "trust_domain", "is required", 1),
+        ("trust_domain: t\ncapabilities:\n  github:read: { risk: extreme }\n", "capabilities.github:read", "not declared", 3),
+    ])
+    func refused(_ yaml: String, path: String, phrase: String, line: Int) {
+        do {
+            _ = try PolicyParser.parse(yaml, file: "/etc/lanyard/policy.yaml")
+            Issue.record("accepted an invalid policy; expected \(path): \(phrase)")
+        } catch {
+            #expect(error.file == "/etc/lanyard/policy.yaml")
+            #expect(error.path == path)
+            #expect(error.message.contains(phrase), "message was: \(error.message)")
+            #expect(error.line == line)
+            #expect(error.description.hasPrefix("/etc/lanyard/policy.yaml:\(line): \(path): "))
+        }
+    }
+
+    @Test func notYAMLIsReportedWithItsLine() {
+        do {
+            _ = try PolicyParser.parse("trust_domain: t\nagents: [unclosed\n", file: "p.yaml")
+            Issue.record("accepted broken YAML")
+        } catch {
+            #expect(error.message.hasPrefix("not valid YAML"))
+            #expect(error.line != nil)
+        }
+    }
+
+    @Test func designExampleParses() throws {
+        let p = try PolicyParser.parse("""
+        trust_domain: example.internal
+        admins:
+          groups: [lanyard-admin]
+        approvers:
+          uids: [1000]
+          groups: [lanyard-approvers]
+          high_risk_quorum: 1
+          timeout_seconds: 300
+          notify:
+            webhook: { url: "http://127.0.0.1:9000/approvals", secret_file: /etc/lanyard/webhook.key }
+        services:
+          github:   { kind: opaque, default_ttl_seconds: 300, max_ttl_seconds: 900, rotation_days: 30 }
+          deploy:   { kind: jwt,    default_ttl_seconds: 120 }
+          openai:   { kind: static }
+        capabilities:
+          github:read_repo:   { risk: low }
+          github:push:        { risk: medium }
+          deploy:production:  { risk: high }
+        agents:
+          coder:
+            uid: 1001
+            exe: /usr/bin/python3.12
+            grants: [github:read_repo, github:push]
+          releaser:
+            uid: 1002
+            grants: [deploy:production]
+        """, file: "p.yaml")
+        #expect(p.trustDomain == "example.internal")
+        #expect(p.agents.map(\.name).sorted() == ["coder", "releaser"])
+        #expect(p.services["deploy"]?.defaultTTLSeconds == 120)
+        #expect(p.services["openai"]?.defaultTTLSeconds == 300)
+        #expect(p.approvers?.webhook?.url == "http://127.0.0.1:9000/approvals")
+        #expect(p.agent(named: "coder")?.uri(trustDomain: p.trustDomain) == "spiffe://example.internal/agent/coder")
+    }
+
+    @Test func diffNamesEachChange() throws {
+        let old = try PolicyParser.parse(Self.header + "agents:\n  a: { uid: 1001, grants: [github:read_repo] }\n", file: "old")
+        let new = try PolicyParser.parse(Self.header.replacingOccurrences(of: "github:push: { risk: medium }", with: "github:push: { risk: high }")
+            + "agents:\n  a: { uid: 1001, grants: [github:push] }\n  b: { uid: 1002 }\n", file: "new")
+        let changes = PolicyDiff.changes(from: old, to: new)
+        #expect(changes.contains("~ capability github:push: risk medium -> high"))
+        #expect(changes.contains("+ agent a: grant github:push [high]"))
+        #expect(changes.contains("- agent a: grant github:read_repo"))
+        #expect(changes.contains { $0.hasPrefix("+ agent b") })
+        #expect(PolicyDiff.changes(from: old, to: old).isEmpty)
+    }
+
+    @Test func auditCanonicalFormCoversEveryField() {
+        var a = AuditRecord(event: "authorize")
+        a.seq = 1
+        a.prevHash = AuditRecord.genesisHash
+        let base = a.canonicalBytes
+        var edits: [(inout AuditRecord) -> Void] = [
+            { $0.seq = 2 }, { $0.timeMicros = 1 }, { $0.event = "x" }, { $0.agentID = "x" }, { $0.agent = "x" },
+            { $0.uid = 1 }, { $0.gid = 1 }, { $0.pid = 1 }, { $0.capability = "x" }, { $0.resource = "x" },
+            { $0.decision = "x" }, { $0.reason = "x" }, { $0.outcome = "x" }, { $0.leaseID = "x" },
+            { $0.approvalID = "x" }, { $0.approver = "x" }, { $0.policyVersion = "x" }, { $0.prevHash = "x" },
+        ]
+        for i in edits.indices {
+            var b = a
+            edits[i](&b)
+            #expect(b.canonicalBytes != base, "edit \(i) not covered by the hash")
+        }
+        edits.removeAll()
+    }
+}

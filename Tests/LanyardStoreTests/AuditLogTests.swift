@@ -1,0 +1,142 @@
+import LanyardCore
+import LanyardStore
+import LanyardTestSupport
+import Logging
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A clock the test moves.
+final class ManualClock: WallClock, @unchecked Sendable {
+    var now: Int64 = 1_800_000_000_000_000
+    func nowMicros() -> Int64 { now }
+}
+
+private func record(_ i: Int) -> AuditRecord {
+    var r = AuditRecord(event: "authorize")
+    r.agent = "agent-\(i % 3)"
+    r.capability = "github:read_repo"
+    r.decision = i % 2 == 0 ? "allow" : "deny"
+    r.uid = 1000 + Int64(i)
+    return r
+}
+
+private func sqlite(_ db: String, _ sql: String) {
+    // The sqlite3 CLI stands in for an attacker editing the database.
+    let p = popen("sqlite3 \(db) \"\(sql)\"", "r")
+    pclose(p)
+}
+
+struct AuditLogTests {
+    let logger = Logger(label: "test")
+
+    @Test func chainLinksAndVerifies() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        var prev = AuditRecord.genesisHash
+        for i in 1...5 {
+            let r = try await store.audit.append(record(i))
+            #expect(r.seq == UInt64(i))
+            #expect(r.prevHash == prev)
+            #expect(r.hash.count == 64)
+            prev = r.hash
+        }
+        let v = try store.verifyAudit()
+        #expect(v.ok && v.records == 5 && v.headHash == prev)
+        #expect(try store.queryAudit(AuditFilter()).count == 5)
+        var f = AuditFilter()
+        f.agent = "agent-1"
+        #expect(try store.queryAudit(f).map(\.seq) == [1, 4])
+        f = AuditFilter()
+        f.decision = "deny"
+        f.fromSeq = 2
+        #expect(try store.queryAudit(f).map(\.seq) == [3, 5])
+    }
+
+    /// Concurrent appends are group-committed and still form one gap-free chain.
+    @Test func concurrentAppendsFormOneChain() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        let seqs = try await withThrowingTaskGroup(of: UInt64.self) { group in
+            for i in 0..<400 { group.addTask { try await store.audit.append(record(i)).seq } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(Set(seqs) == Set(1...400))
+        let v = try store.verifyAudit()
+        #expect(v.ok && v.records == 400)
+    }
+
+    @Test func editedRowIsTheFirstBrokenRecord() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        for i in 1...10 { try await store.audit.append(record(i)) }
+        sqlite(store.path, "UPDATE audit SET decision='allow' WHERE seq=7")
+        var v = try store.verifyAudit()
+        #expect(!v.ok)
+        #expect(v.firstBrokenSeq == 7)
+        #expect(v.records == 6)
+        #expect(v.reason.contains("altered"))
+
+        sqlite(store.path, "UPDATE audit SET decision='deny' WHERE seq=7")  // restore
+        sqlite(store.path, "DELETE FROM audit WHERE seq=4")
+        v = try store.verifyAudit()
+        #expect(v.firstBrokenSeq == 5)
+        #expect(v.reason.contains("missing"))
+    }
+
+    @Test func reopenedStoreContinuesTheChain() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        var head: AuditRecord
+        do {
+            let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+            for i in 1...3 { try await store.audit.append(record(i)) }
+            head = try await store.audit.append(record(4))
+            store.audit.close()
+        }
+        let reopened = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { reopened.audit.close() }
+        #expect(reopened.audit.headRecord.seq == 4)
+        let next = try await reopened.audit.append(record(5))
+        #expect(next.seq == 5 && next.prevHash == head.hash)
+        #expect(try reopened.verifyAudit().ok)
+    }
+
+    /// A change that fails is rolled back with its record; the rest of the batch commits.
+    @Test func failedMutationWritesNothingAndFailsItsCaller() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await store.audit.append(record(1), with: { db in
+                try db.exec("INSERT INTO agents(name, id, created_us) VALUES ('x', 'y', 1)")
+                throw Boom()
+            })
+        }
+        let r = try await store.audit.append(record(2))
+        #expect(r.seq == 1)
+        #expect(try store.read { db in
+            let s = try db.prepare("SELECT count(*) FROM agents")
+            _ = try s.step()
+            return s.int(0)
+        } == 0)
+    }
+
+    @Test func closedLogFailsClosed() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        store.audit.close()
+        await #expect(throws: StoreError.self) { try await store.audit.append(record(1)) }
+    }
+}

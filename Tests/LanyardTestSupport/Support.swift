@@ -1,0 +1,117 @@
+import CLanyardSys
+import Foundation
+
+/// Helpers shared by the server and end-to-end tests.
+public enum TestSupport {
+    public static var isRoot: Bool { getuid() == 0 }
+
+    /// The repository root (for the built binaries and the C client).
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// A fresh directory others can traverse (sockets inside are reached by test uids).
+    public static func tempDir(_ tag: String = "t") -> String {
+        var template = Array("/tmp/lanyard-\(tag).XXXXXX".utf8CString)
+        let p = mkdtemp(&template)!
+        let path = String(cString: p)
+        chmod(path, 0o755)
+        return path
+    }
+
+    public static func remove(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    public static func write(_ text: String, to path: String) {
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644])
+    }
+
+    /// A system user for tests (created when missing; root only). Returns (uid, gid).
+    public static func user(_ name: String) -> (uid: UInt32, gid: UInt32)? {
+        if let pw = getpwnam(name) { return (pw.pointee.pw_uid, pw.pointee.pw_gid) }
+        guard isRoot else { return nil }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/useradd")
+        p.arguments = ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try? p.run()
+        p.waitUntilExit()
+        guard let pw = getpwnam(name) else { return nil }
+        return (pw.pointee.pw_uid, pw.pointee.pw_gid)
+    }
+
+    /// Connects to a Unix socket as another uid: the kernel records the effective ids
+    /// at connect(), and only this thread's ids change (raw syscalls), briefly.
+    public static func connect(_ path: String, asUID uid: UInt32, gid: UInt32) -> Int32 {
+        let original = (getuid(), getgid())
+        precondition(lanyard_thread_set_effective(uid, gid) == 0, "cannot switch this thread to uid \(uid)")
+        let fd = connect(path)
+        precondition(lanyard_thread_set_effective(original.0, original.1) == 0, "cannot switch this thread back")
+        return fd
+    }
+
+    /// A blocking connected socket (or -errno).
+    public static func connect(_ path: String) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            let b = Array(path.utf8)
+            raw.copyBytes(from: b)
+            raw[b.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            return -e
+        }
+        var tv = timeval(tv_sec: 20, tv_usec: 0)  // a guard against hanging, not a synchronizer
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+
+    /// Reads until `count` bytes or EOF/timeout.
+    public static func read(_ fd: Int32, count: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while out.count < count {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, min($0.count, count - out.count)) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    /// Reads one frame body (nil on EOF).
+    public static func readFrame(_ fd: Int32) -> [UInt8]? {
+        let header = read(fd, count: 4)
+        guard header.count == 4 else { return nil }
+        let n = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+        let body = read(fd, count: n)
+        return body.count == n ? body : nil
+    }
+
+    /// True once the peer has closed (read returns 0).
+    public static func isClosed(_ fd: Int32) -> Bool {
+        var b: UInt8 = 0
+        return Glibc.read(fd, &b, 1) == 0
+    }
+
+    public static func frame(_ body: [UInt8]) -> [UInt8] {
+        let n = UInt32(body.count)
+        return [UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)] + body
+    }
+}
