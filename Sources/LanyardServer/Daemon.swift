@@ -84,6 +84,8 @@ public final class Daemon: Service {
         let admin = try await FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>.start(
             name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
             attestor: attestor, needsExeHash: { _ in false }, logger: logger)
+        // Trap SIGHUP before announcing readiness: an early reload must not kill us.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         logger.notice("lanyardd ready", metadata: [
             "agent.socket": "\(config.agentSocket)", "admin.socket": "\(config.adminSocket)",
             "policy.version": "\(policy.current.version)", "agents": "\(policy.current.policy.agents.count)",
@@ -94,7 +96,7 @@ public final class Daemon: Service {
             await withDiscardingTaskGroup { tasks in
                 tasks.addTask { await agent.run(agentService.handle) }
                 tasks.addTask { await admin.run(adminService.handle) }
-                tasks.addTask { await self.reloadOnSIGHUP() }
+                tasks.addTask { await self.reload(on: hangups) }
             }
         } onGracefulShutdown: {
             agent.close()
@@ -107,8 +109,7 @@ public final class Daemon: Service {
         logger.notice("lanyardd stopped")
     }
 
-    private func reloadOnSIGHUP() async {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
+    private func reload(on signals: UnixSignalsSequence) async {
         for await _ in signals.cancelOnGracefulShutdown() {
             do {
                 let (next, changed) = try policy.reload()

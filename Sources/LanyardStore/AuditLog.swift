@@ -19,7 +19,12 @@ public final class AuditLog: Sendable {
 
     init(connection: SQLiteConnection, clock: any WallClock, logger: Logger) throws(StoreError) {
         let last = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        let start: (UInt64, String) = try last.step() ? (UInt64(last.int(0)), last.text(1)) : (0, AuditRecord.genesisHash)
+        let start: (UInt64, String)
+        do {
+            start = try last.one { (UInt64($0.int(0)), $0.text(1)) } ?? (0, AuditRecord.genesisHash)
+        } catch {
+            throw StoreError("cannot read the audit head: \(error)")
+        }
         head = ChainHead(start)
         queue = WriterQueue()
         let head = self.head
@@ -149,7 +154,7 @@ extension Store {
             let s = try db.prepare(sql)
             for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
             var out: [AuditRecord] = []
-            while try s.step() { out.append(Self.record(s)) }
+            try s.rows { out.append(Self.record($0)); return true }
             return out
         }
     }
@@ -162,21 +167,24 @@ extension Store {
         var expectedSeq: UInt64 = 1
         var prev = AuditRecord.genesisHash
         var count: UInt64 = 0
-        try db.exec("BEGIN")
-        defer { try? db.exec("COMMIT") }
-        while try s.step() {
-            let r = Self.record(s)
-            func broken(_ why: String) -> AuditVerification {
-                AuditVerification(ok: false, records: count, firstBrokenSeq: r.seq, reason: why, headHash: prev)
+        var broken: AuditVerification?
+        try db.transaction(immediate: false) {
+            try s.rows { row in
+                let r = Self.record(row)
+                func fail(_ why: String) -> Bool {
+                    broken = AuditVerification(ok: false, records: count, firstBrokenSeq: r.seq, reason: why, headHash: prev)
+                    return false
+                }
+                if r.seq != expectedSeq { return fail("record \(expectedSeq) is missing (found \(r.seq) next)") }
+                if r.prevHash != prev { return fail("record \(r.seq) does not link to the record before it") }
+                if SHA256.hex(r.canonicalBytes) != r.hash { return fail("record \(r.seq) was altered: its hash does not match its contents") }
+                prev = r.hash
+                expectedSeq += 1
+                count += 1
+                return true
             }
-            if r.seq != expectedSeq { return broken("record \(expectedSeq) is missing (found \(r.seq) next)") }
-            if r.prevHash != prev { return broken("record \(r.seq) does not link to the record before it") }
-            if SHA256.hex(r.canonicalBytes) != r.hash { return broken("record \(r.seq) was altered: its hash does not match its contents") }
-            prev = r.hash
-            expectedSeq += 1
-            count += 1
         }
-        return AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
+        return broken ?? AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
     }
 
     private var auditColumns: String {

@@ -106,8 +106,9 @@ package final class Statement {
             guard rc == SQLITE_OK else { throw StoreError("sqlite bind: \(connection.lastError)") }
     }
 
-    /// Steps once: true when a row is available.
-    package func step() throws(StoreError) -> Bool {
+    /// Steps once: true when a row is available. Private: a statement left mid-way pins a
+    /// read snapshot on its connection, so callers use `one`, `rows` or `run`, which reset.
+    private func step() throws(StoreError) -> Bool {
         switch sqlite3_step(stmt) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
@@ -115,8 +116,25 @@ package final class Statement {
         }
     }
 
+    /// Runs the statement to completion.
     package func run() throws(StoreError) {
+        defer { sqlite3_reset(stmt) }
         while try step() {}
+    }
+
+    /// The first row, read by `body`; nil when there is none.
+    package func one<T>(_ body: (Statement) throws -> T) throws -> T? {
+        defer { sqlite3_reset(stmt) }
+        guard try step() else { return nil }
+        return try body(self)
+    }
+
+    /// Each row in turn until `body` returns false.
+    package func rows(_ body: (Statement) throws -> Bool) throws {
+        defer { sqlite3_reset(stmt) }
+        while try step() {
+            guard try body(self) else { return }
+        }
     }
 
     package func int(_ col: Int32) -> Int64 { sqlite3_column_int64(stmt, col) }

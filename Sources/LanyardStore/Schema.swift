@@ -58,9 +58,12 @@ enum Schema {
     ]
 
     static func migrate(_ db: SQLiteConnection) throws(StoreError) {
-        let current = try db.prepare("PRAGMA user_version")
-        _ = try current.step()
-        let version = Int(current.int(0))
+        let version: Int
+        do {
+            version = try db.prepare("PRAGMA user_version").one { Int($0.int(0)) } ?? 0
+        } catch {
+            throw StoreError("cannot read the schema version: \(error)")
+        }
         guard version <= migrations.count else {
             throw StoreError("the database was written by a newer Lanyard (schema \(version), this build knows \(migrations.count)); upgrade lanyardd")
         }

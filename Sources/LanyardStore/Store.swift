@@ -43,7 +43,7 @@ public final class Store: Sendable {
                     .bind(.text(version), .int(nowMicros), .text(policyPath), .text(source)).run()
                 var ids: [String: String] = [:]
                 let select = try db.prepare("SELECT name, id FROM agents")
-                while try select.step() { ids[select.text(0)] = select.text(1) }
+                try select.rows { ids[$0.text(0)] = $0.text(1); return true }
                 for name in agentNames where ids[name] == nil {
                     let id = SecureRandom.uuid()
                     try db.prepare("INSERT INTO agents(name, id, created_us) VALUES (?, ?, ?)")
@@ -57,9 +57,7 @@ public final class Store: Sendable {
 
     public func countPendingApprovals() throws -> UInt64 {
         try read { db in
-            let s = try db.prepare("SELECT count(*) FROM approvals WHERE state = 'pending'")
-            _ = try s.step()
-            return UInt64(s.int(0))
+            UInt64(try db.prepare("SELECT count(*) FROM approvals WHERE state = 'pending'").one { $0.int(0) } ?? 0)
         }
     }
 }

@@ -125,11 +125,22 @@ struct AuditLogTests {
         }
         let r = try await store.audit.append(record(2))
         #expect(r.seq == 1)
-        #expect(try store.read { db in
-            let s = try db.prepare("SELECT count(*) FROM agents")
-            _ = try s.step()
-            return s.int(0)
-        } == 0)
+        #expect(try store.read { db in try db.prepare("SELECT count(*) FROM agents").one { $0.int(0) } } == 0)
+    }
+
+    /// Regression: a single-row read once left its statement active, pinning an old
+    /// snapshot: later reads missed new records and writes on that connection failed.
+    @Test func readsAfterSingleRowReadsSeeNewWrites() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        #expect(try store.countPendingApprovals() == 0)
+        try await store.audit.append(record(1))
+        #expect(try store.queryAudit(AuditFilter()).count == 1)
+        let ids = try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a"], nowMicros: 1)
+        #expect(ids["a"]?.count == 36)
+        #expect(try store.recordPolicy(version: "v2", path: "p", source: "s2", agentNames: ["a"], nowMicros: 2) == ids)
     }
 
     @Test func closedLogFailsClosed() async throws {

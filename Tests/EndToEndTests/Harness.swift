@@ -1,0 +1,170 @@
+import Foundation
+import LanyardTestSupport
+import Testing
+
+/// The built binaries (`swift build` before `swift test`; scripts/test.sh does both).
+enum Bin {
+    static let dir = TestSupport.packageRoot.appendingPathComponent(".build/debug").path
+    static let lanyardd = dir + "/lanyardd"
+    static let lanyardctl = dir + "/lanyardctl"
+    static let cExample = TestSupport.packageRoot.appendingPathComponent("clients/c/build/whoami_authorize").path
+
+    static func require() throws {
+        for path in [lanyardd, lanyardctl] where !FileManager.default.isExecutableFile(atPath: path) {
+            throw HarnessError("\(path) is missing: run `swift build` before `swift test` (scripts/test.sh does)")
+        }
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+struct RunResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a program to completion, optionally as another user (via setpriv), without a shell.
+@discardableResult
+func run(_ argv: [String], as user: (uid: UInt32, gid: UInt32)? = nil, env: [String: String] = [:], stdin: String? = nil) throws -> RunResult {
+    let p = Process()
+    var args = argv
+    if let user, user.uid != getuid() {
+        args = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + argv
+    }
+    p.executableURL = URL(fileURLWithPath: args[0])
+    p.arguments = Array(args.dropFirst())
+    var environment = ProcessInfo.processInfo.environment
+    environment.merge(env) { $1 }
+    p.environment = environment
+    // Files, not pipes: a chatty child can never block on a full pipe.
+    let outPath = TestSupport.tempDir("out") + "/out", errPath = outPath + ".err"
+    defer { TestSupport.remove((outPath as NSString).deletingLastPathComponent) }
+    FileManager.default.createFile(atPath: outPath, contents: nil)
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    p.standardOutput = FileHandle(forWritingAtPath: outPath)
+    p.standardError = FileHandle(forWritingAtPath: errPath)
+    let input = Pipe()
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    p.waitUntilExit()
+    let outData = FileManager.default.contents(atPath: outPath) ?? Data()
+    let errData = FileManager.default.contents(atPath: errPath) ?? Data()
+    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A real `lanyardd` process on temp sockets. Ready once it logs "lanyardd ready".
+final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
+    let dir: String
+    let stateDir: String
+    let policyPath: String
+    var agentSocket: String { dir + "/agent.sock" }
+    var adminSocket: String { dir + "/admin.sock" }
+    private(set) var process: Process?
+    private let log = NSCondition()
+    private var logText = ""
+
+    var env: [String: String] { ["LANYARD_SOCKET": agentSocket, "LANYARD_ADMIN_SOCKET": adminSocket] }
+
+    init(policy: String) throws {
+        try Bin.require()
+        dir = TestSupport.tempDir("e2e")
+        stateDir = dir + "/state"
+        policyPath = dir + "/policy.yaml"
+        TestSupport.write(policy, to: policyPath)
+    }
+
+    var arguments: [String] {
+        ["--policy", policyPath, "--state-dir", stateDir, "--agent-socket", agentSocket, "--admin-socket", adminSocket,
+         "--admin-socket-mode", "0666", "--admin-group", ""]
+    }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Bin.lanyardd)
+        p.arguments = arguments
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        process = p
+        // Wait for the readiness line (the daemon writes it once both sockets are served).
+        let handle = err.fileHandleForReading
+        var buffer = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { throw HarnessError("lanyardd exited before it was ready: \(String(decoding: buffer, as: UTF8.self))") }
+            buffer.append(chunk)
+            if String(decoding: buffer, as: UTF8.self).contains("lanyardd ready") { break }
+        }
+        // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it.
+        handle.readabilityHandler = { [log] h in
+            let text = String(decoding: h.availableData, as: UTF8.self)
+            log.lock()
+            self.logText += text
+            log.broadcast()
+            log.unlock()
+        }
+    }
+
+    /// Waits until the daemon logs `text` (10 s at most, as a guard against hanging).
+    func waitForLog(_ text: String) -> Bool {
+        let deadline = Date().addingTimeInterval(10)
+        log.lock()
+        defer { log.unlock() }
+        while !logText.contains(text) {
+            if !log.wait(until: deadline) { return false }
+        }
+        return true
+    }
+
+    func kill9() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func stop() -> Int32 {
+        guard let p = process else { return 0 }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+        return p.terminationStatus
+    }
+
+    func cleanup() {
+        _ = stop()
+        TestSupport.remove(dir)
+    }
+
+    func ctl(_ args: [String], as user: (uid: UInt32, gid: UInt32)? = nil, stdin: String? = nil) throws -> RunResult {
+        try run([Bin.lanyardctl] + args, as: user, env: env, stdin: stdin)
+    }
+}
+
+enum E2EUsers {
+    static let agent: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-a") : (getuid(), getgid())
+
+    static func policy(extra: String = "") -> String {
+        """
+        trust_domain: e2e.internal
+        services:
+          github: { kind: opaque }
+        capabilities:
+          github:read_repo: { risk: low }
+          github:push:      { risk: medium }
+          github:admin:     { risk: high }
+        agents:
+          a:
+            uid: \(agent!.uid)
+            grants: [github:read_repo, github:push\(extra)]
+
+        """
+    }
+}
