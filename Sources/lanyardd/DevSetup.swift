@@ -78,7 +78,7 @@ struct DevSetup {
 
     func announce(_ config: DaemonConfig) {
         let text = """
-        lanyardd --dev: a throwaway daemon (state is deleted with \(stateDir))
+        lanyardd --dev: a throwaway setup in \(stateDir) (remove it when done)
           agent 'dev' is uid \(agentUID) (\(agentUser))
           policy:       \(policyPath)
           state dir:    \(stateDir)

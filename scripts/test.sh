@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs the Debian packages it needs,
+# builds everything, runs every test (unit, in-process server, end-to-end with the
+# real binaries and the C client), then checks the README's quick start still works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd
+
+echo "== build" >&2
+swift build
+make -s -C clients/c
+
+echo "== swift test" >&2
+swift test
+
+echo "== quick start (scripts/demo.sh)" >&2
+scripts/demo.sh >/tmp/lanyard-demo.log 2>&1 || { cat /tmp/lanyard-demo.log; echo "scripts/demo.sh failed" >&2; exit 1; }
+echo "quick start ok"
