@@ -1,5 +1,6 @@
 import ArgumentParser
 import LanyardClient
+import LanyardCore
 import LanyardWire
 
 @main

@@ -2,46 +2,8 @@
 import Glibc
 #endif
 import LanyardClient
+import LanyardCore
 import LanyardWire
-
-/// A minimal JSON value for `--json` output (numbers stay numbers, unlike proto3 JSON's int64).
-enum JSON {
-    case string(String)
-    case int(Int64)
-    case bool(Bool)
-    case array([JSON])
-    case object([(String, JSON)])
-    case null
-
-    var text: String {
-        switch self {
-        case .string(let s): return Self.quote(s)
-        case .int(let n): return String(n)
-        case .bool(let b): return b ? "true" : "false"
-        case .null: return "null"
-        case .array(let items): return "[" + items.map(\.text).joined(separator: ",") + "]"
-        case .object(let pairs): return "{" + pairs.map { Self.quote($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
-        }
-    }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
-}
 
 /// RFC 3339 UTC with microseconds, e.g. 2026-11-29T09:10:23.123456Z.
 func rfc3339(micros: Int64) -> String {
