@@ -40,7 +40,7 @@ let package = Package(
         ]),
 
         // Middle layer.
-        .target(name: "LanyardCrypto", dependencies: ["CLibcrypto"]),
+        .target(name: "LanyardCrypto", dependencies: ["CLibcrypto", "LanyardCore"]),
         .target(name: "LanyardStore", dependencies: [
             "LanyardCore", "LanyardCrypto", "CSQLite",
             .product(name: "Logging", package: "swift-log"),

@@ -11,10 +11,12 @@ final class AdminService: Sendable {
     let clock: any WallClock
     let logger: Logger
     let registry: ConnectionRegistry
+    let credentials: CredentialService
     let startedMicros: Int64
 
-    init(policy: PolicyHolder, store: Store, clock: any WallClock, registry: ConnectionRegistry, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, clock: any WallClock, registry: ConnectionRegistry, logger: Logger) {
         self.policy = policy
+        self.credentials = credentials
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -91,10 +93,82 @@ final class AdminService: Sendable {
             r.reason = v.reason
             r.headHash = v.headHash
             response.auditVerify = r
+        case .secretPut(let c):
+            response.secretPut = try await secretPut(c, connection, snapshot)
+        case .secretRotate(let c):
+            guard let service = snapshot.policy.services[c.service] else {
+                throw CallError(.notFound, "service '\(c.service.prefix(64))' is not declared in the policy")
+            }
+            let (version, revoked) = try await credentials.rotate(service: service, actor: record("secret.rotate", connection, snapshot),
+                                                                  reason: "requested by admin uid \(connection.credentials.uid)")
+            response.secretRotate = .with {
+                $0.version = UInt32(version)
+                $0.revokedLeases = UInt32(revoked)
+            }
+        case .secretList:
+            response.secretList = .with {
+                $0.secrets = (try? store.secretVersions())?.map { s in
+                    .with {
+                        $0.service = s.service
+                        $0.version = UInt32(s.version)
+                        $0.updatedAt = s.createdMicros / 1_000_000
+                    }
+                } ?? []
+            }
+        case .leasesList(let c):
+            let now = clock.nowMicros()
+            let leases = try store.activeLeases(agent: c.agent.isEmpty ? nil : c.agent, service: c.service.isEmpty ? nil : c.service)
+                .filter { $0.isActive(atMicros: now) }
+            response.leasesList = .with { $0.leases = leases.map { CredentialService.info($0, now: now) } }
+        case .leasesRevoke(let c):
+            let leases: [Lease]
+            let what: String
+            switch c.target {
+            case .leaseID(let id):
+                leases = try store.lease(id: id).map { [$0] }?.filter { $0.state == .active } ?? []
+                what = "lease \(id.prefix(64))"
+            case .agent(let a):
+                leases = try store.activeLeases(agent: a)
+                what = "every lease of agent '\(a.prefix(64))'"
+            case .service(let sv):
+                leases = try store.activeLeases(service: sv)
+                what = "every lease of service '\(sv.prefix(64))'"
+            case .none:
+                throw CallError(.invalidArgument, "say what to revoke: a lease id, an agent or a service")
+            }
+            let n = try await credentials.revokeAll(leases, actor: record("leases.revoke", connection, snapshot),
+                                                    reason: "kill switch by admin uid \(connection.credentials.uid): \(what)")
+            response.leasesRevoke = .with { $0.revoked = UInt32(n) }
         default:
             throw CallError(.unimplemented, "\(name) is not available in this version of lanyardd")
         }
         return response
+    }
+
+    /// Seals a static service's new secret (never logged, never audited); older leases
+    /// of the service are revoked, since the value they carry is being replaced.
+    private func secretPut(_ c: Lanyard_V1_SecretPutRequest, _ connection: Connection, _ snapshot: PolicySnapshot) async throws -> Lanyard_V1_SecretPutResponse {
+        guard let service = snapshot.policy.services[c.service] else {
+            throw CallError(.notFound, "service '\(c.service.prefix(64))' is not declared in the policy")
+        }
+        guard service.kind == .static else {
+            throw CallError(.failedPrecondition, "service '\(service.name)' is of kind \(service.kind.rawValue); only static services hold a put secret")
+        }
+        guard !c.value.isEmpty, c.value.count <= 16 * 1024 else {
+            throw CallError(.invalidArgument, "the secret must be 1 to 16384 bytes, got \(c.value.count)")
+        }
+        let now = clock.nowMicros()
+        let (version, insert) = try store.putSecret(service: service.name, value: Array(c.value), nowMicros: now)
+        var r = record("secret.put", connection, snapshot)
+        r.capability = "\(service.name):secret"
+        r.decision = Decision.allow.rawValue
+        r.outcome = "version \(version)"
+        try await store.audit.append(r, with: insert)
+        if version > 1 {
+            _ = try await credentials.rotate(service: service, actor: record("secret.rotate", connection, snapshot), reason: "new secret put")
+        }
+        logger.notice("secret put", metadata: ["service": "\(service.name)", "version": "\(version)"])
+        return .with { $0.version = UInt32(version) }
     }
 
     private func status(_ snapshot: PolicySnapshot) throws -> Lanyard_V1_StatusResponse {
@@ -103,7 +177,7 @@ final class AdminService: Sendable {
         r.uptimeSeconds = UInt64(max(0, (clock.nowMicros() - startedMicros) / 1_000_000))
         r.policyVersion = snapshot.version
         r.agents = UInt32(snapshot.policy.agents.count)
-        r.activeLeases = 0
+        r.activeLeases = try store.countActiveLeases(nowMicros: clock.nowMicros())
         r.pendingApprovals = try store.countPendingApprovals()
         r.auditHead = store.audit.headRecord.seq
         r.connections = UInt32(registry.count)

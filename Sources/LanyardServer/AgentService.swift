@@ -9,12 +9,14 @@ import Logging
 final class AgentService: Sendable {
     let policy: PolicyHolder
     let store: Store
+    let credentials: CredentialService
     let clock: any WallClock
     let logger: Logger
 
-    init(policy: PolicyHolder, store: Store, clock: any WallClock, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, clock: any WallClock, logger: Logger) {
         self.policy = policy
         self.store = store
+        self.credentials = credentials
         self.clock = clock
         self.logger = logger
     }
@@ -42,11 +44,47 @@ final class AgentService: Sendable {
         case .none:
             throw CallError(.invalidArgument, "the request names no call; set one of the Request.call fields")
         case .some(let call):
-            let name = Self.name(of: call)
-            guard caller.agent != nil else { return try await unauthenticated(name, caller) }
-            throw CallError(.unimplemented, "\(name) is not available in this version of lanyardd")
+            guard let agent = caller.agent else { return try await unauthenticated(Self.name(of: call), caller) }
+            switch call {
+            case .provision(let c): return try await credentials.provision(c, caller, agent)
+            case .revoke(let c): return try await credentials.revoke(c, caller, agent)
+            case .listLeases(let c): return try credentials.listLeases(c, agent)
+            case .introspect(let c): return try await credentials.introspect(c, caller, agent)
+            case .rotate(let c): return try await rotate(c, caller, agent)
+            default: throw CallError(.unimplemented, "\(Self.name(of: call)) is not available in this version of lanyardd")
+            }
         }
     }
+
+    /// An agent rotates a service's credentials with `<service>:rotate`, routed by its risk.
+    private func rotate(_ call: Lanyard_V1_RotateRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
+        var record = caller.record("rotate")
+        record.capability = "\(call.service.prefix(64)):rotate"
+        guard let service = caller.snapshot.policy.services[call.service], let cap = try? Capability(parsing: "\(call.service):rotate") else {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "invalid_argument"
+            record.reason = "service is not declared in the policy"
+            try await store.audit.append(record)
+            throw CallError(.invalidArgument, "service '\(call.service.prefix(64))' is not declared in the policy")
+        }
+        let verdict = Authorizer.decide(cap, for: agent, in: caller.snapshot.policy)
+        guard verdict.decision == .allow else {
+            record.decision = verdict.decision.rawValue
+            record.outcome = "denied"
+            record.reason = verdict.reason
+            try await store.audit.append(record)
+            let code: Lanyard_V1_Code = verdict.decision == .pending ? .failedPrecondition : .permissionDenied
+            throw CallError(code, verdict.decision == .pending ? "\(verdict.reason); rotation needing approval is not available in this version" : verdict.reason)
+        }
+        let (version, revoked) = try await credentials.rotate(service: service, actor: record, reason: "requested by agent '\(agent.name)'")
+        var response = Lanyard_V1_Response()
+        response.rotate = .with {
+            $0.version = UInt32(version)
+            $0.revokedLeases = UInt32(revoked)
+        }
+        return response
+    }
+
 
     // MARK: Calls
 

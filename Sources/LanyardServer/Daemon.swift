@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import LanyardCore
+import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import Logging
@@ -20,7 +21,11 @@ public struct DaemonConfig: Sendable {
     public var adminSocketMode: mode_t = 0o660
     /// Group of the admin socket; skipped when the group does not exist.
     public var adminGroup: String? = "lanyard-admin"
+    /// Else `$CREDENTIALS_DIRECTORY/master.key`.
+    public var masterKeyFile: String?
     public var limits = ServerLimits()
+    /// How often expired leases are reaped and scheduled rotations checked.
+    public var maintenanceInterval: Duration = .seconds(30)
 
     public init(policyPath: String, stateDir: String, agentSocket: String, adminSocket: String) {
         self.policyPath = policyPath
@@ -41,6 +46,7 @@ public final class Daemon: Service {
     let registry: ConnectionRegistry
     let agentService: AgentService
     let adminService: AdminService
+    let credentials: CredentialService
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
 
@@ -49,8 +55,9 @@ public final class Daemon: Service {
         self.logger = logger
         self.attestor = attestor
         lock = try StateLock(directory: config.stateDir)
+        let sealer = try AESGCM(key: try MasterKey.load(path: config.masterKeyFile))
         do {
-            store = try Store(directory: config.stateDir, clock: clock, logger: logger)
+            store = try Store(directory: config.stateDir, sealer: sealer, clock: clock, logger: logger)
         } catch {
             throw StartupError("cannot open the state database in \(config.stateDir): \(error)")
         }
@@ -60,8 +67,9 @@ public final class Daemon: Service {
             throw StartupError("invalid policy: \(error)")
         }
         registry = ConnectionRegistry(limits: config.limits)
-        agentService = AgentService(policy: policy, store: store, clock: clock, logger: logger)
-        adminService = AdminService(policy: policy, store: store, clock: clock, registry: registry, logger: logger)
+        credentials = CredentialService(store: store, attestor: attestor, clock: clock, logger: logger)
+        agentService = AgentService(policy: policy, store: store, credentials: credentials, clock: clock, logger: logger)
+        adminService = AdminService(policy: policy, store: store, credentials: credentials, clock: clock, registry: registry, logger: logger)
         let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
         do {
             let group = config.adminGroup.flatMap(SystemGroups.groupID)
@@ -97,6 +105,7 @@ public final class Daemon: Service {
                 tasks.addTask { await agent.run(agentService.handle) }
                 tasks.addTask { await admin.run(adminService.handle) }
                 tasks.addTask { await self.reload(on: hangups) }
+                tasks.addTask { await self.maintain() }
             }
         } onGracefulShutdown: {
             agent.close()
@@ -107,6 +116,30 @@ public final class Daemon: Service {
         unlink(config.agentSocket)
         unlink(config.adminSocket)
         logger.notice("lanyardd stopped")
+    }
+
+    /// Reaps expired leases and runs scheduled rotations until shutdown.
+    private func maintain() async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await maintenance()
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.config.maintenanceInterval) }
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// One maintenance pass (tests call this directly with an injected clock).
+    func maintenance() async {
+        let snapshot = policy.current
+        do {
+            let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
+            if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
+            _ = try await credentials.rotateDue(snapshot.policy)
+        } catch {
+            logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
+        }
     }
 
     private func reload(on signals: UnixSignalsSequence) async {

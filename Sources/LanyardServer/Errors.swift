@@ -19,6 +19,9 @@ extension ResponseEnvelope {
         switch error {
         case let e as CallError:
             return .failure(id: id, e.code, e.message)
+        case let e as SealError:
+            logger.error("sealed value failed its integrity check; call denied", metadata: ["error": "\(e)"])
+            return .failure(id: id, .dataLoss, "\(e); an admin must put it again")
         case let e as StoreError:
             logger.error("storage failure; call denied", metadata: ["error": "\(e)"])
             return .failure(id: id, .unavailable, "lanyardd cannot write its audit log or state; the call was denied (the operator should check the daemon's log)")

@@ -47,8 +47,16 @@ public final class AuditLog: Sendable {
 
     @discardableResult
     package func append(_ record: AuditRecord, with mutation: Mutation?) async throws -> AuditRecord {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.push(.init(record: record, mutation: mutation, continuation: continuation))
+        try await append([record], with: mutation)[0]
+    }
+
+    /// Appends several records and one change atomically (for example a kill switch that
+    /// revokes many leases: one record per lease).
+    @discardableResult
+    package func append(_ records: [AuditRecord], with mutation: Mutation?) async throws -> [AuditRecord] {
+        precondition(!records.isEmpty)
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.push(.init(records: records, mutation: mutation, continuation: continuation))
         }
     }
 
@@ -61,33 +69,32 @@ public final class AuditLog: Sendable {
                                    head: ChainHead, clock: any WallClock, logger: Logger) {
         while let batch = queue.popAll() {
             var (seq, hash) = head.value.withLock { $0 }
-            var results: [Result<AuditRecord, Error>] = []
+            var results: [Result<[AuditRecord], Error>] = []
             results.reserveCapacity(batch.count)
             do {
                 try db.exec("BEGIN IMMEDIATE")
                 for entry in batch {
+                    // Each entry (its change and its records) commits whole or not at all.
+                    try db.exec("SAVEPOINT entry")
                     do {
-                        if let mutation = entry.mutation {
-                            try db.exec("SAVEPOINT entry")
-                            do {
-                                try mutation(db)
-                                try db.exec("RELEASE entry")
-                            } catch {
-                                try db.exec("ROLLBACK TO entry")
-                                try db.exec("RELEASE entry")
-                                throw error
-                            }
+                        try entry.mutation?(db)
+                        var (entrySeq, entryHash) = (seq, hash)
+                        var written: [AuditRecord] = []
+                        for var r in entry.records {
+                            r.seq = entrySeq + 1
+                            if r.timeMicros == 0 { r.timeMicros = clock.nowMicros() }
+                            r.prevHash = entryHash
+                            r.hash = SHA256.hex(r.canonicalBytes)
+                            try insert(r, db)
+                            (entrySeq, entryHash) = (r.seq, r.hash)
+                            written.append(r)
                         }
-                        var r = entry.record
-                        r.seq = seq + 1
-                        if r.timeMicros == 0 { r.timeMicros = clock.nowMicros() }
-                        r.prevHash = hash
-                        r.hash = SHA256.hex(r.canonicalBytes)
-                        try insert(r, db)
-                        seq = r.seq
-                        hash = r.hash
-                        results.append(.success(r))
+                        try db.exec("RELEASE entry")
+                        (seq, hash) = (entrySeq, entryHash)
+                        results.append(.success(written))
                     } catch {
+                        try db.exec("ROLLBACK TO entry")
+                        try db.exec("RELEASE entry")
                         results.append(.failure(error))
                     }
                 }
@@ -224,9 +231,9 @@ private final class ChainHead: Sendable {
 
 private final class WriterQueue: @unchecked Sendable {
     struct Entry {
-        var record: AuditRecord
+        var records: [AuditRecord]
         var mutation: Mutation?
-        var continuation: CheckedContinuation<AuditRecord, Error>
+        var continuation: CheckedContinuation<[AuditRecord], Error>
     }
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)

@@ -55,6 +55,48 @@ enum Schema {
         );
         CREATE INDEX approvals_state ON approvals(state);
         """,
+        """
+        CREATE TABLE leases (
+            id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            service TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            secret_hash TEXT UNIQUE,
+            version INTEGER NOT NULL,
+            issued_us INTEGER NOT NULL,
+            expires_us INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            single_use INTEGER NOT NULL DEFAULT 0,
+            ended_us INTEGER,
+            ended_reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX leases_agent ON leases(agent_id, state);
+        CREATE INDEX leases_service ON leases(service, state);
+        CREATE INDEX leases_expiry ON leases(state, expires_us);
+        CREATE TABLE secrets (
+            service TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            sealed BLOB NOT NULL,
+            created_us INTEGER NOT NULL,
+            PRIMARY KEY (service, version)
+        );
+        CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            purpose TEXT NOT NULL,
+            alg TEXT NOT NULL,
+            public_key BLOB NOT NULL,
+            sealed_private BLOB NOT NULL,
+            created_us INTEGER NOT NULL,
+            retired_us INTEGER
+        );
+        CREATE TABLE service_versions (
+            service TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            rotated_us INTEGER NOT NULL
+        );
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws(StoreError) {

@@ -10,8 +10,13 @@ public final class Store: Sendable {
     public let path: String
     public let audit: AuditLog
     private let reader: Mutex<SQLiteConnectionBox>
+    /// Seals secrets and signing keys; nil when the daemon runs without a master key.
+    let sealer: AESGCM?
+    let clock: any WallClock
 
-    public init(directory: String, clock: any WallClock, logger: Logger) throws(StoreError) {
+    public init(directory: String, sealer: AESGCM? = nil, clock: any WallClock, logger: Logger) throws(StoreError) {
+        self.sealer = sealer
+        self.clock = clock
         path = directory + "/lanyard.db"
         let setup = try SQLiteConnection(path: path)
         try setup.exec("PRAGMA journal_mode=WAL")
@@ -58,6 +63,12 @@ public final class Store: Sendable {
     public func countPendingApprovals() throws -> UInt64 {
         try read { db in
             UInt64(try db.prepare("SELECT count(*) FROM approvals WHERE state = 'pending'").one { $0.int(0) } ?? 0)
+        }
+    }
+
+    public func countActiveLeases(nowMicros: Int64) throws -> UInt64 {
+        try read { db in
+            UInt64(try db.prepare("SELECT count(*) FROM leases WHERE state = 'active' AND expires_us > ?").bind(.int(nowMicros)).one { $0.int(0) } ?? 0)
         }
     }
 }

@@ -64,14 +64,18 @@ struct DevSetup {
         services:
           github: { kind: opaque, default_ttl_seconds: 300 }
           deploy: { kind: jwt, default_ttl_seconds: 120 }
+          openai: { kind: static }
         capabilities:
           github:read_repo:  { risk: low }
+          github:introspect: { risk: low }
           github:push:       { risk: medium }
+          deploy:read:       { risk: low }
           deploy:production: { risk: high }
+          openai:chat:       { risk: low }
         agents:
           dev:
             uid: \(agentUID)
-            grants: [github:read_repo, github:push, deploy:production]
+            grants: [github:read_repo, github:introspect, github:push, deploy:read, deploy:production, openai:chat]
 
         """
     }

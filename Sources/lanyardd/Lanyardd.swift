@@ -84,6 +84,13 @@ struct Serve: AsyncParsableCommand {
                                stateDir: stateDirPath ?? "/var/lib/lanyard",
                                agentSocket: agentPath ?? "/run/lanyard/agent.sock",
                                adminSocket: adminPath ?? "/run/lanyard/admin.sock")
+        cfg.masterKeyFile = pick(masterKeyFile, "master-key-file")
+        if let devSetup, cfg.masterKeyFile == nil {
+            cfg.masterKeyFile = devSetup.stateDir + "/master.key"
+            if access(cfg.masterKeyFile!, F_OK) != 0 {
+                do { try MasterKey.generate(at: cfg.masterKeyFile!, bytes: SecureRandom.bytes(MasterKey.size)) } catch { fail("--dev: \(error)") }
+            }
+        }
         if let m = agentMode { cfg.agentSocketMode = parseMode(m, "agent-socket-mode") }
         if let m = pick(adminSocketMode, "admin-socket-mode") { cfg.adminSocketMode = parseMode(m, "admin-socket-mode") }
         if let g = pick(adminGroup, "admin-group") { cfg.adminGroup = g.isEmpty ? nil : g }
@@ -126,13 +133,10 @@ struct Keygen: ParsableCommand {
 
     func run() throws {
         umask(0o077)
-        let fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { fail("cannot create \(out): \(String(cString: strerror(errno))) (it must not exist yet)") }
-        defer { close(fd) }
-        let key = SecureRandom.bytes(32)
-        guard write(fd, key, key.count) == key.count, fsync(fd) == 0 else {
-            unlink(out)
-            fail("cannot write \(out): \(String(cString: strerror(errno)))")
+        do {
+            try MasterKey.generate(at: out, bytes: SecureRandom.bytes(MasterKey.size))
+        } catch {
+            fail("\(error)")
         }
         print("wrote a new master key to \(out) (mode 0600); keep it secret and backed up")
     }

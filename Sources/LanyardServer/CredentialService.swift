@@ -1,0 +1,329 @@
+import LanyardCore
+import LanyardCrypto
+import LanyardStore
+import LanyardWire
+import Logging
+
+/// Just-in-time credentials (DESIGN.md section 7): authorize every capability of the
+/// scope, route by risk, re-check the caller's process, mint, make the lease and its
+/// audit record durable together — only then does the secret leave.
+final class CredentialService: Sendable {
+    let store: Store
+    let attestor: any Attestor
+    let clock: any WallClock
+    let logger: Logger
+
+    init(store: Store, attestor: any Attestor, clock: any WallClock, logger: Logger) {
+        self.store = store
+        self.attestor = attestor
+        self.clock = clock
+        self.logger = logger
+    }
+
+    // MARK: Provision
+
+    func provision(_ call: Lanyard_V1_ProvisionRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
+        var record = caller.record("provision")
+        record.resource = String(call.resource.prefix(1024))
+        record.capability = String(call.scope.joined(separator: " ").prefix(512))
+        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String) async throws -> Never {
+            record.decision = Decision.deny.rawValue
+            record.outcome = outcome
+            record.reason = reason
+            try await store.audit.append(record)
+            throw CallError(code, reason)
+        }
+
+        let policy = caller.snapshot.policy
+        guard let service = policy.services[call.service] else {
+            try await deny(.invalidArgument, "invalid_argument", "service '\(call.service.prefix(64))' is not declared in the policy")
+        }
+        guard !call.scope.isEmpty else {
+            try await deny(.invalidArgument, "invalid_argument", "scope is empty: name the capabilities of '\(service.name)' the credential is for")
+        }
+        var scope: [Capability] = []
+        for name in call.scope {
+            do {
+                let cap = try Capability(parsing: name)
+                guard cap.service == service.name else {
+                    try await deny(.invalidArgument, "invalid_argument", "scope capability '\(cap)' is not of service '\(service.name)'")
+                }
+                scope.append(cap)
+            } catch let e as CapabilityError {
+                try await deny(.invalidArgument, "invalid_argument", e.description)
+            }
+        }
+        scope = Array(Set(scope)).sorted()
+        record.capability = scope.map(\.name).joined(separator: " ")
+
+        let ttl: Int
+        switch TTLRule.resolve(requested: call.ttlSeconds, service: service) {
+        case .success(let t): ttl = t
+        case .failure(let e): try await deny(.invalidArgument, "invalid_argument", e.description)
+        }
+
+        // Authorization of every capability happens before any credential material is read.
+        let verdict = Authorizer.decide(scope, for: agent, in: policy)
+        switch verdict.decision {
+        case .deny:
+            try await deny(.permissionDenied, "denied", verdict.reason)
+        case .pending:
+            if !call.approvalID.isEmpty {
+                try await deny(.permissionDenied, "denied", "approval '\(call.approvalID.prefix(64))' cannot be used yet: approvals are not decidable in this version")
+            }
+            let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
+                                          amount: call.hasAmount ? "\(call.amount.value) \(call.amount.unit)" : "")
+            let pending = PendingApproval(subject: subject, agent: agent, caller: caller, risk: verdict.risk ?? .high, reason: verdict.reason,
+                                          timeoutSeconds: policy.approvers?.timeoutSeconds ?? 300, nowMicros: clock.nowMicros())
+            record.decision = Decision.pending.rawValue
+            record.outcome = "approval_required"
+            record.reason = verdict.reason
+            record.approvalID = pending.id
+            try await store.audit.append(record, with: pending.insert)
+            var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
+                "\(verdict.reason); ask an approver to approve \(pending.id) (code \(pending.bindingCode)), then provision again with that approval_id")
+            response.provision = .with {
+                $0.approvalID = pending.id
+                $0.bindingCode = pending.bindingCode
+            }
+            return response
+        case .allow:
+            break
+        }
+
+        // Invariant 2: the process the kernel attested must still be the one on the socket.
+        guard attestor.isStillSame(caller.connection.peer) else {
+            try await deny(.unauthenticated, "unauthenticated", "the process that opened this connection has exited or changed; reconnect")
+        }
+
+        let now = clock.nowMicros()
+        let (version, _) = try store.serviceVersion(service.name)
+        var lease = Lease(id: SecureRandom.uuid(), agentID: agent.id, agent: agent.name, service: service.name, kind: service.kind,
+                          scope: scope.map(\.name), version: version, issuedMicros: now, expiresMicros: now + Int64(ttl) * 1_000_000)
+        let secret: String
+        let secretHash: String?
+        switch service.kind {
+        case .opaque:
+            secret = "lyt_" + Base64URL.encode(SecureRandom.bytes(32))
+            secretHash = SHA256.hex(Array(secret.utf8))
+        case .jwt:
+            let (kid, key) = try store.signingKey(purpose: "service:\(service.name)")
+            let claims = JSON.object([
+                ("iss", .string("spiffe://\(policy.trustDomain)")), ("sub", .string(agent.uri(trustDomain: policy.trustDomain))),
+                ("aud", .string(service.name)), ("agent_id", .string(agent.id)), ("scope", .string(lease.scope.joined(separator: " "))),
+                ("iat", .int(now / 1_000_000)), ("nbf", .int(now / 1_000_000)), ("exp", .int(lease.expiresMicros / 1_000_000)),
+                ("jti", .string(lease.id)),
+            ])
+            secret = try JWT.sign(claims: claims, kid: kid, key: key, typ: "at+jwt")
+            secretHash = SHA256.hex(Array(secret.utf8))
+        case .static:
+            guard let (secretVersion, value) = try store.currentSecret(service: service.name) else {
+                try await deny(.failedPrecondition, "no_secret", "no secret has been put for service '\(service.name)'; an admin runs: lanyardctl secret put \(service.name)")
+            }
+            lease.version = secretVersion
+            secret = String(decoding: value, as: UTF8.self)
+            secretHash = nil  // a static value is not unique per lease, and may be guessable: no hash at rest
+        case .openbao:
+            try await deny(.unavailable, "backend_unavailable", "service '\(service.name)' uses the openbao backend, which this version of lanyardd does not include")
+        }
+
+        record.decision = Decision.allow.rawValue
+        record.outcome = "issued"
+        record.reason = verdict.reason
+        record.leaseID = lease.id
+        // Durable lease + audit record first; the secret leaves only after (invariant 6).
+        try await store.audit.append(record, with: store.insertLease(lease, secretHash: secretHash))
+        logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)"])
+
+        var response = Lanyard_V1_Response()
+        response.provision = .with {
+            $0.lease = .with {
+                $0.leaseID = lease.id
+                $0.service = lease.service
+                $0.kind = lease.kind.rawValue
+                $0.secret = secret
+                $0.scope = lease.scope
+                $0.issuedAt = lease.issuedMicros / 1_000_000
+                $0.expiresAt = lease.expiresMicros / 1_000_000
+            }
+        }
+        return response
+    }
+
+    // MARK: Revoke, ListLeases, Introspect
+
+    func revoke(_ call: Lanyard_V1_RevokeRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
+        var record = caller.record("revoke")
+        record.leaseID = String(call.leaseID.prefix(64))
+        let lease = try store.lease(id: call.leaseID)
+        guard let lease, lease.agentID == agent.id else {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "not_found"
+            record.reason = "no lease \(record.leaseID) of this agent"
+            try await store.audit.append(record)
+            throw CallError(.notFound, "no lease '\(record.leaseID)' of agent '\(agent.name)'; an agent revokes only its own leases")
+        }
+        record.capability = lease.scope.joined(separator: " ")
+        let wasActive = lease.isActive(atMicros: clock.nowMicros())
+        record.decision = Decision.allow.rawValue
+        record.outcome = wasActive ? "revoked" : "already_ended"
+        try await store.audit.append(record, with: wasActive ? store.endLeases([lease.id], as: .revoked, reason: "revoked by agent", nowMicros: clock.nowMicros()) : nil)
+        var response = Lanyard_V1_Response()
+        response.revoke = .with { $0.revoked = wasActive }
+        return response
+    }
+
+    func listLeases(_ call: Lanyard_V1_ListLeasesRequest, _ agent: Agent) throws -> Lanyard_V1_Response {
+        let now = clock.nowMicros()
+        let leases = try store.activeLeases(agentID: agent.id, service: call.service.isEmpty ? nil : call.service)
+            .filter { $0.isActive(atMicros: now) }
+        var response = Lanyard_V1_Response()
+        response.listLeases = .with { $0.leases = leases.map { Self.info($0, now: now) } }
+        return response
+    }
+
+    /// A service asks whether a secret it was shown is a live lease. The caller needs
+    /// `<service>:introspect` for the lease's service.
+    func introspect(_ call: Lanyard_V1_IntrospectRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
+        let introspectable = Set(agent.grants.keys.filter { $0.name.hasSuffix(":introspect") && $0.name.split(separator: ":").count == 2 }.map(\.service))
+        guard !introspectable.isEmpty else {
+            throw CallError(.permissionDenied, "introspect needs a '<service>:introspect' grant; agent '\(agent.name)' has none")
+        }
+        var record = caller.record("introspect")
+        let now = clock.nowMicros()
+        let hash = SHA256.hex(Array(call.secret.utf8))
+        var result = Lanyard_V1_IntrospectResponse()
+        var mutation: Mutation?
+        if let lease = try store.lease(secretHash: hash), introspectable.contains(lease.service) {
+            record.leaseID = lease.id
+            record.capability = "\(lease.service):introspect"
+            result.active = lease.isActive(atMicros: now)
+            if result.active {
+                result.agent = lease.agent
+                result.agentID = lease.agentID
+                result.service = lease.service
+                result.scope = lease.scope
+                result.expiresAt = lease.expiresMicros / 1_000_000
+                result.leaseID = lease.id
+                if lease.singleUse { mutation = store.endLeases([lease.id], as: .revoked, reason: "single use consumed", nowMicros: now) }
+            }
+        } else {
+            record.capability = "introspect"
+        }
+        // A secret of another service looks like an unknown one: no oracle across services.
+        record.decision = Decision.allow.rawValue
+        record.outcome = result.active ? "active" : "inactive"
+        try await store.audit.append(record, with: mutation)
+        var response = Lanyard_V1_Response()
+        response.introspect = result
+        return response
+    }
+
+    // MARK: Rotation and revocation at scale
+
+    /// Moves a service to a new credential version and revokes every lease it has issued
+    /// (DESIGN.md section 13: whatever its kind). For `jwt` services the signing key
+    /// rotates too. Returns the new version and how many leases were revoked.
+    func rotate(service: Policy.Service, actor: AuditRecord, reason: String) async throws -> (version: Int, revoked: Int) {
+        let now = clock.nowMicros()
+        let (current, _) = try store.serviceVersion(service.name)
+        if service.kind == .jwt { try store.rotateSigningKey(purpose: "service:\(service.name)") }
+        let leases = try store.activeLeases(service: service.name)
+        var rotation = actor
+        rotation.capability = "\(service.name):rotate"
+        rotation.decision = Decision.allow.rawValue
+        rotation.outcome = "rotated to version \(current + 1)"
+        rotation.reason = reason
+        let revocations = leases.map { lease -> AuditRecord in
+            var r = actor
+            r.event = "lease.revoke"
+            r.leaseID = lease.id
+            r.capability = lease.scope.joined(separator: " ")
+            r.decision = Decision.allow.rawValue
+            r.outcome = "revoked"
+            r.reason = "service '\(service.name)' rotated"
+            return r
+        }
+        let setVersion = store.setServiceVersion(service.name, current + 1, nowMicros: now)
+        let end = store.endLeases(leases.map(\.id), as: .revoked, reason: "rotation", nowMicros: now)
+        try await store.audit.append([rotation] + revocations, with: { db in
+            try setVersion(db)
+            try end(db)
+        })
+        logger.notice("service rotated", metadata: ["service": "\(service.name)", "version": "\(current + 1)", "revoked": "\(leases.count)"])
+        return (current + 1, leases.count)
+    }
+
+    /// Revokes many leases at once (the kill switch), one audit record per lease.
+    func revokeAll(_ leases: [Lease], actor: AuditRecord, reason: String) async throws -> Int {
+        guard !leases.isEmpty else {
+            var r = actor
+            r.decision = Decision.allow.rawValue
+            r.outcome = "revoked 0"
+            r.reason = reason
+            try await store.audit.append(r)
+            return 0
+        }
+        let records = leases.map { lease -> AuditRecord in
+            var r = actor
+            r.leaseID = lease.id
+            r.agent = lease.agent
+            r.agentID = lease.agentID
+            r.capability = lease.scope.joined(separator: " ")
+            r.decision = Decision.allow.rawValue
+            r.outcome = "revoked"
+            r.reason = reason
+            return r
+        }
+        try await store.audit.append(records, with: store.endLeases(leases.map(\.id), as: .revoked, reason: reason, nowMicros: clock.nowMicros()))
+        return leases.count
+    }
+
+    /// Marks leases past their expiry as expired (they already read as inactive).
+    func reapExpired(policyVersion: String) async throws -> Int {
+        let now = clock.nowMicros()
+        let expired = try store.expiredLeases(nowMicros: now)
+        guard !expired.isEmpty else { return 0 }
+        let records = expired.map { lease -> AuditRecord in
+            var r = AuditRecord(event: "lease.expire")
+            r.agent = lease.agent
+            r.agentID = lease.agentID
+            r.leaseID = lease.id
+            r.capability = lease.scope.joined(separator: " ")
+            r.decision = Decision.allow.rawValue
+            r.outcome = "expired"
+            r.policyVersion = policyVersion
+            return r
+        }
+        try await store.audit.append(records, with: store.endLeases(expired.map(\.id), as: .expired, reason: "expired", nowMicros: now))
+        return expired.count
+    }
+
+    /// Rotates every service whose `rotation_days` have passed.
+    func rotateDue(_ policy: Policy) async throws -> [String] {
+        var rotated: [String] = []
+        for service in policy.services.values.sorted(by: { $0.name < $1.name }) where service.rotationDays != nil {
+            let (_, last) = try store.serviceVersion(service.name)
+            guard TTLRule.rotationDue(service, lastRotatedMicros: last, nowMicros: clock.nowMicros()) else { continue }
+            var actor = AuditRecord(event: "rotate")
+            actor.policyVersion = policy.version
+            _ = try await rotate(service: service, actor: actor, reason: "scheduled: every \(service.rotationDays!) days")
+            rotated.append(service.name)
+        }
+        return rotated
+    }
+
+    static func info(_ l: Lease, now: Int64) -> Lanyard_V1_LeaseInfo {
+        .with {
+            $0.leaseID = l.id
+            $0.agent = l.agent
+            $0.agentID = l.agentID
+            $0.service = l.service
+            $0.kind = l.kind.rawValue
+            $0.scope = l.scope
+            $0.issuedAt = l.issuedMicros / 1_000_000
+            $0.expiresAt = l.expiresMicros / 1_000_000
+            $0.state = l.state(atMicros: now).rawValue
+        }
+    }
+}

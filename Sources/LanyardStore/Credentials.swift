@@ -1,0 +1,209 @@
+import LanyardCore
+import LanyardCrypto
+import Synchronization
+
+/// Lease, secret and signing-key storage. Secrets and private keys are sealed with
+/// AES-256-GCM; the associated data binds each to its table, row and version, so a
+/// value copied to another row fails to open.
+extension Store {
+    // MARK: Leases
+
+    package func insertLease(_ l: Lease, secretHash: String?) -> Mutation {
+        { db in
+            try db.prepare("""
+                INSERT INTO leases(id, agent_id, agent, service, kind, scope, secret_hash, version, issued_us, expires_us, state, single_use)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)
+                """)
+                .bind(.text(l.id), .text(l.agentID), .text(l.agent), .text(l.service), .text(l.kind.rawValue),
+                      .text(l.scope.joined(separator: " ")), secretHash.map { .text($0) } ?? .null, .int(Int64(l.version)),
+                      .int(l.issuedMicros), .int(l.expiresMicros), .int(l.singleUse ? 1 : 0))
+                .run()
+        }
+    }
+
+    /// Ends active leases (revoked or expired). Already-ended leases are left as they are.
+    package func endLeases(_ ids: [String], as state: Lease.State, reason: String, nowMicros: Int64) -> Mutation {
+        { db in
+            for id in ids {
+                try db.prepare("UPDATE leases SET state = ?, ended_us = ?, ended_reason = ? WHERE id = ? AND state = 'active'")
+                    .bind(.text(state.rawValue), .int(nowMicros), .text(reason), .text(id)).run()
+            }
+        }
+    }
+
+    public func lease(id: String) throws -> Lease? {
+        try read { db in try db.prepare("SELECT \(leaseColumns) FROM leases WHERE id = ?").bind(.text(id)).one(Self.lease) }
+    }
+
+    public func lease(secretHash: String) throws -> Lease? {
+        try read { db in try db.prepare("SELECT \(leaseColumns) FROM leases WHERE secret_hash = ?").bind(.text(secretHash)).one(Self.lease) }
+    }
+
+    /// Leases still marked active (possibly past expiry until reaped), filtered.
+    public func activeLeases(agentID: String? = nil, agent: String? = nil, service: String? = nil) throws -> [Lease] {
+        var sql = "SELECT \(leaseColumns) FROM leases WHERE state = 'active'"
+        var binds: [SQLValue] = []
+        if let agentID { sql += " AND agent_id = ?"; binds.append(.text(agentID)) }
+        if let agent { sql += " AND agent = ?"; binds.append(.text(agent)) }
+        if let service { sql += " AND service = ?"; binds.append(.text(service)) }
+        sql += " ORDER BY issued_us"
+        return try read { db in
+            let s = try db.prepare(sql)
+            for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
+            var out: [Lease] = []
+            try s.rows { out.append(Self.lease($0)); return true }
+            return out
+        }
+    }
+
+    /// Active leases whose expiry has passed (for the reaper).
+    public func expiredLeases(nowMicros: Int64, limit: Int = 500) throws -> [Lease] {
+        try read { db in
+            var out: [Lease] = []
+            try db.prepare("SELECT \(leaseColumns) FROM leases WHERE state = 'active' AND expires_us <= ? ORDER BY expires_us LIMIT ?")
+                .bind(.int(nowMicros), .int(Int64(limit))).rows { out.append(Self.lease($0)); return true }
+            return out
+        }
+    }
+
+    private var leaseColumns: String { "id, agent_id, agent, service, kind, scope, version, issued_us, expires_us, state, single_use" }
+
+    private static func lease(_ s: Statement) -> Lease {
+        Lease(id: s.text(0), agentID: s.text(1), agent: s.text(2), service: s.text(3),
+              kind: Policy.Service.Kind(rawValue: s.text(4)) ?? .opaque,
+              scope: s.text(5).split(separator: " ").map(String.init), version: Int(s.int(6)),
+              issuedMicros: s.int(7), expiresMicros: s.int(8), state: Lease.State(rawValue: s.text(9)) ?? .revoked,
+              singleUse: s.int(10) != 0)
+    }
+
+    // MARK: Service versions (rotation)
+
+    /// The service's credential version and when it was last rotated (created at first use).
+    public func serviceVersion(_ service: String) throws -> (version: Int, rotatedMicros: Int64) {
+        try read { db in
+            if let v = try db.prepare("SELECT version, rotated_us FROM service_versions WHERE service = ?").bind(.text(service))
+                .one({ (Int($0.int(0)), $0.int(1)) }) {
+                return v
+            }
+            let now = clock.nowMicros()
+            try db.prepare("INSERT OR IGNORE INTO service_versions(service, version, rotated_us) VALUES (?, 1, ?)")
+                .bind(.text(service), .int(now)).run()
+            return try db.prepare("SELECT version, rotated_us FROM service_versions WHERE service = ?").bind(.text(service))
+                .one({ (Int($0.int(0)), $0.int(1)) }) ?? (1, now)
+        }
+    }
+
+    /// Moves the service to `version` (a rotation).
+    package func setServiceVersion(_ service: String, _ version: Int, nowMicros: Int64) -> Mutation {
+        { db in
+            try db.prepare("INSERT INTO service_versions(service, version, rotated_us) VALUES (?, ?, ?) ON CONFLICT(service) DO UPDATE SET version = excluded.version, rotated_us = excluded.rotated_us")
+                .bind(.text(service), .int(Int64(version)), .int(nowMicros)).run()
+        }
+    }
+
+    // MARK: Static secrets
+
+    /// Seals `value` as the service's next secret version; returns the version it will have.
+    package func putSecret(service: String, value: [UInt8], nowMicros: Int64) throws -> (version: Int, mutation: Mutation) {
+        let sealer = try requireSealer()
+        let version = try read { db in
+            Int(try db.prepare("SELECT coalesce(max(version), 0) FROM secrets WHERE service = ?").bind(.text(service)).one { $0.int(0) } ?? 0) + 1
+        }
+        let sealed = try sealer.seal(value, associatedData: Self.aad("secrets", service, version))
+        return (version, { db in
+            try db.prepare("INSERT INTO secrets(service, version, sealed, created_us) VALUES (?, ?, ?, ?)")
+                .bind(.text(service), .int(Int64(version)), .blob(sealed), .int(nowMicros)).run()
+        })
+    }
+
+    /// The newest secret of a static service, opened; nil when none was put. A row that
+    /// does not authenticate throws: never garbage.
+    public func currentSecret(service: String) throws -> (version: Int, value: [UInt8])? {
+        let sealer = try requireSealer()
+        guard let (version, sealed) = try read({ db in
+            try db.prepare("SELECT version, sealed FROM secrets WHERE service = ? ORDER BY version DESC LIMIT 1")
+                .bind(.text(service)).one { (Int($0.int(0)), $0.blob(1)) }
+        }) else { return nil }
+        do {
+            return (version, try sealer.open(sealed, associatedData: Self.aad("secrets", service, version)))
+        } catch {
+            throw SealError(what: "secret \(version) of service '\(service)'")
+        }
+    }
+
+    public func secretVersions() throws -> [(service: String, version: Int, createdMicros: Int64)] {
+        try read { db in
+            var out: [(String, Int, Int64)] = []
+            try db.prepare("SELECT service, max(version), max(created_us) FROM secrets GROUP BY service ORDER BY service")
+                .rows { out.append(($0.text(0), Int($0.int(1)), $0.int(2))); return true }
+            return out
+        }
+    }
+
+    // MARK: Signing keys
+
+    /// The current Ed25519 signing key for `purpose` (a service's tokens, or identities),
+    /// created on first use. Retired keys stay for verification until their tokens expire.
+    public func signingKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
+        let sealer = try requireSealer()
+        if let (kid, sealed) = try read({ db in
+            try db.prepare("SELECT kid, sealed_private FROM signing_keys WHERE purpose = ? AND retired_us IS NULL ORDER BY created_us DESC LIMIT 1")
+                .bind(.text(purpose)).one { ($0.text(0), $0.blob(1)) }
+        }) {
+            do {
+                return (kid, try Ed25519PrivateKey(rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
+            } catch {
+                throw SealError(what: "signing key \(kid)")
+            }
+        }
+        return try rotateSigningKey(purpose: purpose)
+    }
+
+    /// Adds a new signing key for `purpose` and retires the current one.
+    @discardableResult
+    public func rotateSigningKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
+        let sealer = try requireSealer()
+        let key = try Ed25519PrivateKey()
+        let kid = JWT.thumbprint(ed25519PublicKey: key.publicKey)
+        let sealed = try sealer.seal(key.rawRepresentation, associatedData: Self.aad("signing_keys", kid, 1))
+        let now = clock.nowMicros()
+        try read { db in
+            try db.transaction {
+                try db.prepare("UPDATE signing_keys SET retired_us = ? WHERE purpose = ? AND retired_us IS NULL").bind(.int(now), .text(purpose)).run()
+                try db.prepare("INSERT INTO signing_keys(kid, purpose, alg, public_key, sealed_private, created_us) VALUES (?, ?, 'EdDSA', ?, ?, ?)")
+                    .bind(.text(kid), .text(purpose), .blob(key.publicKey), .blob(sealed), .int(now)).run()
+            }
+        }
+        return (kid, key)
+    }
+
+    /// Public keys for verification: current and retired, newest first.
+    public func publicKeys(purpose: String? = nil) throws -> [(kid: String, publicKey: [UInt8], retiredMicros: Int64?)] {
+        try read { db in
+            var out: [(String, [UInt8], Int64?)] = []
+            let s = try purpose.map { try db.prepare("SELECT kid, public_key, retired_us FROM signing_keys WHERE purpose = ? ORDER BY created_us DESC").bind(.text($0)) }
+                ?? db.prepare("SELECT kid, public_key, retired_us FROM signing_keys ORDER BY created_us DESC")
+            try s.rows { out.append(($0.text(0), $0.blob(1), $0.optionalInt(2))); return true }
+            return out
+        }
+    }
+
+    // MARK: Sealing
+
+    private func requireSealer() throws -> AESGCM {
+        guard let sealer else { throw StoreError("no master key is loaded, so secrets cannot be sealed or opened") }
+        return sealer
+    }
+
+    static func aad(_ table: String, _ row: String, _ version: Int) -> [UInt8] {
+        Array("lanyard/v1|\(table)|\(row)|\(version)".utf8)
+    }
+}
+
+/// A sealed value that does not open: tampered, moved, or sealed under another key.
+public struct SealError: Error, CustomStringConvertible {
+    public var what: String
+    public var description: String {
+        "\(what) failed its integrity check (tampered, moved, or sealed under another master key); it was not used"
+    }
+}

@@ -1,0 +1,203 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import LanyardClient
+import LanyardCore
+import LanyardWire
+
+extension Lanyard_V1_LeaseInfo {
+    var json: JSON {
+        .object([("lease_id", .string(leaseID)), ("agent", .string(agent)), ("service", .string(service)), ("kind", .string(kind)),
+                 ("scope", .array(scope.map { .string($0) })), ("issued_at", .int(issuedAt)), ("expires_at", .int(expiresAt)),
+                 ("state", .string(state))])
+    }
+
+    var line: String { "\(leaseID)  \(agent)  \(service)  \(scope.joined(separator: ","))  expires \(rfc3339(micros: expiresAt * 1_000_000))  \(state)" }
+}
+
+/// Reads a secret from standard input (never from argv: argv is visible to every user).
+func readSecretFromStdin(_ what: String) -> [UInt8] {
+    if isatty(0) == 1 { FileHandleStderr.write("\(what) (end with Ctrl-D): ") }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(0, &chunk, chunk.count)
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+        if bytes.count > 16 * 1024 { die("\(what) is larger than 16 KiB") }
+    }
+    while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }  // the newline of `echo`
+    if bytes.isEmpty { die("\(what) is empty: pipe it on standard input") }
+    return bytes
+}
+
+enum FileHandleStderr {
+    static func write(_ s: String) { _ = s.withCString { Glibc.write(2, $0, strlen($0)) } }
+}
+
+struct Provision: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Get a short-lived credential for a service (prints the secret on stdout).")
+    @OptionGroup var sockets: Sockets
+    @Argument(help: "The service.") var service: String
+    @Option(parsing: .upToNextOption, help: "Capabilities of that service the credential is for.") var scope: [String]
+    @Option(help: "Lifetime in seconds (0: the service default; at most 900).") var ttl: UInt64 = 0
+    @Option(help: "The resource acted on.") var resource: String = ""
+    @Option(name: .customLong("approval"), help: "An approved approval id.") var approval: String = ""
+
+    func run() async throws {
+        var req = Lanyard_V1_Request()
+        req.provision = .with {
+            $0.service = service
+            $0.scope = scope
+            $0.ttlSeconds = ttl
+            $0.resource = resource
+            $0.approvalID = approval
+        }
+        let client = sockets.agent
+        let lease: Lanyard_V1_Lease
+        do {
+            lease = try await client.call(req).provision.lease
+        } catch let e as LanyardError {
+            if let r = e.response as? Lanyard_V1_Response, !r.provision.approvalID.isEmpty {
+                sockets.emit(.object([("approval_id", .string(r.provision.approvalID)), ("binding_code", .string(r.provision.bindingCode))])) {
+                    "approval needed: \(r.provision.approvalID) (code \(r.provision.bindingCode))"
+                }
+                die("\(e.code.name): \(e.message)", code: 3)
+            }
+            die("\(e.code.name): \(e.message)")
+        }
+        sockets.emit(.object([("lease_id", .string(lease.leaseID)), ("service", .string(lease.service)), ("kind", .string(lease.kind)),
+                              ("secret", .string(lease.secret)), ("scope", .array(lease.scope.map { .string($0) })),
+                              ("issued_at", .int(lease.issuedAt)), ("expires_at", .int(lease.expiresAt))])) {
+            FileHandleStderr.write("lease \(lease.leaseID) (\(lease.kind), \(lease.scope.joined(separator: ",")), expires \(rfc3339(micros: lease.expiresAt * 1_000_000)))\n")
+            return lease.secret
+        }
+    }
+}
+
+struct Revoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Revoke one of your own leases.")
+    @OptionGroup var sockets: Sockets
+    @Argument(help: "The lease id.") var lease: String
+
+    func run() async throws {
+        var req = Lanyard_V1_Request()
+        req.revoke = .with { $0.leaseID = lease }
+        let r = await attempt { try await sockets.agent.call(req) }.revoke
+        sockets.emit(.object([("revoked", .bool(r.revoked))])) { r.revoked ? "revoked \(lease)" : "\(lease) had already ended" }
+    }
+}
+
+struct Introspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a secret you were shown (read from stdin); needs <service>:introspect.")
+    @OptionGroup var sockets: Sockets
+
+    func run() async throws {
+        let secret = String(decoding: readSecretFromStdin("secret"), as: UTF8.self)
+        var req = Lanyard_V1_Request()
+        req.introspect = .with { $0.secret = secret }
+        let r = await attempt { try await sockets.agent.call(req) }.introspect
+        sockets.emit(.object([("active", .bool(r.active)), ("agent", .string(r.agent)), ("service", .string(r.service)),
+                              ("scope", .array(r.scope.map { .string($0) })), ("expires_at", .int(r.expiresAt)), ("lease_id", .string(r.leaseID))])) {
+            r.active ? "active: agent \(r.agent), \(r.service) \(r.scope.joined(separator: ",")), expires \(rfc3339(micros: r.expiresAt * 1_000_000))" : "inactive"
+        }
+        if !r.active { throw ExitCode(2) }
+    }
+}
+
+struct SecretCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "secret", abstract: "Static service secrets (admins).",
+                                                    subcommands: [Put.self, Rotate.self, List.self])
+
+    struct Put: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Store a static service's secret, read from stdin (sealed; never listed).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The service (kind static).") var service: String
+
+        func run() async throws {
+            let value = readSecretFromStdin("secret for \(service)")
+            var req = Lanyard_V1_AdminRequest()
+            req.secretPut = .with {
+                $0.service = service
+                $0.value = .init(value)
+            }
+            let r = await attempt { try await sockets.admin.call(req) }.secretPut
+            sockets.emit(.object([("service", .string(service)), ("version", .int(Int64(r.version)))])) { "stored \(service) secret version \(r.version)" }
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move a service to a new credential version; revokes its leases.")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The service.") var service: String
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.secretRotate = .with { $0.service = service }
+            let r = await attempt { try await sockets.admin.call(req) }.secretRotate
+            sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases)))])) {
+                "\(service) is at version \(r.version); revoked \(r.revokedLeases) leases"
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Services with a stored secret and its version (never the value).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.secretList = .init()
+            let list = await attempt { try await sockets.admin.call(req) }.secretList.secrets
+            sockets.emit(.array(list.map { .object([("service", .string($0.service)), ("version", .int(Int64($0.version))), ("updated_at", .int($0.updatedAt))]) })) {
+                list.isEmpty ? "no secrets stored" : list.map { "\($0.service)  version \($0.version)  \(rfc3339(micros: $0.updatedAt * 1_000_000))" }.joined(separator: "\n")
+            }
+        }
+    }
+}
+
+struct LeasesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "leases", abstract: "Active leases, and the kill switch (admins).",
+                                                    subcommands: [List.self, RevokeLeases.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List active leases (never their secrets).")
+        @OptionGroup var sockets: Sockets
+        @Option(help: "Only this agent.") var agent: String = ""
+        @Option(help: "Only this service.") var service: String = ""
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.leasesList = .with {
+                $0.agent = agent
+                $0.service = service
+            }
+            let leases = await attempt { try await sockets.admin.call(req) }.leasesList.leases
+            sockets.emit(.array(leases.map(\.json))) { leases.isEmpty ? "no active leases" : leases.map(\.line).joined(separator: "\n") }
+        }
+    }
+
+    struct RevokeLeases: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a lease, or every lease of an agent or a service (kill switch).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "A lease id.") var lease: String?
+        @Option(help: "Every lease of this agent.") var agent: String?
+        @Option(help: "Every lease of this service.") var service: String?
+
+        func validate() throws {
+            guard [lease, agent, service].compactMap({ $0 }).count == 1 else {
+                throw ValidationError("give exactly one of: LEASE, --agent A, --service S")
+            }
+        }
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.leasesRevoke = .with {
+                if let lease { $0.leaseID = lease } else if let agent { $0.agent = agent } else if let service { $0.service = service }
+            }
+            let r = await attempt { try await sockets.admin.call(req) }.leasesRevoke
+            sockets.emit(.object([("revoked", .int(Int64(r.revoked)))])) { "revoked \(r.revoked) leases" }
+        }
+    }
+}
