@@ -130,7 +130,7 @@ struct EndToEndTests {
 
         TestSupport.write(E2EUsers.policy(extra: ", github:adminx"), to: candidate)
         let bad = try d.ctl(["policy", "validate", candidate])
-        #expect(bad.status == 1 && bad.stderr.contains("\(candidate):11: agents.a.grants[2]: capability 'github:adminx' is not in the capabilities catalog"))
+        #expect(bad.status == 1 && bad.stderr.contains("\(candidate):13: agents.a.grants[3]: capability 'github:adminx' is not in the capabilities catalog"))
 
         TestSupport.write(E2EUsers.policy(extra: ", github:admin"), to: candidate)
         #expect(try d.ctl(["policy", "validate", candidate]).status == 0)

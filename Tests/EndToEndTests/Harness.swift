@@ -66,8 +66,8 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
     var agentSocket: String { dir + "/agent.sock" }
     var adminSocket: String { dir + "/admin.sock" }
     private(set) var process: Process?
-    private let log = NSCondition()
-    private var logText = ""
+    let log = NSCondition()
+    private(set) var logText = ""
 
     var env: [String: String] { ["LANYARD_SOCKET": agentSocket, "LANYARD_ADMIN_SOCKET": adminSocket] }
 
@@ -77,11 +77,16 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
         stateDir = dir + "/state"
         policyPath = dir + "/policy.yaml"
         TestSupport.write(policy, to: policyPath)
+        keyPath = dir + "/master.key"
+        let keygen = try run([Bin.lanyardd, "keygen", "--out", keyPath])
+        guard keygen.status == 0 else { throw HarnessError("lanyardd keygen failed: \(keygen.stderr)") }
     }
+
+    var keyPath: String
 
     var arguments: [String] {
         ["--policy", policyPath, "--state-dir", stateDir, "--agent-socket", agentSocket, "--admin-socket", adminSocket,
-         "--admin-socket-mode", "0666", "--admin-group", ""]
+         "--admin-socket-mode", "0666", "--admin-group", "", "--master-key-file", keyPath]
     }
 
     func start() throws {
@@ -156,14 +161,16 @@ enum E2EUsers {
         trust_domain: e2e.internal
         services:
           github: { kind: opaque }
+          openai: { kind: static }
         capabilities:
+          openai:chat:      { risk: low }
           github:read_repo: { risk: low }
           github:push:      { risk: medium }
           github:admin:     { risk: high }
         agents:
           a:
             uid: \(agent!.uid)
-            grants: [github:read_repo, github:push\(extra)]
+            grants: [github:read_repo, github:push, openai:chat\(extra)]
 
         """
     }

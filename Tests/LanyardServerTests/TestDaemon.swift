@@ -1,4 +1,5 @@
 import LanyardClient
+import LanyardWire
 import LanyardCore
 import LanyardServer
 import LanyardTestSupport
@@ -16,7 +17,7 @@ final class TestDaemon: @unchecked Sendable {
     var adminSocket: String { daemon.config.adminSocket }
     var policyPath: String { dir + "/policy.yaml" }
 
-    init(policy: String, limits: ServerLimits = ServerLimits()) throws {
+    init(policy: String, limits: ServerLimits = ServerLimits(), clock: (any WallClock)? = nil) throws {
         dir = TestSupport.tempDir("srv")
         TestSupport.write(policy, to: dir + "/policy.yaml")
         var config = DaemonConfig(policyPath: dir + "/policy.yaml", stateDir: dir + "/state",
@@ -24,9 +25,10 @@ final class TestDaemon: @unchecked Sendable {
         config.adminSocketMode = 0o666  // widened: the kernel-attested uid must decide alone
         config.adminGroup = nil
         config.limits = limits
+        config.masterKeyFile = TestSupport.masterKey(in: dir)
         var logger = Logger(label: "test-daemon")
         logger.logLevel = .critical
-        daemon = try Daemon(config: config, logger: logger)
+        daemon = try Daemon(config: config, clock: clock ?? SystemWallClock(), logger: logger)
         group = ServiceGroup(configuration: .init(services: [.init(service: daemon)], logger: logger))
         let group = self.group
         task = Task { try await group.run() }
@@ -56,6 +58,8 @@ final class TestDaemon: @unchecked Sendable {
 enum Users {
     static let agent: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-a") : (getuid(), getgid())
     static let other: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-b") : nil
+    /// A second registered agent (agent `b`), for "not your lease" cases.
+    static let second: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-c") : nil
     static let root: (uid: UInt32, gid: UInt32) = (0, 0)
 
     static func policy(approverUID: UInt32? = other?.uid, extraGrants: [String] = []) -> String {
@@ -77,5 +81,59 @@ enum Users {
             grants: [\(grants)]
 
         """
+    }
+}
+
+extension ManualClock: WallClock {}
+
+extension Users {
+    /// Agents `a` (and `b` when root) with credential grants; `a` may introspect github tokens.
+    static func credentialPolicy(rotationDays: Int? = nil) -> String {
+        let b = second.map { "  b:\n    uid: \($0.uid)\n    grants: [github:read_repo]\n" } ?? ""
+        let rotation = rotationDays.map { ", rotation_days: \($0)" } ?? ""
+        return """
+        trust_domain: test.internal
+        approvers: { uids: [4242] }
+        services:
+          github: { kind: opaque, default_ttl_seconds: 300, max_ttl_seconds: 600\(rotation) }
+          deploy: { kind: jwt, default_ttl_seconds: 120 }
+          openai: { kind: static }
+        capabilities:
+          github:read_repo:  { risk: low }
+          github:introspect: { risk: low }
+          github:rotate:     { risk: low }
+          github:push:       { risk: medium }
+          deploy:read:       { risk: low }
+          openai:chat:       { risk: low }
+        agents:
+          a:
+            uid: \(agent!.uid)
+            grants: [github:read_repo, github:introspect, github:rotate, github:push, deploy:read, openai:chat]
+        \(b)
+        """
+    }
+}
+
+extension LanyardClient {
+    func provision(_ service: String, _ scope: [String], ttl: UInt64 = 0) async throws -> Lanyard_V1_Lease {
+        var r = Lanyard_V1_Request()
+        r.provision = .with {
+            $0.service = service
+            $0.scope = scope
+            $0.ttlSeconds = ttl
+        }
+        return try await call(r).provision.lease
+    }
+
+    func introspect(_ secret: String) async throws -> Lanyard_V1_IntrospectResponse {
+        var r = Lanyard_V1_Request()
+        r.introspect = .with { $0.secret = secret }
+        return try await call(r).introspect
+    }
+
+    func revoke(_ lease: String) async throws -> Bool {
+        var r = Lanyard_V1_Request()
+        r.revoke = .with { $0.leaseID = lease }
+        return try await call(r).revoke.revoked
     }
 }

@@ -115,3 +115,36 @@ public enum TestSupport {
         return [UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)] + body
     }
 }
+
+/// A wall clock the test moves by hand.
+public final class ManualClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var micros: Int64
+
+    public init(micros: Int64 = 1_800_000_000_000_000) { self.micros = micros }
+
+    public func nowMicros() -> Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return micros
+    }
+
+    public func advance(seconds: Int64) {
+        lock.lock()
+        micros += seconds * 1_000_000
+        lock.unlock()
+    }
+}
+
+extension TestSupport {
+    /// Writes a fresh 32-byte master key (mode 0600) and returns its path.
+    public static func masterKey(in dir: String) -> String {
+        let path = dir + "/master.key"
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let fd = open("/dev/urandom", O_RDONLY)
+        _ = Glibc.read(fd, &bytes, 32)
+        close(fd)
+        FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        return path
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import LanyardClient
+import LanyardCrypto
+import LanyardStore
+import LanyardTestSupport
+import LanyardWire
+import Testing
+
+@testable import LanyardServer
+
+private func code(_ error: any Error) -> Lanyard_V1_Code? { (error as? LanyardError)?.code }
+
+@Suite(.serialized)
+struct CredentialTests {
+    /// Acceptance 1: opaque lease → active by Introspect → inactive after Revoke or expiry.
+    @Test func opaqueLeaseLivesUntilRevokedOrExpired() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(), clock: clock)
+        let a = d.client(as: Users.agent!)
+
+        let lease = try await a.provision("github", ["github:read_repo"])
+        #expect(lease.kind == "opaque" && lease.secret.hasPrefix("lyt_") && lease.secret.count > 40)
+        #expect(lease.expiresAt - lease.issuedAt == 300)
+        var seen = try await a.introspect(lease.secret)
+        #expect(seen.active && seen.agent == "a" && seen.leaseID == lease.leaseID && seen.scope == ["github:read_repo"])
+        #expect(try await a.introspect("lyt_not-a-token").active == false)
+
+        if let second = Users.second {
+            let b = d.client(as: second)
+            await #expect { try await b.revoke(lease.leaseID) } throws: { code($0) == .notFound }
+            #expect(try await a.introspect(lease.secret).active)
+            await b.close()
+        }
+        #expect(try await a.revoke(lease.leaseID))
+        #expect(try await a.revoke(lease.leaseID) == false)  // idempotent
+        #expect(try await a.introspect(lease.secret).active == false)
+
+        let short = try await a.provision("github", ["github:read_repo"], ttl: 60)
+        clock.advance(seconds: 59)
+        #expect(try await a.introspect(short.secret).active)
+        clock.advance(seconds: 1)
+        seen = try await a.introspect(short.secret)
+        #expect(!seen.active)  // past expiry reads inactive before any reaper runs
+        await d.daemon.maintenance()
+        #expect(try d.daemon.store.lease(id: short.leaseID)?.state == .expired)
+        let events = try d.daemon.store.queryAudit(AuditFilter()).map(\.event)
+        #expect(events.contains("lease.expire") && events.filter { $0 == "provision" }.count == 2)
+        #expect(try d.daemon.store.verifyAudit().ok)
+        await a.close()
+        await d.stop()
+    }
+
+    /// Acceptance 2: a jwt-kind lease verifies against the daemon's public key, exp - iat ≤ 900.
+    @Test func jwtLeaseVerifiesWithTheDaemonKey() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let lease = try await a.provision("deploy", ["deploy:read"])
+        let parts = lease.secret.split(separator: ".").map(String.init)
+        #expect(parts.count == 3)
+        let header = try JSONSerialization.jsonObject(with: Data(try #require(Base64URL.decode(parts[0])))) as! [String: Any]
+        let claims = try JSONSerialization.jsonObject(with: Data(try #require(Base64URL.decode(parts[1])))) as! [String: Any]
+        #expect(header["alg"] as? String == "EdDSA")
+        let kid = try #require(header["kid"] as? String)
+        let key = try #require(try d.daemon.store.publicKeys(purpose: "service:deploy").first { $0.kid == kid })
+        #expect(Ed25519.isValidSignature(try #require(Base64URL.decode(parts[2])), for: Array("\(parts[0]).\(parts[1])".utf8), publicKey: key.publicKey))
+        let iat = try #require(claims["iat"] as? Int), exp = try #require(claims["exp"] as? Int)
+        #expect(exp - iat == 120 && exp - iat <= 900)
+        #expect(claims["aud"] as? String == "deploy" && claims["scope"] as? String == "deploy:read")
+        #expect(claims["sub"] as? String == "spiffe://test.internal/agent/a" && claims["jti"] as? String == lease.leaseID)
+        var tampered = Array(try #require(Base64URL.decode(parts[2])))
+        tampered[0] ^= 1
+        #expect(!Ed25519.isValidSignature(tampered, for: Array("\(parts[0]).\(parts[1])".utf8), publicKey: key.publicKey))
+        await a.close()
+        await d.stop()
+    }
+
+    /// Acceptance 4: 0 gives the service default; above the max (≤ 900) is refused, never honoured.
+    @Test func ttlIsTheDefaultOrRefusedAboveTheCeiling() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        #expect(try await a.provision("github", ["github:read_repo"], ttl: 0).expiresAt - (try await a.provision("github", ["github:read_repo"], ttl: 0).issuedAt) == 300)
+        let max = try await a.provision("github", ["github:read_repo"], ttl: 600)
+        #expect(max.expiresAt - max.issuedAt == 600)
+        for ttl: UInt64 in [601, 901, 1 << 63, UInt64.max] {
+            await #expect { try await a.provision("github", ["github:read_repo"], ttl: ttl) } throws: {
+                code($0) == .invalidArgument && ($0 as! LanyardError).message.contains("exceeds the maximum of 600")
+            }
+        }
+        let leases = try d.daemon.store.activeLeases()
+        #expect(leases.count == 3)
+        #expect(leases.allSatisfy { $0.expiresMicros - $0.issuedMicros <= 900_000_000 })
+        await a.close()
+        await d.stop()
+    }
+
+    @Test func provisionIsDeniedAsTheDesignSays() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        await #expect { try await a.provision("github", ["github:admin"]) } throws: { code($0) == .permissionDenied }
+        await #expect { try await a.provision("github", ["deploy:read"]) } throws: { code($0) == .invalidArgument }
+        await #expect { try await a.provision("nope", ["nope:x"]) } throws: { code($0) == .invalidArgument }
+        await #expect { try await a.provision("github", []) } throws: { code($0) == .invalidArgument }
+        await #expect { try await a.provision("openai", ["openai:chat"]) } throws: { code($0) == .failedPrecondition }
+        // MEDIUM: FAILED_PRECONDITION plus a new approval id; no lease, no secret.
+        do {
+            _ = try await a.provision("github", ["github:read_repo", "github:push"])
+            Issue.record("a MEDIUM scope was provisioned without approval")
+        } catch let e as LanyardError {
+            #expect(e.code == .failedPrecondition)
+            let r = try #require(e.response as? Lanyard_V1_Response)
+            #expect(r.provision.approvalID.count == 36 && r.provision.lease.secret.isEmpty)
+        }
+        #expect(try d.daemon.store.activeLeases().isEmpty)
+        if let stranger = Users.other {
+            let s = d.client(as: stranger)
+            await #expect { try await s.provision("github", ["github:read_repo"]) } throws: { code($0) == .unauthenticated }
+            await s.close()
+        }
+        await a.close()
+        await d.stop()
+    }
+
+    /// Acceptance 3 (in part) and 5: a static secret comes back; a tampered or swapped row
+    /// fails with an error, never garbage.
+    @Test func staticSecretRoundTripsAndTamperingFailsClosed() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let root = d.admin(as: Users.root)
+        func put(_ value: String) async throws -> UInt32 {
+            var r = Lanyard_V1_AdminRequest()
+            r.secretPut = .with {
+                $0.service = "openai"
+                $0.value = Data(value.utf8)
+            }
+            return try await root.call(r).secretPut.version
+        }
+        #expect(try await put("sk-first-value") == 1)
+        let first = try await a.provision("openai", ["openai:chat"])
+        #expect(first.secret == "sk-first-value" && first.kind == "static")
+        #expect(try await put("sk-second-value") == 2)
+        #expect(try d.daemon.store.lease(id: first.leaseID)?.state == .revoked)  // the old value's lease
+        #expect(try await a.provision("openai", ["openai:chat"]).secret == "sk-second-value")
+
+        let db = d.daemon.store.path
+        // Swap: version 1's sealed bytes under version 2's row (valid ciphertext, wrong place).
+        #expect(sqlite(db, "UPDATE secrets SET sealed = (SELECT sealed FROM secrets WHERE version = 1) WHERE version = 2"))
+        await #expect { try await a.provision("openai", ["openai:chat"]) } throws: {
+            code($0) == .dataLoss && ($0 as! LanyardError).message.contains("integrity check")
+        }
+        // Flip one byte of a fresh newest row.
+        #expect(try await put("sk-third-value") == 3)
+        #expect(sqlite(db, "UPDATE secrets SET sealed = substr(sealed, 1, 20) || x'00' || substr(sealed, 22) WHERE version = 3"))
+        await #expect { try await a.provision("openai", ["openai:chat"]) } throws: { code($0) == .dataLoss }
+        await a.close()
+        await root.close()
+        await d.stop()
+    }
+
+    /// Acceptance 7: rotation revokes old-version leases; the kill switch revokes every
+    /// lease of an agent in one call; scheduled rotation runs on the injected clock.
+    @Test func rotationAndKillSwitchRevokeEverything() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(rotationDays: 1), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let old = try await [a.provision("github", ["github:read_repo"]), a.provision("github", ["github:read_repo"])]
+
+        var rotate = Lanyard_V1_Request()
+        rotate.rotate = .with { $0.service = "github" }
+        let r = try await a.call(rotate).rotate
+        #expect(r.version == 2 && r.revokedLeases == 2)
+        for l in old { #expect(try await a.introspect(l.secret).active == false) }
+        let fresh = try await a.provision("github", ["github:read_repo"])
+        #expect(try d.daemon.store.lease(id: fresh.leaseID)?.version == 2)
+
+        // Scheduled: a day later the service rotates by itself.
+        clock.advance(seconds: 86_400)
+        await d.daemon.maintenance()
+        #expect(try await a.introspect(fresh.secret).active == false)
+        #expect(try d.daemon.store.serviceVersion("github").version == 3)
+
+        // Kill switch: every lease of agent a, whatever the service.
+        _ = try await [a.provision("github", ["github:read_repo"]), a.provision("deploy", ["deploy:read"])]
+        let root = d.admin(as: Users.root)
+        var kill = Lanyard_V1_AdminRequest()
+        kill.leasesRevoke = .with { $0.agent = "a" }
+        #expect(try await root.call(kill).leasesRevoke.revoked == 2)
+        #expect(try d.daemon.store.activeLeases(agent: "a").isEmpty)
+        let records = try d.daemon.store.queryAudit(AuditFilter())
+        #expect(records.filter { $0.event == "admin.leases.revoke" && $0.outcome == "revoked" }.count == 2)
+        #expect(try d.daemon.store.verifyAudit().ok)
+        await a.close()
+        await root.close()
+        await d.stop()
+    }
+}
+
+@discardableResult
+func sqlite(_ db: String, _ sql: String) -> Bool {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+    p.arguments = [db, sql]
+    try? p.run()
+    p.waitUntilExit()
+    return p.terminationStatus == 0
+}
