@@ -52,6 +52,20 @@ agent authorize github:read_repo
 agent authorize github:push --resource acme/api --arg branch=main
 agent authorize deploy:production
 agent authorize github:admin
+step "lanyardctl provision github --scope github:read_repo --ttl 60   (a 60-second opaque token)"
+token="$("${as_agent[@]}" "$ctl" provision github --scope github:read_repo --ttl 60)"
+echo "$token"
+step "echo \$token | lanyardctl introspect   (what the service would ask)"
+echo "$token" | "${as_agent[@]}" "$ctl" introspect || true
+step "echo sk-demo-upstream-key | lanyardctl secret put openai   (operator stores a static secret, sealed)"
+echo sk-demo-upstream-key | "$ctl" secret put openai
+agent provision openai --scope openai:chat
+step "lanyardctl leases list   (operator)"
+"$ctl" leases list
+step "lanyardctl leases revoke --agent dev   (the kill switch)"
+"$ctl" leases revoke --agent dev
+step "echo \$token | lanyardctl introspect"
+echo "$token" | "${as_agent[@]}" "$ctl" introspect || true
 step "clients/c/build/whoami_authorize github:read_repo   (the C client)"
 "${as_agent[@]}" clients/c/build/whoami_authorize github:read_repo
 step "lanyardctl status   (operator, admin socket)"

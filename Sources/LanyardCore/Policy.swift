@@ -35,6 +35,8 @@ public struct Policy: Sendable {
         public var defaultTTLSeconds: Int
         public var maxTTLSeconds: Int
         public var rotationDays: Int?
+        /// Opaque tokens of this service are consumed by their first successful Introspect.
+        public var singleUse: Bool = false
     }
 
     /// The hard ceiling on any credential's lifetime; configuration may lower it, never raise it.

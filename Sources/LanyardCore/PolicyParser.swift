@@ -130,7 +130,7 @@ private struct Reader {
             guard Capability.isValidService(name) else {
                 throw fail(path, key, "service name '\(name)' is malformed: lowercase [a-z0-9_-]+")
             }
-            let m = try mapping(value, path, allowed: ["kind", "default_ttl_seconds", "max_ttl_seconds", "rotation_days", "openbao"])
+            let m = try mapping(value, path, allowed: ["kind", "default_ttl_seconds", "max_ttl_seconds", "rotation_days", "single_use", "openbao"])
             guard let kindNode = m["kind"] else { throw fail("\(path).kind", value, "is required: one of opaque, jwt, static, openbao") }
             let kindName = try string(kindNode, "\(path).kind")
             guard let kind = Policy.Service.Kind(rawValue: kindName) else {
@@ -152,7 +152,13 @@ private struct Reader {
             if m["openbao"] != nil, kind != .openbao {
                 throw fail("\(path).openbao", m["openbao"], "only a service of kind openbao takes an openbao section")
             }
-            out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation)
+            var singleUse = false
+            if let n = m["single_use"] {
+                guard case .scalar = n, let b = n.bool else { throw fail("\(path).single_use", n, "expected true or false") }
+                guard kind == .opaque || !b else { throw fail("\(path).single_use", n, "only opaque tokens can be single-use") }
+                singleUse = b
+            }
+            out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation, singleUse: singleUse)
         }
         return out
     }

@@ -99,7 +99,8 @@ final class CredentialService: Sendable {
         let now = clock.nowMicros()
         let (version, _) = try store.serviceVersion(service.name)
         var lease = Lease(id: SecureRandom.uuid(), agentID: agent.id, agent: agent.name, service: service.name, kind: service.kind,
-                          scope: scope.map(\.name), version: version, issuedMicros: now, expiresMicros: now + Int64(ttl) * 1_000_000)
+                          scope: scope.map(\.name), version: version, issuedMicros: now, expiresMicros: now + Int64(ttl) * 1_000_000,
+                          singleUse: service.singleUse)
         let secret: String
         let secretHash: String?
         switch service.kind {

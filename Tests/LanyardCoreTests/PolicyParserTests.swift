@@ -31,6 +31,7 @@ struct PolicyParserTests {
         ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  other:read: { risk: low }\n", "capabilities.other:read", "not declared under services", 4),
         ("trust_domain: t\nservices:\n  github: { kind: opaque, max_ttl_seconds: 901 }\n", "services.github.max_ttl_seconds", "ceiling cannot be raised", 3),
         ("trust_domain: t\nservices:\n  github: { kind: magic }\n", "services.github.kind", "unknown kind", 3),
+        ("trust_domain: t\nservices:\n  github: { kind: jwt, single_use: true }\n", "services.github.single_use", "only opaque tokens", 3),
         ("trust_domain: t\napprovers: { uids: [5], high_risk_quorum: 3 }\n", "approvers.high_risk_quorum", "must be 1 or 2", 2),
         ("trust_domain: t\napprovers: { uids: [5], timeout_seconds: 1 }\n", "approvers.timeout_seconds", "between 5 and 86400", 2),
         ("services: {}\n", "trust_domain", "is required", 1),

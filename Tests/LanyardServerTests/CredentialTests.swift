@@ -50,6 +50,17 @@ struct CredentialTests {
         await d.stop()
     }
 
+    @Test func singleUseTokensAreConsumedByTheirFirstIntrospect() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let lease = try await a.provision("once", ["once:use"])
+        #expect(try await a.introspect(lease.secret).active)
+        #expect(try await a.introspect(lease.secret).active == false)
+        #expect(try d.daemon.store.lease(id: lease.leaseID)?.state == .revoked)
+        await a.close()
+        await d.stop()
+    }
+
     /// Acceptance 2: a jwt-kind lease verifies against the daemon's public key, exp - iat ≤ 900.
     @Test func jwtLeaseVerifiesWithTheDaemonKey() async throws {
         let d = try TestDaemon(policy: Users.credentialPolicy())

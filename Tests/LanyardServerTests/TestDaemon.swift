@@ -98,7 +98,10 @@ extension Users {
           github: { kind: opaque, default_ttl_seconds: 300, max_ttl_seconds: 600\(rotation) }
           deploy: { kind: jwt, default_ttl_seconds: 120 }
           openai: { kind: static }
+          once:   { kind: opaque, single_use: true }
         capabilities:
+          once:use:          { risk: low }
+          once:introspect:   { risk: low }
           github:read_repo:  { risk: low }
           github:introspect: { risk: low }
           github:rotate:     { risk: low }
@@ -108,7 +111,7 @@ extension Users {
         agents:
           a:
             uid: \(agent!.uid)
-            grants: [github:read_repo, github:introspect, github:rotate, github:push, deploy:read, openai:chat]
+            grants: [github:read_repo, github:introspect, github:rotate, github:push, deploy:read, openai:chat, once:use, once:introspect]
         \(b)
         """
     }
