@@ -12,11 +12,14 @@ final class AdminService: Sendable {
     let logger: Logger
     let registry: ConnectionRegistry
     let credentials: CredentialService
+    let approvals: ApprovalService
     let startedMicros: Int64
 
-    init(policy: PolicyHolder, store: Store, credentials: CredentialService, clock: any WallClock, registry: ConnectionRegistry, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, clock: any WallClock,
+         registry: ConnectionRegistry, logger: Logger) {
         self.policy = policy
         self.credentials = credentials
+        self.approvals = approvals
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -93,6 +96,29 @@ final class AdminService: Sendable {
             r.reason = v.reason
             r.headHash = v.headHash
             response.auditVerify = r
+        case .approvalsList(let c):
+            let now = clock.nowMicros()
+            let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, ApprovalService.maxWaitMs)))
+            if c.waitMs > 0, approvals.events.version == c.sinceVersion {
+                await approvals.events.wait(since: c.sinceVersion, until: deadline)
+            }
+            let version = approvals.events.version
+            response.approvalsList = .with {
+                $0.approvals = ((try? store.approvals(includeDecided: c.includeDecided)) ?? []).map { ApprovalService.wire($0, now: now) }
+                $0.version = version
+            }
+        case .approvalDecide(let c):
+            guard roles.approver else {
+                var r = record("approval_decide", connection, snapshot)
+                r.decision = Decision.deny.rawValue
+                r.outcome = "permission_denied"
+                r.approvalID = String(c.approvalID.prefix(64))
+                r.reason = "uid \(connection.credentials.uid) is not an approver"
+                try await store.audit.append(r)
+                throw CallError(.permissionDenied, "only approvers decide approvals: a uid or group under approvers: in the policy, never an agent's uid; uid \(connection.credentials.uid) is not one")
+            }
+            let approval = try await approvals.decide(c, connection, snapshot)
+            response.approvalDecide = .with { $0.approval = approval }
         case .secretPut(let c):
             response.secretPut = try await secretPut(c, connection, snapshot)
         case .secretRotate(let c):

@@ -10,13 +10,15 @@ final class AgentService: Sendable {
     let policy: PolicyHolder
     let store: Store
     let credentials: CredentialService
+    let approvals: ApprovalService
     let clock: any WallClock
     let logger: Logger
 
-    init(policy: PolicyHolder, store: Store, credentials: CredentialService, clock: any WallClock, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, clock: any WallClock, logger: Logger) {
         self.policy = policy
         self.store = store
         self.credentials = credentials
+        self.approvals = approvals
         self.clock = clock
         self.logger = logger
     }
@@ -51,6 +53,10 @@ final class AgentService: Sendable {
             case .listLeases(let c): return try credentials.listLeases(c, agent)
             case .introspect(let c): return try await credentials.introspect(c, caller, agent)
             case .rotate(let c): return try await rotate(c, caller, agent)
+            case .awaitApproval(let c):
+                var response = Lanyard_V1_Response()
+                response.awaitApproval = try await approvals.await(c, agent: agent)
+                return response
             default: throw CallError(.unimplemented, "\(Self.name(of: call)) is not available in this version of lanyardd")
             }
         }
@@ -119,33 +125,39 @@ final class AgentService: Sendable {
         }
 
         var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
-        if verdict.decision == .pending, !call.approvalID.isEmpty {
-            // Decidable approvals arrive with the approvals feature; until then an id never allows.
-            verdict = Verdict(.deny, risk: verdict.risk, reason: "approval '\(call.approvalID.prefix(64))' cannot be used yet: approvals are not decidable in this version")
+        var result = Lanyard_V1_AuthorizeResponse()
+        var change: Mutation?
+        if verdict.decision == .pending {
+            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
+                                          args: call.args, amount: call.hasAmount ? call.amount.text : "")
+            if !call.approvalID.isEmpty {
+                record.approvalID = String(call.approvalID.prefix(64))
+                do {
+                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent)
+                    verdict = Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason)
+                    record.approver = approved.decidedReason
+                    change = consume
+                } catch {
+                    verdict = Verdict(.deny, risk: verdict.risk, reason: error.description)
+                }
+            } else if verdict.risk == .medium, let standing = try approvals.standing([capability], agent: agent, resource: call.resource) {
+                verdict = Verdict(.allow, risk: .medium, reason: standing)
+            } else {
+                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+                record.approvalID = approval.id
+                result.approvalID = approval.id
+                result.bindingCode = approval.bindingCode
+                result.approvalExpiresAt = approval.machine.expiresMicros / 1_000_000
+                change = insert
+            }
         }
         record.decision = verdict.decision.rawValue
         record.reason = verdict.reason
-        record.outcome = verdict.decision == .allow ? "auto_approved" : verdict.decision.rawValue
-
-        var result = Lanyard_V1_AuthorizeResponse()
+        record.outcome = verdict.decision == .allow ? (verdict.risk == .low ? "auto_approved" : "approved") : verdict.decision.rawValue
         result.decision = verdict.decision.wire
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
-
-        if verdict.decision == .pending {
-            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
-                                          args: call.args, amount: call.hasAmount ? "\(call.amount.value) \(call.amount.unit)" : "")
-            let pending = PendingApproval(subject: subject, agent: agent, caller: caller, risk: verdict.risk ?? .high,
-                                          reason: verdict.reason, timeoutSeconds: caller.snapshot.policy.approvers?.timeoutSeconds ?? 300,
-                                          nowMicros: clock.nowMicros())
-            record.approvalID = pending.id
-            try await store.audit.append(record, with: pending.insert)
-            result.approvalID = pending.id
-            result.bindingCode = pending.bindingCode
-            result.approvalExpiresAt = pending.expiresMicros / 1_000_000
-        } else {
-            try await store.audit.append(record)
-        }
+        try await approvals.commit([record], with: change)
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
         var response = Lanyard_V1_Response()
@@ -227,39 +239,9 @@ struct Caller {
     }
 }
 
-/// A new PENDING approval, inserted in the same transaction as its audit record.
-struct PendingApproval {
-    let id: String
-    let digest: String
-    let bindingCode: String
-    let expiresMicros: Int64
-    let insert: Mutation
-
-    init(subject: ApprovalSubject, agent: Agent, caller: Caller, risk: RiskLevel, reason: String, timeoutSeconds: Int, nowMicros: Int64) {
-        let id = SecureRandom.uuid()
-        let digest = SHA256.hex(subject.canonicalBytes)
-        let code = ApprovalSubject.bindingCode(digestHex: digest)
-        let expires = nowMicros + Int64(timeoutSeconds) * 1_000_000
-        let args = subject.args.keys.sorted().map { "\($0)=\(subject.args[$0]!)" }.joined(separator: "\n")
-        let caps = subject.capabilities.map(\.name).joined(separator: ",")
-        let (uid, pid, exe, name) = (Int64(caller.credentials.uid), Int64(caller.credentials.pid), caller.connection.peer.facts.exe ?? "", agent.name)
-        let resource = subject.resource, amount = subject.amount, agentID = agent.id
-        self.id = id
-        self.digest = digest
-        bindingCode = code
-        expiresMicros = expires
-        insert = { db in
-            try db.prepare("""
-                INSERT INTO approvals(id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
-                                      risk, reason, state, created_us, expires_us)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
-                """)
-                .bind(.text(id), .text(digest), .text(code), .text(agentID), .text(name), .int(uid), .int(pid), .text(exe),
-                      .text(caps), .text(resource), .text(args), .text(amount), .int(Int64(risk.rawValue)), .text(reason),
-                      .int(nowMicros), .int(expires))
-                .run()
-        }
-    }
+extension Lanyard_V1_Amount {
+    /// How an amount enters an approval's digest: "value unit".
+    var text: String { "\(value) \(unit)" }
 }
 
 extension Decision {

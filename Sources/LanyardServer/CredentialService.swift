@@ -9,12 +9,14 @@ import Logging
 /// audit record durable together — only then does the secret leave.
 final class CredentialService: Sendable {
     let store: Store
+    let approvals: ApprovalService
     let attestor: any Attestor
     let clock: any WallClock
     let logger: Logger
 
-    init(store: Store, attestor: any Attestor, clock: any WallClock, logger: Logger) {
+    init(store: Store, approvals: ApprovalService, attestor: any Attestor, clock: any WallClock, logger: Logger) {
         self.store = store
+        self.approvals = approvals
         self.attestor = attestor
         self.clock = clock
         self.logger = logger
@@ -64,29 +66,39 @@ final class CredentialService: Sendable {
 
         // Authorization of every capability happens before any credential material is read.
         let verdict = Authorizer.decide(scope, for: agent, in: policy)
+        var useApproval: Mutation?
         switch verdict.decision {
         case .deny:
             try await deny(.permissionDenied, "denied", verdict.reason)
         case .pending:
-            if !call.approvalID.isEmpty {
-                try await deny(.permissionDenied, "denied", "approval '\(call.approvalID.prefix(64))' cannot be used yet: approvals are not decidable in this version")
-            }
             let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
-                                          amount: call.hasAmount ? "\(call.amount.value) \(call.amount.unit)" : "")
-            let pending = PendingApproval(subject: subject, agent: agent, caller: caller, risk: verdict.risk ?? .high, reason: verdict.reason,
-                                          timeoutSeconds: policy.approvers?.timeoutSeconds ?? 300, nowMicros: clock.nowMicros())
-            record.decision = Decision.pending.rawValue
-            record.outcome = "approval_required"
-            record.reason = verdict.reason
-            record.approvalID = pending.id
-            try await store.audit.append(record, with: pending.insert)
-            var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
-                "\(verdict.reason); ask an approver to approve \(pending.id) (code \(pending.bindingCode)), then provision again with that approval_id")
-            response.provision = .with {
-                $0.approvalID = pending.id
-                $0.bindingCode = pending.bindingCode
+                                          amount: call.hasAmount ? call.amount.text : "")
+            if !call.approvalID.isEmpty {
+                record.approvalID = String(call.approvalID.prefix(64))
+                do {
+                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent)
+                    record.approver = approved.decidedReason
+                    useApproval = consume
+                } catch {
+                    try await deny(.permissionDenied, "denied", error.description)
+                }
+            } else if verdict.risk == .medium, let standing = try approvals.standing(scope, agent: agent, resource: call.resource) {
+                record.approver = standing
+            } else {
+                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+                record.decision = Decision.pending.rawValue
+                record.outcome = "approval_required"
+                record.reason = verdict.reason
+                record.approvalID = approval.id
+                try await approvals.commit([record], with: insert)
+                var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
+                    "\(verdict.reason); ask an approver to approve \(approval.id) (code \(approval.bindingCode)), then provision again with that approval_id")
+                response.provision = .with {
+                    $0.approvalID = approval.id
+                    $0.bindingCode = approval.bindingCode
+                }
+                return response
             }
-            return response
         case .allow:
             break
         }
@@ -132,8 +144,14 @@ final class CredentialService: Sendable {
         record.outcome = "issued"
         record.reason = verdict.reason
         record.leaseID = lease.id
-        // Durable lease + audit record first; the secret leaves only after (invariant 6).
-        try await store.audit.append(record, with: store.insertLease(lease, secretHash: secretHash))
+        // Durable lease + audit record (+ the approval it consumes) first; the secret leaves
+        // only after (invariant 6).
+        let insert = store.insertLease(lease, secretHash: secretHash)
+        let consume = useApproval
+        try await approvals.commit([record], with: { db in
+            try consume?(db)
+            try insert(db)
+        })
         logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)"])
 
         var response = Lanyard_V1_Response()

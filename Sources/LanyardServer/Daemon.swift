@@ -47,6 +47,7 @@ public final class Daemon: Service {
     let agentService: AgentService
     let adminService: AdminService
     let credentials: CredentialService
+    let approvals: ApprovalService
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
 
@@ -67,9 +68,10 @@ public final class Daemon: Service {
             throw StartupError("invalid policy: \(error)")
         }
         registry = ConnectionRegistry(limits: config.limits)
-        credentials = CredentialService(store: store, attestor: attestor, clock: clock, logger: logger)
-        agentService = AgentService(policy: policy, store: store, credentials: credentials, clock: clock, logger: logger)
-        adminService = AdminService(policy: policy, store: store, credentials: credentials, clock: clock, registry: registry, logger: logger)
+        approvals = ApprovalService(store: store, clock: clock, logger: logger)
+        credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, clock: clock, logger: logger)
+        agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, logger: logger)
+        adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, registry: registry, logger: logger)
         let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
         do {
             let group = config.adminGroup.flatMap(SystemGroups.groupID)

@@ -19,6 +19,8 @@ extension ResponseEnvelope {
         switch error {
         case let e as CallError:
             return .failure(id: id, e.code, e.message)
+        case let e as StoreConflict:
+            return .failure(id: id, .aborted, e.description)
         case let e as SealError:
             logger.error("sealed value failed its integrity check; call denied", metadata: ["error": "\(e)"])
             return .failure(id: id, .dataLoss, "\(e); an admin must put it again")

@@ -97,6 +97,20 @@ enum Schema {
             rotated_us INTEGER NOT NULL
         );
         """,
+        """
+        ALTER TABLE approvals ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE approvals ADD COLUMN timeout_us INTEGER NOT NULL DEFAULT 300000000;
+        ALTER TABLE approvals ADD COLUMN decided_reason TEXT NOT NULL DEFAULT '';
+        CREATE TABLE standing_approvals (
+            agent_id TEXT NOT NULL,
+            capability TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            until_us INTEGER NOT NULL,
+            approver TEXT NOT NULL,
+            approval_id TEXT NOT NULL,
+            PRIMARY KEY (agent_id, capability, resource)
+        );
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws(StoreError) {

@@ -622,6 +622,11 @@ public nonisolated struct Lanyard_V1_ApprovalsListRequest: Sendable {
 
   public var includeDecided: Bool = false
 
+  /// long poll: wait for a change after since_version
+  public var waitMs: UInt32 = 0
+
+  public var sinceVersion: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -734,6 +739,9 @@ public nonisolated struct Lanyard_V1_ApprovalsListResponse: Sendable {
   // methods supported on all messages.
 
   public var approvals: [Lanyard_V1_Approval] = []
+
+  /// pass back as since_version to wait for the next change
+  public var version: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2326,7 +2334,7 @@ nonisolated extension Lanyard_V1_SecretListResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lanyard_V1_ApprovalsListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalsListRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}include_decided\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}include_decided\0\u{3}wait_ms\0\u{3}since_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2335,6 +2343,8 @@ nonisolated extension Lanyard_V1_ApprovalsListRequest: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBoolField(value: &self.includeDecided) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.sinceVersion) }()
       default: break
       }
     }
@@ -2344,11 +2354,19 @@ nonisolated extension Lanyard_V1_ApprovalsListRequest: SwiftProtobuf.Message, Sw
     if self.includeDecided != false {
       try visitor.visitSingularBoolField(value: self.includeDecided, fieldNumber: 1)
     }
+    if self.waitMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 2)
+    }
+    if self.sinceVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceVersion, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_ApprovalsListRequest, rhs: Lanyard_V1_ApprovalsListRequest) -> Bool {
     if lhs.includeDecided != rhs.includeDecided {return false}
+    if lhs.waitMs != rhs.waitMs {return false}
+    if lhs.sinceVersion != rhs.sinceVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2538,7 +2556,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalsListResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}approvals\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}approvals\0\u{1}version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2547,6 +2565,7 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.approvals) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       default: break
       }
     }
@@ -2556,11 +2575,15 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
     if !self.approvals.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.approvals, fieldNumber: 1)
     }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_ApprovalsListResponse, rhs: Lanyard_V1_ApprovalsListResponse) -> Bool {
     if lhs.approvals != rhs.approvals {return false}
+    if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -3133,7 +3133,7 @@ const ProtobufCMessageDescriptor lanyard__v1__secret_list_response__descriptor =
   (ProtobufCMessageInit) lanyard__v1__secret_list_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_request__field_descriptors[3] =
 {
   {
     "include_decided",
@@ -3147,14 +3147,40 @@ static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_request__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "wait_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalsListRequest, wait_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "since_version",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalsListRequest, since_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approvals_list_request__field_indices_by_name[] = {
   0,   /* field[0] = include_decided */
+  2,   /* field[2] = since_version */
+  1,   /* field[1] = wait_ms */
 };
 static const ProtobufCIntRange lanyard__v1__approvals_list_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approvals_list_request__descriptor =
 {
@@ -3164,7 +3190,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approvals_list_request__descriptor
   "Lanyard__V1__ApprovalsListRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__ApprovalsListRequest),
-  1,
+  3,
   lanyard__v1__approvals_list_request__field_descriptors,
   lanyard__v1__approvals_list_request__field_indices_by_name,
   1,  lanyard__v1__approvals_list_request__number_ranges,
@@ -3468,7 +3494,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approval__descriptor =
   (ProtobufCMessageInit) lanyard__v1__approval__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__field_descriptors[2] =
 {
   {
     "approvals",
@@ -3482,14 +3508,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalsListResponse, version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approvals_list_response__field_indices_by_name[] = {
   0,   /* field[0] = approvals */
+  1,   /* field[1] = version */
 };
 static const ProtobufCIntRange lanyard__v1__approvals_list_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descriptor =
 {
@@ -3499,7 +3538,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descripto
   "Lanyard__V1__ApprovalsListResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__ApprovalsListResponse),
-  1,
+  2,
   lanyard__v1__approvals_list_response__field_descriptors,
   lanyard__v1__approvals_list_response__field_indices_by_name,
   1,  lanyard__v1__approvals_list_response__number_ranges,

@@ -364,10 +364,15 @@ struct  Lanyard__V1__ApprovalsListRequest
 {
   ProtobufCMessage base;
   protobuf_c_boolean include_decided;
+  /*
+   * long poll: wait for a change after since_version
+   */
+  uint32_t wait_ms;
+  uint64_t since_version;
 };
 #define LANYARD__V1__APPROVALS_LIST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approvals_list_request__descriptor) \
-    , 0 }
+    , 0, 0, 0 }
 
 
 struct  Lanyard__V1__Approval__ArgsEntry
@@ -415,10 +420,14 @@ struct  Lanyard__V1__ApprovalsListResponse
   ProtobufCMessage base;
   size_t n_approvals;
   Lanyard__V1__Approval **approvals;
+  /*
+   * pass back as since_version to wait for the next change
+   */
+  uint64_t version;
 };
 #define LANYARD__V1__APPROVALS_LIST_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approvals_list_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, 0 }
 
 
 struct  Lanyard__V1__ApprovalDecideRequest

@@ -1,0 +1,271 @@
+import LanyardCore
+import LanyardCrypto
+import LanyardStore
+import LanyardWire
+import Logging
+import Synchronization
+
+/// Humans in the loop (DESIGN.md section 6): creates approvals, lets approvers decide
+/// them, and lets exactly one matching operation use an approved one.
+final class ApprovalService: Sendable {
+    let store: Store
+    let clock: any WallClock
+    let logger: Logger
+    let events = ApprovalEvents()
+    static let maxStandingSeconds: UInt32 = 7 * 86_400
+    static let maxWaitMs: UInt32 = 60_000
+
+    init(store: Store, clock: any WallClock, logger: Logger) {
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// A new PENDING approval for `subject`, and the change that stores it (committed
+    /// with its audit record).
+    func create(_ subject: ApprovalSubject, agent: Agent, caller: Caller, verdict: Verdict) -> (StoredApproval, Mutation) {
+        let now = clock.nowMicros()
+        let approvers = caller.snapshot.policy.approvers
+        let timeout = Int64(approvers?.timeoutSeconds ?? 300) * 1_000_000
+        let risk = verdict.risk ?? .high
+        let digest = SHA256.hex(subject.canonicalBytes)
+        let approval = StoredApproval(
+            id: SecureRandom.uuid(),
+            machine: ApprovalMachine(risk: risk, digest: digest, requesterUID: caller.credentials.uid,
+                                     quorum: risk == .high ? (approvers?.highRiskQuorum ?? 1) : 1,
+                                     expiresMicros: now + timeout, timeoutMicros: timeout),
+            bindingCode: ApprovalSubject.bindingCode(digestHex: digest), agentID: agent.id, agent: agent.name,
+            uid: caller.credentials.uid, pid: caller.credentials.pid, exe: caller.connection.peer.facts.exe ?? "",
+            capabilities: subject.capabilities.map(\.name), resource: subject.resource, args: subject.args, amount: subject.amount,
+            reason: verdict.reason, createdMicros: now, decidedReason: "")
+        return (approval, store.insertApproval(approval))
+    }
+
+    /// Commits records and a change that creates, decides or uses approvals, then wakes
+    /// whoever waits on approvals (only after the commit, so they read the new state).
+    func commit(_ records: [AuditRecord], with mutation: Mutation?) async throws {
+        try await store.audit.append(records, with: mutation)
+        if mutation != nil { events.bump() }
+    }
+
+    /// Checks that approval `id` is approved for exactly this operation and returns the
+    /// change that consumes it (commit it with `commit`). Throws the refusal otherwise.
+    func use(_ id: String, for subject: ApprovalSubject, agent: Agent) throws(ApprovalRefusal) -> (StoredApproval, Mutation) {
+        let found: StoredApproval?
+        do { found = try store.approval(id: id) } catch { throw ApprovalRefusal("approval '\(id.prefix(64))' could not be read") }
+        guard let stored = found, stored.agentID == agent.id else {
+            throw ApprovalRefusal("approval '\(id.prefix(64))' does not exist for agent '\(agent.name)'")
+        }
+        var machine = stored.machine
+        do {
+            try machine.consume(digest: SHA256.hex(subject.canonicalBytes), atMicros: clock.nowMicros())
+        } catch {
+            throw ApprovalRefusal("approval '\(id.prefix(64))' cannot be used: \(error)")
+        }
+        return (stored, store.saveApproval(id, machine, from: .approved, decidedReason: stored.decidedReason))
+    }
+
+    /// Standing approvals cover a MEDIUM operation when every MEDIUM capability in it has
+    /// one for this agent and resource. HIGH is never covered.
+    func standing(_ capabilities: [Capability], agent: Agent, resource: String) throws -> String? {
+        var covered: [String] = []
+        for cap in capabilities {
+            switch agent.grants[cap] {
+            case .high?, nil: return nil
+            case .low?: continue
+            case .medium?:
+                guard let s = try store.standingApproval(agentID: agent.id, capability: cap.name, resource: resource, nowMicros: clock.nowMicros()) else {
+                    return nil
+                }
+                covered.append("\(cap) by \(s.approver)")
+            }
+        }
+        return covered.isEmpty ? nil : "standing approval: " + covered.joined(separator: ", ")
+    }
+
+    /// An approver approves or denies. The kernel-attested uid is the approver; roles were
+    /// checked by the caller. Audited with the approver.
+    func decide(_ c: Lanyard_V1_ApprovalDecideRequest, _ connection: Connection, _ snapshot: PolicySnapshot) async throws -> Lanyard_V1_Approval {
+        guard let stored = try store.approval(id: c.approvalID) else {
+            throw CallError(.notFound, "no approval '\(c.approvalID.prefix(64))'; list them with: lanyardctl approvals list")
+        }
+        let uid = connection.credentials.uid
+        let who = "uid \(uid)" + (SystemGroups.userName(uid).map { " (\($0))" } ?? "")
+        let now = clock.nowMicros()
+        var record = AuditRecord(event: c.approve ? "approval.approve" : "approval.deny")
+        record.uid = Int64(uid)
+        record.pid = Int64(connection.credentials.pid)
+        record.agent = stored.agent
+        record.agentID = stored.agentID
+        record.capability = stored.capabilities.joined(separator: " ")
+        record.resource = stored.resource
+        record.approvalID = stored.id
+        record.approver = who
+        record.policyVersion = snapshot.version
+
+        var machine = stored.machine
+        var standing: Mutation?
+        do {
+            if c.approve {
+                if c.standingSeconds > 0 {
+                    guard machine.risk == .medium else {
+                        throw CallError(.invalidArgument, "standing approvals are for MEDIUM risk only; each HIGH operation needs its own fresh approval")
+                    }
+                    guard c.standingSeconds <= Self.maxStandingSeconds else {
+                        throw CallError(.invalidArgument, "a standing approval lasts at most 7 days (\(Self.maxStandingSeconds) s)")
+                    }
+                }
+                let done = try machine.approve(by: uid, atMicros: now)
+                record.outcome = done ? "approved" : "approved \(machine.approvers.count) of \(machine.quorum)"
+                if c.standingSeconds > 0 {
+                    let until = now + Int64(c.standingSeconds) * 1_000_000
+                    let inserts = stored.capabilities.map {
+                        store.insertStanding(agentID: stored.agentID, capability: $0, resource: stored.resource, untilMicros: until, approver: who, approvalID: stored.id)
+                    }
+                    standing = { db in for i in inserts { try i(db) } }
+                    record.outcome += ", standing for \(c.standingSeconds) s"
+                }
+            } else {
+                try machine.deny(by: uid, atMicros: now)
+                record.outcome = "denied"
+            }
+        } catch let refusal as ApprovalMachine.Refusal {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "refused"
+            record.reason = refusal.description
+            try await store.audit.append(record)
+            throw CallError(.failedPrecondition, refusal.description)
+        }
+        record.decision = Decision.allow.rawValue
+        record.reason = String(c.reason.prefix(512))
+        let save = store.saveApproval(stored.id, machine, from: stored.machine.state, decidedReason: c.approve ? "approved by \(who)" : "denied by \(who)" + (c.reason.isEmpty ? "" : ": \(c.reason.prefix(256))"))
+        let addStanding = standing
+        try await commit([record], with: { db in
+            try save(db)
+            try addStanding?(db)
+        })
+        logger.notice("approval decided", metadata: ["approval.id": "\(stored.id)", "approver": "\(who)", "outcome": "\(record.outcome)"])
+        var updated = stored
+        updated.machine = machine
+        return Self.wire(updated, now: now)
+    }
+
+    /// Long poll: the approval's state now, or when it changes, within `wait_ms`.
+    func await(_ c: Lanyard_V1_AwaitApprovalRequest, agent: Agent) async throws -> Lanyard_V1_AwaitApprovalResponse {
+        let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, Self.maxWaitMs)))
+        while true {
+            let version = events.version
+            guard let stored = try store.approval(id: c.approvalID), stored.agentID == agent.id else {
+                throw CallError(.notFound, "no approval '\(c.approvalID.prefix(64))' of agent '\(agent.name)'")
+            }
+            let state = stored.machine.state(atMicros: clock.nowMicros())
+            if state != .pending || ContinuousClock.now >= deadline {
+                return .with {
+                    $0.state = state.wire
+                    $0.reason = stored.decidedReason.isEmpty ? (state == .expired ? "no approver decided in time" : "") : stored.decidedReason
+                    $0.bindingCode = stored.bindingCode
+                    $0.expiresAt = stored.machine.expiresMicros / 1_000_000
+                }
+            }
+            await events.wait(since: version, until: deadline)
+        }
+    }
+
+    static func wire(_ a: StoredApproval, now: Int64) -> Lanyard_V1_Approval {
+        .with {
+            $0.approvalID = a.id
+            $0.state = a.machine.state(atMicros: now).wire
+            $0.agent = a.agent
+            $0.agentID = a.agentID
+            $0.uid = a.uid
+            $0.pid = a.pid
+            $0.exe = a.exe
+            $0.capabilities = a.capabilities
+            $0.resource = a.resource
+            $0.args = a.args
+            if !a.amount.isEmpty {
+                let parts = a.amount.split(separator: " ", maxSplits: 1)
+                $0.amount = .with {
+                    $0.value = Int64(parts.first ?? "") ?? 0
+                    $0.unit = parts.count > 1 ? String(parts[1]) : ""
+                }
+            }
+            $0.risk = a.machine.risk.wire
+            $0.reason = a.reason
+            $0.bindingCode = a.bindingCode
+            $0.createdAt = a.createdMicros / 1_000_000
+            $0.expiresAt = a.machine.expiresMicros / 1_000_000
+            $0.approvers = a.machine.approvers.map { "uid \($0)" }
+        }
+    }
+}
+
+extension ApprovalMachine.State {
+    var wire: Lanyard_V1_ApprovalState {
+        switch self {
+        case .pending: .pending
+        case .approved: .approved
+        case .denied: .denied
+        case .expired: .expired
+        case .consumed: .consumed
+        }
+    }
+}
+
+/// A refusal to use an approval, with the reason given to the agent.
+struct ApprovalRefusal: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A counter that moves whenever an approval is created, decided or used; waiters
+/// (AwaitApproval, `approvals watch`) wake when it moves.
+final class ApprovalEvents: Sendable {
+    private struct State {
+        var version: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    var version: UInt64 { state.withLock { $0.version } }
+
+    /// Moves the version and wakes every waiter.
+    func bump() {
+        let waiters = state.withLock { s in
+            s.version += 1
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns when the version moves past `seen`, or at `deadline`.
+    func wait(since seen: UInt64, until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.next(since: seen) }
+            group.addTask { try? await Task.sleep(until: deadline) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func next(since seen: UInt64) async {
+        let id = state.withLock { s in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s in
+                    if s.version != seen || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+}

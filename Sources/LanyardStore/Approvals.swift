@@ -1,0 +1,131 @@
+import LanyardCore
+
+/// An approval as stored: its state machine plus what the approver is shown.
+public struct StoredApproval: Sendable, Equatable {
+    public var id: String
+    public var machine: ApprovalMachine
+    public var bindingCode: String
+    public var agentID: String
+    public var agent: String
+    public var uid: UInt32
+    public var pid: Int32
+    public var exe: String
+    public var capabilities: [String]
+    public var resource: String
+    public var args: [String: String]
+    public var amount: String
+    public var reason: String
+    public var createdMicros: Int64
+    public var decidedReason: String
+
+    public init(id: String, machine: ApprovalMachine, bindingCode: String, agentID: String, agent: String, uid: UInt32, pid: Int32,
+                exe: String, capabilities: [String], resource: String, args: [String: String], amount: String, reason: String,
+                createdMicros: Int64, decidedReason: String) {
+        self.id = id
+        self.machine = machine
+        self.bindingCode = bindingCode
+        self.agentID = agentID
+        self.agent = agent
+        self.uid = uid
+        self.pid = pid
+        self.exe = exe
+        self.capabilities = capabilities
+        self.resource = resource
+        self.args = args
+        self.amount = amount
+        self.reason = reason
+        self.createdMicros = createdMicros
+        self.decidedReason = decidedReason
+    }
+}
+
+/// Approvals and standing approvals (DESIGN.md section 6).
+extension Store {
+    package func insertApproval(_ a: StoredApproval) -> Mutation {
+        { db in
+            let args = a.args.keys.sorted().map { "\($0)=\(a.args[$0]!)" }.joined(separator: "\n")
+            try db.prepare("""
+                INSERT INTO approvals(id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
+                                      risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)
+                """)
+                .bind(.text(a.id), .text(a.machine.digest), .text(a.bindingCode), .text(a.agentID), .text(a.agent),
+                      .int(Int64(a.uid)), .int(Int64(a.pid)), .text(a.exe), .text(a.capabilities.joined(separator: ",")),
+                      .text(a.resource), .text(args), .text(a.amount), .int(Int64(a.machine.risk.rawValue)), .text(a.reason),
+                      .text(a.machine.state.rawValue), .int(a.createdMicros), .int(a.machine.expiresMicros),
+                      .int(Int64(a.machine.quorum)), .int(a.machine.timeoutMicros))
+                .run()
+        }
+    }
+
+    /// Saves a decision. `from` guards against a concurrent decision: the row must still
+    /// be in the state the decision was made from, else the change fails.
+    package func saveApproval(_ id: String, _ m: ApprovalMachine, from previous: ApprovalMachine.State, decidedReason: String) -> Mutation {
+        { db in
+            try db.prepare("UPDATE approvals SET state = ?, approvers = ?, expires_us = ?, decided_reason = ? WHERE id = ? AND state = ?")
+                .bind(.text(m.state.rawValue), .text(m.approvers.map(String.init).joined(separator: ",")), .int(m.expiresMicros),
+                      .text(decidedReason), .text(id), .text(previous.rawValue)).run()
+            guard db.changes == 1 else { throw StoreConflict("approval \(id) was decided or used concurrently; look at it again") }
+        }
+    }
+
+    public func approval(id: String) throws -> StoredApproval? {
+        try read { db in try db.prepare("SELECT \(approvalColumns) FROM approvals WHERE id = ?").bind(.text(id)).one(Self.approval) }
+    }
+
+    /// Pending approvals (or all, newest first, when `includeDecided`).
+    public func approvals(includeDecided: Bool, limit: Int = 200) throws -> [StoredApproval] {
+        let sql = includeDecided
+            ? "SELECT \(approvalColumns) FROM approvals ORDER BY created_us DESC LIMIT \(limit)"
+            : "SELECT \(approvalColumns) FROM approvals WHERE state = 'pending' ORDER BY created_us LIMIT \(limit)"
+        return try read { db in
+            var out: [StoredApproval] = []
+            try db.prepare(sql).rows { out.append(Self.approval($0)); return true }
+            return out
+        }
+    }
+
+    package func insertStanding(agentID: String, capability: String, resource: String, untilMicros: Int64, approver: String, approvalID: String) -> Mutation {
+        { db in
+            try db.prepare("""
+                INSERT INTO standing_approvals(agent_id, capability, resource, until_us, approver, approval_id) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(agent_id, capability, resource) DO UPDATE SET until_us = excluded.until_us, approver = excluded.approver, approval_id = excluded.approval_id
+                """)
+                .bind(.text(agentID), .text(capability), .text(resource), .int(untilMicros), .text(approver), .text(approvalID)).run()
+        }
+    }
+
+    /// A standing approval covering (agent, capability, resource) at `now`, if any.
+    public func standingApproval(agentID: String, capability: String, resource: String, nowMicros: Int64) throws -> (approver: String, untilMicros: Int64)? {
+        try read { db in
+            try db.prepare("SELECT approver, until_us FROM standing_approvals WHERE agent_id = ? AND capability = ? AND resource = ? AND until_us > ?")
+                .bind(.text(agentID), .text(capability), .text(resource), .int(nowMicros)).one { ($0.text(0), $0.int(1)) }
+        }
+    }
+
+    private var approvalColumns: String {
+        "id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount, risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us, decided_reason"
+    }
+
+    private static func approval(_ s: Statement) -> StoredApproval {
+        var args: [String: String] = [:]
+        for line in s.text(10).split(separator: "\n") {
+            if let eq = line.firstIndex(of: "=") { args[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+        }
+        let machine = ApprovalMachine(state: ApprovalMachine.State(rawValue: s.text(14)) ?? .denied,
+                                      risk: RiskLevel(rawValue: Int(s.int(12))) ?? .high, digest: s.text(1),
+                                      requesterUID: UInt32(truncatingIfNeeded: s.int(5)), quorum: Int(s.int(18)),
+                                      approvers: s.text(17).split(separator: ",").compactMap { UInt32($0) },
+                                      expiresMicros: s.int(16), timeoutMicros: s.int(19))
+        return StoredApproval(id: s.text(0), machine: machine, bindingCode: s.text(2), agentID: s.text(3), agent: s.text(4),
+                              uid: UInt32(truncatingIfNeeded: s.int(5)), pid: Int32(truncatingIfNeeded: s.int(6)), exe: s.text(7),
+                              capabilities: s.text(8).split(separator: ",").map(String.init), resource: s.text(9), args: args,
+                              amount: s.text(11), reason: s.text(13), createdMicros: s.int(15), decidedReason: s.text(20))
+    }
+}
+
+/// A change lost a race with another one (a double use of one approval, say).
+public struct StoreConflict: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

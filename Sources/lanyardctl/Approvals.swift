@@ -1,0 +1,166 @@
+import ArgumentParser
+import LanyardClient
+import LanyardCore
+import LanyardWire
+
+extension Lanyard_V1_ApprovalState {
+    var name: String {
+        switch self {
+        case .pending: "PENDING"
+        case .approved: "APPROVED"
+        case .denied: "DENIED"
+        case .expired: "EXPIRED"
+        case .consumed: "CONSUMED"
+        default: "UNSPECIFIED"
+        }
+    }
+}
+
+extension Lanyard_V1_Approval {
+    var json: JSON {
+        .object([("approval_id", .string(approvalID)), ("state", .string(state.name)), ("agent", .string(agent)), ("uid", .int(Int64(uid))),
+                 ("pid", .int(Int64(pid))), ("exe", .string(exe)), ("capabilities", .array(capabilities.map { .string($0) })),
+                 ("resource", .string(resource)), ("args", .object(args.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+                 ("risk", .string(risk.name)), ("reason", .string(reason)), ("binding_code", .string(bindingCode)),
+                 ("created_at", .int(createdAt)), ("expires_at", .int(expiresAt)), ("approvers", .array(approvers.map { .string($0) }))])
+    }
+
+    /// What an approver needs to decide: who asks, what, why, how risky, until when, and the code.
+    var text: String {
+        var lines = ["\(approvalID)  \(state.name)  \(risk.name.uppercased())  code \(bindingCode)",
+                     "  agent:   \(agent) (uid \(uid), pid \(pid), \(exe.isEmpty ? "exe unknown" : exe))",
+                     "  wants:   \(capabilities.joined(separator: ", "))" + (resource.isEmpty ? "" : " on \(resource)")]
+        if !args.isEmpty { lines.append("  args:    " + args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
+        if hasAmount { lines.append("  amount:  \(amount.value) \(amount.unit)") }
+        lines.append("  why:     \(reason)")
+        lines.append("  expires: \(rfc3339(micros: expiresAt * 1_000_000))" + (approvers.isEmpty ? "" : "; approved by \(approvers.joined(separator: ", "))"))
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct Await: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Wait for a decision on one of your approvals (exit 0 APPROVED, 2 otherwise, 3 still PENDING).")
+    @OptionGroup var sockets: Sockets
+    @Argument(help: "The approval id.") var approval: String
+    @Option(help: "How long to wait, in seconds (at most 60 per request; repeated until then).") var timeout: UInt32 = 300
+
+    func run() async throws {
+        let client = sockets.agent
+        var left = Int(timeout) * 1000
+        var r = Lanyard_V1_AwaitApprovalResponse()
+        repeat {
+            let wait = UInt32(min(left, 60_000))
+            var req = Lanyard_V1_Request()
+            req.awaitApproval = .with {
+                $0.approvalID = approval
+                $0.waitMs = wait
+            }
+            r = await attempt { try await client.call(req) }.awaitApproval
+            left -= Int(wait)
+        } while r.state == .pending && left > 0
+        sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
+                              ("expires_at", .int(r.expiresAt))])) {
+            "\(r.state.name)" + (r.reason.isEmpty ? "" : ": \(r.reason)")
+        }
+        switch r.state {
+        case .approved: return
+        case .pending: throw ExitCode(3)
+        default: throw ExitCode(2)
+        }
+    }
+}
+
+struct ApprovalsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "approvals", abstract: "Pending approvals (approvers and admins).",
+                                                    subcommands: [List.self, Watch.self, Approve.self, Deny.self])
+
+    static func list(_ sockets: Sockets, all: Bool, wait: UInt32 = 0, since: UInt64 = 0) async -> Lanyard_V1_ApprovalsListResponse {
+        var req = Lanyard_V1_AdminRequest()
+        req.approvalsList = .with {
+            $0.includeDecided = all
+            $0.waitMs = wait
+            $0.sinceVersion = since
+        }
+        return await attempt { try await sockets.admin.call(req) }.approvalsList
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List pending approvals (--all: decided ones too).")
+        @OptionGroup var sockets: Sockets
+        @Flag(help: "Include decided approvals.") var all = false
+
+        func run() async throws {
+            let list = await ApprovalsCommand.list(sockets, all: all).approvals
+            sockets.emit(.array(list.map(\.json))) { list.isEmpty ? "no pending approvals" : list.map(\.text).joined(separator: "\n\n") }
+        }
+    }
+
+    struct Watch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print each new pending approval as it arrives (Ctrl-C to stop).")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var seen: Set<String> = []
+            var version: UInt64 = 0
+            while true {
+                let r = await ApprovalsCommand.list(sockets, all: false, wait: 30_000, since: version)
+                version = r.version
+                for a in r.approvals where seen.insert(a.approvalID).inserted {
+                    print(sockets.json ? a.json.text : a.text + "\n")
+                }
+            }
+        }
+    }
+
+    struct Approve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Approve a request (you must be an approver; never the requester).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The approval id.") var approval: String
+        @Option(name: .customLong("for"), help: "MEDIUM only: also approve the same agent+capability+resource for this long (e.g. 30m, 1h, 2d).")
+        var standing: String?
+
+        func run() async throws {
+            var seconds: UInt32 = 0
+            if let standing {
+                guard let s = Self.duration(standing) else { die("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
+                seconds = s
+            }
+            let a = await decide(sockets, approval, approve: true, standing: seconds, reason: "")
+            sockets.emit(a.json) { "\(a.state.name): \(a.approvalID) (\(a.capabilities.joined(separator: ",")) for \(a.agent))" }
+        }
+
+        static func duration(_ s: String) -> UInt32? {
+            guard let unit = s.last, let n = UInt32(s.dropLast()) else { return UInt32(s) }
+            switch unit {
+            case "s": return n
+            case "m": return n * 60
+            case "h": return n * 3600
+            case "d": return n * 86_400
+            default: return nil
+            }
+        }
+    }
+
+    struct Deny: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Deny a request.")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The approval id.") var approval: String
+        @Option(help: "Why (shown to the agent).") var reason: String = ""
+
+        func run() async throws {
+            let a = await decide(sockets, approval, approve: false, standing: 0, reason: reason)
+            sockets.emit(a.json) { "DENIED: \(a.approvalID)" }
+        }
+    }
+}
+
+func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String) async -> Lanyard_V1_Approval {
+    var req = Lanyard_V1_AdminRequest()
+    req.approvalDecide = .with {
+        $0.approvalID = id
+        $0.approve = approve
+        $0.standingSeconds = standing
+        $0.reason = reason
+    }
+    return await attempt { try await sockets.admin.call(req) }.approvalDecide.approval
+}
