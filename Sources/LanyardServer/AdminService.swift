@@ -57,8 +57,11 @@ final class AdminService: Sendable {
             record.decision = Decision.deny.rawValue
             record.reason = "uid \(connection.credentials.uid) is not an admin" + (needed == .adminOrApprover ? " or approver" : "")
             record.outcome = "permission_denied"
+            if case .approvalDecide(let c) = call { record.approvalID = String(c.approvalID.prefix(64)) }
             try await store.audit.append(record)
-            throw CallError(.permissionDenied, "\(name) needs an admin (root, or a uid or group under admins: in the policy); uid \(connection.credentials.uid) is not one")
+            let who = needed == .admin ? "an admin (root, or a uid or group under admins: in the policy)"
+                : "an admin or an approver (a uid or group under approvers: in the policy, never an agent's uid)"
+            throw CallError(.permissionDenied, "\(name) needs \(who); uid \(connection.credentials.uid) is not one")
         }
 
         var response = Lanyard_V1_AdminResponse()

@@ -58,6 +58,8 @@ final class TestDaemon: @unchecked Sendable {
 enum Users {
     static let agent: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-a") : (getuid(), getgid())
     static let other: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-b") : nil
+    /// A second approver (quorum 2).
+    static let approver2: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-d") : nil
     /// A second registered agent (agent `b`), for "not your lease" cases.
     static let second: (uid: UInt32, gid: UInt32)? = TestSupport.isRoot ? TestSupport.user("lanyard-test-c") : nil
     static let root: (uid: UInt32, gid: UInt32) = (0, 0)
@@ -138,5 +140,56 @@ extension LanyardClient {
         var r = Lanyard_V1_Request()
         r.revoke = .with { $0.leaseID = lease }
         return try await call(r).revoke.revoked
+    }
+}
+
+extension Users {
+    /// Agents `a` and `b`, approvers `other` and `approver2`, MEDIUM and HIGH capabilities.
+    static func approvalPolicy(quorum: Int = 1) -> String {
+        """
+        trust_domain: test.internal
+        approvers:
+          uids: [\(other!.uid), \(approver2!.uid)]
+          high_risk_quorum: \(quorum)
+          timeout_seconds: 300
+        services:
+          github: { kind: opaque }
+          deploy: { kind: jwt }
+        capabilities:
+          github:read_repo:  { risk: low }
+          github:push:       { risk: medium }
+          deploy:production: { risk: high }
+        agents:
+          a:
+            uid: \(agent!.uid)
+            grants: [github:read_repo, github:push, deploy:production]
+          b:
+            uid: \(second!.uid)
+            grants: [github:read_repo]
+
+        """
+    }
+}
+
+extension LanyardAdminClient {
+    func decide(_ id: String, approve: Bool = true, standingSeconds: UInt32 = 0) async throws -> Lanyard_V1_Approval {
+        var r = Lanyard_V1_AdminRequest()
+        r.approvalDecide = .with {
+            $0.approvalID = id
+            $0.approve = approve
+            $0.standingSeconds = standingSeconds
+        }
+        return try await call(r).approvalDecide.approval
+    }
+}
+
+extension LanyardClient {
+    func awaitApproval(_ id: String, waitMs: UInt32 = 0) async throws -> Lanyard_V1_AwaitApprovalResponse {
+        var r = Lanyard_V1_Request()
+        r.awaitApproval = .with {
+            $0.approvalID = id
+            $0.waitMs = waitMs
+        }
+        return try await call(r).awaitApproval
     }
 }
