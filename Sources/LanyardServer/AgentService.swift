@@ -127,6 +127,7 @@ final class AgentService: Sendable {
         var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
         var result = Lanyard_V1_AuthorizeResponse()
         var change: Mutation?
+        var created: StoredApproval?
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
                                           args: call.args, amount: call.hasAmount ? call.amount.text : "")
@@ -149,6 +150,7 @@ final class AgentService: Sendable {
                 result.bindingCode = approval.bindingCode
                 result.approvalExpiresAt = approval.machine.expiresMicros / 1_000_000
                 change = insert
+                created = approval
             }
         }
         record.decision = verdict.decision.rawValue
@@ -157,7 +159,7 @@ final class AgentService: Sendable {
         result.decision = verdict.decision.wire
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
-        try await approvals.commit([record], with: change)
+        try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
         var response = Lanyard_V1_Response()

@@ -11,12 +11,14 @@ final class ApprovalService: Sendable {
     let store: Store
     let clock: any WallClock
     let logger: Logger
+    let notifier: Notifier
     let events = ApprovalEvents()
     static let maxStandingSeconds: UInt32 = 7 * 86_400
     static let maxWaitMs: UInt32 = 60_000
 
-    init(store: Store, clock: any WallClock, logger: Logger) {
+    init(store: Store, notifier: Notifier, clock: any WallClock, logger: Logger) {
         self.store = store
+        self.notifier = notifier
         self.clock = clock
         self.logger = logger
     }
@@ -43,9 +45,11 @@ final class ApprovalService: Sendable {
 
     /// Commits records and a change that creates, decides or uses approvals, then wakes
     /// whoever waits on approvals (only after the commit, so they read the new state).
-    func commit(_ records: [AuditRecord], with mutation: Mutation?) async throws {
+    /// `announce`: a new approval to tell approvers about once it is durable.
+    func commit(_ records: [AuditRecord], with mutation: Mutation?, announce: (StoredApproval, Policy)? = nil) async throws {
         try await store.audit.append(records, with: mutation)
         if mutation != nil { events.bump() }
+        if let (approval, policy) = announce { notifier.notify(approval, policy: policy) }
     }
 
     /// Checks that approval `id` is approved for exactly this operation and returns the

@@ -90,7 +90,7 @@ final class CredentialService: Sendable {
                 record.outcome = "approval_required"
                 record.reason = verdict.reason
                 record.approvalID = approval.id
-                try await approvals.commit([record], with: insert)
+                try await approvals.commit([record], with: insert, announce: (approval, policy))
                 var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
                     "\(verdict.reason); ask an approver to approve \(approval.id) (code \(approval.bindingCode)), then provision again with that approval_id")
                 response.provision = .with {

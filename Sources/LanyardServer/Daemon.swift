@@ -26,6 +26,11 @@ public struct DaemonConfig: Sendable {
     public var limits = ServerLimits()
     /// How often expired leases are reaped and scheduled rotations checked.
     public var maintenanceInterval: Duration = .seconds(30)
+    /// Approval webhook delivery: attempts and backoff.
+    public var webhookAttempts = 5
+    public var webhookFirstBackoff: Duration = .milliseconds(500)
+    /// Each delivery attempt's deadline (connecting included).
+    public var webhookTimeout: TimeAmount = .seconds(5)
 
     public init(policyPath: String, stateDir: String, agentSocket: String, adminSocket: String) {
         self.policyPath = policyPath
@@ -48,6 +53,7 @@ public final class Daemon: Service {
     let adminService: AdminService
     let credentials: CredentialService
     let approvals: ApprovalService
+    let notifier: Notifier
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
 
@@ -68,7 +74,8 @@ public final class Daemon: Service {
             throw StartupError("invalid policy: \(error)")
         }
         registry = ConnectionRegistry(limits: config.limits)
-        approvals = ApprovalService(store: store, clock: clock, logger: logger)
+        notifier = Notifier(store: store, retry: .init(attempts: config.webhookAttempts, firstBackoff: config.webhookFirstBackoff, requestTimeout: config.webhookTimeout), logger: logger)
+        approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
         credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, clock: clock, logger: logger)
         agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, logger: logger)
         adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, registry: registry, logger: logger)
@@ -101,6 +108,7 @@ public final class Daemon: Service {
             "policy.version": "\(policy.current.version)", "agents": "\(policy.current.policy.agents.count)",
         ])
         let registry = self.registry
+        let notifier = self.notifier
         let agentService = self.agentService, adminService = self.adminService
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { tasks in
@@ -108,11 +116,13 @@ public final class Daemon: Service {
                 tasks.addTask { await admin.run(adminService.handle) }
                 tasks.addTask { await self.reload(on: hangups) }
                 tasks.addTask { await self.maintain() }
+                tasks.addTask { await self.notifier.run() }
             }
         } onGracefulShutdown: {
             agent.close()
             admin.close()
             registry.closeAllInputs()
+            notifier.finish()
         }
         store.audit.close()
         unlink(config.agentSocket)

@@ -17,7 +17,8 @@ final class TestDaemon: @unchecked Sendable {
     var adminSocket: String { daemon.config.adminSocket }
     var policyPath: String { dir + "/policy.yaml" }
 
-    init(policy: String, limits: ServerLimits = ServerLimits(), clock: (any WallClock)? = nil) throws {
+    init(policy: String, limits: ServerLimits = ServerLimits(), clock: (any WallClock)? = nil,
+         configure: (inout DaemonConfig) -> Void = { _ in }) throws {
         dir = TestSupport.tempDir("srv")
         TestSupport.write(policy, to: dir + "/policy.yaml")
         var config = DaemonConfig(policyPath: dir + "/policy.yaml", stateDir: dir + "/state",
@@ -26,6 +27,7 @@ final class TestDaemon: @unchecked Sendable {
         config.adminGroup = nil
         config.limits = limits
         config.masterKeyFile = TestSupport.masterKey(in: dir)
+        configure(&config)
         var logger = Logger(label: "test-daemon")
         logger.logLevel = .critical
         daemon = try Daemon(config: config, clock: clock ?? SystemWallClock(), logger: logger)
@@ -34,9 +36,14 @@ final class TestDaemon: @unchecked Sendable {
         task = Task { try await group.run() }
     }
 
-    func stop() async {
+    /// Graceful shutdown (drains in-flight calls and queued notifications); the state stays readable.
+    func shutdown() async {
         await group.triggerGracefulShutdown()
         _ = try? await task.value
+    }
+
+    func stop() async {
+        await shutdown()
         TestSupport.remove(dir)
     }
 

@@ -1,0 +1,110 @@
+import Foundation
+
+/// A minimal HTTP/1.1 receiver on 127.0.0.1 for webhook tests: records each request;
+/// answers 200 at once, or only after `release()` when created with `hold: true`.
+public final class WebhookReceiver: @unchecked Sendable {
+    public struct Request: Sendable {
+        public var headers: [String: String]
+        public var body: Data
+    }
+
+    public let port: UInt16
+    private let fd: Int32
+    private let hold: Bool
+    private let lock = NSCondition()
+    private var requests: [Request] = []
+    private var released = false
+    public private(set) var responsesSent = 0
+
+    public init(hold: Bool = false) {
+        self.hold = hold
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 16)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin_port)
+        self.fd = fd
+        Thread.detachNewThread { [self] in serve() }
+    }
+
+    /// Waits (10 s at most) until `count` requests have arrived; returns them.
+    public func waitForRequests(_ count: Int) -> [Request] {
+        let deadline = Date().addingTimeInterval(10)
+        lock.lock()
+        defer { lock.unlock() }
+        while requests.count < count, lock.wait(until: deadline) {}
+        return requests
+    }
+
+    public func release() {
+        lock.lock()
+        released = true
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    public func close() {
+        release()
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+    }
+
+    private func serve() {
+        while true {
+            let c = accept(fd, nil, nil)
+            if c < 0 { return }
+            Thread.detachNewThread { [self] in handle(c) }
+        }
+    }
+
+    private func handle(_ c: Int32) {
+        defer { Glibc.close(c) }
+        var data = Data()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var headers: [String: String] = [:]
+        var bodyStart = 0, length = 0
+        while true {
+            let n = read(c, &buf, buf.count)
+            if n <= 0 { return }
+            data.append(contentsOf: buf[0..<n])
+            if bodyStart == 0, let r = data.range(of: Data("\r\n\r\n".utf8)) {
+                bodyStart = r.upperBound
+                for line in String(decoding: data[..<r.lowerBound], as: UTF8.self).split(separator: "\r\n").dropFirst() {
+                    if let colon = line.firstIndex(of: ":") {
+                        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                    }
+                }
+                length = Int(headers["content-length"] ?? "0") ?? 0
+            }
+            if bodyStart > 0, data.count - bodyStart >= length { break }
+        }
+        lock.lock()
+        requests.append(Request(headers: headers, body: data[bodyStart..<(bodyStart + length)]))
+        lock.broadcast()
+        while hold && !released { lock.wait() }
+        responsesSent += 1
+        lock.unlock()
+        let response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        _ = response.withCString { write(c, $0, strlen($0)) }
+    }
+}
+
+extension TestSupport {
+    /// A loopback port that nothing listens on (connections are refused at once).
+    public static func closedPort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        Glibc.close(fd)
+        return UInt16(bigEndian: addr.sin_port)
+    }
+}
