@@ -13,10 +13,12 @@ final class AdminService: Sendable {
     let registry: ConnectionRegistry
     let credentials: CredentialService
     let approvals: ApprovalService
+    let identities: IdentityService
     let startedMicros: Int64
 
-    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, clock: any WallClock,
-         registry: ConnectionRegistry, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, identities: IdentityService,
+         clock: any WallClock, registry: ConnectionRegistry, logger: Logger) {
+        self.identities = identities
         self.policy = policy
         self.credentials = credentials
         self.approvals = approvals
@@ -122,6 +124,26 @@ final class AdminService: Sendable {
             }
             let approval = try await approvals.decide(c, connection, snapshot)
             response.approvalDecide = .with { $0.approval = approval }
+        case .jwks:
+            response.jwks = .with { $0.json = (try? identities.jwks()) ?? "{\"keys\":[]}" }
+        case .keysRotate:
+            let (kid, _) = try store.rotateSigningKey(purpose: IdentityService.purpose)
+            var r = record("keys.rotate", connection, snapshot)
+            r.decision = Decision.allow.rawValue
+            r.outcome = "new kid \(kid)"
+            try await store.audit.append(r)
+            response.keysRotate = .with { $0.kid = kid }
+        case .identityRevoke(let c):
+            var r = record("identity.revoke", connection, snapshot)
+            r.decision = Decision.allow.rawValue
+            r.outcome = "revoked"
+            r.reason = "jti \(c.jti.prefix(64))"
+            do {
+                try await store.audit.append(r, with: store.revokeIdentity(jti: c.jti, nowMicros: clock.nowMicros()))
+            } catch let e as StoreConflict {
+                throw CallError(.notFound, e.description)
+            }
+            response.identityRevoke = .with { $0.revoked = true }
         case .secretPut(let c):
             response.secretPut = try await secretPut(c, connection, snapshot)
         case .secretRotate(let c):
@@ -168,8 +190,6 @@ final class AdminService: Sendable {
             let n = try await credentials.revokeAll(leases, actor: record("leases.revoke", connection, snapshot),
                                                     reason: "kill switch by admin uid \(connection.credentials.uid): \(what)")
             response.leasesRevoke = .with { $0.revoked = UInt32(n) }
-        default:
-            throw CallError(.unimplemented, "\(name) is not available in this version of lanyardd")
         }
         return response
     }
@@ -311,6 +331,7 @@ final class AdminService: Sendable {
         case .auditVerify: ("audit_verify", .admin)
         case .keysRotate: ("keys_rotate", .admin)
         case .jwks: ("jwks", .anyone)
+        case .identityRevoke: ("identity_revoke", .admin)
         }
     }
 }

@@ -11,10 +11,13 @@ final class AgentService: Sendable {
     let store: Store
     let credentials: CredentialService
     let approvals: ApprovalService
+    let identities: IdentityService
     let clock: any WallClock
     let logger: Logger
 
-    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, clock: any WallClock, logger: Logger) {
+    init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, identities: IdentityService,
+         clock: any WallClock, logger: Logger) {
+        self.identities = identities
         self.policy = policy
         self.store = store
         self.credentials = credentials
@@ -53,11 +56,13 @@ final class AgentService: Sendable {
             case .listLeases(let c): return try credentials.listLeases(c, agent)
             case .introspect(let c): return try await credentials.introspect(c, caller, agent)
             case .rotate(let c): return try await rotate(c, caller, agent)
+            case .issueIdentity(let c): return try await identities.issue(c, caller, agent)
+            case .validateIdentity(let c): return try await identities.validate(c, caller)
             case .awaitApproval(let c):
                 var response = Lanyard_V1_Response()
                 response.awaitApproval = try await approvals.await(c, agent: agent)
                 return response
-            default: throw CallError(.unimplemented, "\(Self.name(of: call)) is not available in this version of lanyardd")
+            case .hello, .authorize: throw CallError(.internal, "unreachable")
             }
         }
     }

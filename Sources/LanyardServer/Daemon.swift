@@ -77,8 +77,11 @@ public final class Daemon: Service {
         notifier = Notifier(store: store, retry: .init(attempts: config.webhookAttempts, firstBackoff: config.webhookFirstBackoff, requestTimeout: config.webhookTimeout), logger: logger)
         approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
         credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, clock: clock, logger: logger)
-        agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, logger: logger)
-        adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, clock: clock, registry: registry, logger: logger)
+        let identities = IdentityService(store: store, attestor: attestor, clock: clock, logger: logger)
+        agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
+                                    clock: clock, logger: logger)
+        adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
+                                    clock: clock, registry: registry, logger: logger)
         let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
         do {
             let group = config.adminGroup.flatMap(SystemGroups.groupID)

@@ -111,6 +111,16 @@ enum Schema {
             PRIMARY KEY (agent_id, capability, resource)
         );
         """,
+        """
+        CREATE TABLE issued_identities (
+            jti TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            audience TEXT NOT NULL,
+            expires_us INTEGER NOT NULL,
+            revoked_us INTEGER
+        );
+        CREATE INDEX issued_identities_expiry ON issued_identities(expires_us);
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws(StoreError) {

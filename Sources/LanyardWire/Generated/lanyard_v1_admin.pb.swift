@@ -165,6 +165,14 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     set {call = .whoami(newValue)}
   }
 
+  public var identityRevoke: Lanyard_V1_IdentityRevokeRequest {
+    get {
+      if case .identityRevoke(let v)? = call {return v}
+      return Lanyard_V1_IdentityRevokeRequest()
+    }
+    set {call = .identityRevoke(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Call: Equatable, Sendable {
@@ -184,6 +192,7 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     case keysRotate(Lanyard_V1_KeysRotateRequest)
     case jwks(Lanyard_V1_JwksRequest)
     case whoami(Lanyard_V1_WhoamiRequest)
+    case identityRevoke(Lanyard_V1_IdentityRevokeRequest)
 
   }
 
@@ -336,6 +345,14 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     set {result = .whoami(newValue)}
   }
 
+  public var identityRevoke: Lanyard_V1_IdentityRevokeResponse {
+    get {
+      if case .identityRevoke(let v)? = result {return v}
+      return Lanyard_V1_IdentityRevokeResponse()
+    }
+    set {result = .identityRevoke(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -355,6 +372,7 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     case keysRotate(Lanyard_V1_KeysRotateResponse)
     case jwks(Lanyard_V1_JwksResponse)
     case whoami(Lanyard_V1_WhoamiResponse)
+    case identityRevoke(Lanyard_V1_IdentityRevokeResponse)
 
   }
 
@@ -1124,13 +1142,38 @@ public nonisolated struct Lanyard_V1_WhoamiResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Lanyard_V1_IdentityRevokeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// fails validation until the token would have expired
+  public var jti: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_IdentityRevokeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var revoked: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "lanyard.v1"
 
 nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1347,6 +1390,19 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
           self.call = .whoami(v)
         }
       }()
+      case 26: try {
+        var v: Lanyard_V1_IdentityRevokeRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .identityRevoke(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .identityRevoke(v)
+        }
+      }()
       default: break
       }
     }
@@ -1425,6 +1481,10 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
       guard case .whoami(let v)? = self.call else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
     }()
+    case .identityRevoke?: try {
+      guard case .identityRevoke(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1440,7 +1500,7 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1658,6 +1718,19 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
           self.result = .whoami(v)
         }
       }()
+      case 26: try {
+        var v: Lanyard_V1_IdentityRevokeResponse?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .identityRevoke(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .identityRevoke(v)
+        }
+      }()
       default: break
       }
     }
@@ -1738,6 +1811,10 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
     case .whoami?: try {
       guard case .whoami(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+    }()
+    case .identityRevoke?: try {
+      guard case .identityRevoke(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
     }()
     case nil: break
     }
@@ -3355,6 +3432,66 @@ nonisolated extension Lanyard_V1_WhoamiResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.pid != rhs.pid {return false}
     if lhs.admin != rhs.admin {return false}
     if lhs.approver != rhs.approver {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_IdentityRevokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IdentityRevokeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jti\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jti) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jti.isEmpty {
+      try visitor.visitSingularStringField(value: self.jti, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_IdentityRevokeRequest, rhs: Lanyard_V1_IdentityRevokeRequest) -> Bool {
+    if lhs.jti != rhs.jti {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_IdentityRevokeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IdentityRevokeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revoked\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.revoked) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.revoked != false {
+      try visitor.visitSingularBoolField(value: self.revoked, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_IdentityRevokeResponse, rhs: Lanyard_V1_IdentityRevokeResponse) -> Bool {
+    if lhs.revoked != rhs.revoked {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1768,7 +1768,97 @@ void   lanyard__v1__whoami_response__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__whoami_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[17] =
+void   lanyard__v1__identity_revoke_request__init
+                     (Lanyard__V1__IdentityRevokeRequest         *message)
+{
+  static const Lanyard__V1__IdentityRevokeRequest init_value = LANYARD__V1__IDENTITY_REVOKE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__identity_revoke_request__get_packed_size
+                     (const Lanyard__V1__IdentityRevokeRequest *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__identity_revoke_request__pack
+                     (const Lanyard__V1__IdentityRevokeRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__identity_revoke_request__pack_to_buffer
+                     (const Lanyard__V1__IdentityRevokeRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__IdentityRevokeRequest *
+       lanyard__v1__identity_revoke_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__IdentityRevokeRequest *)
+     protobuf_c_message_unpack (&lanyard__v1__identity_revoke_request__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__identity_revoke_request__free_unpacked
+                     (Lanyard__V1__IdentityRevokeRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__identity_revoke_response__init
+                     (Lanyard__V1__IdentityRevokeResponse         *message)
+{
+  static const Lanyard__V1__IdentityRevokeResponse init_value = LANYARD__V1__IDENTITY_REVOKE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__identity_revoke_response__get_packed_size
+                     (const Lanyard__V1__IdentityRevokeResponse *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__identity_revoke_response__pack
+                     (const Lanyard__V1__IdentityRevokeResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__identity_revoke_response__pack_to_buffer
+                     (const Lanyard__V1__IdentityRevokeResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__IdentityRevokeResponse *
+       lanyard__v1__identity_revoke_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__IdentityRevokeResponse *)
+     protobuf_c_message_unpack (&lanyard__v1__identity_revoke_response__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__identity_revoke_response__free_unpacked
+                     (Lanyard__V1__IdentityRevokeResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[18] =
 {
   {
     "id",
@@ -1974,6 +2064,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descript
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "identity_revoke",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminRequest, call_case),
+    offsetof(Lanyard__V1__AdminRequest, identity_revoke),
+    &lanyard__v1__identity_revoke_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   4,   /* field[4] = agents_list */
@@ -1982,6 +2084,7 @@ static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   12,   /* field[12] = audit_query */
   13,   /* field[13] = audit_verify */
   0,   /* field[0] = id */
+  17,   /* field[17] = identity_revoke */
   15,   /* field[15] = jwks */
   14,   /* field[14] = keys_rotate */
   10,   /* field[10] = leases_list */
@@ -1998,7 +2101,7 @@ static const ProtobufCIntRange lanyard__v1__admin_request__number_ranges[2 + 1] 
 {
   { 1, 0 },
   { 10, 1 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
 {
@@ -2008,14 +2111,14 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
   "Lanyard__V1__AdminRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminRequest),
-  17,
+  18,
   lanyard__v1__admin_request__field_descriptors,
   lanyard__v1__admin_request__field_indices_by_name,
   2,  lanyard__v1__admin_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__admin_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[18] =
+static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[19] =
 {
   {
     "id",
@@ -2233,6 +2336,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descrip
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "identity_revoke",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminResponse, result_case),
+    offsetof(Lanyard__V1__AdminResponse, identity_revoke),
+    &lanyard__v1__identity_revoke_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   5,   /* field[5] = agents_list */
@@ -2241,6 +2356,7 @@ static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   13,   /* field[13] = audit_query */
   14,   /* field[14] = audit_verify */
   0,   /* field[0] = id */
+  18,   /* field[18] = identity_revoke */
   16,   /* field[16] = jwks */
   15,   /* field[15] = keys_rotate */
   11,   /* field[11] = leases_list */
@@ -2258,7 +2374,7 @@ static const ProtobufCIntRange lanyard__v1__admin_response__number_ranges[2 + 1]
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 18 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
 {
@@ -2268,7 +2384,7 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
   "Lanyard__V1__AdminResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminResponse),
-  18,
+  19,
   lanyard__v1__admin_response__field_descriptors,
   lanyard__v1__admin_response__field_indices_by_name,
   2,  lanyard__v1__admin_response__number_ranges,
@@ -4629,5 +4745,81 @@ const ProtobufCMessageDescriptor lanyard__v1__whoami_response__descriptor =
   lanyard__v1__whoami_response__field_indices_by_name,
   1,  lanyard__v1__whoami_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__whoami_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__identity_revoke_request__field_descriptors[1] =
+{
+  {
+    "jti",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IdentityRevokeRequest, jti),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__identity_revoke_request__field_indices_by_name[] = {
+  0,   /* field[0] = jti */
+};
+static const ProtobufCIntRange lanyard__v1__identity_revoke_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.IdentityRevokeRequest",
+  "IdentityRevokeRequest",
+  "Lanyard__V1__IdentityRevokeRequest",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__IdentityRevokeRequest),
+  1,
+  lanyard__v1__identity_revoke_request__field_descriptors,
+  lanyard__v1__identity_revoke_request__field_indices_by_name,
+  1,  lanyard__v1__identity_revoke_request__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__identity_revoke_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__identity_revoke_response__field_descriptors[1] =
+{
+  {
+    "revoked",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IdentityRevokeResponse, revoked),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__identity_revoke_response__field_indices_by_name[] = {
+  0,   /* field[0] = revoked */
+};
+static const ProtobufCIntRange lanyard__v1__identity_revoke_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.IdentityRevokeResponse",
+  "IdentityRevokeResponse",
+  "Lanyard__V1__IdentityRevokeResponse",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__IdentityRevokeResponse),
+  1,
+  lanyard__v1__identity_revoke_response__field_descriptors,
+  lanyard__v1__identity_revoke_response__field_indices_by_name,
+  1,  lanyard__v1__identity_revoke_response__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__identity_revoke_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -57,6 +57,8 @@ typedef struct Lanyard__V1__JwksRequest Lanyard__V1__JwksRequest;
 typedef struct Lanyard__V1__JwksResponse Lanyard__V1__JwksResponse;
 typedef struct Lanyard__V1__WhoamiRequest Lanyard__V1__WhoamiRequest;
 typedef struct Lanyard__V1__WhoamiResponse Lanyard__V1__WhoamiResponse;
+typedef struct Lanyard__V1__IdentityRevokeRequest Lanyard__V1__IdentityRevokeRequest;
+typedef struct Lanyard__V1__IdentityRevokeResponse Lanyard__V1__IdentityRevokeResponse;
 
 
 /* --- enums --- */
@@ -81,7 +83,8 @@ typedef enum {
   LANYARD__V1__ADMIN_REQUEST__CALL_AUDIT_VERIFY = 22,
   LANYARD__V1__ADMIN_REQUEST__CALL_KEYS_ROTATE = 23,
   LANYARD__V1__ADMIN_REQUEST__CALL_JWKS = 24,
-  LANYARD__V1__ADMIN_REQUEST__CALL_WHOAMI = 25
+  LANYARD__V1__ADMIN_REQUEST__CALL_WHOAMI = 25,
+  LANYARD__V1__ADMIN_REQUEST__CALL_IDENTITY_REVOKE = 26
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_REQUEST__CALL__CASE)
 } Lanyard__V1__AdminRequest__CallCase;
 
@@ -107,6 +110,7 @@ struct  Lanyard__V1__AdminRequest
     Lanyard__V1__KeysRotateRequest *keys_rotate;
     Lanyard__V1__JwksRequest *jwks;
     Lanyard__V1__WhoamiRequest *whoami;
+    Lanyard__V1__IdentityRevokeRequest *identity_revoke;
   };
 };
 #define LANYARD__V1__ADMIN_REQUEST__INIT \
@@ -131,7 +135,8 @@ typedef enum {
   LANYARD__V1__ADMIN_RESPONSE__RESULT_AUDIT_VERIFY = 22,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_KEYS_ROTATE = 23,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_JWKS = 24,
-  LANYARD__V1__ADMIN_RESPONSE__RESULT_WHOAMI = 25
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_WHOAMI = 25,
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_IDENTITY_REVOKE = 26
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_RESPONSE__RESULT__CASE)
 } Lanyard__V1__AdminResponse__ResultCase;
 
@@ -158,6 +163,7 @@ struct  Lanyard__V1__AdminResponse
     Lanyard__V1__KeysRotateResponse *keys_rotate;
     Lanyard__V1__JwksResponse *jwks;
     Lanyard__V1__WhoamiResponse *whoami;
+    Lanyard__V1__IdentityRevokeResponse *identity_revoke;
   };
 };
 #define LANYARD__V1__ADMIN_RESPONSE__INIT \
@@ -662,6 +668,29 @@ struct  Lanyard__V1__WhoamiResponse
 #define LANYARD__V1__WHOAMI_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__whoami_response__descriptor) \
     , 0, 0, 0, 0, 0 }
+
+
+struct  Lanyard__V1__IdentityRevokeRequest
+{
+  ProtobufCMessage base;
+  /*
+   * fails validation until the token would have expired
+   */
+  char *jti;
+};
+#define LANYARD__V1__IDENTITY_REVOKE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__identity_revoke_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Lanyard__V1__IdentityRevokeResponse
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean revoked;
+};
+#define LANYARD__V1__IDENTITY_REVOKE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__identity_revoke_response__descriptor) \
+    , 0 }
 
 
 /* Lanyard__V1__AdminRequest methods */
@@ -1408,6 +1437,44 @@ Lanyard__V1__WhoamiResponse *
 void   lanyard__v1__whoami_response__free_unpacked
                      (Lanyard__V1__WhoamiResponse *message,
                       ProtobufCAllocator *allocator);
+/* Lanyard__V1__IdentityRevokeRequest methods */
+void   lanyard__v1__identity_revoke_request__init
+                     (Lanyard__V1__IdentityRevokeRequest         *message);
+size_t lanyard__v1__identity_revoke_request__get_packed_size
+                     (const Lanyard__V1__IdentityRevokeRequest   *message);
+size_t lanyard__v1__identity_revoke_request__pack
+                     (const Lanyard__V1__IdentityRevokeRequest   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__identity_revoke_request__pack_to_buffer
+                     (const Lanyard__V1__IdentityRevokeRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__IdentityRevokeRequest *
+       lanyard__v1__identity_revoke_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__identity_revoke_request__free_unpacked
+                     (Lanyard__V1__IdentityRevokeRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__IdentityRevokeResponse methods */
+void   lanyard__v1__identity_revoke_response__init
+                     (Lanyard__V1__IdentityRevokeResponse         *message);
+size_t lanyard__v1__identity_revoke_response__get_packed_size
+                     (const Lanyard__V1__IdentityRevokeResponse   *message);
+size_t lanyard__v1__identity_revoke_response__pack
+                     (const Lanyard__V1__IdentityRevokeResponse   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__identity_revoke_response__pack_to_buffer
+                     (const Lanyard__V1__IdentityRevokeResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__IdentityRevokeResponse *
+       lanyard__v1__identity_revoke_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__identity_revoke_response__free_unpacked
+                     (Lanyard__V1__IdentityRevokeResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Lanyard__V1__AdminRequest_Closure)
@@ -1530,6 +1597,12 @@ typedef void (*Lanyard__V1__WhoamiRequest_Closure)
 typedef void (*Lanyard__V1__WhoamiResponse_Closure)
                  (const Lanyard__V1__WhoamiResponse *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__IdentityRevokeRequest_Closure)
+                 (const Lanyard__V1__IdentityRevokeRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__IdentityRevokeResponse_Closure)
+                 (const Lanyard__V1__IdentityRevokeResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1576,6 +1649,8 @@ extern const ProtobufCMessageDescriptor lanyard__v1__jwks_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__jwks_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__whoami_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__whoami_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1,0 +1,93 @@
+import ArgumentParser
+import LanyardClient
+import LanyardCore
+import LanyardWire
+
+struct IdentityCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "identity", abstract: "JWT identities for agent-to-agent calls.",
+                                                    subcommands: [Issue.self, Validate.self, Revoke.self])
+
+    struct Issue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Get a signed identity token for an audience (prints the token).")
+        @OptionGroup var sockets: Sockets
+        @Option(help: "Who the token is for.") var audience: String
+        @Option(help: "Lifetime in seconds (default 300, at most 900).") var ttl: UInt32 = 0
+        @Option(name: .customLong("capability"), help: "Carry only these of your grants (repeatable; default all).") var capabilities: [String] = []
+
+        func run() async throws {
+            var req = Lanyard_V1_Request()
+            req.issueIdentity = .with {
+                $0.audience = audience
+                $0.ttlSeconds = ttl
+                $0.capabilities = capabilities
+            }
+            let r = await attempt { try await sockets.agent.call(req) }.issueIdentity
+            sockets.emit(.object([("token", .string(r.token)), ("expires_at", .int(r.expiresAt))])) { r.token }
+        }
+    }
+
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a token for an audience (exit 0 valid, 2 invalid; prefer - to read it from stdin).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The token, or - to read it from stdin (argv is visible to other users).") var token: String
+        @Option(help: "The audience you expect (yourself).") var audience: String
+
+        func run() async throws {
+            let value = token == "-" ? String(decoding: readSecretFromStdin("token"), as: UTF8.self) : token
+            var req = Lanyard_V1_Request()
+            req.validateIdentity = .with {
+                $0.token = value
+                $0.audience = audience
+            }
+            let r = await attempt { try await sockets.agent.call(req) }.validateIdentity
+            let c = r.claims
+            sockets.emit(.object([("valid", .bool(r.valid)), ("failed_check", .string(r.failedCheck)), ("sub", .string(c.sub)),
+                                  ("agent_id", .string(c.agentID)), ("aud", .string(c.aud)), ("capabilities", .array(c.capabilities.map { .string($0) })),
+                                  ("exp", .int(c.exp)), ("jti", .string(c.jti))])) {
+                r.valid ? "valid: \(c.sub) for \(c.aud), capabilities \(c.capabilities.joined(separator: ",")), expires \(rfc3339(micros: c.exp * 1_000_000))"
+                        : "invalid: failed check '\(r.failedCheck)'"
+            }
+            if !r.valid { throw ExitCode(2) }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an identity token by jti until it would have expired (admins).")
+        @OptionGroup var sockets: Sockets
+        @Argument(help: "The token's jti.") var jti: String
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.identityRevoke = .with { $0.jti = jti }
+            _ = await attempt { try await sockets.admin.call(req) }
+            sockets.emit(.object([("revoked", .bool(true))])) { "revoked \(jti)" }
+        }
+    }
+}
+
+struct Jwks: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the daemon's public keys as an RFC 7517 JWKS.")
+    @OptionGroup var sockets: Sockets
+
+    func run() async throws {
+        var req = Lanyard_V1_AdminRequest()
+        req.jwks = .init()
+        print(await attempt { try await sockets.admin.call(req) }.jwks.json)
+    }
+}
+
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Signing keys (admins).", subcommands: [Rotate.self])
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sign new identity tokens with a new key; old public keys stay until their tokens expire.")
+        @OptionGroup var sockets: Sockets
+
+        func run() async throws {
+            var req = Lanyard_V1_AdminRequest()
+            req.keysRotate = .init()
+            let r = await attempt { try await sockets.admin.call(req) }.keysRotate
+            sockets.emit(.object([("kid", .string(r.kid))])) { "new signing key \(r.kid)" }
+        }
+    }
+}
