@@ -1,8 +1,10 @@
 #define _GNU_SOURCE
 #include "CLanyardSys.h"
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <pthread.h>
 #include <unistd.h>
 
 int lanyard_disable_dumps(void) {
@@ -23,4 +25,10 @@ int lanyard_thread_set_effective(uid_t uid, gid_t gid) {
 
 int lanyard_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int lanyard_unblock_all_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return pthread_sigmask(SIG_SETMASK, &none, NULL);
 }

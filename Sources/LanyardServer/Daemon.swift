@@ -56,6 +56,8 @@ public final class Daemon: Service {
     let notifier: Notifier
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
+    /// True when systemd passed the sockets: they are systemd's to create and remove.
+    let socketActivated: Bool
 
     public init(config: DaemonConfig, clock: any WallClock = SystemWallClock(), attestor: any Attestor = ProcAttestor(), logger: Logger) throws {
         self.config = config
@@ -82,15 +84,25 @@ public final class Daemon: Service {
                                     clock: clock, logger: logger)
         adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
                                     clock: clock, registry: registry, logger: logger)
-        let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
-        do {
-            let group = config.adminGroup.flatMap(SystemGroups.groupID)
-            let adminFD = try makeListeningSocket(path: config.adminSocket, mode: config.adminSocketMode, group: group)
+        let passed = try Systemd.listenFDs()
+        if !passed.isEmpty {
+            guard let agentFD = passed["agent"], let adminFD = passed["admin"] else {
+                throw StartupError("socket activation passed sockets named \(passed.keys.sorted()); lanyardd needs 'agent' and 'admin' (FileDescriptorName= in the socket units)")
+            }
             sockets = (agentFD, adminFD)
-        } catch {
-            close(agentFD)
-            unlink(config.agentSocket)
-            throw error
+            socketActivated = true
+        } else {
+            let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
+            do {
+                let group = config.adminGroup.flatMap(SystemGroups.groupID)
+                let adminFD = try makeListeningSocket(path: config.adminSocket, mode: config.adminSocketMode, group: group)
+                sockets = (agentFD, adminFD)
+            } catch {
+                close(agentFD)
+                unlink(config.agentSocket)
+                throw error
+            }
+            socketActivated = false
         }
     }
 
@@ -106,8 +118,10 @@ public final class Daemon: Service {
             attestor: attestor, needsExeHash: { _ in false }, logger: logger)
         // Trap SIGHUP before announcing readiness: an early reload must not kill us.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        Systemd.notify("READY=1\nSTATUS=serving")
         logger.notice("lanyardd ready", metadata: [
-            "agent.socket": "\(config.agentSocket)", "admin.socket": "\(config.adminSocket)",
+            "agent.socket": "\(socketActivated ? "systemd:agent" : config.agentSocket)",
+            "admin.socket": "\(socketActivated ? "systemd:admin" : config.adminSocket)",
             "policy.version": "\(policy.current.version)", "agents": "\(policy.current.policy.agents.count)",
         ])
         let registry = self.registry
@@ -122,14 +136,18 @@ public final class Daemon: Service {
                 tasks.addTask { await self.notifier.run() }
             }
         } onGracefulShutdown: {
+            Systemd.notify("STOPPING=1")
             agent.close()
             admin.close()
             registry.closeAllInputs()
             notifier.finish()
         }
+        await writeCheckpoint()
         store.audit.close()
-        unlink(config.agentSocket)
-        unlink(config.adminSocket)
+        if !socketActivated {
+            unlink(config.agentSocket)
+            unlink(config.adminSocket)
+        }
         logger.notice("lanyardd stopped")
     }
 
@@ -154,6 +172,16 @@ public final class Daemon: Service {
             _ = try await credentials.rotateDue(snapshot.policy)
         } catch {
             logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
+        }
+        await writeCheckpoint()
+    }
+
+    /// Signs the audit head into the state dir, so a truncated tail is detectable.
+    func writeCheckpoint() async {
+        do {
+            try AuditCheckpoint.write(store: store)
+        } catch {
+            logger.critical("cannot write the audit checkpoint", metadata: ["error": "\(error)"])
         }
     }
 

@@ -100,6 +100,19 @@ public final class AuditLog: Sendable {
                 }
                 try db.exec("COMMIT")
                 head.value.withLock { $0 = (seq, hash) }
+                // One structured line per durable decision (journald under systemd). Audit
+                // records never hold secrets, so neither do these lines.
+                if logger.logLevel <= .info {
+                    for case .success(let records) in results {
+                        for r in records {
+                            logger.info("decision", metadata: [
+                                "audit.seq": "\(r.seq)", "audit.event": "\(r.event)", "agent": "\(r.agent)",
+                                "caller.uid": "\(r.uid.map(String.init) ?? "")", "capability": "\(r.capability)",
+                                "policy.decision": "\(r.decision)", "outcome": "\(r.outcome)",
+                            ])
+                        }
+                    }
+                }
             } catch {
                 try? db.exec("ROLLBACK")
                 logger.error("audit commit failed; failing the batch closed", metadata: ["audit.batch": "\(batch.count)", "error": "\(error)"])
@@ -191,7 +204,15 @@ extension Store {
                 return true
             }
         }
-        return broken ?? AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
+        if let broken { return broken }
+        let hashAt: (UInt64) throws -> String? = { seq in
+            try db.prepare("SELECT hash FROM audit WHERE seq = ?").bind(.int(Int64(seq))).one { $0.text(0) }
+        }
+        if var truncated = try AuditCheckpoint.check(store: self, records: count, hashAt: hashAt) {
+            truncated.headHash = prev
+            return truncated
+        }
+        return AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
     }
 
     private var auditColumns: String {

@@ -8,6 +8,7 @@ import Synchronization
 /// reads use a separate connection.
 public final class Store: Sendable {
     public let path: String
+    public let directory: String
     public let audit: AuditLog
     private let reader: Mutex<SQLiteConnectionBox>
     /// Seals secrets and signing keys; nil when the daemon runs without a master key.
@@ -17,6 +18,7 @@ public final class Store: Sendable {
     public init(directory: String, sealer: AESGCM? = nil, clock: any WallClock, logger: Logger) throws(StoreError) {
         self.sealer = sealer
         self.clock = clock
+        self.directory = directory
         path = directory + "/lanyard.db"
         let setup = try SQLiteConnection(path: path)
         try setup.exec("PRAGMA journal_mode=WAL")

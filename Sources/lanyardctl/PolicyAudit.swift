@@ -93,7 +93,7 @@ struct PolicyCommand: AsyncParsableCommand {
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "audit", abstract: "Verify, query and export the audit chain (admins).",
-                                                    subcommands: [Verify.self, Query.self, Export.self])
+                                                    subcommands: [Verify.self, Query.self, Export.self, Tail.self])
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check the whole hash chain; report the first broken record (exit 1 if any).")
@@ -119,6 +119,14 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Only this decision: allow, deny or pending.") var decision: String?
         @Option(help: "From this sequence number.") var from: UInt64 = 1
         @Option(help: "At most this many records.") var limit: Int = 1000
+        @Option(help: "From this time: RFC 3339 (2026-11-29T10:00:00Z) or unix seconds.") var since: String?
+        @Option(help: "Before this time: RFC 3339 or unix seconds.") var until: String?
+
+        func validate() throws {
+            for (flag, value) in [("--since", since), ("--until", until)] {
+                if let value, parseTime(value) == nil { throw ValidationError("\(flag) '\(value)': use RFC 3339 UTC (2026-11-29T10:00:00Z) or unix seconds") }
+            }
+        }
 
         func request(from seq: UInt64) -> Lanyard_V1_AdminRequest {
             var req = Lanyard_V1_AdminRequest()
@@ -128,6 +136,8 @@ struct AuditCommand: AsyncParsableCommand {
                 $0.capability = capability ?? ""
                 $0.decision = decision ?? ""
                 $0.limit = 500
+                $0.sinceUs = since.flatMap(parseTime).map { $0 * 1_000_000 } ?? 0
+                $0.untilUs = until.flatMap(parseTime).map { $0 * 1_000_000 } ?? 0
             }
             return req
         }
@@ -164,6 +174,32 @@ struct AuditCommand: AsyncParsableCommand {
         }
     }
 
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the last records, then new ones as they are written (Ctrl-C to stop).")
+        @OptionGroup var sockets: Sockets
+        @Option(name: .short, help: "How many records to show first.") var n: UInt64 = 10
+
+        func run() async throws {
+            let admin = sockets.admin
+            var req = Lanyard_V1_AdminRequest()
+            req.auditQuery = .with { $0.limit = 1 }
+            let head = await attempt { try await admin.call(req) }.auditQuery.headSeq
+            var next = head > n ? head - n + 1 : 1
+            while true {
+                req.auditQuery = .with {
+                    $0.fromSeq = next
+                    $0.limit = 500
+                }
+                let page = await attempt { try await admin.call(req) }.auditQuery
+                for r in page.records {
+                    print(sockets.json ? r.json.text : "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event)  \(r.agent.isEmpty ? "uid \(r.uid)" : r.agent)  \(r.capability)  \(r.decision)  \(r.outcome)  \(r.reason)")
+                    next = r.seq + 1
+                }
+                if page.records.isEmpty { try await Task.sleep(for: .seconds(1)) }  // follow, like tail -f
+            }
+        }
+    }
+
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print records as JSON lines (for shipping to a central system).")
         @OptionGroup var sockets: Sockets
@@ -173,4 +209,18 @@ struct AuditCommand: AsyncParsableCommand {
             await AuditCommand.each(sockets, filters) { print($0.json.text) }
         }
     }
+}
+
+/// RFC 3339 UTC (`2026-11-29T10:00:00Z`, fractional seconds ignored) or unix seconds.
+func parseTime(_ s: String) -> Int64? {
+    if let n = Int64(s) { return n }
+    let c = Array(s.utf8)
+    guard c.count >= 20, c[4] == UInt8(ascii: "-"), c[7] == UInt8(ascii: "-"), c[10] == UInt8(ascii: "T"),
+          c[13] == UInt8(ascii: ":"), c[16] == UInt8(ascii: ":"), c.last == UInt8(ascii: "Z") else { return nil }
+    func num(_ r: Range<Int>) -> Int32? { Int32(String(decoding: c[r], as: UTF8.self)) }
+    guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16), let sec = num(17..<19)
+    else { return nil }
+    var t = tm()
+    (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec) = (y - 1900, mo - 1, d, h, mi, sec)
+    return Int64(timegm(&t))
 }

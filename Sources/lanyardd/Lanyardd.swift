@@ -40,6 +40,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         disableCoreDumps()
+        _ = lanyard_unblock_all_signals()
         umask(0o077)
         let file: [String: String]
         do {

@@ -148,3 +148,50 @@ extension TestSupport {
         return path
     }
 }
+
+/// A long-running child started with posix_spawn (not Foundation's Process, whose child
+/// monitoring can lose track when several children run at once). Its stderr is a pipe.
+public final class SpawnedProcess: @unchecked Sendable {
+    public let pid: pid_t
+    private let stderrFD: Int32
+    private var seen = ""
+
+    public init(_ argv: [String]) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw POSIXError(.EIO) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        var pid: pid_t = 0
+        var cargs = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        self.pid = pid
+        stderrFD = fds[0]
+    }
+
+    /// Reads stderr until it contains `text` (false if the child closed it first).
+    public func waitForStderr(_ text: String) -> Bool {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while !seen.contains(text) {
+            let n = Glibc.read(stderrFD, &buf, buf.count)
+            if n <= 0 { return false }
+            seen += String(decoding: buf[0..<n], as: UTF8.self)
+        }
+        return true
+    }
+
+    /// Sends `signal` and reaps the child; returns its exit status (or 128 + signal).
+    @discardableResult
+    public func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+        kill(pid, signal)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        close(stderrFD)
+        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
+}

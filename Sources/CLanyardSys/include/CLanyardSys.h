@@ -9,6 +9,10 @@ int lanyard_disable_dumps(void);
 /// process-wide setxid broadcast). Tests use it to connect as another uid.
 int lanyard_thread_set_effective(uid_t uid, gid_t gid);
 
+/// Unblocks every signal: a launcher (such as systemd-socket-activate) may exec us with
+/// SIGTERM blocked, which would make graceful shutdown impossible.
+int lanyard_unblock_all_signals(void);
+
 /// pidfd_open(2): a pidfd for `pid`, or -1 with errno set.
 int lanyard_pidfd_open(pid_t pid);
 
