@@ -253,16 +253,9 @@ final class CredentialService: Sendable {
         rotation.decision = Decision.allow.rawValue
         rotation.outcome = "rotated to version \(current + 1)"
         rotation.reason = reason
-        let revocations = leases.map { lease -> AuditRecord in
-            var r = actor
-            r.event = "lease.revoke"
-            r.leaseID = lease.id
-            r.capability = lease.scope.joined(separator: " ")
-            r.decision = Decision.allow.rawValue
-            r.outcome = "revoked"
-            r.reason = "service '\(service.name)' rotated"
-            return r
-        }
+        var revoker = actor
+        revoker.event = "lease.revoke"
+        let revocations = Self.records(ending: leases, by: revoker, outcome: "revoked", reason: "service '\(service.name)' rotated")
         let setVersion = store.setServiceVersion(service.name, current + 1, nowMicros: now)
         let end = store.endLeases(leases.map(\.id), as: .revoked, reason: "rotation", nowMicros: now)
         try await store.audit.append([rotation] + revocations, with: { db in
@@ -283,17 +276,7 @@ final class CredentialService: Sendable {
             try await store.audit.append(r)
             return 0
         }
-        let records = leases.map { lease -> AuditRecord in
-            var r = actor
-            r.leaseID = lease.id
-            r.agent = lease.agent
-            r.agentID = lease.agentID
-            r.capability = lease.scope.joined(separator: " ")
-            r.decision = Decision.allow.rawValue
-            r.outcome = "revoked"
-            r.reason = reason
-            return r
-        }
+        let records = Self.records(ending: leases, by: actor, outcome: "revoked", reason: reason)
         try await store.audit.append(records, with: store.endLeases(leases.map(\.id), as: .revoked, reason: reason, nowMicros: clock.nowMicros()))
         return leases.count
     }
@@ -303,17 +286,9 @@ final class CredentialService: Sendable {
         let now = clock.nowMicros()
         let expired = try store.expiredLeases(nowMicros: now)
         guard !expired.isEmpty else { return 0 }
-        let records = expired.map { lease -> AuditRecord in
-            var r = AuditRecord(event: "lease.expire")
-            r.agent = lease.agent
-            r.agentID = lease.agentID
-            r.leaseID = lease.id
-            r.capability = lease.scope.joined(separator: " ")
-            r.decision = Decision.allow.rawValue
-            r.outcome = "expired"
-            r.policyVersion = policyVersion
-            return r
-        }
+        var reaper = AuditRecord(event: "lease.expire")
+        reaper.policyVersion = policyVersion
+        let records = Self.records(ending: expired, by: reaper, outcome: "expired", reason: "")
         try await store.audit.append(records, with: store.endLeases(expired.map(\.id), as: .expired, reason: "expired", nowMicros: now))
         return expired.count
     }
@@ -330,6 +305,21 @@ final class CredentialService: Sendable {
             rotated.append(service.name)
         }
         return rotated
+    }
+
+    /// One audit record per ended lease, carrying who ended it (`actor`) and why.
+    static func records(ending leases: [Lease], by actor: AuditRecord, outcome: String, reason: String) -> [AuditRecord] {
+        leases.map { lease in
+            var r = actor
+            r.leaseID = lease.id
+            r.agent = lease.agent
+            r.agentID = lease.agentID
+            r.capability = lease.scope.joined(separator: " ")
+            r.decision = Decision.allow.rawValue
+            r.outcome = outcome
+            r.reason = reason
+            return r
+        }
     }
 
     static func info(_ l: Lease, now: Int64) -> Lanyard_V1_LeaseInfo {

@@ -107,6 +107,9 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
             buffer.append(chunk)
             if String(decoding: buffer, as: UTF8.self).contains("lanyardd ready") { break }
         }
+        log.lock()
+        logText += String(decoding: buffer, as: UTF8.self)
+        log.unlock()
         // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it.
         handle.readabilityHandler = { [log] h in
             let text = String(decoding: h.availableData, as: UTF8.self)
