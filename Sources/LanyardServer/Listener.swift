@@ -31,6 +31,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                       needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
+            // A client may send its requests and shut down its write side: it still gets answers.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(descriptor) { (channel: any Channel) -> EventLoopFuture<Accepted> in
                 guard let provider = channel as? any SocketOptionProvider else {
                     channel.close(promise: nil)

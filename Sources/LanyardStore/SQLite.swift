@@ -100,7 +100,13 @@ package final class Statement {
             switch v {
             case .null: rc = sqlite3_bind_null(stmt, idx)
             case .int(let n): rc = sqlite3_bind_int64(stmt, idx, n)
-            case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, SQLITE_TRANSIENT)
+            case .text(let s):
+                // By length, never NUL-terminated: text may hold U+0000, and the audit hash
+                // covers every byte.
+                let bytes = Array(s.utf8)
+                rc = bytes.isEmpty
+                    ? sqlite3_bind_text(stmt, idx, "", 0, SQLITE_TRANSIENT)
+                    : bytes.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { sqlite3_bind_text(stmt, idx, $0.baseAddress, Int32($0.count), SQLITE_TRANSIENT) } }
             case .blob(let b): rc = b.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), SQLITE_TRANSIENT) }
             }
             guard rc == SQLITE_OK else { throw StoreError("sqlite bind: \(connection.lastError)") }
@@ -142,7 +148,8 @@ package final class Statement {
     package func isNull(_ col: Int32) -> Bool { sqlite3_column_type(stmt, col) == SQLITE_NULL }
     package func text(_ col: Int32) -> String {
         guard let p = sqlite3_column_text(stmt, col) else { return "" }
-        return String(cString: p)
+        let n = Int(sqlite3_column_bytes(stmt, col))
+        return String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self)
     }
     package func blob(_ col: Int32) -> [UInt8] {
         let n = Int(sqlite3_column_bytes(stmt, col))

@@ -143,6 +143,21 @@ struct AuditLogTests {
         #expect(try store.recordPolicy(version: "v2", path: "p", source: "s2", agentNames: ["a"], nowMicros: 2) == ids)
     }
 
+    /// Regression (found by the mutation sweep): text with U+0000 was cut at the NUL when
+    /// stored, so the record no longer matched its hash.
+    @Test func textWithNULIsStoredWhole() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        var r = record(1)
+        r.capability = "github:\u{0}read"
+        r.reason = "a\u{0}b"
+        try await store.audit.append(r)
+        #expect(try store.queryAudit(AuditFilter()).first?.capability == "github:\u{0}read")
+        #expect(try store.verifyAudit().ok)
+    }
+
     @Test func closedLogFailsClosed() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
