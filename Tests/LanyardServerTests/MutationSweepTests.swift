@@ -98,10 +98,11 @@ struct MutationSweepTests {
         let verification = try d.daemon.store.verifyAudit()
         #expect(verification.ok, "\(verification)")
         await client.close()
-        // No leak: a second pass over thousands of connections leaves the fd count where it was.
+        // No leak: a second pass over 2000 connections leaves the fd count where it was (a
+        // per-connection leak would add thousands; the slack is for suites running alongside).
         let settled = Self.openFDs()
         #expect(await Self.sweep(Array(all.prefix(2_000)), socket: d.agentSocket, as: agent).isEmpty)
-        #expect(Self.openFDs() <= settled, "fds grew from \(settled) to \(Self.openFDs()) over 2000 connections")
+        #expect(Self.openFDs() <= settled + 16, "fds grew from \(settled) to \(Self.openFDs()) over 2000 connections")
         await d.stop()
     }
 }
