@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd
+ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl
 # The JOSE interoperability test verifies our tokens with joserfc (PyPI).
 python3 -c 'import joserfc' 2>/dev/null || python3 -m pip install -q joserfc >&2
 

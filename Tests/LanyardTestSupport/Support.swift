@@ -185,6 +185,11 @@ public final class SpawnedProcess: @unchecked Sendable {
         return true
     }
 
+    /// Reads stderr until it contains `text`; returns everything read (nil on EOF first).
+    public func readStderr(until text: String) -> String? {
+        waitForStderr(text) ? seen : nil
+    }
+
     /// Sends `signal` and reaps the child; returns its exit status (or 128 + signal).
     @discardableResult
     public func stop(_ signal: Int32 = SIGTERM) -> Int32 {
