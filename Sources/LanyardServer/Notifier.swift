@@ -113,18 +113,31 @@ final class Notifier: Sendable {
         record.approvalID = event.approvalID
         record.decision = Decision.deny.rawValue
         record.outcome = "failed"
-        record.reason = "\(retry.attempts) attempts to \(event.webhook.url) failed; last: \(lastError.prefix(200))"
+        record.reason = "\(retry.attempts) attempts to \(Self.origin(of: event.webhook.url)) failed; last: \(lastError.prefix(200))"
         record.policyVersion = event.policyVersion
         try? await store.audit.append(record)
+    }
+
+    /// `scheme://host[:port]` of a URL: webhook URLs often carry a credential in their path
+    /// or query, so only the origin may reach logs and audit records.
+    static func origin(of url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return "(webhook)" }
+        let rest = url[schemeEnd.upperBound...]
+        let hostPort = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return url[..<schemeEnd.upperBound] + String(hostPort.split(separator: "@").last ?? "")
+    }
+
+    struct KeyError: Error, CustomStringConvertible {
+        var description: String
     }
 
     /// The HMAC key: the file's bytes, without a trailing newline.
     static func readKey(_ path: String) throws -> [UInt8] {
         guard let text = readTextFile(path, limit: 4096) else {
-            throw StartupError("cannot read the webhook key file \(path)")
+            throw KeyError(description: "cannot read the webhook key file \(path)")
         }
         let key = Array(text.utf8.reversed().drop { $0 == 0x0A || $0 == 0x0D }.reversed())
-        guard !key.isEmpty else { throw StartupError("the webhook key file \(path) is empty") }
+        guard !key.isEmpty else { throw KeyError(description: "the webhook key file \(path) is empty") }
         return key
     }
 }

@@ -10,9 +10,9 @@ import Testing
 
 @Suite(.serialized)
 struct WebhookTests {
-    func policy(port: UInt16, keyFile: String) -> String {
+    func policy(port: UInt16, keyFile: String, path: String = "/approvals") -> String {
         Users.policy(approverUID: 4242).replacingOccurrences(of: "approvers: { uids: [4242] }",
-            with: "approvers:\n  uids: [4242]\n  notify:\n    webhook: { url: \"http://127.0.0.1:\(port)/approvals\", secret_file: \(keyFile) }")
+            with: "approvers:\n  uids: [4242]\n  notify:\n    webhook: { url: \"http://127.0.0.1:\(port)\(path)\", secret_file: \(keyFile) }")
     }
 
     /// Acceptance 6: the receiver gets the event with a valid HMAC-SHA256 signature.
@@ -64,7 +64,8 @@ struct WebhookTests {
         let keyDir = TestSupport.tempDir("key")
         defer { TestSupport.remove(keyDir) }
         TestSupport.write("k", to: keyDir + "/webhook.key")
-        let d = try TestDaemon(policy: policy(port: port, keyFile: keyDir + "/webhook.key")) {
+        // Like Slack's, this URL carries a credential in its path: it must not reach the audit.
+        let d = try TestDaemon(policy: policy(port: port, keyFile: keyDir + "/webhook.key", path: "/hooks/T0/B0/s3cr3t-path-token")) {
             $0.webhookAttempts = 3
             $0.webhookFirstBackoff = .milliseconds(10)
             $0.webhookTimeout = .milliseconds(200)
@@ -75,7 +76,8 @@ struct WebhookTests {
         await d.shutdown()  // drains queued notifications
         let failures = try d.daemon.store.queryAudit(AuditFilter()).filter { $0.event == "notify.webhook" }
         #expect(Set(failures.map(\.approvalID)) == Set(ids))
-        #expect(failures.allSatisfy { $0.outcome == "failed" && $0.reason.contains("3 attempts") })
+        #expect(failures.allSatisfy { $0.outcome == "failed" && $0.reason.contains("3 attempts to http://127.0.0.1:\(port) failed") })
+        #expect(try d.daemon.store.queryAudit(AuditFilter()).allSatisfy { !$0.reason.contains("s3cr3t-path-token") })
         #expect(try d.daemon.store.verifyAudit().ok)
         TestSupport.remove(d.dir)
     }
