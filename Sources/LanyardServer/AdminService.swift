@@ -40,7 +40,7 @@ final class AdminService: Sendable {
         return response
     }
 
-    private enum Role { case anyone, adminOrApprover, admin }
+    private enum Role { case anyone, adminOrApprover, admin, approver }
 
     private func dispatch(_ request: Lanyard_V1_AdminRequest, _ connection: Connection) async throws -> Lanyard_V1_AdminResponse {
         guard let call = request.call else {
@@ -53,16 +53,20 @@ final class AdminService: Sendable {
         case .anyone: true
         case .adminOrApprover: roles.admin || roles.approver
         case .admin: roles.admin
+        case .approver: roles.approver
         }
         guard allowed else {
             var record = record(name, connection, snapshot)
             record.decision = Decision.deny.rawValue
-            record.reason = "uid \(connection.credentials.uid) is not an admin" + (needed == .adminOrApprover ? " or approver" : "")
+            record.reason = "uid \(connection.credentials.uid) is not " + (needed == .admin ? "an admin" : needed == .approver ? "an approver" : "an admin or approver")
             record.outcome = "permission_denied"
             if case .approvalDecide(let c) = call { record.approvalID = String(c.approvalID.prefix(64)) }
             try await store.audit.append(record)
-            let who = needed == .admin ? "an admin (root, or a uid or group under admins: in the policy)"
-                : "an admin or an approver (a uid or group under approvers: in the policy, never an agent's uid)"
+            let who = switch needed {
+            case .admin: "an admin (root, or a uid or group under admins: in the policy)"
+            case .approver: "an approver (a uid or group under approvers: in the policy; never an agent's uid, never root)"
+            default: "an admin or an approver (a uid or group under approvers: in the policy, never an agent's uid)"
+            }
             throw CallError(.permissionDenied, "\(name) needs \(who); uid \(connection.credentials.uid) is not one")
         }
 
@@ -113,15 +117,6 @@ final class AdminService: Sendable {
                 $0.version = version
             }
         case .approvalDecide(let c):
-            guard roles.approver else {
-                var r = record("approval_decide", connection, snapshot)
-                r.decision = Decision.deny.rawValue
-                r.outcome = "permission_denied"
-                r.approvalID = String(c.approvalID.prefix(64))
-                r.reason = "uid \(connection.credentials.uid) is not an approver"
-                try await store.audit.append(r)
-                throw CallError(.permissionDenied, "only approvers decide approvals: a uid or group under approvers: in the policy, never an agent's uid; uid \(connection.credentials.uid) is not one")
-            }
             let approval = try await approvals.decide(c, connection, snapshot)
             response.approvalDecide = .with { $0.approval = approval }
         case .jwks:
@@ -324,7 +319,7 @@ final class AdminService: Sendable {
         case .secretRotate: ("secret_rotate", .admin)
         case .secretList: ("secret_list", .admin)
         case .approvalsList: ("approvals_list", .adminOrApprover)
-        case .approvalDecide: ("approval_decide", .adminOrApprover)
+        case .approvalDecide: ("approval_decide", .approver)
         case .leasesList: ("leases_list", .admin)
         case .leasesRevoke: ("leases_revoke", .admin)
         case .auditQuery: ("audit_query", .admin)
