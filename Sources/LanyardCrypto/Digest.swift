@@ -82,10 +82,4 @@ public enum Hex {
         }
         return String(decoding: out, as: UTF8.self)
     }
-
-    /// Constant-time comparison for secrets and MACs.
-    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        return CRYPTO_memcmp(a, b, a.count) == 0
-    }
 }

@@ -43,14 +43,6 @@ public final class PolicyHolder: Sendable {
         return (next, previous != next.version)
     }
 
-    /// Reads and validates a policy file without touching any state (`policy validate`).
-    public static func validate(path: String) throws -> Policy {
-        let source = try readPolicyFile(path)
-        var policy = try PolicyParser.parse(source, file: path)
-        policy.version = SHA256.hex(Array(source.utf8))
-        return policy
-    }
-
     static func load(path: String, store: Store, clock: any WallClock) throws -> PolicySnapshot {
         let source = try readPolicyFile(path)
         var policy = try PolicyParser.parse(source, file: path)

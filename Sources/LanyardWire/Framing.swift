@@ -93,12 +93,3 @@ public struct FrameDecoder: ByteToMessageDecoder {
         return .needMoreData
     }
 }
-
-/// Frames outbound protobuf messages.
-public struct FrameEncoder<Message: SwiftProtobuf.Message>: MessageToByteEncoder {
-    public typealias OutboundIn = Message
-    public init() {}
-    public func encode(data: Message, out: inout ByteBuffer) throws {
-        try Framing.write(data, into: &out)
-    }
-}
