@@ -9,13 +9,24 @@ import Testing
 /// connect() and the daemon's accept-time look at /proc is a known gap: docs/security.md.)
 @Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root to run as the agent uid"))
 struct IdentityRaceTests {
-    func provision(_ mode: String, _ d: DaemonProcess) throws -> Lanyard_V1_Response {
+    static var provision: Lanyard_V1_Request {
         var req = Lanyard_V1_Request()
         req.id = 7
         req.provision = .with {
             $0.service = "github"
             $0.scope = ["github:read_repo"]
         }
+        return req
+    }
+
+    static var issueIdentity: Lanyard_V1_Request {
+        var req = Lanyard_V1_Request()
+        req.id = 8
+        req.issueIdentity = .with { $0.audience = "svc" }
+        return req
+    }
+
+    func call(_ req: Lanyard_V1_Request, _ mode: String, _ d: DaemonProcess) throws -> Lanyard_V1_Response {
         let frame = TestSupport.frame(try req.serializedBytes())
         let agent = E2EUsers.agent!
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/identity_race.py").path
@@ -46,16 +57,21 @@ struct IdentityRaceTests {
         defer { d.cleanup() }
         try d.start()
 
-        let control = try provision("plain", d)
+        let control = try call(Self.provision, "plain", d)
         #expect(control.status.code == .ok && control.provision.lease.secret.hasPrefix("lyt_"), "\(control.status)")
+        let token = try call(Self.issueIdentity, "plain", d)
+        #expect(token.status.code == .ok && !token.issueIdentity.token.isEmpty, "\(token.status)")
 
         for mode in ["fork", "exec"] {
-            let r = try provision(mode, d)
-            #expect(r.status.code == .unauthenticated, "\(mode): \(r.status)")
+            let r = try call(Self.provision, mode, d)
+            #expect(r.status.code == .unauthenticated, "provision, \(mode): \(r.status)")
             #expect(r.provision.lease.secret.isEmpty)
+            let t = try call(Self.issueIdentity, mode, d)
+            #expect(t.status.code == .unauthenticated, "issue_identity, \(mode): \(t.status)")
+            #expect(t.issueIdentity.token.isEmpty)
         }
         let leases = try d.ctl(["leases", "list", "--json"])
         #expect((try JSONSerialization.jsonObject(with: Data(leases.stdout.utf8)) as? [Any])?.count == 1)  // only the control's
-        #expect(try d.ctl(["audit", "query", "--decision", "deny"]).stdout.components(separatedBy: "exited or changed").count == 3)
+        #expect(try d.ctl(["audit", "query", "--decision", "deny"]).stdout.components(separatedBy: "exited or changed").count == 5)
     }
 }
