@@ -37,6 +37,35 @@ public struct Policy: Sendable {
         public var rotationDays: Int?
         /// Opaque tokens of this service are consumed by their first successful Introspect.
         public var singleUse: Bool = false
+        /// Where an `openbao` service's credentials come from (set exactly for that kind).
+        public var openbao: OpenBao?
+    }
+
+    /// An OpenBao / HashiCorp Vault backend (DESIGN.md section 7).
+    public struct OpenBao: Sendable, Hashable {
+        public enum Mode: String, Sendable, Hashable { case kv, token }
+        /// How lanyardd logs in. File names without a '/' are read from `$CREDENTIALS_DIRECTORY`.
+        public enum Auth: Sendable, Hashable {
+            case tokenFile(String)
+            case appRole(roleIDFile: String, secretIDFile: String)
+        }
+        /// Tried in order; the next one on a connection failure, a timeout or a 5xx.
+        public var addresses: [String]
+        public var mode: Mode
+        public var kvMount = "secret"
+        public var kvPath = ""
+        public var kvField = "value"
+        public var tokenPolicies: [String] = []
+        public var auth: Auth
+        public var caFile: String?
+        /// The budget for one Provision's upstream work, failover included.
+        public var timeoutMs = 2000
+
+        public init(addresses: [String], mode: Mode, auth: Auth) {
+            self.addresses = addresses
+            self.mode = mode
+            self.auth = auth
+        }
     }
 
     /// The hard ceiling on any credential's lifetime; configuration may lower it, never raise it.

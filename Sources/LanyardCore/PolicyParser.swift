@@ -149,8 +149,12 @@ private struct Reader {
             if let rotation, rotation < 1 {
                 throw fail("\(path).rotation_days", m["rotation_days"], "must be at least 1 day, got \(rotation)")
             }
-            if m["openbao"] != nil, kind != .openbao {
-                throw fail("\(path).openbao", m["openbao"], "only a service of kind openbao takes an openbao section")
+            var openbao: Policy.OpenBao?
+            if let n = m["openbao"] {
+                guard kind == .openbao else { throw fail("\(path).openbao", n, "only a service of kind openbao takes an openbao section") }
+                openbao = try self.openbao(n, "\(path).openbao")
+            } else if kind == .openbao {
+                throw fail("\(path).openbao", value, "is required for kind openbao: addresses, mode and auth")
             }
             var singleUse = false
             if let n = m["single_use"] {
@@ -158,9 +162,102 @@ private struct Reader {
                 guard kind == .opaque || !b else { throw fail("\(path).single_use", n, "only opaque tokens can be single-use") }
                 singleUse = b
             }
-            out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation, singleUse: singleUse)
+            out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation, singleUse: singleUse, openbao: openbao)
         }
         return out
+    }
+
+    func openbao(_ node: Node, _ path: String) throws(PolicyError) -> Policy.OpenBao {
+        let m = try mapping(node, path, allowed: ["addresses", "mode", "kv_mount", "kv_path", "kv_field", "token_policies", "auth", "ca_file", "timeout_ms"])
+        guard let addressesNode = m["addresses"] else { throw fail("\(path).addresses", node, "is required: the OpenBao API addresses, tried in order") }
+        var addresses: [String] = []
+        for (i, n) in try sequence(addressesNode, "\(path).addresses").enumerated() {
+            let a = try string(n, "\(path).addresses[\(i)]")
+            let origin = a.hasSuffix("/") ? String(a.dropLast()) : a
+            let host = origin.split(separator: "://", maxSplits: 1).last ?? ""
+            guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !host.isEmpty, !host.contains("/") else {
+                throw fail("\(path).addresses[\(i)]", n, "'\(a)' must be an http:// or https:// origin such as https://bao.internal:8200 (no path)")
+            }
+            addresses.append(origin)
+        }
+        guard !addresses.isEmpty else { throw fail("\(path).addresses", addressesNode, "needs at least one address") }
+
+        guard let modeNode = m["mode"] else { throw fail("\(path).mode", node, "is required: kv or token") }
+        let modeName = try string(modeNode, "\(path).mode")
+        guard let mode = Policy.OpenBao.Mode(rawValue: modeName) else { throw fail("\(path).mode", modeNode, "unknown mode '\(modeName)': use kv or token") }
+
+        guard let authNode = m["auth"] else { throw fail("\(path).auth", node, "is required: token_file, or approle with role_id_file and secret_id_file") }
+        let am = try mapping(authNode, "\(path).auth", allowed: ["token_file", "approle"])
+        let auth: Policy.OpenBao.Auth
+        switch (am["token_file"], am["approle"]) {
+        case (let t?, nil):
+            auth = .tokenFile(try secretFile(t, "\(path).auth.token_file"))
+        case (nil, let a?):
+            let ar = try mapping(a, "\(path).auth.approle", allowed: ["role_id_file", "secret_id_file"])
+            guard let r = ar["role_id_file"] else { throw fail("\(path).auth.approle.role_id_file", a, "is required") }
+            guard let s = ar["secret_id_file"] else { throw fail("\(path).auth.approle.secret_id_file", a, "is required") }
+            auth = .appRole(roleIDFile: try secretFile(r, "\(path).auth.approle.role_id_file"),
+                            secretIDFile: try secretFile(s, "\(path).auth.approle.secret_id_file"))
+        default:
+            throw fail("\(path).auth", authNode, "set exactly one of token_file and approle")
+        }
+
+        var config = Policy.OpenBao(addresses: addresses, mode: mode, auth: auth)
+        let kvFields = ["kv_mount", "kv_path", "kv_field"], tokenFields = ["token_policies"]
+        for field in (mode == .kv ? tokenFields : kvFields) where m[field] != nil {
+            throw fail("\(path).\(field)", m[field], "does not apply to mode \(mode.rawValue)")
+        }
+        switch mode {
+        case .kv:
+            guard let p = m["kv_path"] else { throw fail("\(path).kv_path", node, "is required for mode kv: the secret's path under kv_mount") }
+            config.kvPath = try pathSegment(p, "\(path).kv_path", allowSlash: true)
+            if let n = m["kv_mount"] { config.kvMount = try pathSegment(n, "\(path).kv_mount", allowSlash: true) }
+            if let n = m["kv_field"] {
+                config.kvField = try string(n, "\(path).kv_field")
+                guard !config.kvField.isEmpty else { throw fail("\(path).kv_field", n, "is empty") }
+            }
+        case .token:
+            guard let p = m["token_policies"] else { throw fail("\(path).token_policies", node, "is required for mode token: the OpenBao policies of each lease's token") }
+            for (i, n) in try sequence(p, "\(path).token_policies").enumerated() {
+                config.tokenPolicies.append(try pathSegment(n, "\(path).token_policies[\(i)]", allowSlash: false))
+            }
+            guard !config.tokenPolicies.isEmpty else { throw fail("\(path).token_policies", p, "needs at least one policy") }
+        }
+        if let n = m["ca_file"] {
+            let f = try string(n, "\(path).ca_file")
+            guard f.hasPrefix("/") else { throw fail("\(path).ca_file", n, "must be an absolute path") }
+            config.caFile = f
+        }
+        if let n = m["timeout_ms"] {
+            config.timeoutMs = try int(n, "\(path).timeout_ms")
+            guard (100...60_000).contains(config.timeoutMs) else {
+                throw fail("\(path).timeout_ms", n, "must be between 100 and 60000, got \(config.timeoutMs)")
+            }
+        }
+        return config
+    }
+
+    /// An absolute path, or a systemd credential name (no '/').
+    func secretFile(_ node: Node, _ path: String) throws(PolicyError) -> String {
+        let f = try string(node, path)
+        guard !f.isEmpty, f.hasPrefix("/") || !f.contains("/") else {
+            throw fail(path, node, "must be an absolute path, or the name of a systemd credential (LoadCredential=)")
+        }
+        return f
+    }
+
+    /// A name or path that goes into an OpenBao URL: letters, digits, '-', '_', '.', and '/' between segments.
+    func pathSegment(_ node: Node, _ path: String, allowSlash: Bool) throws(PolicyError) -> String {
+        let s = try string(node, path)
+        let segments = s.split(separator: "/", omittingEmptySubsequences: false)
+        let ok = !s.isEmpty && (allowSlash || segments.count == 1) && segments.allSatisfy { seg in
+            !seg.isEmpty && seg != "." && seg != ".." && seg.utf8.allSatisfy { c in
+                (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z"))
+                    || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ".")
+            }
+        }
+        guard ok else { throw fail(path, node, "'\(s)' may hold only letters, digits, '-', '_' and '.'\(allowSlash ? ", with '/' between segments" : "")") }
+        return s
     }
 
     func catalog(_ node: Node, services: [String: Policy.Service]) throws(PolicyError) -> [Capability: RiskLevel] {

@@ -11,13 +11,18 @@ final class CredentialService: Sendable {
     let store: Store
     let approvals: ApprovalService
     let attestor: any Attestor
+    let backend: OpenBaoBackend
+    let revoker: UpstreamRevoker
     let clock: any WallClock
     let logger: Logger
 
-    init(store: Store, approvals: ApprovalService, attestor: any Attestor, clock: any WallClock, logger: Logger) {
+    init(store: Store, approvals: ApprovalService, attestor: any Attestor, backend: OpenBaoBackend, revoker: UpstreamRevoker,
+         clock: any WallClock, logger: Logger) {
         self.store = store
         self.approvals = approvals
         self.attestor = attestor
+        self.backend = backend
+        self.revoker = revoker
         self.clock = clock
         self.logger = logger
     }
@@ -115,6 +120,7 @@ final class CredentialService: Sendable {
                           singleUse: service.singleUse)
         let secret: String
         let secretHash: String?
+        var upstream = ""
         switch service.kind {
         case .opaque:
             secret = "lyt_" + Base64URL.encode(SecureRandom.bytes(32))
@@ -137,7 +143,30 @@ final class CredentialService: Sendable {
             secret = String(decoding: value, as: UTF8.self)
             secretHash = nil  // a static value is not unique per lease, and may be guessable: no hash at rest
         case .openbao:
-            try await deny(.unavailable, "backend_unavailable", "service '\(service.name)' uses the openbao backend, which this version of lanyardd does not include")
+            guard let config = service.openbao else {
+                try await deny(.unavailable, "backend_unavailable", "service '\(service.name)' has no openbao section")
+            }
+            do {
+                switch config.mode {
+                case .kv:
+                    secret = try await backend.readKV(config)
+                    secretHash = nil  // shared by every lease, like a static secret
+                case .token:
+                    let token = try await backend.createToken(config, ttlSeconds: ttl, displayName: "lanyard-\(agent.name)", leaseID: lease.id)
+                    guard (1...ttl).contains(token.ttlSeconds) else {
+                        try? await backend.revoke(accessor: token.accessor, config)
+                        throw UpstreamError("OpenBao made a token with a TTL of \(token.ttlSeconds) s for a \(ttl) s lease; it was revoked")
+                    }
+                    // A parent token near its end caps its children: the lease never outlives its token.
+                    lease.expiresMicros = now + Int64(token.ttlSeconds) * 1_000_000
+                    secret = token.token
+                    secretHash = SHA256.hex(Array(token.token.utf8))
+                    upstream = token.accessor
+                }
+            } catch let error as UpstreamError {
+                try await deny(error.notFound ? .failedPrecondition : .unavailable, error.notFound ? "no_secret" : "backend_unavailable",
+                               "service '\(service.name)': \(error.description)")
+            }
         }
 
         record.decision = Decision.allow.rawValue
@@ -146,12 +175,18 @@ final class CredentialService: Sendable {
         record.leaseID = lease.id
         // Durable lease + audit record (+ the approval it consumes) first; the secret leaves
         // only after (invariant 6).
-        let insert = store.insertLease(lease, secretHash: secretHash)
+        let insert = store.insertLease(lease, secretHash: secretHash, upstream: upstream)
         let consume = useApproval
-        try await approvals.commit([record], with: { db in
-            try consume?(db)
-            try insert(db)
-        })
+        do {
+            try await approvals.commit([record], with: { db in
+                try consume?(db)
+                try insert(db)
+            })
+        } catch {
+            // Nothing durable names the upstream token, so nothing would revoke it later.
+            if !upstream.isEmpty, let config = service.openbao { try? await backend.revoke(accessor: upstream, config) }
+            throw error
+        }
         logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)"])
 
         var response = Lanyard_V1_Response()
@@ -187,6 +222,7 @@ final class CredentialService: Sendable {
         record.decision = Decision.allow.rawValue
         record.outcome = wasActive ? "revoked" : "already_ended"
         try await store.audit.append(record, with: wasActive ? store.endLeases([lease.id], as: .revoked, reason: "revoked by agent", nowMicros: clock.nowMicros()) : nil)
+        revoker.poke()
         var response = Lanyard_V1_Response()
         response.revoke = .with { $0.revoked = wasActive }
         return response
@@ -253,15 +289,16 @@ final class CredentialService: Sendable {
         rotation.decision = Decision.allow.rawValue
         rotation.outcome = "rotated to version \(current + 1)"
         rotation.reason = reason
-        var revoker = actor
-        revoker.event = "lease.revoke"
-        let revocations = Self.records(ending: leases, by: revoker, outcome: "revoked", reason: "service '\(service.name)' rotated")
+        var revocation = actor
+        revocation.event = "lease.revoke"
+        let revocations = Self.records(ending: leases, by: revocation, outcome: "revoked", reason: "service '\(service.name)' rotated")
         let setVersion = store.setServiceVersion(service.name, current + 1, nowMicros: now)
         let end = store.endLeases(leases.map(\.id), as: .revoked, reason: "rotation", nowMicros: now)
         try await store.audit.append([rotation] + revocations, with: { db in
             try setVersion(db)
             try end(db)
         })
+        revoker.poke()
         logger.notice("service rotated", metadata: ["service": "\(service.name)", "version": "\(current + 1)", "revoked": "\(leases.count)"])
         return (current + 1, leases.count)
     }
@@ -278,6 +315,7 @@ final class CredentialService: Sendable {
         }
         let records = Self.records(ending: leases, by: actor, outcome: "revoked", reason: reason)
         try await store.audit.append(records, with: store.endLeases(leases.map(\.id), as: .revoked, reason: reason, nowMicros: clock.nowMicros()))
+        revoker.poke()
         return leases.count
     }
 
@@ -290,6 +328,7 @@ final class CredentialService: Sendable {
         reaper.policyVersion = policyVersion
         let records = Self.records(ending: expired, by: reaper, outcome: "expired", reason: "")
         try await store.audit.append(records, with: store.endLeases(expired.map(\.id), as: .expired, reason: "expired", nowMicros: now))
+        revoker.poke()
         return expired.count
     }
 

@@ -5,6 +5,7 @@ import LanyardCore
 import LanyardCrypto
 import LanyardStore
 import LanyardWire
+import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOPosix
@@ -54,6 +55,11 @@ public final class Daemon: Service {
     let credentials: CredentialService
     let approvals: ApprovalService
     let notifier: Notifier
+    let revoker: UpstreamRevoker
+    let backend: OpenBaoBackend
+    /// HTTP clients (one library, AsyncHTTPClient) for the approval webhook and for
+    /// OpenBao; shut down when `run` ends.
+    let http: [HTTPClient]
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
     /// True when systemd passed the sockets: they are systemd's to create and remove.
@@ -75,15 +81,7 @@ public final class Daemon: Service {
         } catch let error as PolicyError {
             throw StartupError("invalid policy: \(error)")
         }
-        registry = ConnectionRegistry(limits: config.limits)
-        notifier = Notifier(store: store, retry: .init(attempts: config.webhookAttempts, firstBackoff: config.webhookFirstBackoff, requestTimeout: config.webhookTimeout), logger: logger)
-        approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
-        credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, clock: clock, logger: logger)
-        let identities = IdentityService(store: store, attestor: attestor, clock: clock, logger: logger)
-        agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
-                                    clock: clock, logger: logger)
-        adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
-                                    clock: clock, registry: registry, logger: logger)
+        // Sockets last of what can fail; nothing after this throws (the HTTP client must be shut down).
         let passed = try Systemd.listenFDs()
         if !passed.isEmpty {
             guard let agentFD = passed["agent"], let adminFD = passed["admin"] else {
@@ -104,18 +102,49 @@ public final class Daemon: Service {
             }
             socketActivated = false
         }
+        registry = ConnectionRegistry(limits: config.limits)
+        // OpenBao's client gives up on an address after 1 s without a connection (AsyncHTTPClient
+        // retries a refused connection until then): failover to the next address is quick.
+        let webhookHTTP = Self.httpClient(connectTimeout: .seconds(5))
+        let openbaoHTTP = Self.httpClient(connectTimeout: .seconds(1))
+        http = [webhookHTTP, openbaoHTTP]
+        notifier = Notifier(http: webhookHTTP, store: store, retry: .init(attempts: config.webhookAttempts, firstBackoff: config.webhookFirstBackoff, requestTimeout: config.webhookTimeout), logger: logger)
+        backend = OpenBaoBackend(http: openbaoHTTP, logger: logger)
+        revoker = UpstreamRevoker(store: store, backend: backend, policy: policy, clock: clock, logger: logger)
+        approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
+        credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, backend: backend, revoker: revoker,
+                                        clock: clock, logger: logger)
+        let identities = IdentityService(store: store, attestor: attestor, clock: clock, logger: logger)
+        agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
+                                    clock: clock, logger: logger)
+        adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
+                                    clock: clock, registry: registry, logger: logger)
+    }
+
+    /// Redirects are failures, never followed: a webhook or OpenBao answer must come from
+    /// the address configured.
+    static func httpClient(connectTimeout: TimeAmount) -> HTTPClient {
+        var config = HTTPClient.Configuration()
+        config.redirectConfiguration = .disallow
+        config.timeout = .init(connect: connectTimeout, read: .seconds(30))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
     }
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let policy = self.policy
         let needsExeHash: @Sendable (UInt32) -> Bool = { uid in policy.current.policy.needsExeHash(uid: uid) }
-        let agent = try await FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>.start(
-            name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
-            attestor: attestor, needsExeHash: needsExeHash, logger: logger)
-        let admin = try await FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>.start(
-            name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
-            attestor: attestor, needsExeHash: { _ in false }, logger: logger)
+        let agent: FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>
+        let admin: FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>
+        do {
+            agent = try await .start(name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
+                                     attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+            admin = try await .start(name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
+                                     attestor: attestor, needsExeHash: { _ in false }, logger: logger)
+        } catch {
+            await shutdownHTTP()
+            throw error
+        }
         // Trap SIGHUP before announcing readiness: an early reload must not kill us.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         Systemd.notify("READY=1\nSTATUS=serving")
@@ -134,6 +163,7 @@ public final class Daemon: Service {
                 tasks.addTask { await self.reload(on: hangups) }
                 tasks.addTask { await self.maintain() }
                 tasks.addTask { await self.notifier.run() }
+                tasks.addTask { await self.revoker.run() }
             }
         } onGracefulShutdown: {
             Systemd.notify("STOPPING=1")
@@ -143,12 +173,17 @@ public final class Daemon: Service {
             notifier.finish()
         }
         await writeCheckpoint()
+        await shutdownHTTP()
         store.audit.close()
         if !socketActivated {
             unlink(config.agentSocket)
             unlink(config.adminSocket)
         }
         logger.notice("lanyardd stopped")
+    }
+
+    private func shutdownHTTP() async {
+        for client in http { try? await client.shutdown() }
     }
 
     /// Reaps expired leases and runs scheduled rotations until shutdown.
@@ -170,6 +205,7 @@ public final class Daemon: Service {
             let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
             if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
             _ = try await credentials.rotateDue(snapshot.policy)
+            await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
         } catch {
             logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
         }

@@ -27,14 +27,16 @@ final class Notifier: Sendable {
 
     private let queue: AsyncStream<Event>
     private let input: AsyncStream<Event>.Continuation
+    private let http: HTTPClient
     private let store: Store
     private let logger: Logger
     private let retry: Retry
     private let inFlight = Mutex(0)
     static let maxQueued = 1000
 
-    init(store: Store, retry: Retry, logger: Logger) {
+    init(http: HTTPClient, store: Store, retry: Retry, logger: Logger) {
         (queue, input) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(Self.maxQueued))
+        self.http = http
         self.store = store
         self.retry = retry
         self.logger = logger
@@ -59,19 +61,13 @@ final class Notifier: Sendable {
         }
     }
 
-    /// Delivers until `finish()`; then drains what is queued. The HTTP client lives
-    /// exactly as long as this.
+    /// Delivers until `finish()`; then drains what is queued.
     func run() async {
-        var config = HTTPClient.Configuration()
-        config.timeout = .init(connect: retry.requestTimeout, read: retry.requestTimeout)
-        config.redirectConfiguration = .disallow
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         await withDiscardingTaskGroup { group in
             for await event in queue {
-                group.addTask { await self.deliver(event, with: http) }
+                group.addTask { await self.deliver(event) }
             }
         }
-        try? await http.shutdown()
     }
 
     func finish() { input.finish() }
@@ -79,7 +75,7 @@ final class Notifier: Sendable {
     /// Notifications queued or being delivered (tests wait for 0 through the audit log).
     var pending: Int { inFlight.withLock { $0 } }
 
-    private func deliver(_ event: Event, with http: HTTPClient) async {
+    private func deliver(_ event: Event) async {
         defer { inFlight.withLock { $0 -= 1 } }
         var backoff = retry.firstBackoff
         var lastError = ""

@@ -8,23 +8,31 @@ import Synchronization
 extension Store {
     // MARK: Leases
 
-    package func insertLease(_ l: Lease, secretHash: String?) -> Mutation {
+    /// `upstream` names the lease's credential at its backend (an OpenBao token accessor),
+    /// so that ending the lease can revoke it there.
+    package func insertLease(_ l: Lease, secretHash: String?, upstream: String = "") -> Mutation {
         { db in
             try db.prepare("""
-                INSERT INTO leases(id, agent_id, agent, service, kind, scope, secret_hash, version, issued_us, expires_us, state, single_use)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)
+                INSERT INTO leases(id, agent_id, agent, service, kind, scope, secret_hash, version, issued_us, expires_us, state, single_use, upstream)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
                 """)
                 .bind(.text(l.id), .text(l.agentID), .text(l.agent), .text(l.service), .text(l.kind.rawValue),
                       .text(l.scope.joined(separator: " ")), secretHash.map { .text($0) } ?? .null, .int(Int64(l.version)),
-                      .int(l.issuedMicros), .int(l.expiresMicros), .int(l.singleUse ? 1 : 0))
+                      .int(l.issuedMicros), .int(l.expiresMicros), .int(l.singleUse ? 1 : 0), .text(upstream))
                 .run()
         }
     }
 
     /// Ends active leases (revoked or expired). Already-ended leases are left as they are.
+    /// A lease with an upstream credential is queued for revocation there, in the same
+    /// transaction: no ended lease is ever forgotten upstream.
     package func endLeases(_ ids: [String], as state: Lease.State, reason: String, nowMicros: Int64) -> Mutation {
         { db in
             for id in ids {
+                try db.prepare("""
+                    INSERT OR IGNORE INTO upstream_revocations(lease_id, service, upstream, queued_us, next_us)
+                    SELECT id, service, upstream, ?, ? FROM leases WHERE id = ? AND state = 'active' AND upstream != ''
+                    """).bind(.int(nowMicros), .int(nowMicros), .text(id)).run()
                 try db.prepare("UPDATE leases SET state = ?, ended_us = ?, ended_reason = ? WHERE id = ? AND state = 'active'")
                     .bind(.text(state.rawValue), .int(nowMicros), .text(reason), .text(id)).run()
             }
@@ -74,6 +82,39 @@ extension Store {
               scope: s.text(5).split(separator: " ").map(String.init), version: Int(s.int(6)),
               issuedMicros: s.int(7), expiresMicros: s.int(8), state: Lease.State(rawValue: s.text(9)) ?? .revoked,
               singleUse: s.int(10) != 0)
+    }
+
+    // MARK: Upstream revocations
+
+    /// Queued upstream revocations due at `nowMicros`, oldest first.
+    public func dueRevocations(nowMicros: Int64, limit: Int = 100) throws -> [UpstreamRevocation] {
+        try read { db in
+            var out: [UpstreamRevocation] = []
+            try db.prepare("SELECT lease_id, service, upstream, attempts FROM upstream_revocations WHERE next_us <= ? ORDER BY next_us LIMIT ?")
+                .bind(.int(nowMicros), .int(Int64(limit)))
+                .rows { out.append(.init(leaseID: $0.text(0), service: $0.text(1), upstream: $0.text(2), attempts: Int($0.int(3)))); return true }
+            return out
+        }
+    }
+
+    /// When the next queued revocation is due, and how many are queued.
+    public func revocationQueue() throws -> (count: Int, nextMicros: Int64?) {
+        try read { db in
+            try db.prepare("SELECT count(*), min(next_us) FROM upstream_revocations").one { (Int($0.int(0)), $0.optionalInt(1)) } ?? (0, nil)
+        }
+    }
+
+    /// Drops a revocation that took effect upstream.
+    package func finishRevocation(_ leaseID: String) -> Mutation {
+        { db in try db.prepare("DELETE FROM upstream_revocations WHERE lease_id = ?").bind(.text(leaseID)).run() }
+    }
+
+    /// Records a failed attempt; the next one waits until `nextMicros`.
+    public func retryRevocation(_ leaseID: String, error: String, nextMicros: Int64) throws {
+        try read { db in
+            try db.prepare("UPDATE upstream_revocations SET attempts = attempts + 1, next_us = ?, last_error = ? WHERE lease_id = ?")
+                .bind(.int(nextMicros), .text(String(error.prefix(300))), .text(leaseID)).run()
+        }
     }
 
     // MARK: Service versions (rotation)
@@ -198,6 +239,15 @@ extension Store {
     static func aad(_ table: String, _ row: String, _ version: Int) -> [UInt8] {
         Array("lanyard/v1|\(table)|\(row)|\(version)".utf8)
     }
+}
+
+/// A lease's credential that must still be revoked at its backend.
+public struct UpstreamRevocation: Sendable, Equatable {
+    public var leaseID: String
+    public var service: String
+    /// The backend's handle on the credential (an OpenBao token accessor), never the secret.
+    public var upstream: String
+    public var attempts: Int
 }
 
 /// A sealed value that does not open: tampered, moved, or sealed under another key.

@@ -121,6 +121,19 @@ enum Schema {
         );
         CREATE INDEX issued_identities_expiry ON issued_identities(expires_us);
         """,
+        """
+        ALTER TABLE leases ADD COLUMN upstream TEXT NOT NULL DEFAULT '';
+        CREATE TABLE upstream_revocations (
+            lease_id TEXT PRIMARY KEY,
+            service TEXT NOT NULL,
+            upstream TEXT NOT NULL,
+            queued_us INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_us INTEGER NOT NULL,
+            last_error TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX upstream_revocations_next ON upstream_revocations(next_us);
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws(StoreError) {

@@ -21,43 +21,6 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-struct RunResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs a program to completion, optionally as another user (via setpriv), without a shell.
-@discardableResult
-func run(_ argv: [String], as user: (uid: UInt32, gid: UInt32)? = nil, env: [String: String] = [:], stdin: String? = nil) throws -> RunResult {
-    let p = Process()
-    var args = argv
-    if let user, user.uid != getuid() {
-        args = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + argv
-    }
-    p.executableURL = URL(fileURLWithPath: args[0])
-    p.arguments = Array(args.dropFirst())
-    var environment = ProcessInfo.processInfo.environment
-    environment.merge(env) { $1 }
-    p.environment = environment
-    // Files, not pipes: a chatty child can never block on a full pipe.
-    let outPath = TestSupport.tempDir("out") + "/out", errPath = outPath + ".err"
-    defer { TestSupport.remove((outPath as NSString).deletingLastPathComponent) }
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    p.standardOutput = FileHandle(forWritingAtPath: outPath)
-    p.standardError = FileHandle(forWritingAtPath: errPath)
-    let input = Pipe()
-    p.standardInput = input
-    try p.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    p.waitUntilExit()
-    let outData = FileManager.default.contents(atPath: outPath) ?? Data()
-    let errData = FileManager.default.contents(atPath: errPath) ?? Data()
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
-}
-
 /// A real `lanyardd` process on temp sockets. Ready once it logs "lanyardd ready".
 final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
     let dir: String
@@ -149,6 +112,17 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
     func cleanup() {
         _ = stop()
         TestSupport.remove(dir)
+    }
+
+    /// Which of the state dir's files (database, WAL, journal), the daemon's log and the
+    /// audit export hold any of `secrets`; empty when none does.
+    func placesHolding(_ secrets: [String]) throws -> [String] {
+        var places: [(String, Data)] = [("audit export", Data(try ctl(["audit", "export"]).stdout.utf8)), ("daemon log", Data(logText.utf8))]
+        for file in try FileManager.default.contentsOfDirectory(atPath: stateDir) {
+            if let data = FileManager.default.contents(atPath: stateDir + "/" + file) { places.append((file, data)) }
+        }
+        guard places.contains(where: { $0.0.hasSuffix("-wal") }) else { return ["(no WAL file to search)"] }
+        return places.filter { place in secrets.contains { place.1.range(of: Data($0.utf8)) != nil } }.map(\.0)
     }
 
     func ctl(_ args: [String], as user: (uid: UInt32, gid: UInt32)? = nil, stdin: String? = nil) throws -> RunResult {

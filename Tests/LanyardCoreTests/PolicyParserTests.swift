@@ -128,3 +128,61 @@ struct PolicyParserTests {
         edits.removeAll()
     }
 }
+
+/// The `openbao` section of a service (issue 9).
+struct OpenBaoPolicyTests {
+    static func service(_ openbao: String) -> String {
+        "trust_domain: t\nservices:\n  db:\n    kind: openbao\n    openbao: \(openbao)\n"
+    }
+
+    @Test func bothModesParse() throws {
+        let kv = try PolicyParser.parse(Self.service("""
+            { addresses: ["https://bao-1.internal:8200/", "https://bao-2.internal:8200"], mode: kv, kv_path: lanyard/db,
+              auth: { approle: { role_id_file: /etc/lanyard/role-id, secret_id_file: openbao-secret-id } }, ca_file: /etc/lanyard/ca.pem, timeout_ms: 1500 }
+            """), file: "p").services["db"]!.openbao!
+        #expect(kv.addresses == ["https://bao-1.internal:8200", "https://bao-2.internal:8200"])
+        #expect(kv.mode == .kv && kv.kvMount == "secret" && kv.kvPath == "lanyard/db" && kv.kvField == "value")
+        #expect(kv.auth == .appRole(roleIDFile: "/etc/lanyard/role-id", secretIDFile: "openbao-secret-id"))
+        #expect(kv.caFile == "/etc/lanyard/ca.pem" && kv.timeoutMs == 1500)
+
+        let token = try PolicyParser.parse(Self.service("""
+            { addresses: ["http://127.0.0.1:8200"], mode: token, token_policies: [agents-ro, ci], auth: { token_file: /etc/lanyard/bao.token } }
+            """), file: "p").services["db"]!.openbao!
+        #expect(token.mode == .token && token.tokenPolicies == ["agents-ro", "ci"] && token.timeoutMs == 2000)
+        #expect(token.auth == .tokenFile("/etc/lanyard/bao.token"))
+    }
+
+    static let auth = "auth: { token_file: /t }"
+
+    @Test(arguments: [
+        ("{ mode: kv, kv_path: a, \(auth) }", "services.db.openbao.addresses", "is required"),
+        ("{ addresses: [], mode: kv, kv_path: a, \(auth) }", "services.db.openbao.addresses", "at least one"),
+        ("{ addresses: [\"bao:8200\"], mode: kv, kv_path: a, \(auth) }", "services.db.openbao.addresses[0]", "http:// or https:// origin"),
+        ("{ addresses: [\"http://bao/v1\"], mode: kv, kv_path: a, \(auth) }", "services.db.openbao.addresses[0]", "no path"),
+        ("{ addresses: [\"http://b\"], mode: dynamic, \(auth) }", "services.db.openbao.mode", "use kv or token"),
+        ("{ addresses: [\"http://b\"], mode: kv, \(auth) }", "services.db.openbao.kv_path", "is required for mode kv"),
+        ("{ addresses: [\"http://b\"], mode: kv, kv_path: \"../sys/raw\", \(auth) }", "services.db.openbao.kv_path", "may hold only"),
+        ("{ addresses: [\"http://b\"], mode: token, \(auth) }", "services.db.openbao.token_policies", "is required for mode token"),
+        ("{ addresses: [\"http://b\"], mode: token, token_policies: [a], kv_path: x, \(auth) }", "services.db.openbao.kv_path", "does not apply to mode token"),
+        ("{ addresses: [\"http://b\"], mode: kv, kv_path: a }", "services.db.openbao.auth", "is required"),
+        ("{ addresses: [\"http://b\"], mode: kv, kv_path: a, auth: { token_file: /t, approle: { role_id_file: /r, secret_id_file: /s } } }", "services.db.openbao.auth", "exactly one"),
+        ("{ addresses: [\"http://b\"], mode: kv, kv_path: a, auth: { token_file: etc/token } }", "services.db.openbao.auth.token_file", "absolute path"),
+        ("{ addresses: [\"http://b\"], mode: kv, kv_path: a, \(auth), timeout_ms: 90000 }", "services.db.openbao.timeout_ms", "between 100 and 60000"),
+    ])
+    func refused(_ openbao: String, path: String, phrase: String) {
+        do {
+            _ = try PolicyParser.parse(Self.service(openbao), file: "p")
+            Issue.record("accepted \(openbao)")
+        } catch {
+            #expect(error.path == path)
+            #expect(error.message.contains(phrase), "message was: \(error.message)")
+        }
+    }
+
+    @Test func kindAndSectionGoTogether() {
+        #expect(throws: PolicyError.self) { try PolicyParser.parse("trust_domain: t\nservices:\n  db: { kind: openbao }\n", file: "p") }
+        #expect(throws: PolicyError.self) {
+            try PolicyParser.parse("trust_domain: t\nservices:\n  db: { kind: opaque, openbao: { mode: kv } }\n", file: "p")
+        }
+    }
+}

@@ -156,20 +156,27 @@ public final class SpawnedProcess: @unchecked Sendable {
     private let stderrFD: Int32
     private var seen = ""
 
-    public init(_ argv: [String]) throws {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw POSIXError(.EIO) }
+    /// With `logFile`, stdout and stderr both go to that file (for chatty servers) and
+    /// `waitForStderr` is not available.
+    public init(_ argv: [String], logFile: String? = nil) throws {
+        var fds: [Int32] = [-1, -1]
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
+        if let logFile {
+            posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else {
+            guard pipe(&fds) == 0 else { throw POSIXError(.EIO) }
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+            posix_spawn_file_actions_addclose(&actions, fds[0])
+        }
         var pid: pid_t = 0
         var cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, environ)
         posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
-        guard rc == 0 else { close(fds[0]); throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        if fds[1] >= 0 { close(fds[1]) }
+        guard rc == 0 else { if fds[0] >= 0 { close(fds[0]) }; throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
         self.pid = pid
         stderrFD = fds[0]
     }
@@ -196,7 +203,7 @@ public final class SpawnedProcess: @unchecked Sendable {
         kill(pid, signal)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        close(stderrFD)
+        if stderrFD >= 0 { close(stderrFD) }
         return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     }
 }
