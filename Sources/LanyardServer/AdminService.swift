@@ -225,6 +225,7 @@ final class AdminService: Sendable {
         r.pendingApprovals = try store.countPendingApprovals()
         r.auditHead = store.audit.headRecord.seq
         r.connections = UInt32(registry.count)
+        r.upstreamRevocations = UInt64(try store.revocationQueue().count)
         return r
     }
 

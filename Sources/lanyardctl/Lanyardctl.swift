@@ -113,6 +113,7 @@ struct Status: AsyncParsableCommand {
             ("policy_version", .string(s.policyVersion)), ("agents", .int(Int64(s.agents))),
             ("active_leases", .int(Int64(s.activeLeases))), ("pending_approvals", .int(Int64(s.pendingApprovals))),
             ("audit_head", .int(Int64(s.auditHead))), ("connections", .int(Int64(s.connections))),
+            ("upstream_revocations", .int(Int64(s.upstreamRevocations))),
         ])) {
             """
             lanyardd \(s.version), up \(s.uptimeSeconds)s
@@ -122,6 +123,7 @@ struct Status: AsyncParsableCommand {
             pending approvals: \(s.pendingApprovals)
             audit head:        \(s.auditHead)
             connections:       \(s.connections)
+            upstream revokes:  \(s.upstreamRevocations) queued
             """
         }
     }

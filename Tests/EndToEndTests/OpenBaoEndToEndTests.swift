@@ -134,6 +134,7 @@ struct OpenBaoEndToEndTests {
             let revoke = try d.ctl(["revoke", lease], as: agent)
             #expect(revoke.status == 0 && revoke.stdout.contains("revoked"), "acknowledged once durable locally: \(revoke.stderr)")
             #expect(d.waitForLog("upstream revoke failed; will retry"))
+            #expect(try d.ctl(["status", "--json"]).stdout.contains("\"upstream_revocations\":1"))
             #expect(d.stop() == 0)
 
             try bao.start(0)
@@ -170,6 +171,28 @@ struct OpenBaoEndToEndTests {
             let elapsed = Date().timeIntervalSince(started)
             #expect(elapsed < 10, "both provisions took \(elapsed) s")
             #expect(try bao.isValid(token: token, node: 1))
+        }
+    }
+
+    /// lanyardd's own token, replaced in its file by config management and revoked at
+    /// OpenBao: the next Provision logs in with the new one.
+    @Test func aRevokedSessionTokenIsReplacedFromItsFile() async throws {
+        try await onThread {
+            let bao = try OpenBao.dev()
+            defer { bao.shutdown() }
+            try bao.check(["kv", "put", "secret/lanyard/db", "value=v1"])
+            let d = try DaemonProcess(policy: "")
+            defer { d.cleanup() }
+            let first = try bao.check(["token", "create", "-field=token", "-ttl=1h"]).stdout
+            let file = tokenFile(first, in: d.dir)
+            TestSupport.write(policy(["db": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, auth: { token_file: \(file) } }"]), to: d.policyPath)
+            try d.start()
+            #expect(try provision(d, "db").secret == "v1")
+
+            let second = try bao.check(["token", "create", "-field=token", "-ttl=1h"]).stdout
+            TestSupport.write(second, to: file)
+            try bao.check(["token", "revoke", first])
+            #expect(try provision(d, "db").secret == "v1")
         }
     }
 

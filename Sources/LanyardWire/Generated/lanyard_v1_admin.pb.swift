@@ -412,6 +412,9 @@ public nonisolated struct Lanyard_V1_StatusResponse: Sendable {
 
   public var connections: UInt32 = 0
 
+  /// ended leases whose backend credential awaits revocation
+  public var upstreamRevocations: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1851,7 +1854,7 @@ nonisolated extension Lanyard_V1_StatusRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lanyard_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_seconds\0\u{3}policy_version\0\u{1}agents\0\u{3}active_leases\0\u{3}pending_approvals\0\u{3}audit_head\0\u{1}connections\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_seconds\0\u{3}policy_version\0\u{1}agents\0\u{3}active_leases\0\u{3}pending_approvals\0\u{3}audit_head\0\u{1}connections\0\u{3}upstream_revocations\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1867,6 +1870,7 @@ nonisolated extension Lanyard_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.pendingApprovals) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.auditHead) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.connections) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.upstreamRevocations) }()
       default: break
       }
     }
@@ -1897,6 +1901,9 @@ nonisolated extension Lanyard_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
     if self.connections != 0 {
       try visitor.visitSingularUInt32Field(value: self.connections, fieldNumber: 8)
     }
+    if self.upstreamRevocations != 0 {
+      try visitor.visitSingularUInt64Field(value: self.upstreamRevocations, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1909,6 +1916,7 @@ nonisolated extension Lanyard_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.pendingApprovals != rhs.pendingApprovals {return false}
     if lhs.auditHead != rhs.auditHead {return false}
     if lhs.connections != rhs.connections {return false}
+    if lhs.upstreamRevocations != rhs.upstreamRevocations {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2409,7 +2409,7 @@ const ProtobufCMessageDescriptor lanyard__v1__status_request__descriptor =
   (ProtobufCMessageInit) lanyard__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__status_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor lanyard__v1__status_response__field_descriptors[9] =
 {
   {
     "version",
@@ -2507,6 +2507,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__status_response__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "upstream_revocations",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__StatusResponse, upstream_revocations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__status_response__field_indices_by_name[] = {
   4,   /* field[4] = active_leases */
@@ -2515,13 +2527,14 @@ static const unsigned lanyard__v1__status_response__field_indices_by_name[] = {
   7,   /* field[7] = connections */
   5,   /* field[5] = pending_approvals */
   2,   /* field[2] = policy_version */
+  8,   /* field[8] = upstream_revocations */
   1,   /* field[1] = uptime_seconds */
   0,   /* field[0] = version */
 };
 static const ProtobufCIntRange lanyard__v1__status_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__status_response__descriptor =
 {
@@ -2531,7 +2544,7 @@ const ProtobufCMessageDescriptor lanyard__v1__status_response__descriptor =
   "Lanyard__V1__StatusResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__StatusResponse),
-  8,
+  9,
   lanyard__v1__status_response__field_descriptors,
   lanyard__v1__status_response__field_indices_by_name,
   1,  lanyard__v1__status_response__number_ranges,

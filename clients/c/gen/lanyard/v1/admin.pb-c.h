@@ -191,10 +191,14 @@ struct  Lanyard__V1__StatusResponse
   uint64_t pending_approvals;
   uint64_t audit_head;
   uint32_t connections;
+  /*
+   * ended leases whose backend credential awaits revocation
+   */
+  uint64_t upstream_revocations;
 };
 #define LANYARD__V1__STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Lanyard__V1__PolicyReloadRequest
