@@ -174,6 +174,27 @@ struct OpenBaoEndToEndTests {
         }
     }
 
+    /// Over https, lanyardd trusts the CA in `ca_file` — and without it, refuses the
+    /// server's certificate and fails closed.
+    @Test func httpsWithItsCAFile() async throws {
+        try await onThread {
+            let bao = try OpenBao.dev(tls: true)
+            defer { bao.shutdown() }
+            try bao.check(["kv", "put", "secret/lanyard/db", "value=over-tls"])
+            let d = try DaemonProcess(policy: "")
+            defer { d.cleanup() }
+            let auth = "auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) }"
+            TestSupport.write(policy([
+                "pinned": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, ca_file: \(bao.caFile!), \(auth) }",
+                "unpinned": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, timeout_ms: 500, \(auth) }",
+            ]), to: d.policyPath)
+            try d.start()
+            #expect(try provision(d, "pinned").secret == "over-tls")
+            let r = try d.ctl(["provision", "unpinned", "--scope", "unpinned:fetch"], as: agent)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("UNAVAILABLE"), "stderr: \(r.stderr)")
+        }
+    }
+
     /// lanyardd's own token, replaced in its file by config management and revoked at
     /// OpenBao: the next Provision logs in with the new one.
     @Test func aRevokedSessionTokenIsReplacedFromItsFile() async throws {

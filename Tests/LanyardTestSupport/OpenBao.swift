@@ -42,14 +42,23 @@ public final class OpenBao: @unchecked Sendable {
         dir = TestSupport.tempDir(tag)
     }
 
-    /// An in-memory dev server with KV v2 at `secret/`.
-    public static func dev() throws -> OpenBao {
+    /// With `tls`, the CA that signed the server's certificate (else nil).
+    public private(set) var caFile: String?
+
+    /// An in-memory dev server with KV v2 at `secret/`; with `tls`, on https with a
+    /// certificate of its own CA (`caFile`).
+    public static func dev(tls: Bool = false) throws -> OpenBao {
         let b = try OpenBao(tag: "bao-dev")
         let port = TestSupport.closedPort()
         b.rootToken = "root-" + UUID().uuidString
         let log = b.dir + "/dev.log"
-        let p = try SpawnedProcess([b.bao, "server", "-dev", "-dev-root-token-id=\(b.rootToken)", "-dev-listen-address=127.0.0.1:\(port)"], logFile: log)
-        b.nodes = [Node(api: "http://127.0.0.1:\(port)", configPath: "", logPath: log, process: p)]
+        var argv = [b.bao, "server", "-dev", "-dev-root-token-id=\(b.rootToken)", "-dev-listen-address=127.0.0.1:\(port)"]
+        if tls {
+            argv += ["-dev-tls", "-dev-tls-cert-dir=\(b.dir)"]
+            b.caFile = b.dir + "/vault-ca.pem"
+        }
+        let p = try SpawnedProcess(argv, logFile: log)
+        b.nodes = [Node(api: "\(tls ? "https" : "http")://127.0.0.1:\(port)", configPath: "", logPath: log, process: p)]
         try b.waitUntilUp(0, unsealed: true)
         return b
     }
@@ -127,7 +136,7 @@ public final class OpenBao: @unchecked Sendable {
     /// Runs `bao` against node `i` with the root token (or `token`).
     @discardableResult
     public func run(_ args: [String], node i: Int = 0, token: Bool = true, as tokenValue: String? = nil, stdin: String? = nil) throws -> RunResult {
-        var env = ["BAO_ADDR": nodes[i].api, "VAULT_ADDR": nodes[i].api, "BAO_TOKEN": "", "VAULT_TOKEN": ""]
+        var env = ["BAO_ADDR": nodes[i].api, "VAULT_ADDR": nodes[i].api, "BAO_TOKEN": "", "VAULT_TOKEN": "", "BAO_CACERT": caFile ?? ""]
         if token { env["BAO_TOKEN"] = tokenValue ?? rootToken }
         return try LanyardTestSupport.run([bao] + args, env: env, stdin: stdin)
     }
