@@ -102,3 +102,18 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "LanyardTestSupport"]),
     ]
 )
+
+// Fuzz targets (scripts/fuzz.sh): built only with LANYARD_FUZZ=1, under
+// `-sanitize=fuzzer,address`, since libFuzzer supplies their main.
+if Context.environment["LANYARD_FUZZ"] == "1" {
+    package.targets += [
+        .executableTarget(name: "FuzzDispatch", dependencies: [
+            "LanyardServer", "LanyardWire", "LanyardCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "fuzz/FuzzDispatch"),
+        .executableTarget(name: "FuzzPolicy", dependencies: ["LanyardCore"], path: "fuzz/FuzzPolicy"),
+    ]
+}
+
