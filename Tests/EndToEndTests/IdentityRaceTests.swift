@@ -26,21 +26,28 @@ struct IdentityRaceTests {
         return req
     }
 
+    static let python = ["/usr/local/bin/python3", "/usr/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
     func call(_ req: Lanyard_V1_Request, _ mode: String, _ d: DaemonProcess) throws -> Lanyard_V1_Response {
-        let frame = TestSupport.frame(try req.serializedBytes())
         let agent = E2EUsers.agent!
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/identity_race.py").path
+        return try answer(to: req, from: ["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--",
+                                          try #require(Self.python), script, d.agentSocket, mode])
+    }
+
+    /// Runs a race script with the Hello and `req` frames in its environment; returns the
+    /// response it reports (hex on stderr, then "done"), and all it wrote.
+    func answer(to req: Lanyard_V1_Request, from argv: [String], outputSink: ((String) -> Void)? = nil) throws -> Lanyard_V1_Response {
         var hello = Lanyard_V1_Request()
         hello.id = 1
         hello.hello = .init()
-        setenv("REQ", frame.map { String(format: "%02x", $0) }.joined(), 1)
+        setenv("REQ", TestSupport.frame(try req.serializedBytes()).map { String(format: "%02x", $0) }.joined(), 1)
         setenv("HELLO", TestSupport.frame(try hello.serializedBytes()).map { String(format: "%02x", $0) }.joined(), 1)
         defer { unsetenv("REQ"); unsetenv("HELLO") }
-        let python = try #require(["/usr/local/bin/python3", "/usr/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) })
-        let p = try SpawnedProcess(["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--",
-                                    python, script, d.agentSocket, mode])
+        let p = try SpawnedProcess(argv)
         defer { p.stop() }
-        let output = try #require(p.readStderr(until: "done"), "the \(mode) script gave no answer")
+        let output = try #require(p.readStderr(until: "done"), "\(argv.last ?? "") gave no answer")
+        outputSink?(output)
         let hex = try #require(output.split(separator: "\n").first { !$0.isEmpty && $0.allSatisfy(\.isHexDigit) })
         var bytes: [UInt8] = []
         var i = hex.startIndex
@@ -50,6 +57,23 @@ struct IdentityRaceTests {
             i = j
         }
         return try Lanyard_V1_Response(serializedBytes: bytes)
+    }
+
+    /// Forced PID reuse: in a PID namespace shared with lanyardd, an impostor with the
+    /// attested agent's pid, uid and binary holds its connection — and gets nothing.
+    @Test func anImpostorWithTheSamePidGetsNoCredential() throws {
+        let d = try DaemonProcess(policy: E2EUsers.policy())
+        defer { d.cleanup() }
+        let agent = E2EUsers.agent!
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/pid_reuse.py").path
+        for (request, what) in [(Self.provision, "provision"), (Self.issueIdentity, "issue_identity")] {
+            var log = ""
+            let r = try answer(to: request, from: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", try #require(Self.python), script,
+                                                   d.agentSocket, "\(agent.uid)", "\(agent.gid)", Bin.lanyardd] + d.arguments, outputSink: { log = $0 })
+            #expect(log.contains("pid reused: "), "the impostor never got the agent's pid: \(log)")
+            #expect(r.status.code == .unauthenticated, "\(what): \(r.status)")
+            #expect(r.provision.lease.secret.isEmpty && r.issueIdentity.token.isEmpty)
+        }
     }
 
     @Test func handedOnConnectionsGetNoCredential() throws {
