@@ -47,8 +47,11 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
 
     var keyPath: String
 
+    /// More lanyardd flags (limits, deadlines) for this daemon.
+    var extraArguments: [String] = []
+
     var arguments: [String] {
-        ["--policy", policyPath, "--state-dir", stateDir, "--agent-socket", agentSocket, "--admin-socket", adminSocket,
+        extraArguments + ["--policy", policyPath, "--state-dir", stateDir, "--agent-socket", agentSocket, "--admin-socket", adminSocket,
          "--admin-socket-mode", "0666", "--admin-group", "", "--master-key-file", keyPath]
     }
 
@@ -92,6 +95,18 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
             if !log.wait(until: deadline) { return false }
         }
         return true
+    }
+
+    /// The daemon's pid while it runs.
+    var pid: pid_t? { process?.processIdentifier }
+
+    /// Open descriptors and resident memory (KiB) of the daemon, from /proc.
+    func footprint() throws -> (fds: Int, rssKiB: Int) {
+        let pid = try #require(pid)
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+        return (fds, try #require(rss))
     }
 
     func kill9() {
