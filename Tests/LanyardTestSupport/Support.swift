@@ -3,6 +3,15 @@ import Foundation
 
 /// Helpers shared by the server and end-to-end tests.
 public enum TestSupport {
+    /// scripts/test.sh installs every tool the tests use and sets LANYARD_TOOLS_INSTALLED=1:
+    /// then a test whose tool is missing fails rather than skips.
+    public static let toolsRequired = ProcessInfo.processInfo.environment["LANYARD_TOOLS_INSTALLED"] == "1"
+
+    /// Whether `path` is there to run (or the tools are required, so its absence fails).
+    public static func tool(_ path: String) -> Bool {
+        FileManager.default.isExecutableFile(atPath: path) || toolsRequired
+    }
+
     public static var isRoot: Bool { getuid() == 0 }
 
     /// The repository root (for the built binaries and the C client).
