@@ -24,6 +24,9 @@ make -s -C clients/c
 echo "== swift test" >&2
 swift test
 
+echo "== benchmark smoke run (scripts/bench.sh --smoke)" >&2
+scripts/bench.sh --smoke
+
 echo "== quick start (scripts/demo.sh)" >&2
 scripts/demo.sh >/tmp/lanyard-demo.log 2>&1 || { cat /tmp/lanyard-demo.log; echo "scripts/demo.sh failed" >&2; exit 1; }
 echo "quick start ok"

@@ -4,7 +4,9 @@ import Testing
 
 /// The built binaries (`swift build` before `swift test`; scripts/test.sh does both).
 enum Bin {
-    static let dir = TestSupport.packageRoot.appendingPathComponent(".build/debug").resolvingSymlinksInPath().path
+    /// `.build/debug`, or `$LANYARD_BIN_DIR` (scripts/sanitize.sh points it at sanitized builds).
+    static let dir = ProcessInfo.processInfo.environment["LANYARD_BIN_DIR"]
+        ?? TestSupport.packageRoot.appendingPathComponent(".build/debug").resolvingSymlinksInPath().path
     static let lanyardd = dir + "/lanyardd"
     static let lanyardctl = dir + "/lanyardctl"
     static let cExample = TestSupport.packageRoot.appendingPathComponent("clients/c/build/whoami_authorize").path

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite under ThreadSanitizer and/or AddressSanitizer (with LeakSanitizer).
+# usage: scripts/sanitize.sh [thread|address|all]    (default all)
+# Each sanitizer builds into its own folder (.build-tsan, .build-asan); the end-to-end
+# tests run the sanitized lanyardd and lanyardctl from there (LANYARD_BIN_DIR). A report
+# stops the process that found it (halt_on_error), so any finding fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_debs "${LANYARD_DEBS[@]}"
+which="${1:-all}"
+
+run() {  # run SANITIZER SCRATCH
+  echo "== swift test --sanitize=$1" >&2
+  swift build --sanitize="$1" --scratch-path "$2" 2>&1 | grep -E "error|warning: .*(race|leak)" >&2 || true
+  LANYARD_BIN_DIR="$PWD/$2/debug" \
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ASAN_OPTIONS="halt_on_error=1 detect_leaks=1" \
+    swift test --sanitize="$1" --scratch-path "$2" 2>&1 | tee "$2/sanitize.log" | grep -a -E "Test run with|✘|WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer|SUMMARY" >&2
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ] || grep -a -q -E "WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer" "$2/sanitize.log"; then
+    echo "sanitize $1: failed; the report is in $2/sanitize.log" >&2
+    exit 1
+  fi
+  echo "sanitize $1: clean" >&2
+}
+
+case "$which" in
+  thread)  run thread .build-tsan ;;
+  address) run address .build-asan ;;
+  all)     run thread .build-tsan; run address .build-asan ;;
+  *) echo "usage: scripts/sanitize.sh [thread|address|all]" >&2; exit 2 ;;
+esac
