@@ -47,12 +47,14 @@ let package = Package(
         .target(name: "LanyardStore", dependencies: [
             "LanyardCore", "LanyardCrypto", "CSQLite",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
 
         // Server.
         .target(name: "LanyardServer", dependencies: [
             "LanyardWire", "LanyardCore", "LanyardCrypto", "LanyardStore",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -66,6 +68,7 @@ let package = Package(
             "LanyardWire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "clients/swift/Sources/LanyardClient"),
 
         // Executables.

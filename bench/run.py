@@ -103,8 +103,14 @@ def load(as_agent, socket, scenario, conns, seconds, check=False):
 
 
 def measure(as_agent, socket, scenario, conns, seconds, runs, check):
-    """Median of `runs` runs by requests/s, with the min and max."""
-    results = sorted((load(as_agent, socket, scenario, conns, seconds, check) for _ in range(runs)), key=lambda r: r["rps"])
+    """Median of `runs` runs by requests/s, with the min and max. With `check`, a short
+    warm-up first unpacks every answer and fails on any error status; the timed runs
+    then only read frames, as they do against the reference servers."""
+    if check:
+        warm = load(as_agent, socket, scenario, conns, 0.2, True)
+        if warm["errors"] or not warm["requests"]:
+            sys.exit(f"lanyard-bench: {scenario} with {conns} connections failed its check: {warm}")
+    results = sorted((load(as_agent, socket, scenario, conns, seconds) for _ in range(runs)), key=lambda r: r["rps"])
     median = results[len(results) // 2]
     errors = sum(r["errors"] for r in results)
     return {**median, "min": results[0]["rps"], "max": results[-1]["rps"], "errors": errors}

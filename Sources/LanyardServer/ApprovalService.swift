@@ -3,7 +3,7 @@ import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Humans in the loop (DESIGN.md section 6): creates approvals, lets approvers decide
 /// them, and lets exactly one matching operation use an approved one.

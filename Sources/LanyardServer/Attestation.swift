@@ -3,7 +3,7 @@ import Glibc
 #endif
 import LanyardCore
 import LanyardCrypto
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The kernel's word on who is connected: SO_PEERCRED at accept, plus a pidfd where the
 /// kernel has SO_PEERPIDFD.
@@ -118,7 +118,7 @@ public struct ProcAttestor: Attestor {
 
 /// exe_sha256 is costly for large binaries: hash each (device, inode, mtime, size) once.
 final class ExeHashCache: Sendable {
-    private let cache = Mutex<[String: String]>([:])
+    private let cache = NIOLockedValueBox<[String: String]>([:])
 
     func hash(pid: Int32) -> String? {
         let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
@@ -127,9 +127,9 @@ final class ExeHashCache: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
         let key = "\(st.st_dev):\(st.st_ino):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_size)"
-        if let hit = cache.withLock({ $0[key] }) { return hit }
+        if let hit = cache.withLockedValue({ $0[key] }) { return hit }
         guard let h = SHA256.hexOfFile(descriptor: fd) else { return nil }
-        cache.withLock { if $0.count > 1024 { $0.removeAll() }; $0[key] = h }
+        cache.withLockedValue { if $0.count > 1024 { $0.removeAll() }; $0[key] = h }
         return h
     }
 }

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A counter that moves when something changes; waiters (AwaitApproval, `approvals
 /// watch`, the upstream revoker) wake when it moves.
@@ -8,13 +8,13 @@ final class ChangeSignal: Sendable {
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
-    var version: UInt64 { state.withLock { $0.version } }
+    var version: UInt64 { state.withLockedValue { $0.version } }
 
     /// Moves the version and wakes every waiter.
     func bump() {
-        let waiters = state.withLock { s in
+        let waiters = state.withLockedValue { s in
             s.version += 1
             defer { s.waiters.removeAll() }
             return Array(s.waiters.values)
@@ -33,13 +33,13 @@ final class ChangeSignal: Sendable {
     }
 
     private func next(since seen: UInt64) async {
-        let id = state.withLock { s in
+        let id = state.withLockedValue { s in
             defer { s.nextWaiter += 1 }
             return s.nextWaiter
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { s in
+                let resumeNow = state.withLockedValue { s in
                     if s.version != seen || Task.isCancelled { return true }
                     s.waiters[id] = c
                     return false
@@ -47,7 +47,7 @@ final class ChangeSignal: Sendable {
                 if resumeNow { c.resume() }
             }
         } onCancel: {
-            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }

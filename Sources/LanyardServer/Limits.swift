@@ -1,6 +1,6 @@
 import LanyardWire
 import NIOCore
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Per-peer bounds (DESIGN.md section 13). A misbehaving peer hits these, not the others.
 public struct ServerLimits: Sendable {
@@ -28,13 +28,13 @@ public final class ConnectionRegistry: Sendable {
         case tooMany(Int)
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let limits: ServerLimits
 
     public init(limits: ServerLimits) { self.limits = limits }
 
     public func admit(uid: UInt32, channel: any Channel) -> Admission {
-        state.withLock { s in
+        state.withLockedValue { s in
             if s.total >= limits.maxConnections { return .tooMany(limits.maxConnections) }
             if s.perUID[uid, default: 0] >= limits.maxConnectionsPerUID { return .tooManyForUID(limits.maxConnectionsPerUID) }
             s.total += 1
@@ -45,7 +45,7 @@ public final class ConnectionRegistry: Sendable {
     }
 
     public func release(uid: UInt32, channel: any Channel) {
-        state.withLock { s in
+        state.withLockedValue { s in
             s.total -= 1
             s.perUID[uid, default: 1] -= 1
             if s.perUID[uid] == 0 { s.perUID[uid] = nil }
@@ -53,11 +53,11 @@ public final class ConnectionRegistry: Sendable {
         }
     }
 
-    public var count: Int { state.withLock { $0.total } }
+    public var count: Int { state.withLockedValue { $0.total } }
 
     /// Stops reading on every connection: in-flight calls finish and are answered.
     public func closeAllInputs() {
-        let channels = state.withLock { Array($0.channels.values) }
+        let channels = state.withLockedValue { Array($0.channels.values) }
         for c in channels { c.close(mode: .input, promise: nil) }
     }
 }

@@ -5,7 +5,7 @@ import LanyardStore
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Tells humans that an approval is waiting: a signed webhook POST per event
 /// (`X-Lanyard-Signature: sha256=<hex HMAC-SHA256 of the body>`), retried with
@@ -31,7 +31,7 @@ final class Notifier: Sendable {
     private let store: Store
     private let logger: Logger
     private let retry: Retry
-    private let inFlight = Mutex(0)
+    private let inFlight = NIOLockedValueBox(0)
     static let maxQueued = 1000
 
     init(http: HTTPClient, store: Store, retry: Retry, logger: Logger) {
@@ -54,9 +54,9 @@ final class Notifier: Sendable {
             ("risk", .string(approval.machine.risk.description)), ("reason", .string(approval.reason)),
             ("binding_code", .string(approval.bindingCode)), ("expires_at", .int(approval.machine.expiresMicros / 1_000_000)),
         ]).text
-        inFlight.withLock { $0 += 1 }
+        inFlight.withLockedValue { $0 += 1 }
         if case .dropped = input.yield(Event(body: body, approvalID: approval.id, webhook: webhook, policyVersion: policy.version)) {
-            inFlight.withLock { $0 -= 1 }
+            inFlight.withLockedValue { $0 -= 1 }
             logger.error("webhook queue full; a notification was dropped", metadata: ["approval.id": "\(approval.id)"])
         }
     }
@@ -73,10 +73,10 @@ final class Notifier: Sendable {
     func finish() { input.finish() }
 
     /// Notifications queued or being delivered (tests wait for 0 through the audit log).
-    var pending: Int { inFlight.withLock { $0 } }
+    var pending: Int { inFlight.withLockedValue { $0 } }
 
     private func deliver(_ event: Event) async {
-        defer { inFlight.withLock { $0 -= 1 } }
+        defer { inFlight.withLockedValue { $0 -= 1 } }
         var backoff = retry.firstBackoff
         var lastError = ""
         for attempt in 1...retry.attempts {

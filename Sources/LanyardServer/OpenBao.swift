@@ -9,7 +9,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The OpenBao / HashiCorp Vault backend of `openbao` services (DESIGN.md section 7):
 /// reads KV v2 secrets, creates and revokes child tokens. lanyardd logs in with a token
@@ -22,7 +22,7 @@ import Synchronization
 final class OpenBaoBackend: Sendable {
     private let http: HTTPClient
     private let logger: Logger
-    private let sessions = Mutex<[SessionKey: Session]>([:])
+    private let sessions = NIOLockedValueBox<[SessionKey: Session]>([:])
 
     init(http: HTTPClient, logger: Logger) {
         self.http = http
@@ -67,7 +67,7 @@ final class OpenBaoBackend: Sendable {
     func renewSessions(_ configs: [Policy.OpenBao]) async {
         for config in configs {
             let key = SessionKey(config)
-            guard let session = sessions.withLock({ $0[key] }), session.renewable, session.ttlSeconds > 0,
+            guard let session = sessions.withLockedValue({ $0[key] }), session.renewable, session.ttlSeconds > 0,
                   ContinuousClock.now >= session.obtained + .seconds(session.ttlSeconds / 2) else { continue }
             let deadline = ContinuousClock.now + .milliseconds(config.timeoutMs)
             do {
@@ -75,9 +75,9 @@ final class OpenBaoBackend: Sendable {
                 guard response.status == 200, let auth = (try? Self.decode(AuthBody.self, response))?.auth else {
                     throw UpstreamError("renew-self answered HTTP \(response.status)")
                 }
-                sessions.withLock { $0[key] = Session(token: session.token, renewable: auth.renewable, ttlSeconds: auth.leaseDuration, obtained: .now) }
+                sessions.withLockedValue { $0[key] = Session(token: session.token, renewable: auth.renewable, ttlSeconds: auth.leaseDuration, obtained: .now) }
             } catch {
-                sessions.withLock { _ = $0.removeValue(forKey: key) }
+                sessions.withLockedValue { _ = $0.removeValue(forKey: key) }
                 logger.warning("OpenBao session not renewed; lanyardd will log in again", metadata: ["error": "\(error)"])
             }
         }
@@ -106,7 +106,7 @@ final class OpenBaoBackend: Sendable {
         let key = SessionKey(config)
         var fresh = false
         var session: Session
-        if let cached = sessions.withLock({ $0[key] }) {
+        if let cached = sessions.withLockedValue({ $0[key] }) {
             session = cached
         } else {
             session = try await login(config, deadline: deadline)
@@ -118,7 +118,7 @@ final class OpenBaoBackend: Sendable {
             case 200..<300:
                 return response
             case 403 where !fresh:
-                sessions.withLock { _ = $0.removeValue(forKey: key) }
+                sessions.withLockedValue { _ = $0.removeValue(forKey: key) }
                 session = try await login(config, deadline: deadline)
                 fresh = true
             case 403:
@@ -152,7 +152,7 @@ final class OpenBaoBackend: Sendable {
             }
             session = Session(token: auth.clientToken, renewable: auth.renewable, ttlSeconds: auth.leaseDuration, obtained: .now)
         }
-        sessions.withLock { $0[SessionKey(config)] = session }
+        sessions.withLockedValue { $0[SessionKey(config)] = session }
         logger.info("logged in to OpenBao", metadata: ["token.ttl": "\(session.ttlSeconds)", "renewable": "\(session.renewable)"])
         return session
     }

@@ -4,7 +4,7 @@ import Glibc
 import LanyardCore
 import LanyardCrypto
 import LanyardStore
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An active policy version with where it came from.
 public struct PolicySnapshot: Sendable {
@@ -18,7 +18,7 @@ public struct PolicySnapshot: Sendable {
 /// atomically, or keeps the old one.
 public final class PolicyHolder: Sendable {
     public let path: String
-    private let active: Mutex<PolicySnapshot>
+    private let active: NIOLockedValueBox<PolicySnapshot>
     private let store: Store
     private let clock: any WallClock
 
@@ -26,16 +26,16 @@ public final class PolicyHolder: Sendable {
         self.path = path
         self.store = store
         self.clock = clock
-        active = Mutex(try Self.load(path: path, store: store, clock: clock))
+        active = NIOLockedValueBox(try Self.load(path: path, store: store, clock: clock))
     }
 
-    public var current: PolicySnapshot { active.withLock { $0 } }
+    public var current: PolicySnapshot { active.withLockedValue { $0 } }
 
     /// Reads, validates and activates the file again. Returns the new snapshot and whether
     /// the version changed; throws (keeping the old version) when the file is invalid.
     public func reload() throws -> (snapshot: PolicySnapshot, changed: Bool) {
         let next = try Self.load(path: path, store: store, clock: clock)
-        let previous = active.withLock { old in
+        let previous = active.withLockedValue { old in
             let v = old.version
             old = next
             return v

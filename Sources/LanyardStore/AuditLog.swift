@@ -4,7 +4,7 @@ import Glibc
 import LanyardCore
 import LanyardCrypto
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A change that must commit in the same transaction as its audit record.
 package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
@@ -36,7 +36,7 @@ public final class AuditLog: Sendable {
     }
 
     /// The sequence number and hash of the newest durable record.
-    public var headRecord: (seq: UInt64, hash: String) { head.value.withLock { $0 } }
+    public var headRecord: (seq: UInt64, hash: String) { head.value.withLockedValue { $0 } }
 
     /// Appends `record`; returns it with `seq`, `time`, `prev_hash` and `hash` filled in,
     /// once it is durable.
@@ -68,7 +68,7 @@ public final class AuditLog: Sendable {
     private static func writerLoop(queue: WriterQueue, connection db: SQLiteConnection,
                                    head: ChainHead, clock: any WallClock, logger: Logger) {
         while let batch = queue.popAll() {
-            var (seq, hash) = head.value.withLock { $0 }
+            var (seq, hash) = head.value.withLockedValue { $0 }
             var results: [Result<[AuditRecord], Error>] = []
             results.reserveCapacity(batch.count)
             do {
@@ -99,7 +99,7 @@ public final class AuditLog: Sendable {
                     }
                 }
                 try db.exec("COMMIT")
-                head.value.withLock { $0 = (seq, hash) }
+                head.value.withLockedValue { $0 = (seq, hash) }
                 // One structured line per durable decision (journald under systemd). Audit
                 // records never hold secrets, so neither do these lines.
                 if logger.logLevel <= .info {
@@ -246,8 +246,8 @@ extension Store {
 // MARK: Writer queue and thread
 
 private final class ChainHead: Sendable {
-    let value: Mutex<(seq: UInt64, hash: String)>
-    init(_ start: (UInt64, String)) { value = Mutex(start) }
+    let value: NIOLockedValueBox<(seq: UInt64, hash: String)>
+    init(_ start: (UInt64, String)) { value = NIOLockedValueBox(start) }
 }
 
 private final class WriterQueue: @unchecked Sendable {

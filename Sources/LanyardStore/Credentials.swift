@@ -1,6 +1,6 @@
 import LanyardCore
 import LanyardCrypto
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Lease, secret and signing-key storage. Secrets and private keys are sealed with
 /// AES-256-GCM; the associated data binds each to its table, row and version, so a

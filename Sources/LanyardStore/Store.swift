@@ -1,7 +1,7 @@
 import LanyardCore
 import LanyardCrypto
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Lanyard's SQLite state (WAL, `synchronous=FULL`) in the state directory.
 /// Writes that must be durable before a reply go through `audit` (group commit);
@@ -10,7 +10,7 @@ public final class Store: Sendable {
     public let path: String
     public let directory: String
     public let audit: AuditLog
-    private let reader: Mutex<SQLiteConnectionBox>
+    private let reader: NIOLockedValueBox<SQLiteConnectionBox>
     /// Seals secrets and signing keys; nil when the daemon runs without a master key.
     let sealer: AESGCM?
     let clock: any WallClock
@@ -24,7 +24,7 @@ public final class Store: Sendable {
         try setup.exec("PRAGMA journal_mode=WAL")
         try setup.exec("PRAGMA synchronous=FULL")
         try Schema.migrate(setup)
-        reader = Mutex(SQLiteConnectionBox(try Self.open(path)))
+        reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
         audit = try AuditLog(connection: try Self.open(path), clock: clock, logger: logger)
     }
 
@@ -38,7 +38,7 @@ public final class Store: Sendable {
 
     /// Runs a read (or a rare out-of-band write) on the reader connection.
     package func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try reader.withLock { box in try body(box.connection) }
+        try reader.withLockedValue { box in try body(box.connection) }
     }
 
     /// Records a policy version in the history and returns the stable ids of `agentNames`,
@@ -75,7 +75,7 @@ public final class Store: Sendable {
     }
 }
 
-/// SQLiteConnection is not Sendable; the Mutex that holds this box serializes its use.
+/// SQLiteConnection is not Sendable; the lock that holds this box serializes its use.
 struct SQLiteConnectionBox: @unchecked Sendable {
     let connection: SQLiteConnection
     init(_ connection: SQLiteConnection) { self.connection = connection }

@@ -2,7 +2,7 @@ import LanyardWire
 import NIOCore
 import NIOPosix
 import SwiftProtobuf
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// An error status from lanyardd, or a transport failure (UNAVAILABLE).
 /// `response` carries whatever result explains the error (for example a Provision's
@@ -64,7 +64,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
         var nextID: UInt64 = 1
         var descriptorUsed = false
     }
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     public init(_ endpoint: Endpoint, maxFrame: Int = Framing.defaultMaxFrame, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.endpoint = endpoint
@@ -73,7 +73,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     }
 
     deinit {
-        state.withLock { $0.channel }?.close(promise: nil)
+        state.withLockedValue { $0.channel }?.close(promise: nil)
     }
 
     /// Sends `request` (its id is assigned here) and returns the response with the same id,
@@ -81,7 +81,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     public func send(_ request: Request) async throws -> Response {
         var request = request
         let channel = try await connectedChannel()
-        request.id = state.withLock { s in
+        request.id = state.withLockedValue { s in
             defer { s.nextID &+= 1 }
             return s.nextID
         }
@@ -106,7 +106,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     }
 
     public func close() async {
-        let (channel, connecting) = state.withLock { s in
+        let (channel, connecting) = state.withLockedValue { s in
             defer { (s.channel, s.connecting) = (nil, nil) }
             return (s.channel, s.connecting)
         }
@@ -117,7 +117,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     /// The live channel, connecting first if needed. Concurrent first calls share one
     /// connection attempt; a passed-in descriptor is wrapped exactly once.
     private func connectedChannel() async throws -> any Channel {
-        let pending: EventLoopFuture<any Channel> = try state.withLock { s in
+        let pending: EventLoopFuture<any Channel> = try state.withLockedValue { s in
             if let channel = s.channel, channel.isActive { return channel.eventLoop.makeSucceededFuture(channel) }
             if let connecting = s.connecting { return connecting }
             let maxFrame = self.maxFrame
@@ -146,7 +146,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
         }
         do {
             let channel = try await pending.get()
-            state.withLock { s in
+            state.withLockedValue { s in
                 if s.connecting === pending {
                     s.connecting = nil
                     s.channel = channel
@@ -154,7 +154,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
             }
             return channel
         } catch {
-            state.withLock { s in if s.connecting === pending { s.connecting = nil } }
+            state.withLockedValue { s in if s.connecting === pending { s.connecting = nil } }
             let target = if case .path(let p) = endpoint { p } else { "the given socket" }
             throw LanyardError(code: .unavailable, message: "cannot connect to lanyardd at \(target): \(error); is the daemon running and the socket path right?")
         }
