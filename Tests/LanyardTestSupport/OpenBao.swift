@@ -56,7 +56,12 @@ public final class OpenBao: @unchecked Sendable {
         }
         let p = try SpawnedProcess(argv, logFile: log)
         b.nodes = [Node(api: "\(tls ? "https" : "http")://127.0.0.1:\(port)", configPath: "", logPath: log, process: p)]
-        try b.waitUntilUp(0, unsealed: true)
+        do {
+            try b.waitUntilUp(0, unsealed: true)
+        } catch {
+            b.shutdown()  // no server outlives a failed start
+            throw error
+        }
         return b
     }
 
@@ -87,6 +92,19 @@ public final class OpenBao: @unchecked Sendable {
             TestSupport.write(config, to: path)
             b.nodes.append(Node(api: "http://127.0.0.1:\(api)", configPath: path, logPath: b.dir + "/n\(i).log"))
         }
+        do {
+            try b.form()
+        } catch {
+            b.shutdown()  // no node outlives a failed start
+            throw error
+        }
+        return b
+    }
+
+    /// Starts node 0, initializes and unseals it, then joins the others as voters.
+    private func form() throws {
+        let b = self
+        let size = nodes.count
         try b.start(0)
         let initialized = try b.run(["operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"], node: 0, token: false)
         guard initialized.status == 0,
@@ -106,7 +124,6 @@ public final class OpenBao: @unchecked Sendable {
             try b.unseal(i)
         }
         if size > 1 { try b.waitForVoters(size) }
-        return b
     }
 
     /// Starts node `i` (again) and unseals it once it has been initialized.
