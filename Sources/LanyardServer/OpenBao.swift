@@ -188,7 +188,8 @@ final class OpenBaoBackend: Sendable {
             for address in config.addresses {
                 let remaining = deadline - .now
                 guard remaining > .zero else {
-                    throw UpstreamError("OpenBao did not answer within \(config.timeoutMs) ms (\(tried.suffix(3).joined(separator: "; ")))")
+                    let attempts = tried.isEmpty ? "" : " (\(tried.suffix(3).joined(separator: "; ")))"
+                    throw UpstreamError("OpenBao did not answer within \(config.timeoutMs) ms\(attempts)")
                 }
                 var request = HTTPClientRequest(url: address + path)
                 request.method = method

@@ -24,7 +24,7 @@ struct HarnessError: Error, CustomStringConvertible {
 }
 
 /// A real `lanyardd` process on temp sockets. Ready once it logs "lanyardd ready".
-final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
+final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log`
     let dir: String
     let stateDir: String
     let policyPath: String
@@ -32,7 +32,14 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
     var adminSocket: String { dir + "/admin.sock" }
     private(set) var process: Process?
     let log = NSCondition()
-    private(set) var logText = ""
+    private var logSoFar = ""
+
+    /// Everything the daemon has written to stderr so far.
+    var logText: String {
+        log.lock()
+        defer { log.unlock() }
+        return logSoFar
+    }
 
     var env: [String: String] { ["LANYARD_SOCKET": agentSocket, "LANYARD_ADMIN_SOCKET": adminSocket] }
 
@@ -79,13 +86,13 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
             if String(decoding: buffer, as: UTF8.self).contains("lanyardd ready") { break }
         }
         log.lock()
-        logText += String(decoding: buffer, as: UTF8.self)
+        logSoFar += String(decoding: buffer, as: UTF8.self)
         log.unlock()
         // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it.
         handle.readabilityHandler = { [log] h in
             let text = String(decoding: h.availableData, as: UTF8.self)
             log.lock()
-            self.logText += text
+            self.logSoFar += text
             log.broadcast()
             log.unlock()
         }
@@ -96,7 +103,7 @@ final class DaemonProcess: @unchecked Sendable {  // logText is guarded by `log`
         let deadline = Date().addingTimeInterval(10)
         log.lock()
         defer { log.unlock() }
-        while !logText.contains(text) {
+        while !logSoFar.contains(text) {
             if !log.wait(until: deadline) { return false }
         }
         return true

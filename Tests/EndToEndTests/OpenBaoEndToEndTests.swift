@@ -61,7 +61,7 @@ struct OpenBaoEndToEndTests {
             TestSupport.write(roleID, to: dir + "/role-id")
             TestSupport.write(secretID, to: dir + "/secret-id")
             let d = try DaemonProcess(policy: policy(["payments-db": """
-                { addresses: ["\(bao.address)"], mode: kv, kv_path: lanyard/payments, auth: { approle: { role_id_file: \(dir)/role-id, secret_id_file: \(dir)/secret-id } } }
+                { addresses: ["\(bao.address)"], mode: kv, kv_path: lanyard/payments, timeout_ms: 10000, auth: { approle: { role_id_file: \(dir)/role-id, secret_id_file: \(dir)/secret-id } } }
                 """]))
             defer { d.cleanup() }
             try d.start()
@@ -85,7 +85,7 @@ struct OpenBaoEndToEndTests {
             let d = try DaemonProcess(policy: "")
             defer { d.cleanup() }
             TestSupport.write(policy(["vault-token": """
-                { addresses: ["\(bao.address)"], mode: token, token_policies: [agents-ro], auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) } }
+                { addresses: ["\(bao.address)"], mode: token, token_policies: [agents-ro], timeout_ms: 10000, auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) } }
                 """]), to: d.policyPath)
             try d.start()
 
@@ -124,7 +124,7 @@ struct OpenBaoEndToEndTests {
             let d = try DaemonProcess(policy: "")
             defer { d.cleanup() }
             TestSupport.write(policy(["vault-token": """
-                { addresses: ["\(bao.address)"], mode: token, token_policies: [default], timeout_ms: 500, auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) } }
+                { addresses: ["\(bao.address)"], mode: token, token_policies: [default], timeout_ms: 3000, auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) } }
                 """]), to: d.policyPath)
             try d.start()
             let (token, lease) = try provision(d, "vault-token", ttl: 600)
@@ -185,7 +185,7 @@ struct OpenBaoEndToEndTests {
             defer { d.cleanup() }
             let auth = "auth: { token_file: \(tokenFile(bao.rootToken, in: d.dir)) }"
             TestSupport.write(policy([
-                "pinned": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, ca_file: \(bao.caFile!), \(auth) }",
+                "pinned": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, ca_file: \(bao.caFile!), timeout_ms: 10000, \(auth) }",
                 "unpinned": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, timeout_ms: 500, \(auth) }",
             ]), to: d.policyPath)
             try d.start()
@@ -206,7 +206,7 @@ struct OpenBaoEndToEndTests {
             defer { d.cleanup() }
             let first = try bao.check(["token", "create", "-field=token", "-ttl=1h"]).stdout
             let file = tokenFile(first, in: d.dir)
-            TestSupport.write(policy(["db": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, auth: { token_file: \(file) } }"]), to: d.policyPath)
+            TestSupport.write(policy(["db": "{ addresses: [\"\(bao.address)\"], mode: kv, kv_path: lanyard/db, timeout_ms: 10000, auth: { token_file: \(file) } }"]), to: d.policyPath)
             try d.start()
             #expect(try provision(d, "db").secret == "v1")
 

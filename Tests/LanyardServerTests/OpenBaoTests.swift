@@ -21,7 +21,7 @@ struct OpenBaoTests {
             services:
               vault:
                 kind: openbao
-                openbao: { addresses: ["\(bao.address)"], mode: token, token_policies: [default], auth: { token_file: \(files)/token } }
+                openbao: { addresses: ["\(bao.address)"], mode: token, token_policies: [default], timeout_ms: 20000, auth: { token_file: \(files)/token } }
             capabilities:
               vault:fetch: { risk: low }
             agents:
