@@ -97,9 +97,14 @@ struct ServerTests {
         var hello = Lanyard_V1_Request()
         hello.id = 2
         hello.hello = .init()
-        TestSupport.writeAll(fd, TestSupport.frame(try authorize.serializedBytes()) + TestSupport.frame(try hello.serializedBytes()))
-        let first = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd)))
-        let second = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd)))
+        let frames = TestSupport.frame(try authorize.serializedBytes()) + TestSupport.frame(try hello.serializedBytes())
+        // Blocking reads on a thread of their own: the in-process daemon needs the cooperative pool.
+        let answers = try await onThread { () -> [[UInt8]?] in
+            TestSupport.writeAll(fd, frames)
+            return [TestSupport.readFrame(fd), TestSupport.readFrame(fd)]
+        }
+        let first = try Lanyard_V1_Response(serializedBytes: try #require(answers[0]))
+        let second = try Lanyard_V1_Response(serializedBytes: try #require(answers[1]))
         #expect(first.id == 2 && first.hello.caller.agent == "a")
         #expect(second.id == 1 && second.authorize.decision == .allow)
 

@@ -78,7 +78,7 @@ public enum TestSupport {
             close(fd)
             return -e
         }
-        var tv = timeval(tv_sec: 20, tv_usec: 0)  // a guard against hanging, not a synchronizer
+        var tv = timeval(tv_sec: 60, tv_usec: 0)  // a guard against hanging (generous: sanitized builds are slow), not a synchronizer
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         return fd
     }
