@@ -52,7 +52,7 @@ let package = Package(
 
         // Server.
         .target(name: "LanyardServer", dependencies: [
-            "LanyardWire", "LanyardCore", "LanyardCrypto", "LanyardStore",
+            "LanyardWire", "LanyardCore", "LanyardCrypto", "LanyardStore", "CLanyardSys",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <malloc.h>
 #include "CLanyardSys.h"
 #include <signal.h>
 #include <sys/prctl.h>
@@ -31,4 +32,8 @@ int lanyard_unblock_all_signals(void) {
     sigset_t none;
     sigemptyset(&none);
     return pthread_sigmask(SIG_SETMASK, &none, NULL);
+}
+
+void lanyard_release_free_memory(void) {
+    malloc_trim(0);
 }

@@ -6,6 +6,7 @@ import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import AsyncHTTPClient
+import CLanyardSys
 import Logging
 import NIOCore
 import NIOPosix
@@ -210,6 +211,7 @@ public final class Daemon: Service {
             logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
         }
         await writeCheckpoint()
+        lanyard_release_free_memory()
     }
 
     /// Signs the audit head into the state dir, so a truncated tail is detectable.

@@ -1,3 +1,4 @@
+import CLanyardSys
 import LanyardWire
 import NIOCore
 import NIOConcurrencyHelpers
@@ -20,6 +21,7 @@ public final class ConnectionRegistry: Sendable {
         var perUID: [UInt32: Int] = [:]
         var total = 0
         var channels: [ObjectIdentifier: any Channel] = [:]
+        var lastTrim = ContinuousClock.now
     }
 
     public enum Admission: Equatable {
@@ -45,12 +47,17 @@ public final class ConnectionRegistry: Sendable {
     }
 
     public func release(uid: UInt32, channel: any Channel) {
-        state.withLockedValue { s in
+        let idle = state.withLockedValue { s in
             s.total -= 1
             s.perUID[uid, default: 1] -= 1
             if s.perUID[uid] == 0 { s.perUID[uid] = nil }
             s.channels[ObjectIdentifier(channel)] = nil
+            guard s.total == 0, ContinuousClock.now - s.lastTrim > .seconds(1) else { return false }
+            s.lastTrim = .now
+            return true
         }
+        // The last connection is gone: give the memory of the burst back (at most once a second).
+        if idle { lanyard_release_free_memory() }
     }
 
     public var count: Int { state.withLockedValue { $0.total } }

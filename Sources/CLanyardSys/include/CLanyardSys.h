@@ -16,5 +16,9 @@ int lanyard_unblock_all_signals(void);
 /// pidfd_open(2): a pidfd for `pid`, or -1 with errno set.
 int lanyard_pidfd_open(pid_t pid);
 
+/// Returns the heap's free pages to the kernel (glibc malloc_trim): after a burst of
+/// connections the allocator otherwise keeps them, and the daemon's RSS stays at its peak.
+void lanyard_release_free_memory(void);
+
 #endif
 
