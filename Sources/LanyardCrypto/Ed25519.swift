@@ -1,10 +1,12 @@
 import CLibcrypto
 
 /// Ed25519 signing keys (RFC 8032) through libcrypto. The private key never leaves the
-/// daemon except sealed.
+/// daemon except sealed. The libcrypto key object is made once and shared (signing does
+/// not change it): deriving it costs as much as a signature.
 public struct Ed25519PrivateKey: Sendable {
     public let rawRepresentation: [UInt8]
     public let publicKey: [UInt8]
+    private let pkey: PKey
 
     public init() throws {
         var pkey: OpaquePointer?
@@ -13,38 +15,44 @@ public struct Ed25519PrivateKey: Sendable {
         guard EVP_PKEY_keygen_init(ctx) == 1, EVP_PKEY_keygen(ctx, &pkey) == 1, let pkey else {
             throw CryptoError("Ed25519 key generation failed")
         }
-        defer { EVP_PKEY_free(pkey) }
-        try self.init(pkey: pkey)
+        try self.init(pkey: PKey(pkey))
     }
 
     public init(rawRepresentation raw: [UInt8]) throws {
         guard raw.count == 32, let pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, raw, 32) else {
             throw CryptoError("not an Ed25519 private key")
         }
-        defer { EVP_PKEY_free(pkey) }
-        try self.init(pkey: pkey)
+        try self.init(pkey: PKey(pkey))
     }
 
-    private init(pkey: OpaquePointer) throws {
+    private init(pkey: PKey) throws {
         var priv = [UInt8](repeating: 0, count: 32), pub = [UInt8](repeating: 0, count: 32)
         var n = 32, m = 32
-        guard EVP_PKEY_get_raw_private_key(pkey, &priv, &n) == 1, EVP_PKEY_get_raw_public_key(pkey, &pub, &m) == 1 else {
+        guard EVP_PKEY_get_raw_private_key(pkey.pointer, &priv, &n) == 1, EVP_PKEY_get_raw_public_key(pkey.pointer, &pub, &m) == 1 else {
             throw CryptoError("cannot read the Ed25519 key")
         }
         rawRepresentation = priv
         publicKey = pub
+        self.pkey = pkey
     }
 
     public func signature(for message: [UInt8]) throws -> [UInt8] {
-        guard let pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, rawRepresentation, 32),
-              let md = EVP_MD_CTX_new() else { throw CryptoError("Ed25519 signing unavailable") }
-        defer { EVP_PKEY_free(pkey); EVP_MD_CTX_free(md) }
+        guard let md = EVP_MD_CTX_new() else { throw CryptoError("Ed25519 signing unavailable") }
+        defer { EVP_MD_CTX_free(md) }
         var sig = [UInt8](repeating: 0, count: 64)
         var len = 64
-        guard EVP_DigestSignInit(md, nil, nil, nil, pkey) == 1,
+        guard EVP_DigestSignInit(md, nil, nil, nil, pkey.pointer) == 1,
               EVP_DigestSign(md, &sig, &len, message, message.count) == 1 else { throw CryptoError("Ed25519 signing failed") }
         return sig
     }
+}
+
+/// Owns an EVP_PKEY. libcrypto allows concurrent signing with one key (each signature has
+/// its own EVP_MD_CTX), and nothing mutates it after creation.
+private final class PKey: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+    deinit { EVP_PKEY_free(pointer) }
 }
 
 public enum Ed25519 {

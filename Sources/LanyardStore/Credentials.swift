@@ -186,15 +186,23 @@ extension Store {
     /// The current Ed25519 signing key for `purpose` (a service's tokens, or identities),
     /// created on first use. Retired keys stay for verification until their tokens expire.
     public func signingKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
+        if let current = openedSigningKeys.withLockedValue({ $0[purpose] }) { return current }
         let sealer = try requireSealer()
         if let (kid, sealed) = try read({ db in
             try db.prepare("SELECT kid, sealed_private FROM signing_keys WHERE purpose = ? AND retired_us IS NULL ORDER BY created_us DESC LIMIT 1")
                 .bind(.text(purpose)).one { ($0.text(0), $0.blob(1)) }
         }) {
+            let opened: (kid: String, key: Ed25519PrivateKey)
             do {
-                return (kid, try Ed25519PrivateKey(rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
+                opened = (kid, try Ed25519PrivateKey(rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
             } catch {
                 throw SealError(what: "signing key \(kid)")
+            }
+            // A rotation that raced this read has already put its newer key there: keep it.
+            return openedSigningKeys.withLockedValue { cache in
+                if let newer = cache[purpose] { return newer }
+                cache[purpose] = opened
+                return opened
             }
         }
         return try rotateSigningKey(purpose: purpose)
@@ -215,6 +223,7 @@ extension Store {
                     .bind(.text(kid), .text(purpose), .blob(key.publicKey), .blob(sealed), .int(now)).run()
             }
         }
+        openedSigningKeys.withLockedValue { $0[purpose] = (kid, key) }
         return (kid, key)
     }
 

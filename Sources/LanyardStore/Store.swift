@@ -13,6 +13,8 @@ public final class Store: Sendable {
     private let reader: NIOLockedValueBox<SQLiteConnectionBox>
     /// Seals secrets and signing keys; nil when the daemon runs without a master key.
     let sealer: AESGCM?
+    /// The current signing key of each purpose, opened once (rotation replaces it).
+    let openedSigningKeys = NIOLockedValueBox<[String: (kid: String, key: Ed25519PrivateKey)]>([:])
     let clock: any WallClock
 
     public init(directory: String, sealer: AESGCM? = nil, clock: any WallClock, logger: Logger) throws(StoreError) {
