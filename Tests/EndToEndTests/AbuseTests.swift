@@ -151,7 +151,7 @@ struct AbuseTests {
                 #expect(cut.filter { $0.uid == uid }.count <= 64, "uid \(uid) held more than its 64 connections")
             }
             #expect(cut.allSatisfy { $0.closedAfter! < 4.5 }, "slowest cut after \(cut.compactMap(\.closedAfter).max() ?? 0) s (deadline 2 s)")
-            #expect(served.ok == 200 && served.slowest < 1, "good client: \(served.ok)/200, slowest \(served.slowest) s")
+            #expect(served.ok == 200 && served.slowest < 2, "good client: \(served.ok)/200, slowest \(served.slowest) s")
             print("slow peers: \(count) from \(uids.count) uids; \(cut.count) cut at the deadline (last after \(cut.compactMap(\.closedAfter).max() ?? 0) s), \(refused.count) refused by the per-uid cap")
         }
     }
