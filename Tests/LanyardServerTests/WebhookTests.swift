@@ -27,7 +27,7 @@ struct WebhookTests {
         let pending = try await a.authorize("github:push", resource: "acme/api", args: ["branch": "main"])
         #expect(pending.decision == .pending)
 
-        let request = try #require(receiver.waitForRequests(1).first)
+        let request = try #require(try await onThread { receiver.waitForRequests(1) }.first)  // a blocking wait: off the pool
         let expected = "sha256=" + Hex.encode(HMAC.sha256(key: Array("webhook-shared-key".utf8), message: Array(request.body)))
         #expect(request.headers["x-lanyard-signature"] == expected)
         #expect(request.headers["content-type"] == "application/json")

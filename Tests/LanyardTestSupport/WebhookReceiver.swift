@@ -32,9 +32,9 @@ public final class WebhookReceiver: @unchecked Sendable {
         Thread.detachNewThread { [self] in serve() }
     }
 
-    /// Waits (10 s at most) until `count` requests have arrived; returns them.
+    /// Waits (60 s at most, a guard against hanging) until `count` requests have arrived; returns them.
     public func waitForRequests(_ count: Int) -> [Request] {
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(60)
         lock.lock()
         defer { lock.unlock() }
         while requests.count < count, lock.wait(until: deadline) {}
