@@ -107,7 +107,8 @@ struct AbuseTests {
             let uids = [(UInt32(0), UInt32(0))] + ["lanyard-test-b", "lanyard-test-c", "lanyard-test-d"].compactMap { TestSupport.user($0) }
             let count = Self.long ? 1000 : 300
 
-            // Open them all, round robin over the uids; each sends its first byte at once.
+            // Open them all, round robin over the uids, then each sends its first byte (the
+            // frame deadline runs from a frame's first byte).
             struct Peer { var fd: Int32; var uid: UInt32; var sent = 1; var closedAfter: TimeInterval?; var code: Lanyard_V1_Code? }
             // A 4 KiB frame, one byte at a time: it would take over an hour to complete.
             let trickle: [UInt8] = [0, 0, 0x10, 0] + [UInt8](repeating: 0x0A, count: 4096)
@@ -115,9 +116,9 @@ struct AbuseTests {
                 let (uid, gid) = uids[i % uids.count]
                 let fd = TestSupport.connect(d.agentSocket, asUID: uid, gid: gid)
                 fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                Self.send(fd, [trickle[0]])
                 return Peer(fd: fd, uid: uid)
             }
+            for p in peers { Self.send(p.fd, [trickle[0]]) }
             let started = Date()
             let good = Thread.detachedResult { Self.goodClient(d.agentSocket, calls: 200) }
 
@@ -147,6 +148,8 @@ struct AbuseTests {
             #expect(peers.allSatisfy { $0.closedAfter != nil }, "\(peers.filter { $0.closedAfter == nil }.count) slow peers still open after 10 s")
             let cut = peers.filter { $0.code == .deadlineExceeded }, refused = peers.filter { $0.code == .resourceExhausted }
             #expect(cut.count + refused.count == count, "every slow peer is cut or refused (\(cut.count) + \(refused.count) of \(count))")
+            // Every peer connected before any sent a byte, so none was cut while others were
+            // still being admitted: the peers admitted are the peers held at once.
             for (uid, _) in uids {
                 #expect(cut.filter { $0.uid == uid }.count <= 64, "uid \(uid) held more than its 64 connections")
             }
