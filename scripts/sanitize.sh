@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite under ThreadSanitizer and/or AddressSanitizer (with LeakSanitizer).
 # usage: scripts/sanitize.sh [thread|address|all]    (default all)
+#        LANYARD_LEAKS=0 scripts/sanitize.sh address   (ASan without LeakSanitizer)
 # Each sanitizer builds into its own folder (.build-tsan, .build-asan); the end-to-end
 # tests run the sanitized lanyardd and lanyardctl from there (LANYARD_BIN_DIR). A report
 # stops the process that found it (halt_on_error), so any finding fails the run.
@@ -13,9 +14,9 @@ which="${1:-all}"
 run() {  # run SANITIZER SCRATCH
   echo "== swift test --sanitize=$1" >&2
   swift build --sanitize="$1" --scratch-path "$2" 2>&1 | grep -E "error|warning: .*(race|leak)" >&2 || true
-  LANYARD_BIN_DIR="$PWD/$2/debug" \
+  LANYARD_BIN_DIR="$PWD/$2/debug" LANYARD_SANITIZER="$1" \
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-  ASAN_OPTIONS="halt_on_error=1 detect_leaks=1" \
+  ASAN_OPTIONS="halt_on_error=1 detect_leaks=${LANYARD_LEAKS:-1}" \
     swift test --sanitize="$1" --scratch-path "$2" 2>&1 | tee "$2/sanitize.log" | grep -a -E "Test run with|✘|WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer|SUMMARY" >&2
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ] || grep -a -q -E "WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer" "$2/sanitize.log"; then
