@@ -267,6 +267,13 @@ private final class WriterQueue: @unchecked Sendable {
         pthread_cond_init(cond, nil)
     }
 
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
     func push(_ entry: Entry) {
         pthread_mutex_lock(mutex)
         if closed {

@@ -44,8 +44,10 @@ struct ServiceEndToEndTests {
             let i = args.firstIndex(of: flag)!
             args[i + 1] = d.dir + "/not-\(flag.dropFirst(2)).sock"  // must never be created
         }
+        // The activator passes on no environment but what -E names (the sanitizers' options, in sanitized runs).
+        let passed = ["ASAN_OPTIONS", "TSAN_OPTIONS"].filter { ProcessInfo.processInfo.environment[$0] != nil }.flatMap { ["-E", $0] }
         let activator = try SpawnedProcess(["/usr/bin/systemd-socket-activate", "-l", d.agentSocket, "-l", d.adminSocket,
-                                            "--fdname=agent:admin", Bin.lanyardd] + args)
+                                            "--fdname=agent:admin"] + passed + [Bin.lanyardd] + args)
         defer { activator.stop() }
         #expect(activator.waitForStderr("Listening on \(d.adminSocket)"))
         chmod(d.agentSocket, 0o666)  // what SocketMode=0666 does in lanyard-agent.socket
