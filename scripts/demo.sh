@@ -17,6 +17,7 @@ bin="$(swift build --show-bin-path)"
 
 state="$(mktemp -d /tmp/lanyard-dev.XXXXXX)"
 log="$state.log"
+: >"$log"  # exists before tail opens it (the daemon's redirection happens in its own process, later)
 "$bin/lanyardd" --dev --state-dir "$state" 2>"$log" &
 daemon=$!
 stop() {
