@@ -184,6 +184,12 @@ final class OpenBaoBackend: Sendable {
                       deadline: ContinuousClock.Instant) async throws(UpstreamError) -> Response {
         var tried: [String] = []
         var backoff = Duration.milliseconds(50)
+        // Built once per call, not per attempt: the same trust roots for every address.
+        let tls = config.caFile.map { ca in
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(ca)
+            return tls
+        }
         while true {
             for address in config.addresses {
                 let remaining = deadline - .now
@@ -198,11 +204,7 @@ final class OpenBaoBackend: Sendable {
                     request.headers.add(name: "Content-Type", value: "application/json")
                     request.body = .bytes(ByteBuffer(string: body))
                 }
-                if let ca = config.caFile {
-                    var tls = TLSConfiguration.makeClientConfiguration()
-                    tls.trustRoots = .file(ca)
-                    request.tlsConfiguration = tls
-                }
+                request.tlsConfiguration = tls
                 do {
                     let response = try await http.execute(request, deadline: .now() + .nanoseconds(Self.nanoseconds(remaining)))
                     let bytes = try await response.body.collect(upTo: 1 << 20)
