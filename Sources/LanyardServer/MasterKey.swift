@@ -13,7 +13,7 @@ public enum MasterKey {
         let file: String
         if let path {
             file = path
-        } else if let dir = getenv("CREDENTIALS_DIRECTORY").map({ String(cString: $0) }), !dir.isEmpty {
+        } else if let dir = Systemd.credentialsDirectory {
             file = dir + "/master.key"
         } else {
             throw StartupError("no master key: pass --master-key-file FILE (create one with `lanyardd keygen --out FILE`), or run under systemd with LoadCredential=master.key")

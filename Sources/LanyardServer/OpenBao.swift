@@ -161,7 +161,7 @@ final class OpenBaoBackend: Sendable {
     static func readCredential(_ name: String, what: String) throws(UpstreamError) -> String {
         var path = name
         if !name.hasPrefix("/") {
-            guard let dir = getenv("CREDENTIALS_DIRECTORY").map({ String(cString: $0) }), !dir.isEmpty else {
+            guard let dir = Systemd.credentialsDirectory else {
                 throw UpstreamError("the \(what) '\(name)' names a systemd credential, but lanyardd runs without $CREDENTIALS_DIRECTORY; use an absolute path or LoadCredential=\(name)")
             }
             path = dir + "/" + name

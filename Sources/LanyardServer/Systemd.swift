@@ -5,6 +5,11 @@ import Glibc
 /// systemd integration without libsystemd: socket activation (`LISTEN_FDS`,
 /// `LISTEN_FDNAMES`) and readiness notification (`NOTIFY_SOCKET`).
 public enum Systemd {
+    /// `$CREDENTIALS_DIRECTORY` (systemd's LoadCredential=), when set and not empty.
+    static var credentialsDirectory: String? {
+        getenv("CREDENTIALS_DIRECTORY").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// The listening sockets systemd passed, by `FileDescriptorName=`; empty when not
     /// socket-activated. The variables are removed so children do not inherit them.
     public static func listenFDs() throws -> [String: Int32] {
