@@ -82,6 +82,7 @@ let package = Package(
         .executableTarget(name: "lanyardctl", dependencies: [
             "LanyardClient", "LanyardCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
 
         // Tests.

@@ -11,7 +11,9 @@ ensure_debs "${LANYARD_DEBS[@]}" util-linux passwd
 keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
-swift build >&2
+# The products by name (a bare `swift build` can build the dependencies' examples too).
+swift build --product lanyardd >&2
+swift build --product lanyardctl >&2
 make -s -C clients/c >&2
 bin="$(swift build --show-bin-path)"
 

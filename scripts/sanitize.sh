@@ -13,11 +13,13 @@ which="${1:-all}"
 
 run() {  # run SANITIZER SCRATCH
   echo "== swift test --sanitize=$1" >&2
-  swift build --sanitize="$1" --scratch-path "$2" 2>&1 | grep -E "error|warning: .*(race|leak)" >&2 || true
+  for product in lanyardd lanyardctl; do
+    swift build --sanitize="$1" --scratch-path "$2" --product "$product" 2>&1 | grep -E "error|warning: .*(race|leak)" >&2 || true
+  done
   LANYARD_BIN_DIR="$PWD/$2/debug" LANYARD_SANITIZER="$1" \
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ASAN_OPTIONS="halt_on_error=1 detect_leaks=${LANYARD_LEAKS:-1}" \
-    swift test --sanitize="$1" --scratch-path "$2" 2>&1 | tee "$2/sanitize.log" | grep -a -E "Test run with|✘|WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer|SUMMARY" >&2
+    swift test --disable-xctest --sanitize="$1" --scratch-path "$2" 2>&1 | tee "$2/sanitize.log" | grep -a -E "Test run with|✘|WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer|SUMMARY" >&2
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ] || grep -a -q -E "WARNING: ThreadSanitizer|ERROR: (Address|Leak)Sanitizer" "$2/sanitize.log"; then
     echo "sanitize $1: failed; the report is in $2/sanitize.log" >&2

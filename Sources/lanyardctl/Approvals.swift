@@ -55,7 +55,7 @@ struct Await: AsyncParsableCommand {
                 $0.approvalID = approval
                 $0.waitMs = wait
             }
-            r = await attempt { try await client.call(req) }.awaitApproval
+            r = try await attempt { try await client.call(req) }.awaitApproval
             left -= Int(wait)
         } while r.state == .pending && left > 0
         sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
@@ -74,14 +74,14 @@ struct ApprovalsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "approvals", abstract: "Pending approvals (approvers and admins).",
                                                     subcommands: [List.self, Watch.self, Approve.self, Deny.self])
 
-    static func list(_ sockets: Sockets, all: Bool, wait: UInt32 = 0, since: UInt64 = 0) async -> Lanyard_V1_ApprovalsListResponse {
+    static func list(_ sockets: Sockets, all: Bool, wait: UInt32 = 0, since: UInt64 = 0) async throws -> Lanyard_V1_ApprovalsListResponse {
         var req = Lanyard_V1_AdminRequest()
         req.approvalsList = .with {
             $0.includeDecided = all
             $0.waitMs = wait
             $0.sinceVersion = since
         }
-        return await attempt { try await sockets.admin.call(req) }.approvalsList
+        return try await attempt { try await sockets.admin.call(req) }.approvalsList
     }
 
     struct List: AsyncParsableCommand {
@@ -90,7 +90,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Flag(help: "Include decided approvals.") var all = false
 
         func run() async throws {
-            let list = await ApprovalsCommand.list(sockets, all: all).approvals
+            let list = try await ApprovalsCommand.list(sockets, all: all).approvals
             sockets.emit(.array(list.map(\.json))) { list.isEmpty ? "no pending approvals" : list.map(\.text).joined(separator: "\n\n") }
         }
     }
@@ -103,7 +103,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
             var seen: Set<String> = []
             var version: UInt64 = 0
             while true {
-                let r = await ApprovalsCommand.list(sockets, all: false, wait: 30_000, since: version)
+                let r = try await ApprovalsCommand.list(sockets, all: false, wait: 30_000, since: version)
                 version = r.version
                 for a in r.approvals where seen.insert(a.approvalID).inserted {
                     print(sockets.json ? a.json.text : a.text + "\n")
@@ -122,10 +122,10 @@ struct ApprovalsCommand: AsyncParsableCommand {
         func run() async throws {
             var seconds: UInt32 = 0
             if let standing {
-                guard let s = Self.duration(standing) else { die("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
+                guard let s = Self.duration(standing) else { throw Failure("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
                 seconds = s
             }
-            let a = await decide(sockets, approval, approve: true, standing: seconds, reason: "")
+            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "")
             sockets.emit(a.json) { "\(a.state.name): \(a.approvalID) (\(a.capabilities.joined(separator: ",")) for \(a.agent))" }
         }
 
@@ -148,13 +148,13 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Option(help: "Why (shown to the agent).") var reason: String = ""
 
         func run() async throws {
-            let a = await decide(sockets, approval, approve: false, standing: 0, reason: reason)
+            let a = try await decide(sockets, approval, approve: false, standing: 0, reason: reason)
             sockets.emit(a.json) { "DENIED: \(a.approvalID)" }
         }
     }
 }
 
-func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String) async -> Lanyard_V1_Approval {
+func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String) async throws -> Lanyard_V1_Approval {
     var req = Lanyard_V1_AdminRequest()
     req.approvalDecide = .with {
         $0.approvalID = id
@@ -162,5 +162,5 @@ func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, r
         $0.standingSeconds = standing
         $0.reason = reason
     }
-    return await attempt { try await sockets.admin.call(req) }.approvalDecide.approval
+    return try await attempt { try await sockets.admin.call(req) }.approvalDecide.approval
 }

@@ -17,7 +17,7 @@ extension Lanyard_V1_LeaseInfo {
 }
 
 /// Reads a secret from standard input (never from argv: argv is visible to every user).
-func readSecretFromStdin(_ what: String) -> [UInt8] {
+func readSecretFromStdin(_ what: String) throws -> [UInt8] {
     if isatty(0) == 1 { FileHandleStderr.write("\(what) (end with Ctrl-D): ") }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
@@ -25,10 +25,10 @@ func readSecretFromStdin(_ what: String) -> [UInt8] {
         let n = read(0, &chunk, chunk.count)
         if n <= 0 { break }
         bytes += chunk[0..<n]
-        if bytes.count > 16 * 1024 { die("\(what) is larger than 16 KiB") }
+        if bytes.count > 16 * 1024 { throw Failure("\(what) is larger than 16 KiB") }
     }
     while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }  // the newline of `echo`
-    if bytes.isEmpty { die("\(what) is empty: pipe it on standard input") }
+    if bytes.isEmpty { throw Failure("\(what) is empty: pipe it on standard input") }
     return bytes
 }
 
@@ -63,9 +63,9 @@ struct Provision: AsyncParsableCommand {
                 sockets.emit(.object([("approval_id", .string(r.provision.approvalID)), ("binding_code", .string(r.provision.bindingCode))])) {
                     "approval needed: \(r.provision.approvalID) (code \(r.provision.bindingCode))"
                 }
-                die("\(e.code.name): \(e.message)", code: 3)
+                throw Failure("\(e.code.name): \(e.message)", code: 3)
             }
-            die("\(e.code.name): \(e.message)")
+            throw Failure("\(e.code.name): \(e.message)")
         }
         sockets.emit(.object([("lease_id", .string(lease.leaseID)), ("service", .string(lease.service)), ("kind", .string(lease.kind)),
                               ("secret", .string(lease.secret)), ("scope", .array(lease.scope.map { .string($0) })),
@@ -84,7 +84,7 @@ struct Revoke: AsyncParsableCommand {
     func run() async throws {
         var req = Lanyard_V1_Request()
         req.revoke = .with { $0.leaseID = lease }
-        let r = await attempt { try await sockets.agent.call(req) }.revoke
+        let r = try await attempt { try await sockets.agent.call(req) }.revoke
         sockets.emit(.object([("revoked", .bool(r.revoked))])) { r.revoked ? "revoked \(lease)" : "\(lease) had already ended" }
     }
 }
@@ -94,10 +94,10 @@ struct Introspect: AsyncParsableCommand {
     @OptionGroup var sockets: Sockets
 
     func run() async throws {
-        let secret = String(decoding: readSecretFromStdin("secret"), as: UTF8.self)
+        let secret = String(decoding: try readSecretFromStdin("secret"), as: UTF8.self)
         var req = Lanyard_V1_Request()
         req.introspect = .with { $0.secret = secret }
-        let r = await attempt { try await sockets.agent.call(req) }.introspect
+        let r = try await attempt { try await sockets.agent.call(req) }.introspect
         sockets.emit(.object([("active", .bool(r.active)), ("agent", .string(r.agent)), ("service", .string(r.service)),
                               ("scope", .array(r.scope.map { .string($0) })), ("expires_at", .int(r.expiresAt)), ("lease_id", .string(r.leaseID))])) {
             r.active ? "active: agent \(r.agent), \(r.service) \(r.scope.joined(separator: ",")), expires \(rfc3339(micros: r.expiresAt * 1_000_000))" : "inactive"
@@ -116,13 +116,13 @@ struct SecretCommand: AsyncParsableCommand {
         @Argument(help: "The service (kind static).") var service: String
 
         func run() async throws {
-            let value = readSecretFromStdin("secret for \(service)")
+            let value = try readSecretFromStdin("secret for \(service)")
             var req = Lanyard_V1_AdminRequest()
             req.secretPut = .with {
                 $0.service = service
                 $0.value = .init(value)
             }
-            let r = await attempt { try await sockets.admin.call(req) }.secretPut
+            let r = try await attempt { try await sockets.admin.call(req) }.secretPut
             sockets.emit(.object([("service", .string(service)), ("version", .int(Int64(r.version)))])) { "stored \(service) secret version \(r.version)" }
         }
     }
@@ -135,7 +135,7 @@ struct SecretCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.secretRotate = .with { $0.service = service }
-            let r = await attempt { try await sockets.admin.call(req) }.secretRotate
+            let r = try await attempt { try await sockets.admin.call(req) }.secretRotate
             sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases)))])) {
                 "\(service) is at version \(r.version); revoked \(r.revokedLeases) leases"
             }
@@ -149,7 +149,7 @@ struct SecretCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.secretList = .init()
-            let list = await attempt { try await sockets.admin.call(req) }.secretList.secrets
+            let list = try await attempt { try await sockets.admin.call(req) }.secretList.secrets
             sockets.emit(.array(list.map { .object([("service", .string($0.service)), ("version", .int(Int64($0.version))), ("updated_at", .int($0.updatedAt))]) })) {
                 list.isEmpty ? "no secrets stored" : list.map { "\($0.service)  version \($0.version)  \(rfc3339(micros: $0.updatedAt * 1_000_000))" }.joined(separator: "\n")
             }
@@ -173,7 +173,7 @@ struct LeasesCommand: AsyncParsableCommand {
                 $0.agent = agent
                 $0.service = service
             }
-            let leases = await attempt { try await sockets.admin.call(req) }.leasesList.leases
+            let leases = try await attempt { try await sockets.admin.call(req) }.leasesList.leases
             sockets.emit(.array(leases.map(\.json))) { leases.isEmpty ? "no active leases" : leases.map(\.line).joined(separator: "\n") }
         }
     }
@@ -196,7 +196,7 @@ struct LeasesCommand: AsyncParsableCommand {
             req.leasesRevoke = .with {
                 if let lease { $0.leaseID = lease } else if let agent { $0.agent = agent } else if let service { $0.service = service }
             }
-            let r = await attempt { try await sockets.admin.call(req) }.leasesRevoke
+            let r = try await attempt { try await sockets.admin.call(req) }.leasesRevoke
             sockets.emit(.object([("revoked", .int(Int64(r.revoked)))])) { "revoked \(r.revoked) leases" }
         }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import LanyardClient
 import LanyardCore
 import LanyardWire
+import NIOConcurrencyHelpers
 
 @main
 struct Lanyardctl: AsyncParsableCommand {
@@ -12,7 +13,54 @@ struct Lanyardctl: AsyncParsableCommand {
         subcommands: [Whoami.self, Authorize.self, Provision.self, Revoke.self, Introspect.self, Await.self, PolicyCommand.self,
                       AgentsCommand.self, ApprovalsCommand.self, SecretCommand.self, LeasesCommand.self, AuditCommand.self, IdentityCommand.self,
                       Jwks.self, KeysCommand.self, Status.self])
+
+    /// ArgumentParser's `main`, except that the connections the command opened are
+    /// closed before the process exits, whatever the outcome, and a `Failure` is one
+    /// line on stderr.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+            await Clients.closeAll()
+        } catch let failure as Failure {
+            await Clients.closeAll()
+            FileHandleStderr.write("lanyardctl: \(failure.message)\n")
+            exit(withError: ExitCode(failure.code))
+        } catch {
+            await Clients.closeAll()
+            exit(withError: error)
+        }
+    }
 }
+
+/// The clients this run opened, one per socket, so that `main` can close them.
+enum Clients {
+    private static let open = NIOLockedValueBox<[String: any Closable]>([:])
+
+    static func agent(_ path: String?) -> LanyardClient { client("agent:" + (path ?? "")) { LanyardClient(socketPath: path) } }
+    static func admin(_ path: String?) -> LanyardAdminClient { client("admin:" + (path ?? "")) { LanyardAdminClient(socketPath: path) } }
+
+    static func closeAll() async {
+        for client in open.withLockedValue({ o in defer { o = [:] }; return o.values }) { await client.close() }
+    }
+
+    private static func client<C: Closable>(_ key: String, _ make: () -> C) -> C {
+        open.withLockedValue { o in
+            if let client = o[key] as? C { return client }
+            let client = make()
+            o[key] = client
+            return client
+        }
+    }
+}
+
+protocol Closable: Sendable { func close() async }
+extension LanyardClient: Closable {}
+extension LanyardAdminClient: Closable {}
 
 /// Socket flags, accepted by every subcommand.
 struct Sockets: ParsableArguments {
@@ -22,8 +70,8 @@ struct Sockets: ParsableArguments {
     var adminSocket: String?
     @Flag(help: "Machine-readable JSON output.") var json = false
 
-    var agent: LanyardClient { LanyardClient(socketPath: agentSocket) }
-    var admin: LanyardAdminClient { LanyardAdminClient(socketPath: adminSocket) }
+    var agent: LanyardClient { Clients.agent(agentSocket) }
+    var admin: LanyardAdminClient { Clients.admin(adminSocket) }
 
     func emit(_ value: JSON, text: () -> String) {
         print(json ? value.text : text())
@@ -31,13 +79,13 @@ struct Sockets: ParsableArguments {
 }
 
 /// Runs a client call, turning errors into one clear line.
-func attempt<T>(_ body: () async throws -> T) async -> T {
+func attempt<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let e as LanyardError {
-        die("\(e.code.name): \(e.message)")
+        throw Failure("\(e.code.name): \(e.message)")
     } catch {
-        die("\(error)")
+        throw Failure("\(error)")
     }
 }
 
@@ -54,9 +102,9 @@ struct Whoami: AsyncParsableCommand {
             if let r = e.response as? Lanyard_V1_Response, r.hello.hasCaller {
                 sockets.emit(r.hello.caller.json) { "not a registered agent: uid \(r.hello.caller.uid) pid \(r.hello.caller.pid)" }
             }
-            die("UNAUTHENTICATED: \(e.message)")
+            throw Failure("UNAUTHENTICATED: \(e.message)")
         } catch let e as LanyardError {
-            die("\(e.code.name): \(e.message)")
+            throw Failure("\(e.code.name): \(e.message)")
         }
         let c = hello.caller
         sockets.emit(.object([("server_version", .string(hello.serverVersion)), ("caller", c.json)])) {
@@ -79,10 +127,10 @@ struct Authorize: AsyncParsableCommand {
     func run() async throws {
         var map: [String: String] = [:]
         for a in args {
-            guard let eq = a.firstIndex(of: "=") else { die("--arg '\(a)' must be key=value") }
+            guard let eq = a.firstIndex(of: "=") else { throw Failure("--arg '\(a)' must be key=value") }
             map[String(a[..<eq])] = String(a[a.index(after: eq)...])
         }
-        let r = await attempt { try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval) }
+        let r = try await attempt { try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval) }
         sockets.emit(.object([
             ("decision", .string(r.decision.name)), ("risk", .string(r.risk.name)), ("reason", .string(r.reason)),
             ("approval_id", .string(r.approvalID)), ("binding_code", .string(r.bindingCode)),
@@ -107,7 +155,7 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         var req = Lanyard_V1_AdminRequest()
         req.status = .init()
-        let s = await attempt { try await sockets.admin.call(req) }.statusResult
+        let s = try await attempt { try await sockets.admin.call(req) }.statusResult
         sockets.emit(.object([
             ("version", .string(s.version)), ("uptime_seconds", .int(Int64(s.uptimeSeconds))),
             ("policy_version", .string(s.policyVersion)), ("agents", .int(Int64(s.agents))),
@@ -139,7 +187,7 @@ struct AgentsCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.agentsList = .init()
-            let agents = await attempt { try await sockets.admin.call(req) }.agentsList.agents
+            let agents = try await attempt { try await sockets.admin.call(req) }.agentsList.agents
             sockets.emit(.array(agents.map { a in
                 .object([("name", .string(a.name)), ("id", .string(a.id)), ("uri", .string(a.uri)), ("uid", .int(Int64(a.uid))),
                          ("exe", .string(a.selector.exe)), ("unit", .string(a.selector.unit)),

@@ -16,11 +16,16 @@ func rfc3339(micros: Int64) -> String {
     return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(String(repeating: "0", count: 6 - f.count))\(f)Z"
 }
 
-/// One line on stderr, then exit with `code`.
-func die(_ message: String, code: Int32 = 1) -> Never {
-    let line = "lanyardctl: \(message)\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
-    exit(code)
+/// Ends the command: `Lanyardctl.main` prints "lanyardctl: <message>" on stderr and
+/// exits with `code` once the connections are closed.
+struct Failure: Error {
+    var message: String
+    var code: Int32 = 1
+
+    init(_ message: String, code: Int32 = 1) {
+        self.message = message
+        self.code = code
+    }
 }
 
 extension Lanyard_V1_Decision {

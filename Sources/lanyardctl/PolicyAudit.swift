@@ -16,7 +16,7 @@ struct PolicyCommand: AsyncParsableCommand {
         @Argument(help: "The policy file.") var file: String
 
         func run() async throws {
-            let policy = PolicyCommand.parse(file)
+            let policy = try PolicyCommand.parse(file)
             let grants = policy.agents.reduce(0) { $0 + $1.grants.count }
             sockets.emit(.object([("valid", .bool(true)), ("file", .string(file)), ("agents", .int(Int64(policy.agents.count))),
                                   ("capabilities", .int(Int64(policy.capabilities.count))), ("grants", .int(Int64(grants)))])) {
@@ -31,12 +31,12 @@ struct PolicyCommand: AsyncParsableCommand {
         @Argument(help: "The policy file.") var file: String
 
         func run() async throws {
-            let candidate = PolicyCommand.parse(file)
+            let candidate = try PolicyCommand.parse(file)
             var req = Lanyard_V1_AdminRequest()
             req.policyShow = .init()
-            let shown = await attempt { try await sockets.admin.call(req) }.policyShow
+            let shown = try await attempt { try await sockets.admin.call(req) }.policyShow
             let active: Policy
-            do { active = try PolicyParser.parse(shown.source, file: shown.path) } catch { die("the active policy does not parse here: \(error)") }
+            do { active = try PolicyParser.parse(shown.source, file: shown.path) } catch { throw Failure("the active policy does not parse here: \(error)") }
             let changes = PolicyDiff.changes(from: active, to: candidate)
             sockets.emit(.object([("active_version", .string(shown.policyVersion)), ("changes", .array(changes.map { .string($0) }))])) {
                 changes.isEmpty ? "no changes from the active policy (\(shown.policyVersion.prefix(12)))" : changes.joined(separator: "\n")
@@ -51,7 +51,7 @@ struct PolicyCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.policyReload = .init()
-            let r = await attempt { try await sockets.admin.call(req) }.policyReload
+            let r = try await attempt { try await sockets.admin.call(req) }.policyReload
             sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("changed", .bool(r.changed))])) {
                 r.changed ? "policy \(r.policyVersion.prefix(12)) is now active" : "policy unchanged (\(r.policyVersion.prefix(12)))"
             }
@@ -65,15 +65,15 @@ struct PolicyCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.policyShow = .init()
-            let r = await attempt { try await sockets.admin.call(req) }.policyShow
+            let r = try await attempt { try await sockets.admin.call(req) }.policyShow
             sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("path", .string(r.path)), ("source", .string(r.source))])) {
                 "# \(r.path) (version \(r.policyVersion))\n" + r.source
             }
         }
     }
 
-    static func parse(_ file: String) -> Policy {
-        guard let fp = fopen(file, "r") else { die("cannot read \(file): \(String(cString: strerror(errno)))") }
+    static func parse(_ file: String) throws -> Policy {
+        guard let fp = fopen(file, "r") else { throw Failure("cannot read \(file): \(String(cString: strerror(errno)))") }
         defer { fclose(fp) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -85,7 +85,7 @@ struct PolicyCommand: AsyncParsableCommand {
         do {
             return try PolicyParser.parse(String(decoding: bytes, as: UTF8.self), file: file)
         } catch {
-            die("invalid policy: \(error)")
+            throw Failure("invalid policy: \(error)")
         }
     }
 }
@@ -102,7 +102,7 @@ struct AuditCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.auditVerify = .init()
-            let v = await attempt { try await sockets.admin.call(req) }.auditVerify
+            let v = try await attempt { try await sockets.admin.call(req) }.auditVerify
             sockets.emit(.object([("ok", .bool(v.ok)), ("records", .int(Int64(v.records))),
                                   ("first_broken_seq", v.ok ? .null : .int(Int64(v.firstBrokenSeq))), ("reason", .string(v.reason)),
                                   ("head_hash", .string(v.headHash))])) {
@@ -144,12 +144,12 @@ struct AuditCommand: AsyncParsableCommand {
     }
 
     /// Pages through the chain, handing each record to `body`.
-    static func each(_ sockets: Sockets, _ f: Filters, _ body: (Lanyard_V1_AuditRecord) -> Void) async {
+    static func each(_ sockets: Sockets, _ f: Filters, _ body: (Lanyard_V1_AuditRecord) -> Void) async throws {
         let admin = sockets.admin
         var next = f.from
         var left = f.limit
         while left > 0 {
-            let page = await attempt { try await admin.call(f.request(from: next)) }.auditQuery
+            let page = try await attempt { try await admin.call(f.request(from: next)) }.auditQuery
             for r in page.records.prefix(left) { body(r) }
             left -= page.records.count
             guard page.nextSeq > next else { break }
@@ -163,7 +163,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var filters: Filters
 
         func run() async throws {
-            await AuditCommand.each(sockets, filters) { r in
+            try await AuditCommand.each(sockets, filters) { r in
                 if sockets.json {
                     print(r.json.text)
                 } else {
@@ -183,14 +183,14 @@ struct AuditCommand: AsyncParsableCommand {
             let admin = sockets.admin
             var req = Lanyard_V1_AdminRequest()
             req.auditQuery = .with { $0.limit = 1 }
-            let head = await attempt { try await admin.call(req) }.auditQuery.headSeq
+            let head = try await attempt { try await admin.call(req) }.auditQuery.headSeq
             var next = head > n ? head - n + 1 : 1
             while true {
                 req.auditQuery = .with {
                     $0.fromSeq = next
                     $0.limit = 500
                 }
-                let page = await attempt { try await admin.call(req) }.auditQuery
+                let page = try await attempt { try await admin.call(req) }.auditQuery
                 for r in page.records {
                     print(sockets.json ? r.json.text : "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event)  \(r.agent.isEmpty ? "uid \(r.uid)" : r.agent)  \(r.capability)  \(r.decision)  \(r.outcome)  \(r.reason)")
                     next = r.seq + 1
@@ -206,7 +206,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var filters: Filters
 
         func run() async throws {
-            await AuditCommand.each(sockets, filters) { print($0.json.text) }
+            try await AuditCommand.each(sockets, filters) { print($0.json.text) }
         }
     }
 }

@@ -89,12 +89,16 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
         logSoFar += String(decoding: buffer, as: UTF8.self)
         log.unlock()
         // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it.
-        handle.readabilityHandler = { [log] h in
-            let text = String(decoding: h.availableData, as: UTF8.self)
-            log.lock()
-            self.logSoFar += text
-            log.broadcast()
-            log.unlock()
+        // At EOF (the daemon exited) the handler is removed: it would otherwise fire forever
+        // and, holding the daemon object, keep it alive.
+        handle.readabilityHandler = { [weak self] h in
+            let data = h.availableData
+            guard !data.isEmpty else { h.readabilityHandler = nil; return }
+            guard let self else { return }
+            self.log.lock()
+            self.logSoFar += String(decoding: data, as: UTF8.self)
+            self.log.broadcast()
+            self.log.unlock()
         }
     }
 
@@ -116,7 +120,7 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     func footprint() throws -> (fds: Int, rssKiB: Int) {
         let pid = try #require(pid)
         let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let status = try #require(TestSupport.readText("/proc/\(pid)/status"))
         let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Int($0) }
         return (fds, try #require(rss))
     }
@@ -146,7 +150,7 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     func placesHolding(_ secrets: [String]) throws -> [String] {
         var places: [(String, Data)] = [("audit export", Data(try ctl(["audit", "export"]).stdout.utf8)), ("daemon log", Data(logText.utf8))]
         for file in try FileManager.default.contentsOfDirectory(atPath: stateDir) {
-            if let data = FileManager.default.contents(atPath: stateDir + "/" + file) { places.append((file, data)) }
+            if let data = TestSupport.read(stateDir + "/" + file) { places.append((file, data)) }
         }
         guard places.contains(where: { $0.0.hasSuffix("-wal") }) else { return ["(no WAL file to search)"] }
         return places.filter { place in secrets.contains { place.1.range(of: Data($0.utf8)) != nil } }.map(\.0)

@@ -28,7 +28,7 @@ struct ServiceEndToEndTests {
             #expect(FileManager.default.fileExists(atPath: "\(dest)/\(path)"), "missing \(path)")
         }
         #expect(FileManager.default.isExecutableFile(atPath: "\(dest)/usr/bin/lanyardd"))
-        let service = try String(contentsOfFile: "\(dest)/usr/lib/systemd/system/lanyard.service", encoding: .utf8)
+        let service = try #require(TestSupport.readText("\(dest)/usr/lib/systemd/system/lanyard.service"))
         #expect(service.contains("ExecStart=/usr/bin/lanyardd ") && service.contains("Type=notify") && !service.contains("@BINDIR@"))
         let example = try run([Bin.lanyardctl, "policy", "validate", "\(dest)/usr/share/lanyard/policy.example.yaml"])
         #expect(example.status == 0, "the example policy must be valid: \(example.stderr)")

@@ -46,7 +46,7 @@ public final class OpenBao: @unchecked Sendable {
     /// certificate of its own CA (`caFile`).
     public static func dev(tls: Bool = false) throws -> OpenBao {
         let b = try OpenBao(tag: "bao-dev")
-        let port = TestSupport.closedPort()
+        let port = TestSupport.closedPortPair()
         b.rootToken = "root-" + UUID().uuidString
         let log = b.dir + "/dev.log"
         var argv = [b.bao, "server", "-dev", "-dev-root-token-id=\(b.rootToken)", "-dev-listen-address=127.0.0.1:\(port)"]
@@ -218,9 +218,10 @@ public final class OpenBao: @unchecked Sendable {
     private func poll(_ what: String, timeout: TimeInterval = 60, _ ready: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while try !ready() {
-            guard Date() < deadline else {
-                let log = nodes.map { (try? String(contentsOfFile: $0.logPath, encoding: .utf8))?.suffix(2000) ?? "" }.joined(separator: "\n---\n")
-                throw OpenBaoError("timed out waiting for \(what); logs:\n\(log)")
+            let exited = nodes.contains { $0.process?.hasExited ?? false }
+            guard Date() < deadline, !exited else {
+                let log = nodes.map { TestSupport.readText($0.logPath)?.suffix(2000) ?? "" }.joined(separator: "\n---\n")
+                throw OpenBaoError("\(exited ? "a node exited" : "timed out") waiting for \(what); logs:\n\(log)")
             }
             usleep(100_000)
         }

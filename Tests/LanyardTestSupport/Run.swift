@@ -32,9 +32,7 @@ public func run(_ argv: [String], as user: (uid: UInt32, gid: UInt32)? = nil, en
     if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
     try input.fileHandleForWriting.close()
     p.waitUntilExit()
-    let outData = FileManager.default.contents(atPath: outPath) ?? Data()
-    let errData = FileManager.default.contents(atPath: errPath) ?? Data()
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    return RunResult(status: p.terminationStatus, stdout: TestSupport.readText(outPath) ?? "", stderr: TestSupport.readText(errPath) ?? "")
 }
 
 

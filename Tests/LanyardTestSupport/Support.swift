@@ -31,6 +31,20 @@ public enum TestSupport {
         try? FileManager.default.removeItem(atPath: path)
     }
 
+    /// A file's bytes, nil if it cannot be opened. Not `FileManager.contents(atPath:)` or
+    /// `String(contentsOfFile:)`: in this toolchain's Foundation both leak 4 KiB for every
+    /// file whose size reads as 0 (empty files, /proc), which LeakSanitizer reports.
+    public static func read(_ path: String) -> Data? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        return (try? handle.readToEnd()) ?? Data()
+    }
+
+    /// A file's text (UTF-8), nil if it cannot be opened.
+    public static func readText(_ path: String) -> String? {
+        read(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
     public static func write(_ text: String, to path: String) {
         FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644])
     }
@@ -204,6 +218,12 @@ public final class SpawnedProcess: @unchecked Sendable {
     /// Reads stderr until it contains `text`; returns everything read (nil on EOF first).
     public func readStderr(until text: String) -> String? {
         waitForStderr(text) ? seen : nil
+    }
+
+    /// Whether the child has exited (it is not reaped: `stop` still does that).
+    public var hasExited: Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid == pid
     }
 
     /// Sends `signal` and reaps the child; returns its exit status (or 128 + signal).

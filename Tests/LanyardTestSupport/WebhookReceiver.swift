@@ -97,14 +97,30 @@ public final class WebhookReceiver: @unchecked Sendable {
 extension TestSupport {
     /// A loopback port that nothing listens on (connections are refused at once).
     public static func closedPort() -> UInt16 {
+        bindLoopback(0)!
+    }
+
+    /// A free loopback port whose next port is free too (an OpenBao dev server also
+    /// listens on port + 1, for its cluster).
+    public static func closedPortPair() -> UInt16 {
+        while true {
+            let port = closedPort()
+            if port < UInt16.max, bindLoopback(port + 1) != nil { return port }
+        }
+    }
+
+    /// Binds a socket to 127.0.0.1:`port` (0: any) and closes it; the port bound, or nil.
+    private static func bindLoopback(_ port: UInt16) -> UInt16? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        addr.sin_port = port.bigEndian
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0 else { return nil }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        Glibc.close(fd)
         return UInt16(bigEndian: addr.sin_port)
     }
 }
