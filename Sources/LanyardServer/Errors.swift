@@ -23,7 +23,7 @@ extension ResponseEnvelope {
             return .failure(id: id, .aborted, e.description)
         case let e as SealError:
             logger.error("sealed value failed its integrity check; call denied", metadata: ["error": "\(e)"])
-            return .failure(id: id, .dataLoss, "\(e); an admin must put it again")
+            return .failure(id: id, .dataLoss, e.description)
         case let e as StoreError:
             logger.error("storage failure; call denied", metadata: ["error": "\(e)"])
             return .failure(id: id, .unavailable, "lanyardd cannot write its audit log or state; the call was denied (the operator should check the daemon's log)")

@@ -168,7 +168,8 @@ extension Store {
         do {
             return (version, try sealer.open(sealed, associatedData: Self.aad("secrets", service, version)))
         } catch {
-            throw SealError(what: "secret \(version) of service '\(service)'")
+            throw SealError(what: "secret \(version) of service '\(service)'",
+                            remedy: "an admin must put it again (lanyardctl secret put \(service))")
         }
     }
 
@@ -196,7 +197,8 @@ extension Store {
             do {
                 opened = (kid, try Ed25519PrivateKey(rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
             } catch {
-                throw SealError(what: "signing key \(kid)")
+                throw SealError(what: "signing key \(kid)",
+                                remedy: "an admin must replace it (lanyardctl keys rotate for identities, secret rotate SERVICE for a jwt service)")
             }
             // A rotation that raced this read has already put its newer key there: keep it.
             return openedSigningKeys.withLockedValue { cache in
@@ -262,7 +264,9 @@ public struct UpstreamRevocation: Sendable, Equatable {
 /// A sealed value that does not open: tampered, moved, or sealed under another key.
 public struct SealError: Error, CustomStringConvertible {
     public var what: String
+    /// What an operator does about it.
+    public var remedy: String
     public var description: String {
-        "\(what) failed its integrity check (tampered, moved, or sealed under another master key); it was not used"
+        "\(what) failed its integrity check (tampered, moved, or sealed under another master key); it was not used; \(remedy)"
     }
 }

@@ -34,6 +34,6 @@ struct ApprovalEndToEndTests {
         #expect(first.status == 0 && first.stdout.hasPrefix("lyt_"))
         let second = try d.ctl(["provision", "github", "--scope", "github:push", "--approval", id], as: agent)
         #expect(second.status == 1 && second.stderr.contains("PERMISSION_DENIED") && second.stderr.contains("already used"))
-        #expect(try d.ctl(["audit", "verify"]).status == 0)
+        try d.ctlSucceeds(["audit", "verify"])
     }
 }

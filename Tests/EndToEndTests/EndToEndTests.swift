@@ -21,7 +21,7 @@ struct EndToEndTests {
         let who = try d.ctl(["whoami", "--json"], as: agent)
         #expect(who.status == 0)
         #expect(who.stdout.contains("\"agent\":\"a\"") && who.stdout.contains("\"uid\":\(agent.uid)"))
-        #expect(try d.ctl(["authorize", "github:read_repo"], as: agent).status == 0)
+        try d.ctlSucceeds(["authorize", "github:read_repo"], as: agent)
         #expect(try d.ctl(["authorize", "github:admin"], as: agent).status == 2)
         let pending = try d.ctl(["authorize", "github:push", "--resource", "org/repo", "--arg", "branch=main"], as: agent)
         #expect(pending.status == 3 && pending.stdout.contains("approval: "))
@@ -70,12 +70,12 @@ struct EndToEndTests {
         defer { d.cleanup() }
         try d.start()
         let agent = E2EUsers.agent!
-        for _ in 0..<5 { #expect(try d.ctl(["authorize", "github:read_repo"], as: agent).status == 0) }
+        for _ in 0..<5 { try d.ctlSucceeds(["authorize", "github:read_repo"], as: agent) }
         d.kill9()
         #expect(FileManager.default.fileExists(atPath: d.agentSocket))  // stale, left by kill -9
 
         try d.start()
-        for _ in 0..<3 { #expect(try d.ctl(["authorize", "github:read_repo"], as: agent).status == 0) }
+        for _ in 0..<3 { try d.ctlSucceeds(["authorize", "github:read_repo"], as: agent) }
         let verify = try d.ctl(["audit", "verify", "--json"])
         #expect(verify.status == 0)
         #expect(verify.stdout.contains("\"ok\":true") && verify.stdout.contains("\"records\":8"))
@@ -89,8 +89,7 @@ struct EndToEndTests {
         for cap in ["github:read_repo", "github:admin", "github:read_repo", "github:admin"] {
             _ = try d.ctl(["authorize", cap], as: agent)
         }
-        let db = d.stateDir + "/lanyard.db"
-        #expect(try run(["/usr/bin/sqlite3", db, "UPDATE audit SET decision='allow' WHERE seq=2"]).status == 0)
+        try d.sql("UPDATE audit SET decision='allow' WHERE seq=2")
         let verify = try d.ctl(["audit", "verify"])
         #expect(verify.status == 1)
         #expect(verify.stdout.contains("BROKEN at record 2"), "got: \(verify.stdout)")
@@ -119,7 +118,7 @@ struct EndToEndTests {
         args[args.firstIndex(of: d.stateDir)!] = otherState
         let takeover = try run([Bin.lanyardd] + args)
         #expect(takeover.status != 0 && takeover.stderr.contains("in use by another process"))
-        #expect(try d.ctl(["authorize", "github:read_repo"], as: E2EUsers.agent!).status == 0)
+        try d.ctlSucceeds(["authorize", "github:read_repo"], as: E2EUsers.agent!)
     }
 
     @Test func policyValidateDiffAndReloadFromTheCLI() throws {
@@ -133,7 +132,7 @@ struct EndToEndTests {
         #expect(bad.status == 1 && bad.stderr.contains("\(candidate):13: agents.a.grants[3]: capability 'github:adminx' is not in the capabilities catalog"))
 
         TestSupport.write(E2EUsers.policy(extra: ", github:admin"), to: candidate)
-        #expect(try d.ctl(["policy", "validate", candidate]).status == 0)
+        try d.ctlSucceeds(["policy", "validate", candidate])
         let diff = try d.ctl(["policy", "diff", candidate])
         #expect(diff.status == 0 && diff.stdout.contains("+ agent a: grant github:admin [high]"))
 

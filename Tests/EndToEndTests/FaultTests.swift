@@ -53,16 +53,10 @@ struct FaultTests {
         }
     }
 
-    func sql(_ d: DaemonProcess, _ query: String) throws -> String {
-        let r = try run(["/usr/bin/sqlite3", d.stateDir + "/lanyard.db", query])
-        guard r.status == 0 else { throw HarnessError("sqlite3: \(r.stderr)") }
-        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     /// Every acknowledged lease is in the database as acknowledged, each lease has its
     /// provision record, and the chain verifies.
     func expectNothingLost(_ d: DaemonProcess, _ ack: Acknowledged, round: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let states = Dictionary(uniqueKeysWithValues: try sql(d, "SELECT id, state FROM leases").split(separator: "\n").map {
+        let states = Dictionary(uniqueKeysWithValues: try d.sql("SELECT id, state FROM leases").split(separator: "\n").map {
             let parts = $0.split(separator: "|")
             return (String(parts[0]), String(parts[1]))
         })
@@ -72,9 +66,9 @@ struct FaultTests {
         for id in ack.revoked {
             #expect(states[id] == "revoked", "round \(round): acknowledged revoke of \(id) is lost", sourceLocation: sourceLocation)
         }
-        let unaudited = try sql(d, "SELECT count(*) FROM leases WHERE id NOT IN (SELECT lease_id FROM audit WHERE event = 'provision' AND decision = 'allow')")
+        let unaudited = try d.sql("SELECT count(*) FROM leases WHERE id NOT IN (SELECT lease_id FROM audit WHERE event = 'provision' AND decision = 'allow')")
         #expect(unaudited == "0", "round \(round): \(unaudited) leases without their provision record", sourceLocation: sourceLocation)
-        let ended = try sql(d, "SELECT count(*) FROM leases WHERE state = 'revoked' AND id NOT IN (SELECT lease_id FROM audit WHERE event = 'revoke')")
+        let ended = try d.sql("SELECT count(*) FROM leases WHERE state = 'revoked' AND id NOT IN (SELECT lease_id FROM audit WHERE event = 'revoke')")
         #expect(ended == "0", "round \(round): \(ended) revoked leases without their revoke record", sourceLocation: sourceLocation)
     }
 
@@ -95,7 +89,7 @@ struct FaultTests {
                 try expectNothingLost(d, ack, round: round)
             }
             try d.start()
-            #expect(try d.ctl(["audit", "verify"]).status == 0)
+            try d.ctlSucceeds(["audit", "verify"])
             #expect(ack.issued.count > rounds, "only \(ack.issued.count) leases issued in \(rounds) rounds")
             print("kill -9: \(rounds) rounds, \(ack.issued.count) leases and \(ack.revoked.count) revokes acknowledged, none lost")
         }
@@ -127,7 +121,7 @@ struct FaultTests {
             #expect(d.stop() == 0)
             try expectNothingLost(d, ack, round: 1)
             try d.start()
-            #expect(try d.ctl(["audit", "verify"]).status == 0)
+            try d.ctlSucceeds(["audit", "verify"])
             print("disk full: \(ack.issued.count) leases before the disk filled, \(ack.refusals.count) refused UNAVAILABLE, then served again")
         }
     }
@@ -166,7 +160,7 @@ struct FaultTests {
             d.wrapper = []
             try expectNothingLost(d, ack, round: 1)
             try d.start()
-            #expect(try d.ctl(["audit", "verify"]).status == 0)
+            try d.ctlSucceeds(["audit", "verify"])
             print("fiu: \(ack.issued.count) leases issued, \(ack.refusals.count) refused UNAVAILABLE under injected pwrite/fsync failures (\(failedStarts) starts stopped by a fault)")
         }
     }

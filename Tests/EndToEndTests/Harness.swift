@@ -156,8 +156,25 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
         return places.filter { place in secrets.contains { place.1.range(of: Data($0.utf8)) != nil } }.map(\.0)
     }
 
+    /// Runs `query` on the state database with the sqlite3 CLI; its output, trimmed.
+    @discardableResult
+    func sql(_ query: String) throws -> String {
+        let r = try run(["/usr/bin/sqlite3", stateDir + "/lanyard.db", query])
+        guard r.status == 0 else { throw HarnessError("sqlite3: \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     func ctl(_ args: [String], as user: (uid: UInt32, gid: UInt32)? = nil, stdin: String? = nil) throws -> RunResult {
         try run([Bin.lanyardctl] + args, as: user, env: env, stdin: stdin)
+    }
+
+    /// Runs lanyardctl and records an issue, with its stderr, unless it exits 0.
+    @discardableResult
+    func ctlSucceeds(_ args: [String], as user: (uid: UInt32, gid: UInt32)? = nil,
+                     sourceLocation: SourceLocation = #_sourceLocation) throws -> RunResult {
+        let r = try ctl(args, as: user)
+        #expect(r.status == 0, "lanyardctl \(args.joined(separator: " ")) exited \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
+        return r
     }
 }
 

@@ -92,11 +92,10 @@ struct ServiceEndToEndTests {
         }
         #expect(stopped == 0)
         #expect(!FileManager.default.fileExists(atPath: d.agentSocket) && !FileManager.default.fileExists(atPath: d.adminSocket))
-        let rows = try run(["/usr/bin/sqlite3", d.stateDir + "/lanyard.db", "SELECT count(*) FROM audit WHERE event = 'authorize' AND decision = 'allow'"])
-        let recorded = Int(rows.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let recorded = Int(try d.sql("SELECT count(*) FROM audit WHERE event = 'authorize' AND decision = 'allow'")) ?? -1
         #expect(recorded >= answered.value, "answered \(answered.value) calls, audit has \(recorded)")
         try d.start()
-        #expect(try d.ctl(["audit", "verify"]).status == 0)
+        try d.ctlSucceeds(["audit", "verify"])
         for c in clients { await c.close() }
     }
 
@@ -115,7 +114,7 @@ struct ServiceEndToEndTests {
 
         #expect(d.stop() == 0)  // a graceful stop signs a checkpoint of the head
         #expect(FileManager.default.fileExists(atPath: d.stateDir + "/audit.checkpoint"))
-        #expect(try run(["/usr/bin/sqlite3", d.stateDir + "/lanyard.db", "DELETE FROM audit WHERE seq > 6"]).status == 0)
+        try d.sql("DELETE FROM audit WHERE seq > 6")
         try d.start()
         let verify = try d.ctl(["audit", "verify"])
         #expect(verify.status == 1 && verify.stdout.contains("truncated"), "\(verify)")

@@ -105,13 +105,19 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
         return try await promise.futureResult.get()
     }
 
+    /// Closes the connection and returns once NIO has finished with it: its teardown
+    /// (which drops the cached socket addresses) runs on the event loop after
+    /// `closeFuture`, and one more turn of the loop waits for that.
     public func close() async {
         let (channel, connecting) = state.withLockedValue { s in
             defer { (s.channel, s.connecting) = (nil, nil) }
             return (s.channel, s.connecting)
         }
-        if let channel = try? await connecting?.get() { try? await channel.close() }
-        try? await channel?.close()
+        for channel in [channel, try? await connecting?.get()].compactMap({ $0 }) {
+            try? await channel.close()
+            try? await channel.closeFuture.get()
+            try? await channel.eventLoop.submit {}.get()
+        }
     }
 
     /// The live channel, connecting first if needed. Concurrent first calls share one
