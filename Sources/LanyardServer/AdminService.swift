@@ -30,14 +30,7 @@ final class AdminService: Sendable {
     }
 
     func handle(_ request: Lanyard_V1_AdminRequest, _ connection: Connection) async -> Lanyard_V1_AdminResponse {
-        var response: Lanyard_V1_AdminResponse
-        do {
-            response = try await dispatch(request, connection)
-        } catch {
-            response = .from(error, id: request.id, logger: logger)
-        }
-        response.id = request.id
-        return response
+        await .answering(request.id, logger: logger) { try await dispatch(request, connection) }
     }
 
     private enum Role { case anyone, adminOrApprover, admin, approver }

@@ -27,14 +27,7 @@ final class AgentService: Sendable {
     }
 
     func handle(_ request: Lanyard_V1_Request, _ connection: Connection) async -> Lanyard_V1_Response {
-        var response: Lanyard_V1_Response
-        do {
-            response = try await dispatch(request, connection)
-        } catch {
-            response = .from(error, id: request.id, logger: logger)
-        }
-        response.id = request.id
-        return response
+        await .answering(request.id, logger: logger) { try await dispatch(request, connection) }
     }
 
     private func dispatch(_ request: Lanyard_V1_Request, _ connection: Connection) async throws -> Lanyard_V1_Response {

@@ -14,6 +14,18 @@ struct CallError: Error {
 }
 
 extension ResponseEnvelope {
+    /// The answer to request `id`: what `body` returns, or the status of its error.
+    static func answering(_ id: UInt64, logger: Logger, _ body: () async throws -> Self) async -> Self {
+        var response: Self
+        do {
+            response = try await body()
+        } catch {
+            response = .from(error, id: id, logger: logger)
+        }
+        response.id = id
+        return response
+    }
+
     /// The one place errors become wire statuses.
     static func from(_ error: any Error, id: UInt64, logger: Logger) -> Self {
         switch error {
