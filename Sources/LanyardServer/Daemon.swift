@@ -241,7 +241,7 @@ public final class Daemon: Service {
                 r.outcome = "refused"
                 r.reason = String("\(error)".prefix(512))
                 r.policyVersion = policy.current.version
-                try? await store.audit.append(r)
+                _ = try? await store.audit.append(r)  // best effort: the refusal is in the log above
             }
         }
     }

@@ -111,7 +111,7 @@ final class Notifier: Sendable {
         record.outcome = "failed"
         record.reason = "\(retry.attempts) attempts to \(Self.origin(of: event.webhook.url)) failed; last: \(lastError.prefix(200))"
         record.policyVersion = event.policyVersion
-        try? await store.audit.append(record)
+        _ = try? await store.audit.append(record)  // best effort: the failure is in the log above
     }
 
     /// `scheme://host[:port]` of a URL: webhook URLs often carry a credential in their path
