@@ -72,10 +72,10 @@ public final class AuditLog: Sendable {
             var results: [Result<[AuditRecord], Error>] = []
             results.reserveCapacity(batch.count)
             do {
-                try db.exec("BEGIN IMMEDIATE")
+                try db.run("BEGIN IMMEDIATE")
                 for entry in batch {
                     // Each entry (its change and its records) commits whole or not at all.
-                    try db.exec("SAVEPOINT entry")
+                    try db.run("SAVEPOINT entry")
                     do {
                         try entry.mutation?(db)
                         var (entrySeq, entryHash) = (seq, hash)
@@ -89,16 +89,16 @@ public final class AuditLog: Sendable {
                             (entrySeq, entryHash) = (r.seq, r.hash)
                             written.append(r)
                         }
-                        try db.exec("RELEASE entry")
+                        try db.run("RELEASE entry")
                         (seq, hash) = (entrySeq, entryHash)
                         results.append(.success(written))
                     } catch {
-                        try db.exec("ROLLBACK TO entry")
-                        try db.exec("RELEASE entry")
+                        try db.run("ROLLBACK TO entry")
+                        try db.run("RELEASE entry")
                         results.append(.failure(error))
                     }
                 }
-                try db.exec("COMMIT")
+                try db.run("COMMIT")
                 head.value.withLockedValue { $0 = (seq, hash) }
                 // One structured line per durable decision (journald under systemd). Audit
                 // records never hold secrets, so neither do these lines.
@@ -114,7 +114,7 @@ public final class AuditLog: Sendable {
                     }
                 }
             } catch {
-                try? db.exec("ROLLBACK")
+                try? db.run("ROLLBACK")
                 logger.error("audit commit failed; failing the batch closed", metadata: ["audit.batch": "\(batch.count)", "error": "\(error)"])
                 let failure = StoreError("the audit log could not be written: \(error)")
                 results = batch.map { _ in .failure(failure) }

@@ -41,6 +41,12 @@ package final class SQLiteConnection {
         }
     }
 
+    /// Runs one statement that returns no rows (BEGIN, COMMIT, SAVEPOINT …) from the
+    /// statement cache: parsed once per connection, not once per transaction.
+    package func run(_ sql: String) throws(StoreError) {
+        try prepare(sql).run()
+    }
+
     /// A cached prepared statement, reset and ready to bind.
     package func prepare(_ sql: String) throws(StoreError) -> Statement {
         if let s = statements[sql] {
@@ -58,13 +64,13 @@ package final class SQLiteConnection {
 
     /// Runs `body` in one transaction; rolls back when it throws.
     package func transaction<T>(immediate: Bool = true, _ body: () throws -> T) throws -> T {
-        try exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN")
+        try run(immediate ? "BEGIN IMMEDIATE" : "BEGIN")
         do {
             let value = try body()
-            try exec("COMMIT")
+            try run("COMMIT")
             return value
         } catch {
-            try? exec("ROLLBACK")
+            try? run("ROLLBACK")
             throw error
         }
     }
