@@ -17,8 +17,15 @@ scratch=.build-fuzz
 mkdir -p "$scratch/artifacts"
 
 build_swift() {  # build_swift TARGET
-  LANYARD_FUZZ=1 swift build -q --scratch-path "$scratch" --product "$1" --sanitize=fuzzer --sanitize=address 2>&1 \
+  # SwiftPM 6.3 passes --sanitize=fuzzer to the link only: -Xswiftc puts the coverage
+  # instrumentation into every Swift module too (without it libFuzzer runs blind).
+  LANYARD_FUZZ=1 swift build -q --scratch-path "$scratch" --product "$1" --sanitize=fuzzer --sanitize=address \
+    -Xswiftc -sanitize=fuzzer 2>&1 \
     | { grep -v -e "Cannot export local symbol" -e "unhandled; explicitly declare" -e "CMakeLists.txt" >&2 || true; }
+  if ! objdump -h "$scratch/debug/$1" | grep -q sancov_cntrs; then
+    echo "fuzz: $scratch/debug/$1 has no coverage instrumentation; the fuzzer would run blind" >&2
+    exit 1
+  fi
   echo "$scratch/debug/$1"
 }
 
