@@ -179,11 +179,13 @@ public final class OpenBao: @unchecked Sendable {
     }
 
     /// The remaining TTL of `token` in seconds.
-    public func ttl(of token: String, node: Int = 0) throws -> Int? {
+    /// The TTL `token` was created with (seconds; not what is left of it, which depends on
+    /// how long the test took to ask).
+    public func creationTTL(of token: String, node: Int = 0) throws -> Int? {
         let r = try run(["token", "lookup", "-format=json"], node: node, as: token)
         guard r.status == 0, let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
               let data = json["data"] as? [String: Any] else { return nil }
-        return (data["ttl"] as? NSNumber)?.intValue
+        return (data["creation_ttl"] as? NSNumber)?.intValue
     }
 
     // MARK: Waiting for the server (bounded polls of an external process)
