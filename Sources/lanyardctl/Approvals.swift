@@ -55,7 +55,7 @@ struct Await: AsyncParsableCommand {
                 $0.approvalID = approval
                 $0.waitMs = wait
             }
-            r = try await attempt { try await client.call(req) }.awaitApproval
+            r = try await client.call(req).awaitApproval
             left -= Int(wait)
         } while r.state == .pending && left > 0
         sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
@@ -81,7 +81,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
             $0.waitMs = wait
             $0.sinceVersion = since
         }
-        return try await attempt { try await sockets.admin.call(req) }.approvalsList
+        return try await sockets.admin.call(req).approvalsList
     }
 
     struct List: AsyncParsableCommand {
@@ -162,5 +162,5 @@ func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, r
         $0.standingSeconds = standing
         $0.reason = reason
     }
-    return try await attempt { try await sockets.admin.call(req) }.approvalDecide.approval
+    return try await sockets.admin.call(req).approvalDecide.approval
 }

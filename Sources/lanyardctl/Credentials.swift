@@ -65,7 +65,7 @@ struct Provision: AsyncParsableCommand {
                 }
                 throw Failure("\(e.code.name): \(e.message)", code: 3)
             }
-            throw Failure("\(e.code.name): \(e.message)")
+            throw e
         }
         sockets.emit(.object([("lease_id", .string(lease.leaseID)), ("service", .string(lease.service)), ("kind", .string(lease.kind)),
                               ("secret", .string(lease.secret)), ("scope", .array(lease.scope.map { .string($0) })),
@@ -84,7 +84,7 @@ struct Revoke: AsyncParsableCommand {
     func run() async throws {
         var req = Lanyard_V1_Request()
         req.revoke = .with { $0.leaseID = lease }
-        let r = try await attempt { try await sockets.agent.call(req) }.revoke
+        let r = try await sockets.agent.call(req).revoke
         sockets.emit(.object([("revoked", .bool(r.revoked))])) { r.revoked ? "revoked \(lease)" : "\(lease) had already ended" }
     }
 }
@@ -97,7 +97,7 @@ struct Introspect: AsyncParsableCommand {
         let secret = String(decoding: try readSecretFromStdin("secret"), as: UTF8.self)
         var req = Lanyard_V1_Request()
         req.introspect = .with { $0.secret = secret }
-        let r = try await attempt { try await sockets.agent.call(req) }.introspect
+        let r = try await sockets.agent.call(req).introspect
         sockets.emit(.object([("active", .bool(r.active)), ("agent", .string(r.agent)), ("service", .string(r.service)),
                               ("scope", .array(r.scope.map { .string($0) })), ("expires_at", .int(r.expiresAt)), ("lease_id", .string(r.leaseID))])) {
             r.active ? "active: agent \(r.agent), \(r.service) \(r.scope.joined(separator: ",")), expires \(rfc3339(micros: r.expiresAt * 1_000_000))" : "inactive"
@@ -122,7 +122,7 @@ struct SecretCommand: AsyncParsableCommand {
                 $0.service = service
                 $0.value = .init(value)
             }
-            let r = try await attempt { try await sockets.admin.call(req) }.secretPut
+            let r = try await sockets.admin.call(req).secretPut
             sockets.emit(.object([("service", .string(service)), ("version", .int(Int64(r.version)))])) { "stored \(service) secret version \(r.version)" }
         }
     }
@@ -135,7 +135,7 @@ struct SecretCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.secretRotate = .with { $0.service = service }
-            let r = try await attempt { try await sockets.admin.call(req) }.secretRotate
+            let r = try await sockets.admin.call(req).secretRotate
             sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases)))])) {
                 "\(service) is at version \(r.version); revoked \(r.revokedLeases) leases"
             }
@@ -149,7 +149,7 @@ struct SecretCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.secretList = .init()
-            let list = try await attempt { try await sockets.admin.call(req) }.secretList.secrets
+            let list = try await sockets.admin.call(req).secretList.secrets
             sockets.emit(.array(list.map { .object([("service", .string($0.service)), ("version", .int(Int64($0.version))), ("updated_at", .int($0.updatedAt))]) })) {
                 list.isEmpty ? "no secrets stored" : list.map { "\($0.service)  version \($0.version)  \(rfc3339(micros: $0.updatedAt * 1_000_000))" }.joined(separator: "\n")
             }
@@ -173,7 +173,7 @@ struct LeasesCommand: AsyncParsableCommand {
                 $0.agent = agent
                 $0.service = service
             }
-            let leases = try await attempt { try await sockets.admin.call(req) }.leasesList.leases
+            let leases = try await sockets.admin.call(req).leasesList.leases
             sockets.emit(.array(leases.map(\.json))) { leases.isEmpty ? "no active leases" : leases.map(\.line).joined(separator: "\n") }
         }
     }
@@ -196,7 +196,7 @@ struct LeasesCommand: AsyncParsableCommand {
             req.leasesRevoke = .with {
                 if let lease { $0.leaseID = lease } else if let agent { $0.agent = agent } else if let service { $0.service = service }
             }
-            let r = try await attempt { try await sockets.admin.call(req) }.leasesRevoke
+            let r = try await sockets.admin.call(req).leasesRevoke
             sockets.emit(.object([("revoked", .int(Int64(r.revoked)))])) { "revoked \(r.revoked) leases" }
         }
     }

@@ -21,7 +21,7 @@ struct IdentityCommand: AsyncParsableCommand {
                 $0.ttlSeconds = ttl
                 $0.capabilities = capabilities
             }
-            let r = try await attempt { try await sockets.agent.call(req) }.issueIdentity
+            let r = try await sockets.agent.call(req).issueIdentity
             sockets.emit(.object([("token", .string(r.token)), ("expires_at", .int(r.expiresAt))])) { r.token }
         }
     }
@@ -39,7 +39,7 @@ struct IdentityCommand: AsyncParsableCommand {
                 $0.token = value
                 $0.audience = audience
             }
-            let r = try await attempt { try await sockets.agent.call(req) }.validateIdentity
+            let r = try await sockets.agent.call(req).validateIdentity
             let c = r.claims
             sockets.emit(.object([("valid", .bool(r.valid)), ("failed_check", .string(r.failedCheck)), ("sub", .string(c.sub)),
                                   ("agent_id", .string(c.agentID)), ("aud", .string(c.aud)), ("capabilities", .array(c.capabilities.map { .string($0) })),
@@ -59,7 +59,7 @@ struct IdentityCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.identityRevoke = .with { $0.jti = jti }
-            _ = try await attempt { try await sockets.admin.call(req) }
+            _ = try await sockets.admin.call(req)
             sockets.emit(.object([("revoked", .bool(true))])) { "revoked \(jti)" }
         }
     }
@@ -72,7 +72,7 @@ struct Jwks: AsyncParsableCommand {
     func run() async throws {
         var req = Lanyard_V1_AdminRequest()
         req.jwks = .init()
-        print(try await attempt { try await sockets.admin.call(req) }.jwks.json)
+        print(try await sockets.admin.call(req).jwks.json)
     }
 }
 
@@ -86,7 +86,7 @@ struct KeysCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.keysRotate = .init()
-            let r = try await attempt { try await sockets.admin.call(req) }.keysRotate
+            let r = try await sockets.admin.call(req).keysRotate
             sockets.emit(.object([("kid", .string(r.kid))])) { "new signing key \(r.kid)" }
         }
     }

@@ -15,9 +15,10 @@ struct Lanyardctl: AsyncParsableCommand {
                       Jwks.self, KeysCommand.self, Status.self])
 
     /// ArgumentParser's `main`, except that the connections the command opened are
-    /// closed before the process exits, whatever the outcome, and a `Failure` is one
-    /// line on stderr.
+    /// closed before the process exits, whatever the outcome, and a `Failure` or an
+    /// error from lanyardd is one line on stderr.
     static func main() async {
+        var failure: (any Error)?
         do {
             var command = try parseAsRoot()
             if var command = command as? any AsyncParsableCommand {
@@ -25,13 +26,20 @@ struct Lanyardctl: AsyncParsableCommand {
             } else {
                 try command.run()
             }
-            await Clients.closeAll()
-        } catch let failure as Failure {
-            await Clients.closeAll()
-            FileHandleStderr.write("lanyardctl: \(failure.message)\n")
-            exit(withError: ExitCode(failure.code))
         } catch {
-            await Clients.closeAll()
+            failure = error
+        }
+        await Clients.closeAll()
+        switch failure {
+        case nil:
+            return
+        case let f as Failure:
+            FileHandleStderr.write("lanyardctl: \(f.message)\n")
+            exit(withError: ExitCode(f.code))
+        case let e as LanyardError:
+            FileHandleStderr.write("lanyardctl: \(e.code.name): \(e.message)\n")
+            exit(withError: ExitCode(1))
+        case let error?:
             exit(withError: error)
         }
     }
@@ -78,17 +86,6 @@ struct Sockets: ParsableArguments {
     }
 }
 
-/// Runs a client call, turning errors into one clear line.
-func attempt<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-        return try await body()
-    } catch let e as LanyardError {
-        throw Failure("\(e.code.name): \(e.message)")
-    } catch {
-        throw Failure("\(error)")
-    }
-}
-
 struct Whoami: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show who lanyardd sees on the agent socket (the kernel's view, not a claim).")
     @OptionGroup var sockets: Sockets
@@ -102,9 +99,7 @@ struct Whoami: AsyncParsableCommand {
             if let r = e.response as? Lanyard_V1_Response, r.hello.hasCaller {
                 sockets.emit(r.hello.caller.json) { "not a registered agent: uid \(r.hello.caller.uid) pid \(r.hello.caller.pid)" }
             }
-            throw Failure("UNAUTHENTICATED: \(e.message)")
-        } catch let e as LanyardError {
-            throw Failure("\(e.code.name): \(e.message)")
+            throw e
         }
         let c = hello.caller
         sockets.emit(.object([("server_version", .string(hello.serverVersion)), ("caller", c.json)])) {
@@ -130,7 +125,7 @@ struct Authorize: AsyncParsableCommand {
             guard let eq = a.firstIndex(of: "=") else { throw Failure("--arg '\(a)' must be key=value") }
             map[String(a[..<eq])] = String(a[a.index(after: eq)...])
         }
-        let r = try await attempt { try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval) }
+        let r = try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval)
         sockets.emit(.object([
             ("decision", .string(r.decision.name)), ("risk", .string(r.risk.name)), ("reason", .string(r.reason)),
             ("approval_id", .string(r.approvalID)), ("binding_code", .string(r.bindingCode)),
@@ -155,7 +150,7 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         var req = Lanyard_V1_AdminRequest()
         req.status = .init()
-        let s = try await attempt { try await sockets.admin.call(req) }.statusResult
+        let s = try await sockets.admin.call(req).statusResult
         sockets.emit(.object([
             ("version", .string(s.version)), ("uptime_seconds", .int(Int64(s.uptimeSeconds))),
             ("policy_version", .string(s.policyVersion)), ("agents", .int(Int64(s.agents))),
@@ -187,7 +182,7 @@ struct AgentsCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.agentsList = .init()
-            let agents = try await attempt { try await sockets.admin.call(req) }.agentsList.agents
+            let agents = try await sockets.admin.call(req).agentsList.agents
             sockets.emit(.array(agents.map { a in
                 .object([("name", .string(a.name)), ("id", .string(a.id)), ("uri", .string(a.uri)), ("uid", .int(Int64(a.uid))),
                          ("exe", .string(a.selector.exe)), ("unit", .string(a.selector.unit)),

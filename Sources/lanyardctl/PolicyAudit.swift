@@ -34,7 +34,7 @@ struct PolicyCommand: AsyncParsableCommand {
             let candidate = try PolicyCommand.parse(file)
             var req = Lanyard_V1_AdminRequest()
             req.policyShow = .init()
-            let shown = try await attempt { try await sockets.admin.call(req) }.policyShow
+            let shown = try await sockets.admin.call(req).policyShow
             let active: Policy
             do { active = try PolicyParser.parse(shown.source, file: shown.path) } catch { throw Failure("the active policy does not parse here: \(error)") }
             let changes = PolicyDiff.changes(from: active, to: candidate)
@@ -51,7 +51,7 @@ struct PolicyCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.policyReload = .init()
-            let r = try await attempt { try await sockets.admin.call(req) }.policyReload
+            let r = try await sockets.admin.call(req).policyReload
             sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("changed", .bool(r.changed))])) {
                 r.changed ? "policy \(r.policyVersion.prefix(12)) is now active" : "policy unchanged (\(r.policyVersion.prefix(12)))"
             }
@@ -65,7 +65,7 @@ struct PolicyCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.policyShow = .init()
-            let r = try await attempt { try await sockets.admin.call(req) }.policyShow
+            let r = try await sockets.admin.call(req).policyShow
             sockets.emit(.object([("policy_version", .string(r.policyVersion)), ("path", .string(r.path)), ("source", .string(r.source))])) {
                 "# \(r.path) (version \(r.policyVersion))\n" + r.source
             }
@@ -102,7 +102,7 @@ struct AuditCommand: AsyncParsableCommand {
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.auditVerify = .init()
-            let v = try await attempt { try await sockets.admin.call(req) }.auditVerify
+            let v = try await sockets.admin.call(req).auditVerify
             sockets.emit(.object([("ok", .bool(v.ok)), ("records", .int(Int64(v.records))),
                                   ("first_broken_seq", v.ok ? .null : .int(Int64(v.firstBrokenSeq))), ("reason", .string(v.reason)),
                                   ("head_hash", .string(v.headHash))])) {
@@ -149,7 +149,7 @@ struct AuditCommand: AsyncParsableCommand {
         var next = f.from
         var left = f.limit
         while left > 0 {
-            let page = try await attempt { try await admin.call(f.request(from: next)) }.auditQuery
+            let page = try await admin.call(f.request(from: next)).auditQuery
             for r in page.records.prefix(left) { body(r) }
             left -= page.records.count
             guard page.nextSeq > next else { break }
@@ -183,14 +183,14 @@ struct AuditCommand: AsyncParsableCommand {
             let admin = sockets.admin
             var req = Lanyard_V1_AdminRequest()
             req.auditQuery = .with { $0.limit = 1 }
-            let head = try await attempt { try await admin.call(req) }.auditQuery.headSeq
+            let head = try await admin.call(req).auditQuery.headSeq
             var next = head > n ? head - n + 1 : 1
             while true {
                 req.auditQuery = .with {
                     $0.fromSeq = next
                     $0.limit = 500
                 }
-                let page = try await attempt { try await admin.call(req) }.auditQuery
+                let page = try await admin.call(req).auditQuery
                 for r in page.records {
                     print(sockets.json ? r.json.text : "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event)  \(r.agent.isEmpty ? "uid \(r.uid)" : r.agent)  \(r.capability)  \(r.decision)  \(r.outcome)  \(r.reason)")
                     next = r.seq + 1

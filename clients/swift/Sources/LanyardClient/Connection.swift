@@ -77,7 +77,7 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
     }
 
     /// Sends `request` (its id is assigned here) and returns the response with the same id,
-    /// whatever its status.
+    /// whatever its status. Throws only `LanyardError` (a transport failure is UNAVAILABLE).
     public func send(_ request: Request) async throws -> Response {
         var request = request
         let channel = try await connectedChannel()
@@ -97,7 +97,9 @@ public final class FramedConnection<Request: Envelope, Response: ResponseEnvelop
             do {
                 let router = try channel.pipeline.syncOperations.handler(type: ResponseRouter<Response>.self)
                 router.expect(id, promise)
-                channel.writeAndFlush(buffer).whenFailure { promise.fail($0) }
+                channel.writeAndFlush(buffer).whenFailure {
+                    promise.fail(LanyardError(code: .unavailable, message: "cannot send to lanyardd: \($0)"))
+                }
             } catch {
                 promise.fail(LanyardError(code: .unavailable, message: "connection to lanyardd is closed"))
             }
