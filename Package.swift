@@ -103,7 +103,8 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "LanyardTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LanyardClient", "LanyardWire", "LanyardTestSupport"],
+                    exclude: ["Scripts"]),  // helper programs the tests run, not sources
     ]
 )
 

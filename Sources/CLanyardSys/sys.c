@@ -4,7 +4,11 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
+#include <string.h>
+#include <errno.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -36,4 +40,72 @@ int lanyard_unblock_all_signals(void) {
 
 void lanyard_release_free_memory(void) {
     malloc_trim(0);
+}
+
+ssize_t lanyard_recv_attributed(int fd, void *buf, size_t len, pid_t *sender) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    union {
+        struct cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(struct ucred))];
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes, .msg_controllen = sizeof(control.bytes)};
+    *sender = -1;
+    ssize_t n;
+    do {
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred cred;
+            memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+            *sender = cred.pid;
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            // A peer may pass descriptors along with its bytes: never keep them.
+            int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < count; i++) {
+                int passed;
+                memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                close(passed);
+            }
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) *sender = -1;  // credentials cut off: attribute to no one
+    return n;
+}
+
+int lanyard_enable_passcred(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on));
+}
+
+int lanyard_accept(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+int lanyard_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int lanyard_epoll_add(int epfd, int fd, uint64_t token, int oneshot) {
+    // A oneshot registration starts disarmed: the first read request arms it.
+    struct epoll_event ev = {.events = oneshot ? 0 : EPOLLIN, .data.u64 = token};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int lanyard_epoll_arm(int epfd, int fd, uint64_t token) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.u64 = token};
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+int lanyard_epoll_remove(int epfd, int fd) {
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+int lanyard_epoll_wait(int epfd, uint64_t *tokens, int max) {
+    struct epoll_event events[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, events, max, -1);
+    for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
+    return n;
 }

@@ -39,6 +39,8 @@ public struct ApprovalMachine: Sendable, Equatable {
         case alreadyApprovedBy(UInt32)
         case notApproved(State)
         case differentOperation
+        case riskRaised(from: RiskLevel, to: RiskLevel)
+        case quorumRaised(have: Int, need: Int)
 
         public var description: String {
             switch self {
@@ -49,6 +51,8 @@ public struct ApprovalMachine: Sendable, Equatable {
             case .notApproved(.pending): "the approval is still pending: no approver has decided yet"
             case .notApproved(let s): "the approval is \(s.rawValue)"
             case .differentOperation: "the approval is for a different operation (agent, capabilities, resource, args or amount differ)"
+            case .riskRaised(let from, let to): "the approval was granted for \(from) risk and the policy now rates this operation \(to): ask for a new approval"
+            case .quorumRaised(let have, let need): "the approval has \(have) approver(s) and the policy now requires \(need) for this operation: ask for a new approval"
             }
         }
     }
@@ -73,11 +77,16 @@ public struct ApprovalMachine: Sendable, Equatable {
         state = .denied
     }
 
-    /// Uses the approval for an operation with `digest`: single use, exact match.
-    public mutating func consume(digest other: String, atMicros now: Int64) throws(Refusal) {
+    /// Uses the approval for an operation with `digest`: single use, exact match. The
+    /// policy in force now decides what it must cover: an approval granted at a lower
+    /// risk, or by fewer approvers than `quorum` now asks for HIGH, does not.
+    public mutating func consume(digest other: String, atMicros now: Int64, risk required: RiskLevel, quorum: Int) throws(Refusal) {
         let current = state(atMicros: now)
         guard current == .approved else { throw .notApproved(current) }
         guard other == digest else { throw .differentOperation }
+        guard required <= risk else { throw .riskRaised(from: risk, to: required) }
+        let need = required == .high ? max(quorum, 1) : 1
+        guard approvers.count >= need else { throw .quorumRaised(have: approvers.count, need: need) }
         state = .consumed
     }
 }

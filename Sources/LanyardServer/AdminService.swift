@@ -42,6 +42,14 @@ final class AdminService: Sendable {
         let snapshot = policy.current
         let roles = Roles(credentials: connection.credentials, policy: snapshot.policy)
         let (name, needed) = Self.describe(call)
+        if let refusal = connection.senderRefusal {
+            var record = record(name, connection, snapshot)
+            record.decision = Decision.deny.rawValue
+            record.reason = refusal
+            record.outcome = "foreign_sender"
+            try await store.audit.append(record)
+            throw CallError(.unauthenticated, refusal)
+        }
         let allowed = switch needed {
         case .anyone: true
         case .adminOrApprover: roles.admin || roles.approver

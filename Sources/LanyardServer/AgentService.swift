@@ -34,6 +34,9 @@ final class AgentService: Sendable {
         let snapshot = policy.current
         let agent = snapshot.policy.agent(matching: connection.peer.facts)
         let caller = Caller(connection: connection, agent: agent, snapshot: snapshot)
+        if let refusal = connection.senderRefusal {
+            return try await unauthenticated(request.call.map(Self.name(of:)) ?? "none", caller, reason: refusal, outcome: "foreign_sender")
+        }
         switch request.call {
         case .hello:
             return hello(caller)
@@ -132,7 +135,8 @@ final class AgentService: Sendable {
             if !call.approvalID.isEmpty {
                 record.approvalID = String(call.approvalID.prefix(64))
                 do {
-                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent)
+                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high,
+                                                                  policy: caller.snapshot.policy)
                     verdict = Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason)
                     record.approver = approved.decidedReason
                     change = consume
@@ -165,16 +169,19 @@ final class AgentService: Sendable {
         return response
     }
 
-    /// Every call from a caller that matches no agent: audited, answered UNAUTHENTICATED.
-    private func unauthenticated(_ call: String, _ caller: Caller, capability: String = "") async throws -> Lanyard_V1_Response {
+    /// Every call from a caller that matches no agent, or sent by a process other than the
+    /// attested one: audited, answered UNAUTHENTICATED.
+    private func unauthenticated(_ call: String, _ caller: Caller, capability: String = "", reason: String? = nil,
+                                 outcome: String = "unauthenticated") async throws -> Lanyard_V1_Response {
         var record = caller.record(call)
         record.capability = String(capability.prefix(256))
         record.decision = Decision.deny.rawValue
-        record.reason = "caller matches no registered agent"
-        record.outcome = "unauthenticated"
+        record.reason = reason ?? "caller matches no registered agent"
+        record.outcome = outcome
         try await store.audit.append(record)
-        logger.info("unauthenticated call", metadata: ["caller.uid": "\(caller.credentials.uid)", "caller.pid": "\(caller.credentials.pid)", "rpc.method": "\(call)"])
-        return .failure(id: 0, .unauthenticated, caller.unauthenticatedMessage)
+        logger.info("unauthenticated call", metadata: ["caller.uid": "\(caller.credentials.uid)", "caller.pid": "\(caller.credentials.pid)",
+                                                       "sender.pid": "\(caller.connection.sender.map(String.init) ?? "unknown")", "rpc.method": "\(call)"])
+        return .failure(id: 0, .unauthenticated, reason ?? caller.unauthenticatedMessage)
     }
 
     static func name(of call: Lanyard_V1_Request.OneOf_Call) -> String {

@@ -53,9 +53,10 @@ final class ApprovalService: Sendable {
         if let (approval, policy) = announce { notifier.notify(approval, policy: policy) }
     }
 
-    /// Checks that approval `id` is approved for exactly this operation and returns the
-    /// change that consumes it (commit it with `commit`). Throws the refusal otherwise.
-    func use(_ id: String, for subject: ApprovalSubject, agent: Agent) throws(ApprovalRefusal) -> (StoredApproval, Mutation) {
+    /// Checks that approval `id` is approved for exactly this operation, under the rules of
+    /// the policy in force now (`risk` as it rates the operation now), and returns the change
+    /// that consumes it (commit it with `commit`). Throws the refusal otherwise.
+    func use(_ id: String, for subject: ApprovalSubject, agent: Agent, risk: RiskLevel, policy: Policy) throws(ApprovalRefusal) -> (StoredApproval, Mutation) {
         let found: StoredApproval?
         do { found = try store.approval(id: id) } catch { throw ApprovalRefusal("approval '\(id.prefix(64))' could not be read") }
         guard let stored = found, stored.agentID == agent.id else {
@@ -63,7 +64,8 @@ final class ApprovalService: Sendable {
         }
         var machine = stored.machine
         do {
-            try machine.consume(digest: SHA256.hex(subject.canonicalBytes), atMicros: clock.nowMicros())
+            try machine.consume(digest: SHA256.hex(subject.canonicalBytes), atMicros: clock.nowMicros(), risk: risk,
+                                quorum: policy.approvers?.highRiskQuorum ?? 1)
         } catch {
             throw ApprovalRefusal("approval '\(id.prefix(64))' cannot be used: \(error)")
         }

@@ -134,16 +134,16 @@ final class ExeHashCache: Sendable {
     }
 }
 
-/// Reads a text file of bounded size (procfs, policy, config). Nil when unreadable.
-public func readTextFile(_ path: String, limit: Int = 64 * 1024 * 1024) -> String? {
-    readSmallFile(path, limit: limit)
-}
-
 /// Reads a small text file (procfs) in one go.
 func readSmallFile(_ path: String, limit: Int = 64 * 1024) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
+    return readAll(fd, limit: limit)
+}
+
+/// Reads an open file to its end, at most `limit` bytes. Nil on a read error.
+func readAll(_ fd: Int32, limit: Int) -> String? {
     var out: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while out.count < limit {

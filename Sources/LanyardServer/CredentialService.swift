@@ -81,7 +81,7 @@ final class CredentialService: Sendable {
             if !call.approvalID.isEmpty {
                 record.approvalID = String(call.approvalID.prefix(64))
                 do {
-                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent)
+                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: policy)
                     record.approver = approved.decidedReason
                     useApproval = consume
                 } catch {
@@ -238,20 +238,65 @@ final class CredentialService: Sendable {
     }
 
     /// A service asks whether a secret it was shown is a live lease. The caller needs
-    /// `<service>:introspect` for the lease's service.
+    /// `<service>:introspect` for the lease's service, routed by its risk like every
+    /// capability: MEDIUM and HIGH answer PENDING until an approver approves this lease's
+    /// introspection, and the approved ask consumes the approval.
     func introspect(_ call: Lanyard_V1_IntrospectRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
-        let introspectable = Set(agent.grants.keys.filter { $0.name.hasSuffix(":introspect") && $0.name.split(separator: ":").count == 2 }.map(\.service))
+        let introspectable = agent.grants.keys.filter { $0.name.hasSuffix(":introspect") && $0.name.split(separator: ":").count == 2 }
         guard !introspectable.isEmpty else {
             throw CallError(.permissionDenied, "introspect needs a '<service>:introspect' grant; agent '\(agent.name)' has none")
         }
         var record = caller.record("introspect")
+        record.capability = "introspect"
         let now = clock.nowMicros()
         let hash = SHA256.hex(Array(call.secret.utf8))
         var result = Lanyard_V1_IntrospectResponse()
-        var mutation: Mutation?
-        if let lease = try store.lease(secretHash: hash), introspectable.contains(lease.service) {
-            record.leaseID = lease.id
-            record.capability = "\(lease.service):introspect"
+        var response = Lanyard_V1_Response()
+        // A secret of another service looks like an unknown one: no oracle across services.
+        guard let lease = try store.lease(secretHash: hash), let capability = introspectable.first(where: { $0.service == lease.service }) else {
+            result.decision = .deny
+            result.reason = "no live lease of a service this agent may introspect"
+            record.decision = Decision.deny.rawValue
+            record.outcome = "inactive"
+            try await store.audit.append(record)
+            response.introspect = result
+            return response
+        }
+        record.leaseID = lease.id
+        record.capability = capability.name
+
+        var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
+        var mutations: [Mutation] = []
+        var created: StoredApproval?
+        if verdict.decision == .pending {
+            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: lease.id, args: [:], amount: "")
+            if !call.approvalID.isEmpty {
+                record.approvalID = String(call.approvalID.prefix(64))
+                do {
+                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high,
+                                                                policy: caller.snapshot.policy)
+                    verdict = Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason)
+                    record.approver = approved.decidedReason
+                    mutations.append(consume)
+                } catch {
+                    verdict = Verdict(.deny, risk: verdict.risk, reason: error.description)
+                }
+            } else if verdict.risk == .medium, let standing = try approvals.standing([capability], agent: agent, resource: lease.id) {
+                verdict = Verdict(.allow, risk: .medium, reason: standing)
+            } else {
+                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+                record.approvalID = approval.id
+                result.approvalID = approval.id
+                result.bindingCode = approval.bindingCode
+                mutations.append(insert)
+                created = approval
+            }
+        }
+        result.decision = verdict.decision.wire
+        result.reason = verdict.reason
+        record.decision = verdict.decision.rawValue
+        record.reason = verdict.reason
+        if verdict.decision == .allow {
             result.active = lease.isActive(atMicros: now)
             if result.active {
                 result.agent = lease.agent
@@ -260,16 +305,16 @@ final class CredentialService: Sendable {
                 result.scope = lease.scope
                 result.expiresAt = lease.expiresMicros / 1_000_000
                 result.leaseID = lease.id
-                if lease.singleUse { mutation = store.endLeases([lease.id], as: .revoked, reason: "single use consumed", nowMicros: now) }
+                if lease.singleUse { mutations.append(store.endLeases([lease.id], as: .revoked, reason: "single use consumed", nowMicros: now)) }
             }
+            record.outcome = result.active ? "active" : "inactive"
         } else {
-            record.capability = "introspect"
+            record.outcome = verdict.decision == .pending ? "approval_required" : "denied"
         }
-        // A secret of another service looks like an unknown one: no oracle across services.
-        record.decision = Decision.allow.rawValue
-        record.outcome = result.active ? "active" : "inactive"
-        try await store.audit.append(record, with: mutation)
-        var response = Lanyard_V1_Response()
+        let steps = mutations
+        var change: Mutation?
+        if !steps.isEmpty { change = { db in for step in steps { try step(db) } } }
+        try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
         response.introspect = result
         return response
     }

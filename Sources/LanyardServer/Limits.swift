@@ -65,7 +65,7 @@ public final class ConnectionRegistry: Sendable {
     /// Stops reading on every connection: in-flight calls finish and are answered.
     public func closeAllInputs() {
         let channels = state.withLockedValue { Array($0.channels.values) }
-        for c in channels { c.close(mode: .input, promise: nil) }
+        for c in channels { c.triggerUserOutboundEvent(StopReading(), promise: nil) }
     }
 }
 

@@ -5,57 +5,124 @@ import LanyardCore
 import LanyardWire
 import Logging
 import NIOCore
+import NIOConcurrencyHelpers
 import NIOPosix
+import CLanyardSys
 
-/// A connection as the service sees it: the attested peer and which socket it came in on.
+/// A connection as the service sees it: the attested peer, and the process that sent the
+/// request being answered.
 public struct Connection: Sendable {
     public var peer: AttestedPeer
     public var credentials: PeerCredentials
+    /// The sender of the current request's bytes, as the kernel reported them (nil: more
+    /// than one process, or no credentials). Set by the listener for each request.
+    public var sender: Int32?
+
+    /// Invariant 11: why this request must be refused because a process other than the
+    /// attested one sent it (a copied, passed or inherited descriptor), or nil.
+    var senderRefusal: String? {
+        guard sender != credentials.pid else { return nil }
+        let who = sender.map { "pid \($0)" } ?? "more than one process or without kernel credentials"
+        return "this request was sent by \(who), not by pid \(credentials.pid) that opened the connection; "
+            + "a connection answers only the process that opened it: connect from this process"
+    }
 }
 
 /// One Unix-socket listener speaking Lanyard framing: accepts, attests the peer,
-/// enforces the bounds, and answers each request (pipelined, by id) with `handler`.
+/// enforces the bounds, and answers each request (pipelined, by id) with `handler` —
+/// only when the attested process sent it (invariant 11, SenderAttribution.swift).
 struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     typealias Handler = @Sendable (Request, Connection) async -> Response
-    typealias Accepted = (channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, connection: Connection)?
+    typealias Accepted = (channel: NIOAsyncChannel<SentFrame, ByteBuffer>, connection: Connection)?
 
     let name: String
-    let server: NIOAsyncChannel<Accepted, Never>
+    let descriptor: Int32
+    let accepted: AsyncStream<Int32>
+    let stopAccepting: @Sendable () -> Void
+    let group: any EventLoopGroup
     let limits: ServerLimits
     let registry: ConnectionRegistry
+    let attestor: any Attestor
+    let needsExeHash: @Sendable (UInt32) -> Bool
     let logger: Logger
 
-    /// Binds to an existing listening socket (ours or systemd's).
+    /// Accepts on an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
                       registry: ConnectionRegistry, attestor: any Attestor,
                       needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            // A client may send its requests and shut down its write side: it still gets answers.
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .bind(descriptor) { (channel: any Channel) -> EventLoopFuture<Accepted> in
-                guard let provider = channel as? any SocketOptionProvider else {
-                    channel.close(promise: nil)
-                    return channel.eventLoop.makeSucceededFuture(Accepted.none)
-                }
-                let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERCRED))
-                let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERPIDFD_))
-                return credentials.and(pidfd.map(Optional.some).recover { _ in nil }).flatMapThrowing { cred, fd in
-                    try accept(channel, cred: cred, pidfd: fd.flatMap { $0 > 0 ? PidFD(fd: $0) : nil },
-                               limits: limits, registry: registry, attestor: attestor,
-                               needsExeHash: needsExeHash, logger: logger)
-                }.recover { _ -> Accepted in
-                    // No kernel credentials: there is no default caller.
-                    channel.close(promise: nil)
-                    return nil
-                }
+        // SO_PASSCRED on the listener: connections inherit it when they connect, so the kernel
+        // attributes even the bytes a client sends before lanyardd accepts. Our own sockets
+        // have it from before listen(); systemd's get it from PassCredentials=yes.
+        var passcred: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(descriptor, SOL_SOCKET, SO_PASSCRED, &passcred, &size) == 0, passcred == 0 {
+            logger.warning("the \(name) socket came without SO_PASSCRED: requests sent before it was set are refused; add PassCredentials=yes to its socket unit",
+                           metadata: ["socket": "\(name)"])
+        }
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0, lanyard_enable_passcred(descriptor) == 0 else {
+            throw StartupError("cannot prepare the \(name) socket (non-blocking, SO_PASSCRED): \(errnoText())")
+        }
+        let (accepted, continuation) = AsyncStream.makeStream(of: Int32.self)
+        let reactor = SocketReactor.shared
+        let token = reactor.register(descriptor, persistent: true) {
+            while true {
+                let fd = lanyard_accept(descriptor)
+                guard fd >= 0 else { return }  // EAGAIN, or an error the next readiness retries
+                if case .terminated = continuation.yield(fd) { Glibc.close(fd) }
             }
-        return Self(name: name, server: server, limits: limits, registry: registry, logger: logger)
+        }
+        guard token != 0 else { throw StartupError("cannot watch the \(name) socket: \(errnoText())") }
+        let stop: @Sendable () -> Void = {
+            reactor.deregister(descriptor, token: token)
+            continuation.finish()
+        }
+        return Self(name: name, descriptor: descriptor, accepted: accepted, stopAccepting: stop, group: group, limits: limits,
+                    registry: registry, attestor: attestor, needsExeHash: needsExeHash, logger: logger)
     }
 
-    /// Runs on the event loop at accept: kernel credentials first, then the caps, then the pipeline.
-    private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, limits: ServerLimits, registry: ConnectionRegistry,
-                               attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
+    /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
+    private func setUp(_ fd: Int32) async -> Accepted {
+        var peerCred = UCred()
+        var len = socklen_t(MemoryLayout<UCred>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peerCred, &len) == 0, lanyard_enable_passcred(fd) == 0 else {
+            // No kernel credentials: there is no default caller.
+            Glibc.close(fd)
+            return nil
+        }
+        var pidfdNumber: Int32 = -1
+        var pidfdLen = socklen_t(MemoryLayout<Int32>.size)
+        let pidfd = getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD_, &pidfdNumber, &pidfdLen) == 0 && pidfdNumber >= 0 ? PidFD(fd: pidfdNumber) : nil
+        let output = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard output >= 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        let cred = peerCred
+        // The reader owns `fd` from the moment the initializer adds it; until then, we do.
+        let owned = NIOLockedValueBox(false)
+        let limits = self.limits, registry = self.registry, attestor = self.attestor, needsExeHash = self.needsExeHash, logger = self.logger
+        do {
+            return try await NIOPipeBootstrap(group: group).takingOwnershipOfDescriptor(output: output) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let ledger = SenderLedger()
+                    try channel.pipeline.syncOperations.addHandler(AttributedReader(fd: fd, ledger: ledger))
+                    owned.withLockedValue { $0 = true }
+                    return try Self.accept(channel, cred: cred, pidfd: pidfd, ledger: ledger, limits: limits, registry: registry,
+                                           attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+                }
+            }
+        } catch {
+            if !owned.withLockedValue({ $0 }) { Glibc.close(fd) }
+            logger.debug("connection setup failed", metadata: ["caller.uid": "\(cred.uid)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Runs on the event loop at accept: the caps, attestation, then the pipeline.
+    private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, ledger: SenderLedger, limits: ServerLimits,
+                               registry: ConnectionRegistry, attestor: any Attestor, needsExeHash: (UInt32) -> Bool,
+                               logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
         switch registry.admit(uid: creds.uid, channel: channel) {
@@ -81,33 +148,32 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             IdleStateHandler(readTimeout: limits.idleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
             DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
+            FrameAttribution(ledger: ledger),
         ])
-        let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-        return (async, Connection(peer: peer, credentials: creds))
+        let async = try NIOAsyncChannel<SentFrame, ByteBuffer>(wrappingChannelSynchronously: channel)
+        return (async, Connection(peer: peer, credentials: creds, sender: nil))
     }
 
     /// Serves connections until the listener is closed; one connection's failure never
     /// reaches the others.
     func run(_ handler: @escaping Handler) async {
-        do {
-            try await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await accepted in inbound {
-                        guard let accepted else { continue }
-                        group.addTask { await serve(accepted.channel, accepted.connection, handler) }
-                    }
+        await withDiscardingTaskGroup { group in
+            for await fd in accepted {
+                group.addTask {
+                    guard let accepted = await setUp(fd) else { return }
+                    await serve(accepted.channel, accepted.connection, handler)
                 }
             }
-        } catch {
-            logger.error("listener stopped", metadata: ["socket": "\(name)", "error": "\(error)"])
         }
     }
 
+    /// Stops accepting and closes the listening socket; open connections go on.
     func close() {
-        server.channel.close(promise: nil)
+        stopAccepting()
+        Glibc.close(descriptor)
     }
 
-    private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
+    private func serve(_ channel: NIOAsyncChannel<SentFrame, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
         do {
@@ -116,7 +182,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                     var unreaped = 0
                     do {
                         for try await frame in inbound {
-                            let body = Array(frame.readableBytesView)
+                            let body = Array(frame.body.readableBytesView)
+                            var sent = connection
+                            sent.sender = frame.sender
                             let request: Request
                             do {
                                 request = try Request(serializedBytes: body)
@@ -131,7 +199,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                             }
                             unreaped += 1
                             group.addTask {
-                                let response = await handler(request, connection)
+                                let response = await handler(request, sent)
                                 try await outbound.write(Framing.frame(response))
                             }
                         }

@@ -129,8 +129,11 @@ final class Notifier: Sendable {
 
     /// The HMAC key: the file's bytes, without a trailing newline.
     static func readKey(_ path: String) throws -> [UInt8] {
-        guard let text = readTextFile(path, limit: 4096) else {
-            throw KeyError(description: "cannot read the webhook key file \(path)")
+        let text: String
+        do {
+            text = try TrustedPath.read(path, what: "the webhook key file", limit: 4096, secret: true)
+        } catch {
+            throw KeyError(description: "\(error)")
         }
         let key = Array(text.utf8.reversed().drop { $0 == 0x0A || $0 == 0x0D }.reversed())
         guard !key.isEmpty else { throw KeyError(description: "the webhook key file \(path) is empty") }

@@ -166,7 +166,12 @@ final class OpenBaoBackend: Sendable {
             }
             path = dir + "/" + name
         }
-        guard let text = readTextFile(path, limit: 8192) else { throw UpstreamError("cannot read the \(what) \(path)") }
+        let text: String
+        do {
+            text = try TrustedPath.read(path, what: "the \(what)", limit: 8192, secret: true)
+        } catch {
+            throw UpstreamError("\(error)")
+        }
         let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !value.isEmpty else { throw UpstreamError("the \(what) \(path) is empty") }
         return value

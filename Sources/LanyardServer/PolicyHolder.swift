@@ -53,10 +53,13 @@ public final class PolicyHolder: Sendable {
         return PolicySnapshot(policy: policy, path: path, source: source)
     }
 
+    /// The policy decides who may do what: it must be a file only root or the daemon's user
+    /// can change (TrustedPath), else it is refused like an invalid one.
     static func readPolicyFile(_ path: String) throws -> String {
-        guard let text = readSmallFile(path, limit: 64 * 1024 * 1024) else {
-            throw PolicyError(file: path, path: "", line: nil, message: "cannot read the policy file: \(String(cString: strerror(errno)))")
+        do {
+            return try TrustedPath.read(path, what: "the policy file", limit: 64 * 1024 * 1024)
+        } catch let error as StartupError {
+            throw PolicyError(file: path, path: "", line: nil, message: error.description)
         }
-        return text
     }
 }

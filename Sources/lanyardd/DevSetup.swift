@@ -28,6 +28,12 @@ struct DevSetup {
             guard let p = mkdtemp(&template) else { throw Problem(description: "cannot create a temp state dir: \(String(cString: strerror(errno)))") }
             dir = String(cString: p)
         }
+        // A state dir another user made (or can write) could hold planted links: refused.
+        do {
+            try TrustedPath.checkDirectory(dir, what: "the state dir")
+        } catch {
+            throw Problem(description: "\(error)")
+        }
         let (uid, user) = try agentAccount()
         if getuid() == 0 {
             // The demo user must reach the agent socket inside the state dir (contents stay 0600).
@@ -36,7 +42,7 @@ struct DevSetup {
         let policyPath = policy ?? dir + "/policy.yaml"
         if policy == nil {
             let text = samplePolicy(agentUID: uid)
-            let fd = open(policyPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            let fd = open(policyPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
             guard fd >= 0 else { throw Problem(description: "cannot write \(policyPath): \(String(cString: strerror(errno)))") }
             _ = text.withCString { write(fd, $0, strlen($0)) }
             close(fd)

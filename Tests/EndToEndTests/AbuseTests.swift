@@ -118,7 +118,7 @@ struct AbuseTests {
             var peers: [Peer] = (0..<count).map { i in
                 let (uid, gid) = uids[i % uids.count]
                 let fd = TestSupport.connect(d.agentSocket, asUID: uid, gid: gid)
-                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
                 return Peer(fd: fd, uid: uid)
             }
             for p in peers { Self.send(p.fd, [trickle[0]]) }

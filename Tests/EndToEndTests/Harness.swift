@@ -28,8 +28,10 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     let dir: String
     let stateDir: String
     let policyPath: String
-    var agentSocket: String { dir + "/agent.sock" }
-    var adminSocket: String { dir + "/admin.sock" }
+    var agentSocket: String { (socketDir ?? dir) + "/agent.sock" }
+    var adminSocket: String { (socketDir ?? dir) + "/admin.sock" }
+    /// Where the sockets go (default: `dir`).
+    var socketDir: String?
     private(set) var process: Process?
     let log = NSCondition()
     private var logSoFar = ""

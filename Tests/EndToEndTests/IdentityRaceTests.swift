@@ -94,8 +94,21 @@ struct IdentityRaceTests {
             #expect(t.status.code == .unauthenticated, "issue_identity, \(mode): \(t.status)")
             #expect(t.issueIdentity.token.isEmpty)
         }
+        // Invariant 11: while the attested process is alive and unchanged, a copy of its
+        // connection — inherited, stolen with pidfd_getfd, or passed with SCM_RIGHTS — is
+        // still answered only with a refusal.
+        for mode in ["fork-alive", "steal", "pass"] {
+            for (request, what) in [(Self.provision, "provision"), (Self.issueIdentity, "issue_identity")] {
+                let r = try call(request, mode, d)
+                #expect(r.status.code == .unauthenticated, "\(what), \(mode): \(r.status)")
+                #expect(r.status.message.contains("not by pid"), "\(what), \(mode): \(r.status.message)")
+                #expect(r.provision.lease.secret.isEmpty && r.issueIdentity.token.isEmpty)
+            }
+        }
         let leases = try d.ctl(["leases", "list", "--json"])
         #expect((try JSONSerialization.jsonObject(with: Data(leases.stdout.utf8)) as? [Any])?.count == 1)  // only the control's
-        #expect(try d.ctl(["audit", "query", "--decision", "deny"]).stdout.components(separatedBy: "exited or changed").count == 5)
+        let denials = try d.ctl(["audit", "query", "--decision", "deny"]).stdout
+        #expect(denials.components(separatedBy: "exited or changed").count == 3)  // exec: the attested pid, another binary
+        #expect(denials.components(separatedBy: "answers only the process that opened it").count == 9)  // fork, fork-alive, steal, pass: another pid
     }
 }

@@ -14,9 +14,9 @@ struct ApprovalMachineTests {
         #expect(try m.approve(by: 2000, atMicros: t0 + 1))
         #expect(m.state == .approved)
         #expect(m.expiresMicros == t0 + 1 + timeout)  // usable for a full timeout after approval
-        try m.consume(digest: "D", atMicros: t0 + 2)
+        try m.consume(digest: "D", atMicros: t0 + 2, risk: m.risk, quorum: m.quorum)
         #expect(m.state == .consumed)
-        #expect(throws: ApprovalMachine.Refusal.notApproved(.consumed)) { try m.consume(digest: "D", atMicros: t0 + 3) }
+        #expect(throws: ApprovalMachine.Refusal.notApproved(.consumed)) { try m.consume(digest: "D", atMicros: t0 + 3, risk: m.risk, quorum: m.quorum) }
     }
 
     @Test func highNeedsQuorumOfDistinctApprovers() throws {
@@ -24,9 +24,9 @@ struct ApprovalMachineTests {
         #expect(try m.approve(by: 2000, atMicros: t0) == false)
         #expect(m.state == .pending)
         #expect(throws: ApprovalMachine.Refusal.alreadyApprovedBy(2000)) { try m.approve(by: 2000, atMicros: t0) }
-        #expect(throws: ApprovalMachine.Refusal.notApproved(.pending)) { try m.consume(digest: "D", atMicros: t0) }
+        #expect(throws: ApprovalMachine.Refusal.notApproved(.pending)) { try m.consume(digest: "D", atMicros: t0, risk: m.risk, quorum: m.quorum) }
         #expect(try m.approve(by: 2001, atMicros: t0))
-        try m.consume(digest: "D", atMicros: t0)
+        try m.consume(digest: "D", atMicros: t0, risk: m.risk, quorum: m.quorum)
     }
 
     @Test func theRequesterNeverApprovesOrDenies() {
@@ -51,27 +51,46 @@ struct ApprovalMachineTests {
     @Test func expiredPendingCannotBeApprovedOrUsed() {
         var m = machine()
         #expect(throws: ApprovalMachine.Refusal.notPending(.expired)) { try m.approve(by: 2000, atMicros: t0 + timeout) }
-        #expect(throws: ApprovalMachine.Refusal.notApproved(.expired)) { try m.consume(digest: "D", atMicros: t0 + timeout) }
+        #expect(throws: ApprovalMachine.Refusal.notApproved(.expired)) { try m.consume(digest: "D", atMicros: t0 + timeout, risk: m.risk, quorum: m.quorum) }
     }
 
     @Test func approvedButUnusedExpiresToo() throws {
         var m = machine()
         _ = try m.approve(by: 2000, atMicros: t0)
-        #expect(throws: ApprovalMachine.Refusal.notApproved(.expired)) { try m.consume(digest: "D", atMicros: t0 + timeout) }
+        #expect(throws: ApprovalMachine.Refusal.notApproved(.expired)) { try m.consume(digest: "D", atMicros: t0 + timeout, risk: m.risk, quorum: m.quorum) }
     }
 
     @Test func deniedStaysDenied() throws {
         var m = machine()
         try m.deny(by: 2000, atMicros: t0)
         #expect(throws: ApprovalMachine.Refusal.notPending(.denied)) { try m.approve(by: 2001, atMicros: t0) }
-        #expect(throws: ApprovalMachine.Refusal.notApproved(.denied)) { try m.consume(digest: "D", atMicros: t0) }
+        #expect(throws: ApprovalMachine.Refusal.notApproved(.denied)) { try m.consume(digest: "D", atMicros: t0, risk: m.risk, quorum: m.quorum) }
     }
 
     @Test func digestMismatchIsRefusedAndLeavesItApproved() throws {
         var m = machine()
         _ = try m.approve(by: 2000, atMicros: t0)
-        #expect(throws: ApprovalMachine.Refusal.differentOperation) { try m.consume(digest: "E", atMicros: t0) }
+        #expect(throws: ApprovalMachine.Refusal.differentOperation) { try m.consume(digest: "E", atMicros: t0, risk: m.risk, quorum: m.quorum) }
         #expect(m.state == .approved)
-        try m.consume(digest: "D", atMicros: t0)
+        try m.consume(digest: "D", atMicros: t0, risk: m.risk, quorum: m.quorum)
+    }
+
+    /// Security I finding 6: the policy in force at use decides. An approval granted while
+    /// MEDIUM, or by one approver, does not cover the operation once it is HIGH with quorum 2.
+    @Test func aStricterPolicyAtUseRefusesAnOlderApproval() throws {
+        var medium = ApprovalMachine(risk: .medium, digest: "D", requesterUID: 1, quorum: 1, expiresMicros: 1_000, timeoutMicros: 1_000)
+        _ = try medium.approve(by: 2, atMicros: 0)
+        var m = medium
+        #expect(throws: ApprovalMachine.Refusal.riskRaised(from: .medium, to: .high)) { try m.consume(digest: "D", atMicros: 1, risk: .high, quorum: 1) }
+        #expect(m.state == .approved)  // refused, not used up
+
+        var high = ApprovalMachine(risk: .high, digest: "D", requesterUID: 1, quorum: 1, expiresMicros: 1_000, timeoutMicros: 1_000)
+        _ = try high.approve(by: 2, atMicros: 0)
+        m = high
+        #expect(throws: ApprovalMachine.Refusal.quorumRaised(have: 1, need: 2)) { try m.consume(digest: "D", atMicros: 1, risk: .high, quorum: 2) }
+        try m.consume(digest: "D", atMicros: 1, risk: .high, quorum: 1)  // control: the rules it was granted under
+        m = medium
+        try m.consume(digest: "D", atMicros: 1, risk: .low, quorum: 2)  // a lowered risk is still covered
+        #expect(m.state == .consumed)
     }
 }

@@ -66,9 +66,9 @@ final class Harness: @unchecked Sendable {
         logger.logLevel = .critical
         daemon = try! Daemon(config: config, attestor: SameProcess(), logger: logger)
         agent = Connection(peer: AttestedPeer(facts: PeerFacts(uid: 4000, gid: 4000, pid: getpid())),
-                           credentials: PeerCredentials(uid: 4000, gid: 4000, pid: getpid()))
+                           credentials: PeerCredentials(uid: 4000, gid: 4000, pid: getpid()), sender: getpid())
         stranger = Connection(peer: AttestedPeer(facts: PeerFacts(uid: 4001, gid: 4001, pid: getpid())),
-                              credentials: PeerCredentials(uid: 4001, gid: 4001, pid: getpid()))
+                              credentials: PeerCredentials(uid: 4001, gid: 4001, pid: getpid()), sender: getpid())
     }
 
     /// Dispatches on the daemon's own service and waits for the answer.

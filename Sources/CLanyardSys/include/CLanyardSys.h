@@ -1,6 +1,7 @@
 #ifndef LANYARD_SYS_H
 #define LANYARD_SYS_H
 #include <sys/types.h>
+#include <stdint.h>
 
 /// No core dumps and no ptrace/proc access by other users: crash output holds no secret.
 int lanyard_disable_dumps(void);
@@ -19,6 +20,27 @@ int lanyard_pidfd_open(pid_t pid);
 /// Returns the heap's free pages to the kernel (glibc malloc_trim): after a burst of
 /// connections the allocator otherwise keeps them, and the daemon's RSS stays at its peak.
 void lanyard_release_free_memory(void);
+
+/// recvmsg(2) on a Unix stream socket with SO_PASSCRED set: reads at most `len` bytes
+/// into `buf` and stores the pid of the process that sent them in `*sender` (-1 when the
+/// kernel attached no credentials). The kernel never returns bytes of two senders in one
+/// read. Returns the byte count, 0 at end of stream, or -1 with errno set.
+ssize_t lanyard_recv_attributed(int fd, void *buf, size_t len, pid_t *sender);
+
+/// Turns on SO_PASSCRED, so that every read reports its sender.
+int lanyard_enable_passcred(int fd);
+
+/// accept4(2), non-blocking and close-on-exec: a connected descriptor, or -1 with errno.
+int lanyard_accept(int fd);
+
+/// epoll, reduced to what the socket reactor needs: one token per descriptor.
+/// `oneshot`: report readiness once, until `lanyard_epoll_arm` asks again.
+int lanyard_epoll_create(void);
+int lanyard_epoll_add(int epfd, int fd, uint64_t token, int oneshot);
+int lanyard_epoll_arm(int epfd, int fd, uint64_t token);
+int lanyard_epoll_remove(int epfd, int fd);
+/// Waits for readiness; writes up to `max` tokens and returns their count (-1: EINTR).
+int lanyard_epoll_wait(int epfd, uint64_t *tokens, int max);
 
 #endif
 

@@ -618,6 +618,9 @@ public nonisolated struct Lanyard_V1_IntrospectRequest: Sendable {
 
   public var secret: String = String()
 
+  /// empty: none; an approved one when `<service>:introspect` is MEDIUM or HIGH
+  public var approvalID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -641,6 +644,18 @@ public nonisolated struct Lanyard_V1_IntrospectResponse: Sendable {
   public var expiresAt: Int64 = 0
 
   public var leaseID: String = String()
+
+  /// How `<service>:introspect` was decided, routed by its risk like every capability:
+  /// ALLOW (answered), PENDING (approval_id, binding_code: ask again with the approved id)
+  /// or DENY (reason). An unknown secret, or one of a service this agent may not
+  /// introspect, is DENY with active = false.
+  public var decision: Lanyard_V1_Decision = .unspecified
+
+  public var reason: String = String()
+
+  public var approvalID: String = String()
+
+  public var bindingCode: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1907,7 +1922,7 @@ nonisolated extension Lanyard_V1_ValidateIdentityResponse: SwiftProtobuf.Message
 
 nonisolated extension Lanyard_V1_IntrospectRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IntrospectRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}secret\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}secret\0\u{3}approval_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1916,6 +1931,7 @@ nonisolated extension Lanyard_V1_IntrospectRequest: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.secret) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
       default: break
       }
     }
@@ -1925,11 +1941,15 @@ nonisolated extension Lanyard_V1_IntrospectRequest: SwiftProtobuf.Message, Swift
     if !self.secret.isEmpty {
       try visitor.visitSingularStringField(value: self.secret, fieldNumber: 1)
     }
+    if !self.approvalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.approvalID, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_IntrospectRequest, rhs: Lanyard_V1_IntrospectRequest) -> Bool {
     if lhs.secret != rhs.secret {return false}
+    if lhs.approvalID != rhs.approvalID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1937,7 +1957,7 @@ nonisolated extension Lanyard_V1_IntrospectRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IntrospectResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{1}agent\0\u{3}agent_id\0\u{1}service\0\u{1}scope\0\u{3}expires_at\0\u{3}lease_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{1}agent\0\u{3}agent_id\0\u{1}service\0\u{1}scope\0\u{3}expires_at\0\u{3}lease_id\0\u{1}decision\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1952,6 +1972,10 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.scope) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.expiresAt) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.leaseID) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.decision) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
       default: break
       }
     }
@@ -1979,6 +2003,18 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
     if !self.leaseID.isEmpty {
       try visitor.visitSingularStringField(value: self.leaseID, fieldNumber: 7)
     }
+    if self.decision != .unspecified {
+      try visitor.visitSingularEnumField(value: self.decision, fieldNumber: 8)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 9)
+    }
+    if !self.approvalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.approvalID, fieldNumber: 10)
+    }
+    if !self.bindingCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.bindingCode, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1990,6 +2026,10 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
     if lhs.scope != rhs.scope {return false}
     if lhs.expiresAt != rhs.expiresAt {return false}
     if lhs.leaseID != rhs.leaseID {return false}
+    if lhs.decision != rhs.decision {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.approvalID != rhs.approvalID {return false}
+    if lhs.bindingCode != rhs.bindingCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

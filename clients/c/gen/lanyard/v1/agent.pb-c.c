@@ -2853,7 +2853,7 @@ const ProtobufCMessageDescriptor lanyard__v1__validate_identity_response__descri
   (ProtobufCMessageInit) lanyard__v1__validate_identity_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__introspect_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__introspect_request__field_descriptors[2] =
 {
   {
     "secret",
@@ -2867,14 +2867,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__introspect_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "approval_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectRequest, approval_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__introspect_request__field_indices_by_name[] = {
+  1,   /* field[1] = approval_id */
   0,   /* field[0] = secret */
 };
 static const ProtobufCIntRange lanyard__v1__introspect_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__introspect_request__descriptor =
 {
@@ -2884,14 +2897,14 @@ const ProtobufCMessageDescriptor lanyard__v1__introspect_request__descriptor =
   "Lanyard__V1__IntrospectRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__IntrospectRequest),
-  1,
+  2,
   lanyard__v1__introspect_request__field_descriptors,
   lanyard__v1__introspect_request__field_indices_by_name,
   1,  lanyard__v1__introspect_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__introspect_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_descriptors[7] =
+static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_descriptors[11] =
 {
   {
     "active",
@@ -2977,20 +2990,72 @@ static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "decision",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, decision),
+    &lanyard__v1__decision__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "approval_id",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, approval_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "binding_code",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, binding_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__introspect_response__field_indices_by_name[] = {
   0,   /* field[0] = active */
   1,   /* field[1] = agent */
   2,   /* field[2] = agent_id */
+  9,   /* field[9] = approval_id */
+  10,   /* field[10] = binding_code */
+  7,   /* field[7] = decision */
   5,   /* field[5] = expires_at */
   6,   /* field[6] = lease_id */
+  8,   /* field[8] = reason */
   4,   /* field[4] = scope */
   3,   /* field[3] = service */
 };
 static const ProtobufCIntRange lanyard__v1__introspect_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descriptor =
 {
@@ -3000,7 +3065,7 @@ const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descriptor =
   "Lanyard__V1__IntrospectResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__IntrospectResponse),
-  7,
+  11,
   lanyard__v1__introspect_response__field_descriptors,
   lanyard__v1__introspect_response__field_indices_by_name,
   1,  lanyard__v1__introspect_response__number_ranges,

@@ -419,10 +419,14 @@ struct  Lanyard__V1__IntrospectRequest
 {
   ProtobufCMessage base;
   char *secret;
+  /*
+   * empty: none; an approved one when `<service>:introspect` is MEDIUM or HIGH
+   */
+  char *approval_id;
 };
 #define LANYARD__V1__INTROSPECT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__introspect_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__IntrospectResponse
@@ -436,10 +440,20 @@ struct  Lanyard__V1__IntrospectResponse
   char **scope;
   int64_t expires_at;
   char *lease_id;
+  /*
+   * How `<service>:introspect` was decided, routed by its risk like every capability:
+   * ALLOW (answered), PENDING (approval_id, binding_code: ask again with the approved id)
+   * or DENY (reason). An unknown secret, or one of a service this agent may not
+   * introspect, is DENY with active = false.
+   */
+  Lanyard__V1__Decision decision;
+  char *reason;
+  char *approval_id;
+  char *binding_code;
 };
 #define LANYARD__V1__INTROSPECT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__introspect_response__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, LANYARD__V1__DECISION__DECISION_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__ListLeasesRequest
