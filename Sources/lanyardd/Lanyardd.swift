@@ -56,6 +56,8 @@ struct Serve: AsyncParsableCommand {
             return v
         }
 
+        // Every log line passes through InertLogHandler: agent text never forges a line.
+        LoggingSystem.bootstrap { InertLogHandler(wrapping: StreamLogHandler.standardError(label: $0)) }
         var logger = Logger(label: "lanyardd")
         let level = pick(logLevel, "log-level") ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else { fail("--log-level: unknown level '\(level)'; use trace, debug, info, notice, warning or error") }
