@@ -112,6 +112,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 for a in r.approvals where seen.insert(a.approvalID).inserted {
                     print(sockets.json ? a.json.text : a.text + "\n")
                 }
+                try flushStdout()  // each arrival at once, even through a pipe
             }
         }
     }
