@@ -16,7 +16,7 @@ package struct InertLogHandler: LogHandler {
     package init(wrapping handler: any LogHandler) {
         wrapped = handler
         metadataProvider = handler.metadataProvider
-        wrapped.metadataProvider = nil  // applied here, so that its values are made inert too
+        if metadataProvider != nil { wrapped.metadataProvider = nil }  // applied here, so that its values are made inert too
     }
 
     package var logLevel: Logger.Level {
