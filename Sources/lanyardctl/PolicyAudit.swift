@@ -189,7 +189,10 @@ struct AuditCommand: AsyncParsableCommand {
             next = page.next
             if !page.records.isEmpty {
                 try flushStdout()
-                try cursor?.save(next - 1)
+                if let cursor {
+                    try syncStdout()
+                    try cursor.save(next - 1)
+                }
             }
             if !page.more {
                 guard follow else { return }
@@ -317,6 +320,12 @@ struct Backoff {
 /// Pushes what was printed to stdout (every stdio stream); a failed write ends the command.
 func flushStdout() throws {
     if fflush(nil) != 0 { throw Failure("cannot write to standard output: \(String(cString: strerror(errno)))") }
+}
+
+/// Makes what was written to stdout durable when it is a file (a pipe or a terminal has
+/// nothing to sync), so a cursor never runs ahead of the records.
+func syncStdout() throws {
+    if fsync(1) != 0, errno != EINVAL, errno != EROFS { throw Failure("cannot sync standard output: \(String(cString: strerror(errno)))") }
 }
 
 extension String {

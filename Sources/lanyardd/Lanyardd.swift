@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import CLanyardSys
+import LanyardCore
 import LanyardCrypto
 import LanyardServer
 import Logging
@@ -147,7 +148,7 @@ struct Keygen: ParsableCommand {
 
 /// One line on stderr, exit 1: how every startup problem ends.
 func fail(_ message: String) -> Never {
-    FileHandleStderr.write("lanyardd: \(message)\n")
+    FileHandleStderr.write("lanyardd: \(Inert.text(message, limit: 4096))\n")
     exit(1)
 }
 

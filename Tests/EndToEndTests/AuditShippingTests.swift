@@ -34,6 +34,14 @@ struct AuditShippingTests {
         }
     }
 
+    /// nil when `seqs` is exactly `expected`, in order; else what differs, briefly.
+    static func mismatch(_ seqs: [UInt64], _ expected: ClosedRange<UInt64>) -> String? {
+        if seqs.elementsEqual(expected) { return nil }
+        let first = zip(seqs, expected).firstIndex { $0 != $1 } ?? min(seqs.count, expected.count)
+        return "\(seqs.count) records for \(expected.count) (\(expected)); first difference at line \(first + 1): "
+            + "\(seqs.dropFirst(first).prefix(3).map(String.init)) instead of \(expected.dropFirst(first).prefix(3).map(String.init))"
+    }
+
     static func head(_ d: DaemonProcess) throws -> UInt64 {
         let head = try InertOutputTests.auditHead(d)
         return try #require(head)
@@ -48,11 +56,11 @@ struct AuditShippingTests {
         #expect(head >= 5_000)
 
         let export = try d.ctlSucceeds(["audit", "export"])
-        #expect(Self.seqs(export.stdout) == Array(1...head), "export printed \(Self.seqs(export.stdout).count) of \(head) records")
+        #expect(Self.mismatch(Self.seqs(export.stdout), 1...head) == nil, "export printed \(Self.seqs(export.stdout).count) of \(head) records")
         let query = try d.ctlSucceeds(["audit", "query"])
         #expect(query.stdout.split(separator: "\n").count == Int(head))
         let limited = try d.ctlSucceeds(["audit", "export", "--from", "4990", "--limit", "7"])
-        #expect(Self.seqs(limited.stdout) == Array(4990...4996))
+        #expect(Self.mismatch(Self.seqs(limited.stdout), 4990...4996) == nil)
 
         // Shipping: follow with a cursor, through a restart of the daemon.
         let cursor = d.dir + "/ship.cursor"
@@ -66,7 +74,7 @@ struct AuditShippingTests {
         #expect(follower.read(untilSeq: after), "the follower carried on after the restart, up to \(after)")
         follower.stop()
         let shipped = Self.seqs(follower.output)
-        #expect(shipped == Array(1...after), "one run: every record once, in order (\(shipped.count) lines for \(after) records)")
+        #expect(Self.mismatch(shipped, 1...after) == nil, "one run: every record once, in order")
 
         // The next run resumes exactly after the cursor: at least once, never a gap.
         try await Self.authorize(30, d)
@@ -75,7 +83,7 @@ struct AuditShippingTests {
         let saved = try #require(UInt64(cursorText.trimmingCharacters(in: .whitespacesAndNewlines)), "cursor file: \(cursorText)")
         #expect(saved <= after && after - saved <= 500, "the cursor is at most one page behind what was printed (\(saved) of \(after))")
         let resumed = try d.ctlSucceeds(["audit", "export", "--cursor", cursor])
-        #expect(Self.seqs(resumed.stdout) == Array((saved + 1)...last))
+        #expect(Self.mismatch(Self.seqs(resumed.stdout), (saved + 1)...last) == nil)
         #expect(TestSupport.readText(cursor) == "\(last)\n")
         let again = try d.ctlSucceeds(["audit", "export", "--cursor", cursor])
         #expect(again.stdout.isEmpty, "nothing new, nothing repeated")
@@ -98,7 +106,7 @@ struct AuditShippingTests {
         let head = try Self.head(d)
 
         let export = try d.ctlSucceeds(["audit", "export"])
-        #expect(Self.seqs(export.stdout) == Array(1...head))
+        #expect(Self.mismatch(Self.seqs(export.stdout), 1...head) == nil)
         let record = try #require(export.stdout.split(separator: "\n").first { $0.hasPrefix("{\"seq\":\(planted),") })
         #expect(record.utf8.count < 8 * 1024 && record.contains("bytes]"), "its fields were capped when it was written")
         let tail = try InertOutputTests.output(of: [Bin.lanyardctl, "audit", "tail", "-n", "5"], as: (0, 0), d) {
@@ -111,7 +119,7 @@ struct AuditShippingTests {
         try d.sql("UPDATE audit SET reason = hex(zeroblob(30000)) WHERE seq = \(planted + 1)")
         try d.start()
         let exported = try d.ctlSucceeds(["audit", "export", "--from", "\(planted)"])
-        #expect(Self.seqs(exported.stdout) == Array(planted...head), "export goes on past the oversized record")
+        #expect(Self.mismatch(Self.seqs(exported.stdout), planted...head) == nil, "export goes on past the oversized record")
         let capped = try #require(exported.stdout.split(separator: "\n").first { $0.hasPrefix("{\"seq\":\(planted + 1),") })
         #expect(capped.contains("…[+"), "the oversized field is cut with a visible marker")
         let tailed = try InertOutputTests.output(of: [Bin.lanyardctl, "audit", "tail", "-n", "4"], as: (0, 0), d) {
