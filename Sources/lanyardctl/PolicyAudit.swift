@@ -152,7 +152,7 @@ struct AuditCommand: AsyncParsableCommand {
         let page = try await admin.call(f.request(from: seq, limit: limit)).auditQuery
         var next = seq
         for r in page.records {
-            guard r.seq >= next else { throw Failure("lanyardd answered audit record \(r.seq) out of order (expected \(next) or later); nothing after it was shown") }
+            guard r.seq >= next else { throw Failure("lanyardd answered audit record \(r.seq) out of order (expected \(next) or later); stopped at record \(seq), run again with --from \(seq)") }
             next = r.seq + 1
         }
         if page.nextSeq != 0 {
@@ -165,12 +165,12 @@ struct AuditCommand: AsyncParsableCommand {
         return (page.records, next, page.nextSeq != 0)
     }
 
-    /// Hands every matching record from `f.from` (or after the cursor) to `emit`, a page
-    /// at a time; after each page, stdout is flushed and then the cursor saved. Stops
+    /// Hands every matching record from `start` to `emit`, a page at a time; after each
+    /// page, stdout is flushed and then the cursor saved. Stops
     /// when none is left or `f.limit` are shown; with `follow`, waits for new records
     /// instead, and rides out the daemon's restarts.
     static func stream(_ sockets: Sockets, _ f: Filters, from start: UInt64, cursor: Cursor? = nil, follow: Bool = false,
-                    _ emit: (Lanyard_V1_AuditRecord) -> Void) async throws {
+                       _ emit: (Lanyard_V1_AuditRecord) -> Void) async throws {
         let admin = sockets.admin
         var next = start
         var left = f.limit ?? Int.max

@@ -37,7 +37,7 @@ struct AuditShippingTests {
     /// nil when `seqs` is exactly `expected`, in order; else what differs, briefly.
     static func mismatch(_ seqs: [UInt64], _ expected: ClosedRange<UInt64>) -> String? {
         if seqs.elementsEqual(expected) { return nil }
-        let first = zip(seqs, expected).firstIndex { $0 != $1 } ?? min(seqs.count, expected.count)
+        let first = zip(seqs, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(seqs.count, expected.count)
         return "\(seqs.count) records for \(expected.count) (\(expected)); first difference at line \(first + 1): "
             + "\(seqs.dropFirst(first).prefix(3).map(String.init)) instead of \(expected.dropFirst(first).prefix(3).map(String.init))"
     }
