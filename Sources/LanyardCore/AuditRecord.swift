@@ -23,6 +23,20 @@ public struct AuditRecord: Sendable, Equatable {
 
     public init(event: String) { self.event = event }
 
+    /// The most bytes any text field holds: with 14 text fields a record always fits in
+    /// one reply page, whatever an agent sent.
+    public static let maxFieldBytes = 2048
+
+    /// This record with every text field cut to `maxFieldBytes` (marked `…[+N bytes]`).
+    public var capped: AuditRecord {
+        var r = self
+        for field in [\AuditRecord.event, \.agentID, \.agent, \.capability, \.resource, \.decision, \.reason, \.outcome,
+                      \.leaseID, \.approvalID, \.approver, \.policyVersion, \.prevHash, \.hash] {
+            r[keyPath: field] = Inert.capped(r[keyPath: field], limit: Self.maxFieldBytes)
+        }
+        return r
+    }
+
     /// The hash of the record before the first one.
     public static let genesisHash = String(repeating: "0", count: 64)
 

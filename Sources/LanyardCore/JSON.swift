@@ -28,9 +28,13 @@ public enum JSON: Sendable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where u.value < 0x20:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            // Exact JSON whose bytes are inert too (invariant 14): controls, C1, bidi and
+            // other format characters as \u escapes, which decode to the same string.
+            case _ where Inert.mustEscape(u):
+                for unit in String(u).utf16 {
+                    let hex = String(unit, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                }
             default: out.unicodeScalars.append(u)
             }
         }

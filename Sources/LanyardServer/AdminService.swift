@@ -253,31 +253,42 @@ final class AdminService: Sendable {
         }
     }
 
+    /// One page of matching records from `from_seq`, in order, as many as fit one reply
+    /// (at least one: a record stored before fields were capped is sent capped, its
+    /// stored text intact). `next_seq` follows the last record sent while more match,
+    /// and is 0 only when none does.
     private func auditQuery(_ q: Lanyard_V1_AuditQueryRequest) throws -> Lanyard_V1_AuditQueryResponse {
         var filter = AuditFilter()
         filter.fromSeq = max(q.fromSeq, 1)
-        filter.limit = Int(q.limit == 0 ? 100 : min(q.limit, 500))
+        let limit = Int(q.limit == 0 ? 100 : min(q.limit, Self.auditPageLimit))
+        filter.limit = limit + 1  // one more tells whether more match
         filter.agent = q.agent.isEmpty ? nil : q.agent
         filter.capability = q.capability.isEmpty ? nil : q.capability
         filter.decision = q.decision.isEmpty ? nil : q.decision
         filter.sinceMicros = q.sinceUs == 0 ? nil : q.sinceUs
         filter.untilMicros = q.untilUs == 0 ? nil : q.untilUs
-        let records = try store.queryAudit(filter)
         var r = Lanyard_V1_AuditQueryResponse()
-        r.headSeq = store.audit.headRecord.seq
+        r.headSeq = store.audit.headRecord.seq  // before the query: every record up to it is in what the query reads
+        let records = try store.queryAudit(filter)
         // Keep the page inside one frame (the client's cap is the default 64 KiB).
-        var budget = 48 * 1024
-        for record in records {
-            let wire = record.wire
-            budget -= ((try? wire.serializedBytes() as [UInt8])?.count ?? 1024) + 8
-            if budget < 0 { break }
+        var budget = Self.auditReplyBudget
+        func size(_ w: Lanyard_V1_AuditRecord) -> Int { ((try? w.serializedBytes() as [UInt8])?.count ?? Self.auditReplyBudget) + 8 }
+        for record in records.prefix(limit) {
+            var wire = record.wire
+            if r.records.isEmpty, size(wire) > budget { wire = record.capped.wire }
+            budget -= size(wire)
+            if budget < 0, !r.records.isEmpty { break }
             r.records.append(wire)
         }
-        if r.records.count < records.count || records.count == filter.limit, let last = r.records.last {
+        if r.records.count < records.count, let last = r.records.last {
             r.nextSeq = last.seq + 1
         }
         return r
     }
+
+    /// Records per audit query page, and the bytes a page's records may take.
+    static let auditPageLimit: UInt32 = 500
+    static let auditReplyBudget = 48 * 1024
 
     private func agentInfo(_ agent: Agent, _ policy: Policy) -> Lanyard_V1_AgentInfo {
         var a = Lanyard_V1_AgentInfo()

@@ -51,10 +51,12 @@ public final class AuditLog: Sendable {
     }
 
     /// Appends several records and one change atomically (for example a kill switch that
-    /// revokes many leases: one record per lease).
+    /// revokes many leases: one record per lease). Every text field is capped here, the
+    /// one way in, so a record always fits one query reply (`AuditRecord.capped`).
     @discardableResult
     package func append(_ records: [AuditRecord], with mutation: Mutation?) async throws -> [AuditRecord] {
         precondition(!records.isEmpty)
+        let records = records.map(\.capped)
         return try await withCheckedThrowingContinuation { continuation in
             queue.push(.init(records: records, mutation: mutation, continuation: continuation))
         }

@@ -25,15 +25,19 @@ extension Lanyard_V1_Approval {
                  ("created_at", .int(createdAt)), ("expires_at", .int(expiresAt)), ("approvers", .array(approvers.map { .string($0) }))])
     }
 
-    /// What an approver needs to decide: who asks, what, why, how risky, until when, and the code.
+    /// What an approver needs to decide: who asks, what, why, how risky, until when, and the
+    /// code. The risk is the daemon's; everything the agent chose (resource, args, amount
+    /// unit, its executable's path) is quoted, escaped and capped.
     var text: String {
-        var lines = ["\(approvalID)  \(state.name)  \(risk.name.uppercased())  code \(bindingCode)",
-                     "  agent:   \(agent) (uid \(uid), pid \(pid), \(exe.isEmpty ? "exe unknown" : exe))",
-                     "  wants:   \(capabilities.joined(separator: ", "))" + (resource.isEmpty ? "" : " on \(resource)")]
-        if !args.isEmpty { lines.append("  args:    " + args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")) }
-        if hasAmount { lines.append("  amount:  \(amount.value) \(amount.unit)") }
-        lines.append("  why:     \(reason)")
-        lines.append("  expires: \(rfc3339(micros: expiresAt * 1_000_000))" + (approvers.isEmpty ? "" : "; approved by \(approvers.joined(separator: ", "))"))
+        var lines = ["\(approvalID.field)  \(state.name)  \(risk.name.uppercased())  code \(bindingCode.field)",
+                     "  agent:   \(agent.field) (uid \(uid), pid \(pid), exe \(exe.isEmpty ? "unknown" : exe.quoted))",
+                     "  wants:   \(capabilities.fields())" + (resource.isEmpty ? "" : " on \(resource.quoted)")]
+        if !args.isEmpty {
+            lines.append("  args:    {" + args.sorted { $0.key < $1.key }.map { "\($0.key.quoted): \($0.value.quoted)" }.joined(separator: ", ") + "}")
+        }
+        if hasAmount { lines.append("  amount:  \(amount.value) \(amount.unit.quoted)") }
+        lines.append("  why:     \(reason.shown)")
+        lines.append("  expires: \(rfc3339(micros: expiresAt * 1_000_000))" + (approvers.isEmpty ? "" : "; approved by \(approvers.fields())"))
         return lines.joined(separator: "\n")
     }
 }
@@ -60,7 +64,7 @@ struct Await: AsyncParsableCommand {
         } while r.state == .pending && left > 0
         sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
                               ("expires_at", .int(r.expiresAt))])) {
-            "\(r.state.name)" + (r.reason.isEmpty ? "" : ": \(r.reason)")
+            "\(r.state.name)" + (r.reason.isEmpty ? "" : ": \(r.reason.shown)")
         }
         switch r.state {
         case .approved: return
@@ -108,6 +112,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 for a in r.approvals where seen.insert(a.approvalID).inserted {
                     print(sockets.json ? a.json.text : a.text + "\n")
                 }
+                try flushStdout()  // each arrival at once, even through a pipe
             }
         }
     }
@@ -126,7 +131,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 seconds = s
             }
             let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "")
-            sockets.emit(a.json) { "\(a.state.name): \(a.approvalID) (\(a.capabilities.joined(separator: ",")) for \(a.agent))" }
+            sockets.emit(a.json) { "\(a.state.name): \(a.approvalID.field) (\(a.capabilities.fields(",")) for \(a.agent.field))" }
         }
 
         static func duration(_ s: String) -> UInt32? {
@@ -149,7 +154,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let a = try await decide(sockets, approval, approve: false, standing: 0, reason: reason)
-            sockets.emit(a.json) { "DENIED: \(a.approvalID)" }
+            sockets.emit(a.json) { "DENIED: \(a.approvalID.field)" }
         }
     }
 }

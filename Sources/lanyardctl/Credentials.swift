@@ -13,12 +13,17 @@ extension Lanyard_V1_LeaseInfo {
                  ("state", .string(state))])
     }
 
-    var line: String { "\(leaseID)  \(agent)  \(service)  \(scope.joined(separator: ","))  expires \(rfc3339(micros: expiresAt * 1_000_000))  \(state)" }
+    var line: String {
+        "\(leaseID.field)  \(agent.field)  \(service.field)  \(scope.fields(","))  expires \(rfc3339(micros: expiresAt * 1_000_000))  \(state.field)"
+    }
 }
 
 /// Reads a secret from standard input (never from argv: argv is visible to every user).
+/// On a terminal the secret is not echoed while it is typed (`HiddenInput`).
 func readSecretFromStdin(_ what: String) throws -> [UInt8] {
-    if isatty(0) == 1 { FileHandleStderr.write("\(what) (end with Ctrl-D): ") }
+    let hidden = try HiddenInput.begin()
+    defer { if hidden { HiddenInput.end() } }
+    if hidden { FileHandleStderr.write("\(what): type or paste it (it is not shown), then Enter and Ctrl-D\n") }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
@@ -28,8 +33,43 @@ func readSecretFromStdin(_ what: String) throws -> [UInt8] {
         if bytes.count > 16 * 1024 { throw Failure("\(what) is larger than 16 KiB") }
     }
     while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }  // the newline of `echo`
-    if bytes.isEmpty { throw Failure("\(what) is empty: pipe it on standard input") }
+    if bytes.isEmpty { throw Failure("\(what) is empty: pipe it on standard input, or type it and end with Enter and Ctrl-D") }
     return bytes
+}
+
+/// Terminal echo off on standard input while a secret is typed. The saved settings come
+/// back at `end` (every return and throw goes through it) and on the signals that end a
+/// typing session (Ctrl-C, Ctrl-\, hangup, kill), before the signal takes its course.
+enum HiddenInput {
+    nonisolated(unsafe) private static var saved = termios()
+    private static let signals = [SIGINT, SIGQUIT, SIGHUP, SIGTERM]
+
+    /// Turns echo off when standard input is a terminal; false (and nothing done) otherwise.
+    static func begin() throws -> Bool {
+        guard isatty(0) == 1 else { return false }
+        guard tcgetattr(0, &saved) == 0 else { throw Failure("cannot read the terminal's settings to hide the secret; pipe it on standard input instead") }
+        for s in signals { signal(s, restoreAndResignal) }
+        var quiet = saved
+        quiet.c_lflag &= ~tcflag_t(ECHO | ECHONL)
+        guard tcsetattr(0, TCSANOW, &quiet) == 0 else {
+            end()
+            throw Failure("cannot turn off the terminal's echo to hide the secret; pipe it on standard input instead")
+        }
+        return true
+    }
+
+    static func end() {
+        tcsetattr(0, TCSANOW, &saved)
+        for s in signals { signal(s, SIG_DFL) }
+        FileHandleStderr.write("\n")  // the Enter the user typed was not echoed
+    }
+
+    /// Async-signal-safe: tcsetattr, signal and raise only.
+    private static let restoreAndResignal: @convention(c) (Int32) -> Void = { sig in
+        tcsetattr(0, TCSANOW, &HiddenInput.saved)
+        signal(sig, SIG_DFL)
+        raise(sig)
+    }
 }
 
 enum FileHandleStderr {
@@ -61,7 +101,7 @@ struct Provision: AsyncParsableCommand {
         } catch let e as LanyardError {
             if let r = e.response as? Lanyard_V1_Response, !r.provision.approvalID.isEmpty {
                 sockets.emit(.object([("approval_id", .string(r.provision.approvalID)), ("binding_code", .string(r.provision.bindingCode))])) {
-                    "approval needed: \(r.provision.approvalID) (code \(r.provision.bindingCode))"
+                    "approval needed: \(r.provision.approvalID.field) (code \(r.provision.bindingCode.field))"
                 }
                 throw Failure("\(e.code.name): \(e.message)", code: 3)
             }
@@ -70,8 +110,8 @@ struct Provision: AsyncParsableCommand {
         sockets.emit(.object([("lease_id", .string(lease.leaseID)), ("service", .string(lease.service)), ("kind", .string(lease.kind)),
                               ("secret", .string(lease.secret)), ("scope", .array(lease.scope.map { .string($0) })),
                               ("issued_at", .int(lease.issuedAt)), ("expires_at", .int(lease.expiresAt))])) {
-            FileHandleStderr.write("lease \(lease.leaseID) (\(lease.kind), \(lease.scope.joined(separator: ",")), expires \(rfc3339(micros: lease.expiresAt * 1_000_000)))\n")
-            return lease.secret
+            FileHandleStderr.write("lease \(lease.leaseID.field) (\(lease.kind.field), \(lease.scope.fields(",")), expires \(rfc3339(micros: lease.expiresAt * 1_000_000)))\n")
+            return lease.secret  // the credential itself, exactly: it is meant for a program
         }
     }
 }
@@ -85,7 +125,7 @@ struct Revoke: AsyncParsableCommand {
         var req = Lanyard_V1_Request()
         req.revoke = .with { $0.leaseID = lease }
         let r = try await sockets.agent.call(req).revoke
-        sockets.emit(.object([("revoked", .bool(r.revoked))])) { r.revoked ? "revoked \(lease)" : "\(lease) had already ended" }
+        sockets.emit(.object([("revoked", .bool(r.revoked))])) { r.revoked ? "revoked \(lease.field)" : "\(lease.field) had already ended" }
     }
 }
 
@@ -100,7 +140,7 @@ struct Introspect: AsyncParsableCommand {
         let r = try await sockets.agent.call(req).introspect
         sockets.emit(.object([("active", .bool(r.active)), ("agent", .string(r.agent)), ("service", .string(r.service)),
                               ("scope", .array(r.scope.map { .string($0) })), ("expires_at", .int(r.expiresAt)), ("lease_id", .string(r.leaseID))])) {
-            r.active ? "active: agent \(r.agent), \(r.service) \(r.scope.joined(separator: ",")), expires \(rfc3339(micros: r.expiresAt * 1_000_000))" : "inactive"
+            r.active ? "active: agent \(r.agent.field), \(r.service.field) \(r.scope.fields(",")), expires \(rfc3339(micros: r.expiresAt * 1_000_000))" : "inactive"
         }
         if !r.active { throw ExitCode(2) }
     }
@@ -123,7 +163,7 @@ struct SecretCommand: AsyncParsableCommand {
                 $0.value = .init(value)
             }
             let r = try await sockets.admin.call(req).secretPut
-            sockets.emit(.object([("service", .string(service)), ("version", .int(Int64(r.version)))])) { "stored \(service) secret version \(r.version)" }
+            sockets.emit(.object([("service", .string(service)), ("version", .int(Int64(r.version)))])) { "stored \(service.field) secret version \(r.version)" }
         }
     }
 
@@ -137,7 +177,7 @@ struct SecretCommand: AsyncParsableCommand {
             req.secretRotate = .with { $0.service = service }
             let r = try await sockets.admin.call(req).secretRotate
             sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases)))])) {
-                "\(service) is at version \(r.version); revoked \(r.revokedLeases) leases"
+                "\(service.field) is at version \(r.version); revoked \(r.revokedLeases) leases"
             }
         }
     }
@@ -151,7 +191,7 @@ struct SecretCommand: AsyncParsableCommand {
             req.secretList = .init()
             let list = try await sockets.admin.call(req).secretList.secrets
             sockets.emit(.array(list.map { .object([("service", .string($0.service)), ("version", .int(Int64($0.version))), ("updated_at", .int($0.updatedAt))]) })) {
-                list.isEmpty ? "no secrets stored" : list.map { "\($0.service)  version \($0.version)  \(rfc3339(micros: $0.updatedAt * 1_000_000))" }.joined(separator: "\n")
+                list.isEmpty ? "no secrets stored" : list.map { "\($0.service.field)  version \($0.version)  \(rfc3339(micros: $0.updatedAt * 1_000_000))" }.joined(separator: "\n")
             }
         }
     }

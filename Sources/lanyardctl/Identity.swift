@@ -44,8 +44,8 @@ struct IdentityCommand: AsyncParsableCommand {
             sockets.emit(.object([("valid", .bool(r.valid)), ("failed_check", .string(r.failedCheck)), ("sub", .string(c.sub)),
                                   ("agent_id", .string(c.agentID)), ("aud", .string(c.aud)), ("capabilities", .array(c.capabilities.map { .string($0) })),
                                   ("exp", .int(c.exp)), ("jti", .string(c.jti))])) {
-                r.valid ? "valid: \(c.sub) for \(c.aud), capabilities \(c.capabilities.joined(separator: ",")), expires \(rfc3339(micros: c.exp * 1_000_000))"
-                        : "invalid: failed check '\(r.failedCheck)'"
+                r.valid ? "valid: \(c.sub.field) for \(c.aud.field), capabilities \(c.capabilities.fields(",")), expires \(rfc3339(micros: c.exp * 1_000_000))"
+                        : "invalid: failed check \(r.failedCheck.quoted)"
             }
             if !r.valid { throw ExitCode(2) }
         }
@@ -60,7 +60,7 @@ struct IdentityCommand: AsyncParsableCommand {
             var req = Lanyard_V1_AdminRequest()
             req.identityRevoke = .with { $0.jti = jti }
             _ = try await sockets.admin.call(req)
-            sockets.emit(.object([("revoked", .bool(true))])) { "revoked \(jti)" }
+            sockets.emit(.object([("revoked", .bool(true))])) { "revoked \(jti.field)" }
         }
     }
 }
@@ -87,7 +87,7 @@ struct KeysCommand: AsyncParsableCommand {
             var req = Lanyard_V1_AdminRequest()
             req.keysRotate = .init()
             let r = try await sockets.admin.call(req).keysRotate
-            sockets.emit(.object([("kid", .string(r.kid))])) { "new signing key \(r.kid)" }
+            sockets.emit(.object([("kid", .string(r.kid))])) { "new signing key \(r.kid.field)" }
         }
     }
 }

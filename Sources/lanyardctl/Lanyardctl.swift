@@ -34,10 +34,10 @@ struct Lanyardctl: AsyncParsableCommand {
         case nil:
             return
         case let f as Failure:
-            FileHandleStderr.write("lanyardctl: \(f.message)\n")
+            FileHandleStderr.write("lanyardctl: \(Inert.text(f.message, limit: 4096))\n")
             exit(withError: ExitCode(f.code))
         case let e as LanyardError:
-            FileHandleStderr.write("lanyardctl: \(e.code.name): \(e.message)\n")
+            FileHandleStderr.write("lanyardctl: \(e.code.name): \(Inert.text(e.message, limit: 4096))\n")
             exit(withError: ExitCode(1))
         case let error?:
             exit(withError: error)
@@ -103,9 +103,10 @@ struct Whoami: AsyncParsableCommand {
         }
         let c = hello.caller
         sockets.emit(.object([("server_version", .string(hello.serverVersion)), ("caller", c.json)])) {
-            var lines = ["agent:   \(c.agent) (\(c.uri))", "id:      \(c.agentID)", "process: uid \(c.uid) gid \(c.gid) pid \(c.pid) \(c.exe)"]
-            if !c.unit.isEmpty { lines.append("unit:    \(c.unit)") }
-            lines.append("grants:  " + (c.grants.isEmpty ? "(none)" : c.grants.map { "\($0.capability) [\($0.risk.name)]" }.joined(separator: ", ")))
+            var lines = ["agent:   \(c.agent.field) (\(c.uri.field))", "id:      \(c.agentID.field)",
+                         "process: uid \(c.uid) gid \(c.gid) pid \(c.pid) exe \(c.exe.field)"]
+            if !c.unit.isEmpty { lines.append("unit:    \(c.unit.field)") }
+            lines.append("grants:  " + (c.grants.isEmpty ? "(none)" : c.grants.map { "\($0.capability.field) [\($0.risk.name)]" }.joined(separator: ", ")))
             return lines.joined(separator: "\n")
         }
     }
@@ -131,8 +132,10 @@ struct Authorize: AsyncParsableCommand {
             ("approval_id", .string(r.approvalID)), ("binding_code", .string(r.bindingCode)),
             ("approval_expires_at", .int(r.approvalExpiresAt)),
         ])) {
-            var s = "\(r.decision.name) \(capability) [\(r.risk.name)]: \(r.reason)"
-            if !r.approvalID.isEmpty { s += "\napproval: \(r.approvalID) (code \(r.bindingCode)); wait with: lanyardctl await \(r.approvalID)" }
+            var s = "\(r.decision.name) \(capability.field) [\(r.risk.name)]: \(r.reason.shown)"
+            if !r.approvalID.isEmpty {
+                s += "\napproval: \(r.approvalID.field) (code \(r.bindingCode.field)); wait with: lanyardctl await \(r.approvalID.field)"
+            }
             return s
         }
         switch r.decision {
@@ -159,8 +162,8 @@ struct Status: AsyncParsableCommand {
             ("upstream_revocations", .int(Int64(s.upstreamRevocations))),
         ])) {
             """
-            lanyardd \(s.version), up \(s.uptimeSeconds)s
-            policy:            \(s.policyVersion.prefix(16))
+            lanyardd \(s.version.field), up \(s.uptimeSeconds)s
+            policy:            \(String(s.policyVersion.prefix(16)).field)
             agents:            \(s.agents)
             active leases:     \(s.activeLeases)
             pending approvals: \(s.pendingApprovals)
@@ -191,10 +194,11 @@ struct AgentsCommand: AsyncParsableCommand {
                 agents.map { a in
                     var sel = ["uid=\(a.uid)"]
                     if a.selector.hasGid_p { sel.append("gid=\(a.selector.gid)") }
-                    if !a.selector.exe.isEmpty { sel.append("exe=\(a.selector.exe)") }
-                    if !a.selector.exeSha256.isEmpty { sel.append("exe_sha256=\(a.selector.exeSha256.prefix(12))…") }
-                    if !a.selector.unit.isEmpty { sel.append("unit=\(a.selector.unit)") }
-                    return "\(a.name)  \(a.id)  \(sel.joined(separator: " "))\n  grants: " + a.grants.map { "\($0.capability) [\($0.risk.name)]" }.joined(separator: ", ")
+                    if !a.selector.exe.isEmpty { sel.append("exe=\(a.selector.exe.field)") }
+                    if !a.selector.exeSha256.isEmpty { sel.append("exe_sha256=\(String(a.selector.exeSha256.prefix(12)).field)…") }
+                    if !a.selector.unit.isEmpty { sel.append("unit=\(a.selector.unit.field)") }
+                    return "\(a.name.field)  \(a.id.field)  \(sel.joined(separator: " "))\n  grants: "
+                        + a.grants.map { "\($0.capability.field) [\($0.risk.name)]" }.joined(separator: ", ")
                 }.joined(separator: "\n")
             }
         }

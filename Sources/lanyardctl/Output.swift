@@ -16,6 +16,23 @@ func rfc3339(micros: Int64) -> String {
     return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(String(repeating: "0", count: 6 - f.count))\(f)Z"
 }
 
+// Every string from lanyardd is shown through these (invariant 14): an agent, or any
+// other local user the daemon audited, chose much of it. `--json` output is escaped by
+// `JSON` instead and keeps the exact data.
+extension String {
+    /// Prose as a human may see it (`Inert.text`).
+    var shown: String { Inert.text(self) }
+    /// One field among others on a line (`Inert.field`).
+    var field: String { Inert.field(self) }
+    /// A value that may hold anything, between quotes (`Inert.quoted`).
+    var quoted: String { Inert.quoted(self) }
+}
+
+extension Sequence<String> {
+    /// Fields joined by `separator`, each shown as a field.
+    func fields(_ separator: String = ", ") -> String { map(\.field).joined(separator: separator) }
+}
+
 /// Ends the command: `Lanyardctl.main` prints "lanyardctl: <message>" on stderr and
 /// exits with `code` once the connections are closed.
 struct Failure: Error {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import CLanyardSys
+import LanyardCore
 import LanyardCrypto
 import LanyardServer
 import Logging
@@ -56,6 +57,8 @@ struct Serve: AsyncParsableCommand {
             return v
         }
 
+        // Every log line passes through InertLogHandler: agent text never forges a line.
+        LoggingSystem.bootstrap { InertLogHandler(wrapping: StreamLogHandler.standardError(label: $0)) }
         var logger = Logger(label: "lanyardd")
         let level = pick(logLevel, "log-level") ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else { fail("--log-level: unknown level '\(level)'; use trace, debug, info, notice, warning or error") }
@@ -145,7 +148,7 @@ struct Keygen: ParsableCommand {
 
 /// One line on stderr, exit 1: how every startup problem ends.
 func fail(_ message: String) -> Never {
-    FileHandleStderr.write("lanyardd: \(message)\n")
+    FileHandleStderr.write("lanyardd: \(Inert.text(message, limit: 4096))\n")
     exit(1)
 }
 

@@ -39,6 +39,29 @@ struct WebhookTests {
         await d.stop()
     }
 
+    /// Invariant 14: a webhook body carries the agent's exact text, but as JSON escapes: no
+    /// raw control, C1 or bidi byte reaches a chat tool that shows it.
+    @Test func webhookBodiesAreExactAndInert() async throws {
+        let receiver = WebhookReceiver()
+        defer { receiver.close() }
+        let keyDir = TestSupport.tempDir("key")
+        defer { TestSupport.remove(keyDir) }
+        TestSupport.write("k", to: keyDir + "/webhook.key")
+        let d = try TestDaemon(policy: policy(port: receiver.port, keyFile: keyDir + "/webhook.key"))
+        let a = d.client(as: Users.agent!)
+        let hostile = "\u{1B}[2Adocs-site\r\nLOW github:read_repo\u{0}\u{7F}\u{9B}\u{202E}x\u{2066}"
+        #expect(try await a.authorize("github:push", resource: hostile, args: ["k\u{85}": hostile]).decision == .pending)
+        let request = try #require(try await onThread { receiver.waitForRequests(1) }.first)
+        let raw = String(decoding: request.body, as: UTF8.self)
+        #expect(raw.unicodeScalars.allSatisfy { $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) && !(0x202A...0x202E).contains($0.value)
+            && !(0x2066...0x2069).contains($0.value) }, "\(raw)")
+        let event = try #require(try JSONSerialization.jsonObject(with: request.body) as? [String: Any])
+        #expect(event["resource"] as? String == hostile, "the data is exact")
+        #expect(event["risk"] as? String == "medium")
+        await a.close()
+        await d.stop()
+    }
+
     /// A receiver that never answers does not hold up the agent.
     @Test func aStuckReceiverNeverSlowsTheAgentPath() async throws {
         let stuck = WebhookReceiver(hold: true)

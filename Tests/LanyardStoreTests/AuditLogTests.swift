@@ -32,6 +32,24 @@ private func sqlite(_ db: String, _ sql: String) {
 struct AuditLogTests {
     let logger = Logger(label: "test")
 
+    /// Finding 13: every text field is capped on its way in, so one record can never
+    /// outgrow a query page; the chain covers what was stored.
+    @Test func appendCapsEveryFieldAndTheChainStillVerifies() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        var r = record(0)
+        r.capability = "github:" + String(repeating: "X", count: 50_000)
+        r.reason = "capability '\(r.capability)' is malformed"
+        r.resource = String(repeating: "\u{1B}[2A", count: 10_000)
+        let written = try await store.audit.append(r)
+        #expect([written.capability, written.reason, written.resource].allSatisfy { $0.utf8.count <= AuditRecord.maxFieldBytes && $0.contains("…[+") })
+        let read = try #require(try store.queryAudit(AuditFilter()).first)
+        #expect(read == written)
+        #expect(try store.verifyAudit().ok)
+    }
+
     @Test func chainLinksAndVerifies() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
