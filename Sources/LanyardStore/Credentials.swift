@@ -236,7 +236,7 @@ extension Store {
         try read { db in
             try db.transaction {
                 if dropEarlier {
-                    try db.prepare("SELECT kid FROM signing_keys WHERE purpose = ? ORDER BY created_us").bind(.text(purpose))
+                    try db.prepare("SELECT kid FROM signing_keys WHERE purpose = ? ORDER BY created_us, rowid").bind(.text(purpose))
                         .rows { dropped.append($0.text(0)); return true }
                     try db.prepare("DELETE FROM signing_keys WHERE purpose = ?").bind(.text(purpose)).run()
                 } else {
