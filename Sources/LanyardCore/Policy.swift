@@ -120,9 +120,10 @@ public struct Selector: Sendable, Equatable {
     public func matches(_ peer: PeerFacts) -> Bool {
         guard peer.uid == uid else { return false }
         if let gid, peer.gid != gid { return false }
-        if let exe, peer.exe != exe { return false }
+        // Paths and unit names match byte for byte: `!=` on String is canonical equivalence.
+        if let exe, peer.exe?.sameBytes(as: exe) != true { return false }
         if let exeSHA256, peer.exeSHA256?.lowercased() != exeSHA256.lowercased() { return false }
-        if let unit, peer.unit != unit { return false }
+        if let unit, peer.unit?.sameBytes(as: unit) != true { return false }
         return true
     }
 

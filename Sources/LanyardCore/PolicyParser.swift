@@ -146,8 +146,9 @@ private struct Reader {
                 throw fail("\(path).default_ttl_seconds", m["default_ttl_seconds"], "must be between 1 and max_ttl_seconds (\(maxTTL)), got \(defaultTTL)")
             }
             let rotation = try m["rotation_days"].map { n throws(PolicyError) in try int(n, "\(path).rotation_days") }
-            if let rotation, rotation < 1 {
-                throw fail("\(path).rotation_days", m["rotation_days"], "must be at least 1 day, got \(rotation)")
+            // Bounded above too: the schedule is computed in microseconds, in 64 bits.
+            if let rotation, !(1...36_500).contains(rotation) {
+                throw fail("\(path).rotation_days", m["rotation_days"], "must be between 1 and 36500 days, got \(rotation)")
             }
             var openbao: Policy.OpenBao?
             if let n = m["openbao"] {

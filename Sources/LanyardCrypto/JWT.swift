@@ -2,18 +2,52 @@ import LanyardCore
 
 /// Compact JWS with EdDSA (Ed25519), the daemon's token format.
 public enum JWT {
+    /// The most base64url a protected header may take (the daemon's own take about 110).
+    public static let maxHeaderBytes = 512
+
+    /// Header members that would let a token name its own key or extensions: never accepted.
+    static let refusedHeaderMembers = ["jku", "jwk", "x5c", "x5u", "x5t", "x5t#S256", "crit"]
+
     /// RFC 7638 thumbprint of an Ed25519 public key: the `kid`.
     public static func thumbprint(ed25519PublicKey pub: [UInt8]) -> String {
         let canonical = "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"\(Base64URL.encode(pub))\"}"
         return Base64URL.encode(SHA256.hash(Array(canonical.utf8)))
     }
 
-    /// Signs `claims` (a JSON object) with `key`, header `{"alg":"EdDSA","typ":"JWT","kid":kid}`.
-    public static func sign(claims: JSON, kid: String, key: Ed25519PrivateKey, typ: String = "JWT") throws -> String {
+    /// Signs `claims` (a JSON object) with `key`, header `{"alg":"EdDSA","typ":typ,"kid":kid}`.
+    public static func sign(claims: JSON, kid: String, key: Ed25519PrivateKey, typ: String) throws -> String {
         let header = JSON.object([("alg", .string("EdDSA")), ("typ", .string(typ)), ("kid", .string(kid))])
         let input = Base64URL.encode(Array(header.text.utf8)) + "." + Base64URL.encode(Array(claims.text.utf8))
         let signature = try key.signature(for: Array(input.utf8))
         return input + "." + Base64URL.encode(signature)
+    }
+
+    /// Reads the protected header of a compact JWS. It comes before the signature is
+    /// checked, so it is read under hard bounds, cheapest check first: at most
+    /// `maxHeaderBytes` of base64url, then one JSON object with nothing nested inside a
+    /// member's value, no embedded key or `crit`, and only string members. Returns the
+    /// members, or the refusal (`"header: …"`).
+    public static func header(_ encoded: Substring) -> Result<[(name: String, value: String)], HeaderRefusal> {
+        guard encoded.utf8.count <= maxHeaderBytes else { return .failure(.init("larger than \(maxHeaderBytes) bytes")) }
+        guard let bytes = Base64URL.decode(String(encoded)) else { return .failure(.init("not base64url")) }
+        let parsed: JSON
+        do { parsed = try JSON.read(bytes, maxDepth: 2) } catch { return .failure(.init(error.description)) }
+        guard case .object(let members) = parsed else { return .failure(.init("not a JSON object")) }
+        for refused in refusedHeaderMembers where parsed[member: refused] != nil {
+            return .failure(.init("\(refused) is not accepted"))
+        }
+        var out: [(name: String, value: String)] = []
+        for (name, value) in members {
+            guard case .string(let s) = value else { return .failure(.init("\(String(name.prefix(32))) is not a string")) }
+            out.append((name, s))
+        }
+        return .success(out)
+    }
+
+    /// Why a protected header was refused; `check` is what validation reports.
+    public struct HeaderRefusal: Error, Equatable {
+        public var check: String
+        init(_ reason: String) { check = "header: " + reason }
     }
 
     /// The JWK (RFC 8037) of an Ed25519 public key.

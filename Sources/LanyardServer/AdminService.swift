@@ -120,15 +120,31 @@ final class AdminService: Sendable {
         case .approvalDecide(let c):
             let approval = try await approvals.decide(c, connection, snapshot)
             response.approvalDecide = .with { $0.approval = approval }
-        case .jwks:
-            response.jwks = .with { $0.json = (try? identities.jwks()) ?? "{\"keys\":[]}" }
-        case .keysRotate:
-            let (kid, _) = try store.rotateSigningKey(purpose: IdentityService.purpose)
+        case .jwks(let c):
+            var purpose = IdentityService.purpose
+            if !c.service.isEmpty {
+                guard let service = snapshot.policy.services[c.service], service.kind == .jwt else {
+                    throw CallError(.notFound, "'\(c.service.prefix(64))' is not a jwt service of the policy: only jwt services sign access tokens; "
+                                    + "without --service, jwks prints the identity keys")
+                }
+                purpose = service.signingPurpose
+            }
+            let json = try identities.jwks(purpose: purpose)
+            response.jwks = .with { $0.json = json }
+        case .keysRotate(let c):
             var r = record("keys.rotate", connection, snapshot)
             r.decision = Decision.allow.rawValue
-            r.outcome = "new kid \(kid)"
+            if c.compromised {
+                let (kid, dropped) = try store.rotateCompromisedSigningKey(purpose: IdentityService.purpose)
+                r.outcome = "new kid \(kid)"
+                r.reason = "compromised: dropped \(dropped.isEmpty ? "no key" : dropped.joined(separator: ", ")) from the JWKS; tokens they signed no longer validate"
+                response.keysRotate = .with { $0.kid = kid }
+            } else {
+                let (kid, _) = try store.rotateSigningKey(purpose: IdentityService.purpose)
+                r.outcome = "new kid \(kid)"
+                response.keysRotate = .with { $0.kid = kid }
+            }
             try await store.audit.append(r)
-            response.keysRotate = .with { $0.kid = kid }
         case .identityRevoke(let c):
             var r = record("identity.revoke", connection, snapshot)
             r.decision = Decision.allow.rawValue
@@ -146,8 +162,12 @@ final class AdminService: Sendable {
             guard let service = snapshot.policy.services[c.service] else {
                 throw CallError(.notFound, "service '\(c.service.prefix(64))' is not declared in the policy")
             }
+            guard !c.compromised || service.kind == .jwt else {
+                throw CallError(.failedPrecondition, "service '\(service.name)' is of kind \(service.kind.rawValue) and signs no tokens: --compromised applies "
+                                + "to jwt services; rotate without it (its leases are revoked either way)")
+            }
             let (version, revoked) = try await credentials.rotate(service: service, actor: record("secret.rotate", connection, snapshot),
-                                                                  reason: "requested by admin uid \(connection.credentials.uid)")
+                                                                  reason: "requested by admin uid \(connection.credentials.uid)", compromised: c.compromised)
             response.secretRotate = .with {
                 $0.version = UInt32(version)
                 $0.revokedLeases = UInt32(revoked)

@@ -126,14 +126,14 @@ final class CredentialService: Sendable {
             secret = "lyt_" + Base64URL.encode(SecureRandom.bytes(32))
             secretHash = SHA256.hex(Array(secret.utf8))
         case .jwt:
-            let (kid, key) = try store.signingKey(purpose: "service:\(service.name)")
+            let (kid, key) = try store.signingKey(purpose: service.signingPurpose)
             let claims = JSON.object([
                 ("iss", .string("spiffe://\(policy.trustDomain)")), ("sub", .string(agent.uri(trustDomain: policy.trustDomain))),
                 ("aud", .string(service.name)), ("agent_id", .string(agent.id)), ("scope", .string(lease.scope.joined(separator: " "))),
                 ("iat", .int(now / 1_000_000)), ("nbf", .int(now / 1_000_000)), ("exp", .int(lease.expiresMicros / 1_000_000)),
                 ("jti", .string(lease.id)),
             ])
-            secret = try JWT.sign(claims: claims, kid: kid, key: key, typ: "at+jwt")
+            secret = try JWT.sign(claims: claims, kid: kid, key: key, typ: Policy.Service.accessTokenType)
             secretHash = SHA256.hex(Array(secret.utf8))
         case .static:
             guard let (secretVersion, value) = try store.currentSecret(service: service.name) else {
@@ -323,17 +323,24 @@ final class CredentialService: Sendable {
 
     /// Moves a service to a new credential version and revokes every lease it has issued
     /// (DESIGN.md section 13: whatever its kind). For `jwt` services the signing key
-    /// rotates too. Returns the new version and how many leases were revoked.
-    func rotate(service: Policy.Service, actor: AuditRecord, reason: String) async throws -> (version: Int, revoked: Int) {
+    /// rotates too; `compromised` also drops the earlier keys from the service's JWKS at
+    /// once, so tokens they signed stop verifying offline (a plain rotation keeps them
+    /// published until those tokens expire). Returns the new version and how many leases
+    /// were revoked.
+    func rotate(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool = false) async throws -> (version: Int, revoked: Int) {
         let now = clock.nowMicros()
         let (current, _) = try store.serviceVersion(service.name)
-        if service.kind == .jwt { try store.rotateSigningKey(purpose: "service:\(service.name)") }
+        var dropped: [String] = []
+        if service.kind == .jwt {
+            if compromised { dropped = try store.rotateCompromisedSigningKey(purpose: service.signingPurpose).dropped }
+            else { try store.rotateSigningKey(purpose: service.signingPurpose) }
+        }
         let leases = try store.activeLeases(service: service.name)
         var rotation = actor
         rotation.capability = "\(service.name):rotate"
         rotation.decision = Decision.allow.rawValue
         rotation.outcome = "rotated to version \(current + 1)"
-        rotation.reason = reason
+        rotation.reason = compromised ? reason + "; compromised: dropped \(dropped.isEmpty ? "no key" : dropped.joined(separator: ", ")) from the JWKS" : reason
         var revocation = actor
         revocation.event = "lease.revoke"
         let revocations = Self.records(ending: leases, by: revocation, outcome: "revoked", reason: "service '\(service.name)' rotated")
@@ -419,4 +426,12 @@ final class CredentialService: Sendable {
             $0.state = l.state(atMicros: now).rawValue
         }
     }
+}
+
+extension Policy.Service {
+    /// The purpose of the keys that sign this (jwt) service's access tokens: its own keys,
+    /// in its own JWKS (`lanyardctl jwks --service NAME`), never the identity keys.
+    var signingPurpose: String { "service:\(name)" }
+    /// The `typ` of access tokens (RFC 9068), never an identity token's.
+    static let accessTokenType = "at+jwt"
 }

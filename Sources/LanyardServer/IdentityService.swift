@@ -1,4 +1,3 @@
-import FoundationEssentials
 import LanyardCore
 import LanyardCrypto
 import LanyardStore
@@ -8,12 +7,22 @@ import Logging
 /// Agent identities as JWTs (DESIGN.md section 8): EdDSA, `kid` = RFC 7638 thumbprint,
 /// claims iss/sub/agent_id/aud/capabilities/iat/nbf/exp/jti. Validation pins the
 /// algorithm to the key type and names the first check that failed.
+///
+/// Identity tokens never stand in for a service's access tokens (kind `jwt`) or back:
+/// each purpose signs with its own keys, published in its own JWKS; an identity token's
+/// `aud` is never a declared service's name (the `aud` of its access tokens); the `typ`
+/// differs (`JWT` here, `at+jwt` for access tokens).
 final class IdentityService: Sendable {
     static let purpose = "identity"
+    static let typ = "JWT"
     static let maxTokenBytes = 8 * 1024
+    /// Clock skew allowed for `nbf` and `iat` only: `exp` is checked strictly, so a token
+    /// never outlives its expiry, or its revocation (which lasts until that expiry).
     static let skewSeconds: Int64 = 30
     static let defaultTTL: UInt32 = 300
     static let maxTTL: UInt32 = 900
+    /// NumericDate claims are integers from 1970 to the end of year 9999.
+    static let numericDates: ClosedRange<Int64> = 0...253_402_300_799
 
     let store: Store
     let attestor: any Attestor
@@ -38,19 +47,29 @@ final class IdentityService: Sendable {
             throw CallError(code, reason)
         }
         guard !c.audience.isEmpty, c.audience.utf8.count <= 256 else {
-            try await deny(.invalidArgument, "audience is required (1 to 256 bytes): the service the token is for")
+            try await deny(.invalidArgument, "audience is required (1 to 256 bytes): the agent or peer the token is for")
+        }
+        guard !Self.isReserved(audience: c.audience, caller.snapshot.policy) else {
+            try await deny(.invalidArgument, "audience '\(c.audience.prefix(64))' names a service declared in the policy: identity tokens are never "
+                           + "issued for a service (its access tokens come from Provision); name the agent or peer the token is for")
         }
         let ttl = c.ttlSeconds == 0 ? Self.defaultTTL : c.ttlSeconds
         guard ttl <= Self.maxTTL else {
             try await deny(.invalidArgument, "ttl_seconds \(c.ttlSeconds) exceeds the maximum of \(Self.maxTTL) s for identity tokens")
         }
         // Never more than the agent was granted: a subset on request, all grants otherwise.
-        var capabilities = agent.grants.keys.map(\.name).sorted()
+        // The names written are the policy's own, matched byte for byte.
+        let granted = agent.grants.keys.map(\.name).sorted()
+        var capabilities = granted
         if !c.capabilities.isEmpty {
-            for name in c.capabilities where !capabilities.contains(name) {
-                try await deny(.permissionDenied, "agent '\(agent.name)' is not granted '\(name.prefix(128))'; a token can carry only granted capabilities")
+            var chosen = Set<String>()
+            for name in c.capabilities {
+                guard let own = granted.first(where: { $0.sameBytes(as: name) }) else {
+                    try await deny(.permissionDenied, "agent '\(agent.name)' is not granted '\(name.prefix(128))'; a token can carry only granted capabilities")
+                }
+                chosen.insert(own)
             }
-            capabilities = Array(Set(c.capabilities)).sorted()
+            capabilities = chosen.sorted()
         }
         guard attestor.isStillSame(caller.connection.peer) else {
             try await deny(.unauthenticated, "the process that opened this connection has exited or changed; reconnect")
@@ -65,7 +84,7 @@ final class IdentityService: Sendable {
             ("iat", .int(now)), ("nbf", .int(now)), ("exp", .int(exp)), ("jti", .string(jti)),
         ])
         let (kid, key) = try store.signingKey(purpose: Self.purpose)
-        let token = try JWT.sign(claims: claims, kid: kid, key: key)
+        let token = try JWT.sign(claims: claims, kid: kid, key: key, typ: Self.typ)
         record.decision = Decision.allow.rawValue
         record.outcome = "issued"
         record.reason = "jti \(jti), kid \(kid), expires in \(ttl) s"
@@ -104,83 +123,113 @@ final class IdentityService: Sendable {
         init(_ check: String) { self.check = check }
     }
 
-    /// Every check of DESIGN.md section 8, in order; the first that fails is named.
+    /// Every check of DESIGN.md section 8, in order; the first that fails is named. The
+    /// cheapest come first: nothing is parsed before the size and the alphabet are checked,
+    /// and the claims are read only once the signature holds.
     func verify(_ token: String, audience: String, policy: Policy) -> Result<Lanyard_V1_Claims, Failure> {
         guard token.utf8.count <= Self.maxTokenBytes else { return .failure(Failure("size")) }
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard token.utf8.allSatisfy(Self.isCompactJWSByte) else { return .failure(Failure("format")) }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return .failure(Failure("format")) }
-        guard let headerBytes = Base64URL.decode(parts[0]), case .object(let header)? = try? JSONDecoder().decode(JSONValue.self, from: Data(headerBytes))
-        else { return .failure(Failure("format")) }
-        guard header["alg"] == .string("EdDSA") else { return .failure(Failure("alg")) }
-        for embedded in ["jku", "jwk", "x5c", "x5u", "x5t", "x5t#S256", "crit"] where header[embedded] != nil {
-            return .failure(Failure("header: \(embedded) is not accepted"))
+        let header: [(name: String, value: String)]
+        switch JWT.header(parts[0]) {
+        case .success(let members): header = members
+        case .failure(let refusal): return .failure(Failure(refusal.check))
         }
-        guard header["typ"] == .string("JWT") else { return .failure(Failure("typ")) }
-        guard case .string(let kid)? = header["kid"], kid.utf8.count == 43, Base64URL.decode(kid) != nil,
-              let key = try? store.publicKeys(purpose: Self.purpose).first(where: { $0.kid == kid })
+        func member(_ name: String) -> String? { header.first { $0.name.sameBytes(as: name) }?.value }
+        guard member("alg")?.sameBytes(as: "EdDSA") == true else { return .failure(Failure("alg")) }
+        guard member("typ")?.sameBytes(as: Self.typ) == true else { return .failure(Failure("typ")) }
+        guard let kid = member("kid"), let key = try? verificationKeys(purpose: Self.purpose).first(where: { $0.kid.sameBytes(as: kid) })
         else { return .failure(Failure("kid")) }
-        guard let signature = Base64URL.decode(parts[2]), signature.count == 64,
+        guard let signature = Base64URL.decode(String(parts[2])), signature.count == 64,
               Ed25519.isValidSignature(signature, for: Array("\(parts[0]).\(parts[1])".utf8), publicKey: key.publicKey)
         else { return .failure(Failure("signature")) }
-        guard let payloadBytes = Base64URL.decode(parts[1]), case .object(let claims)? = try? JSONDecoder().decode(JSONValue.self, from: Data(payloadBytes))
-        else { return .failure(Failure("format")) }
+        guard let payload = Base64URL.decode(String(parts[1])) else { return .failure(Failure("format")) }
+        let claims: JSON
+        do { claims = try JSON.read(payload, maxDepth: 2) } catch { return .failure(Failure("claims: \(error)")) }
+        guard case .object = claims else { return .failure(Failure("format")) }
 
-        guard claims["iss"] == .string(Self.issuer(policy)) else { return .failure(Failure("iss")) }
-        switch claims["aud"] {
-        case .string(let aud)? where !audience.isEmpty && aud == audience: break
-        case .array(let auds)? where !audience.isEmpty && auds.contains(.string(audience)): break
-        default: return .failure(Failure("aud"))
+        guard case .string(let iss)? = claims[member: "iss"], iss.sameBytes(as: Self.issuer(policy)) else { return .failure(Failure("iss")) }
+        // Audiences match byte for byte (Swift's == would take NFD for NFC, KELVIN SIGN for K),
+        // and none may be a service's name: that is where its access tokens go.
+        let audiences: [String]
+        switch claims[member: "aud"] {
+        case .string(let aud)?: audiences = [aud]
+        case .array(let items)?: audiences = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+        default: audiences = []
         }
+        guard !audience.isEmpty, audiences.contains(where: { $0.sameBytes(as: audience) }),
+              !audiences.contains(where: { Self.isReserved(audience: $0, policy) }) else { return .failure(Failure("aud")) }
         let now = clock.nowSeconds()
-        guard case .number(let exp)? = claims["exp"] else { return .failure(Failure("exp")) }
-        guard now <= Int64(exp) + Self.skewSeconds else { return .failure(Failure("exp")) }
-        if let nbfValue = claims["nbf"] {
-            guard case .number(let nbf) = nbfValue, now >= Int64(nbf) - Self.skewSeconds else { return .failure(Failure("nbf")) }
+        guard let exp = Self.numericDate(claims[member: "exp"]), now < exp else { return .failure(Failure("exp")) }
+        var nbf: Int64?
+        if let value = claims[member: "nbf"] {
+            guard let n = Self.numericDate(value), now >= n - Self.skewSeconds else { return .failure(Failure("nbf")) }
+            nbf = n
         }
-        guard case .number(let iat)? = claims["iat"] else { return .failure(Failure("iat")) }
-        guard case .string(let sub)? = claims["sub"], !sub.isEmpty else { return .failure(Failure("sub")) }
-        guard case .string(let jti)? = claims["jti"], jti.utf8.count >= 32 else { return .failure(Failure("jti")) }
+        guard let iat = Self.numericDate(claims[member: "iat"]), iat <= now + Self.skewSeconds else { return .failure(Failure("iat")) }
+        guard exp - iat <= Int64(Self.maxTTL) else { return .failure(Failure("exp")) }
+        guard case .string(let sub)? = claims[member: "sub"], !sub.isEmpty else { return .failure(Failure("sub")) }
+        guard case .string(let jti)? = claims[member: "jti"], jti.utf8.count >= 32 else { return .failure(Failure("jti")) }
+        var capabilities: [String] = []
+        if let value = claims[member: "capabilities"] {
+            guard case .array(let items) = value else { return .failure(Failure("capabilities")) }
+            for item in items {
+                guard case .string(let c) = item else { return .failure(Failure("capabilities")) }
+                capabilities.append(c)
+            }
+        }
         guard (try? store.isIdentityRevoked(jti: jti)) == false else { return .failure(Failure("revoked")) }
 
         return .success(.with {
-            $0.iss = Self.issuer(policy)
+            $0.iss = iss
             $0.sub = sub
-            if case .string(let id)? = claims["agent_id"] { $0.agentID = id }
+            if case .string(let id)? = claims[member: "agent_id"] { $0.agentID = id }
             $0.aud = audience
-            if case .array(let caps)? = claims["capabilities"] {
-                $0.capabilities = caps.compactMap { if case .string(let c) = $0 { c } else { nil } }
-            }
-            $0.iat = Int64(iat)
-            if case .number(let nbf)? = claims["nbf"] { $0.nbf = Int64(nbf) }
-            $0.exp = Int64(exp)
+            $0.capabilities = capabilities
+            $0.iat = iat
+            if let nbf { $0.nbf = nbf }
+            $0.exp = exp
             $0.jti = jti
         })
     }
 
-    /// RFC 7517 JWKS of every signing key whose tokens may still be live.
-    func jwks() throws -> String {
+    /// The public keys that verify `purpose`'s tokens now: the current one, and retired ones
+    /// whose tokens may still be live (retired less than the TTL ceiling ago). A compromise
+    /// rotation deletes the earlier keys, so they are in neither the JWKS nor verification.
+    func verificationKeys(purpose: String) throws -> [(kid: String, publicKey: [UInt8], retiredMicros: Int64?)] {
         let now = clock.nowMicros()
-        let live = try store.publicKeys().filter { key in
+        return try store.publicKeys(purpose: purpose).filter { key in
             key.retiredMicros.map { $0 + Int64(Policy.maxTTLCeilingSeconds) * 1_000_000 > now } ?? true
         }
-        return JSON.object([("keys", .array(live.map { JWT.jwk(ed25519PublicKey: $0.publicKey) }))]).text
+    }
+
+    /// RFC 7517 JWKS of `purpose`'s verification keys: the identity keys, or one jwt
+    /// service's. The current key is made on first ask, so it can be published before the
+    /// first token is.
+    func jwks(purpose: String) throws -> String {
+        _ = try store.signingKey(purpose: purpose)
+        return JSON.object([("keys", .array(try verificationKeys(purpose: purpose).map { JWT.jwk(ed25519PublicKey: $0.publicKey) }))]).text
+    }
+
+    /// Whether an identity token may not name `audience`: a service declared in the
+    /// policy, in any case or canonically equivalent spelling (service names are lowercase
+    /// ASCII, so the lowercased form finds them all).
+    static func isReserved(audience: String, _ policy: Policy) -> Bool {
+        policy.services[audience.lowercased()] != nil
+    }
+
+    /// An integer NumericDate claim in range, or nil (absent, another type, out of range).
+    static func numericDate(_ value: JSON?) -> Int64? {
+        guard case .int(let n)? = value, numericDates.contains(n) else { return nil }
+        return n
+    }
+
+    /// The base64url alphabet and the dots of a compact JWS.
+    static func isCompactJWSByte(_ b: UInt8) -> Bool {
+        (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z")) || (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z"))
+            || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".")
     }
 
     static func issuer(_ policy: Policy) -> String { "spiffe://\(policy.trustDomain)" }
-}
-
-/// Any JSON value, for reading untrusted token headers and claims strictly.
-enum JSONValue: Decodable, Equatable {
-    case string(String), number(Double), bool(Bool), null
-    case array([JSONValue]), object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
 }

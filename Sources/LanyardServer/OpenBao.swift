@@ -279,8 +279,17 @@ final class OpenBaoBackend: Sendable {
     }
 
     private struct KVBody: Decodable {
-        struct Secret: Decodable { var data: [String: JSONValue]? }
+        struct Secret: Decodable { var data: [String: Field]? }
         var data: Secret
+
+        /// A field's text when it is a string; any other value is not decoded further, so a
+        /// deeply nested one costs no more than its bytes.
+        enum Field: Decodable {
+            case string(String), other
+            init(from decoder: any Decoder) throws {
+                self = (try? decoder.singleValueContainer().decode(String.self)).map(Field.string) ?? .other
+            }
+        }
     }
 
     private struct ErrorsBody: Decodable { var errors: [String]? }

@@ -210,23 +210,44 @@ extension Store {
         return try rotateSigningKey(purpose: purpose)
     }
 
-    /// Adds a new signing key for `purpose` and retires the current one.
+    /// Adds a new signing key for `purpose` and retires the current one (its public key
+    /// still verifies the tokens it signed until they expire).
     @discardableResult
     public func rotateSigningKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
+        let (kid, key, _) = try installSigningKey(purpose: purpose, dropEarlier: false)
+        return (kid, key)
+    }
+
+    /// A compromise rotation: adds a new signing key for `purpose` and deletes every earlier
+    /// one in the same transaction, so none is published or verifies anything any more:
+    /// every token they signed stops verifying at once. Returns the new kid and the dropped ones.
+    public func rotateCompromisedSigningKey(purpose: String) throws -> (kid: String, dropped: [String]) {
+        let (kid, _, dropped) = try installSigningKey(purpose: purpose, dropEarlier: true)
+        return (kid, dropped)
+    }
+
+    private func installSigningKey(purpose: String, dropEarlier: Bool) throws -> (kid: String, key: Ed25519PrivateKey, dropped: [String]) {
         let sealer = try requireSealer()
         let key = try Ed25519PrivateKey()
         let kid = JWT.thumbprint(ed25519PublicKey: key.publicKey)
         let sealed = try sealer.seal(key.rawRepresentation, associatedData: Self.aad("signing_keys", kid, 1))
         let now = clock.nowMicros()
+        var dropped: [String] = []
         try read { db in
             try db.transaction {
-                try db.prepare("UPDATE signing_keys SET retired_us = ? WHERE purpose = ? AND retired_us IS NULL").bind(.int(now), .text(purpose)).run()
+                if dropEarlier {
+                    try db.prepare("SELECT kid FROM signing_keys WHERE purpose = ? ORDER BY created_us, rowid").bind(.text(purpose))
+                        .rows { dropped.append($0.text(0)); return true }
+                    try db.prepare("DELETE FROM signing_keys WHERE purpose = ?").bind(.text(purpose)).run()
+                } else {
+                    try db.prepare("UPDATE signing_keys SET retired_us = ? WHERE purpose = ? AND retired_us IS NULL").bind(.int(now), .text(purpose)).run()
+                }
                 try db.prepare("INSERT INTO signing_keys(kid, purpose, alg, public_key, sealed_private, created_us) VALUES (?, ?, 'EdDSA', ?, ?, ?)")
                     .bind(.text(kid), .text(purpose), .blob(key.publicKey), .blob(sealed), .int(now)).run()
             }
         }
         openedSigningKeys.withLockedValue { $0[purpose] = (kid, key) }
-        return (kid, key)
+        return (kid, key, dropped)
     }
 
     /// Public keys for verification: current and retired, newest first.

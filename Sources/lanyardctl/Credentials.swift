@@ -171,13 +171,19 @@ struct SecretCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Move a service to a new credential version; revokes its leases.")
         @OptionGroup var sockets: Sockets
         @Argument(help: "The service.") var service: String
+        @Flag(help: "A jwt service's signing key is compromised: drop every earlier key from its JWKS at once, so every token they signed stops verifying offline (a plain rotation keeps them published until those tokens expire).")
+        var compromised = false
 
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
-            req.secretRotate = .with { $0.service = service }
+            req.secretRotate = .with {
+                $0.service = service
+                $0.compromised = compromised
+            }
             let r = try await sockets.admin.call(req).secretRotate
-            sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases)))])) {
+            sockets.emit(.object([("version", .int(Int64(r.version))), ("revoked_leases", .int(Int64(r.revokedLeases))), ("compromised", .bool(compromised))])) {
                 "\(service.field) is at version \(r.version); revoked \(r.revokedLeases) leases"
+                    + (compromised ? "; earlier signing keys dropped: publish the new JWKS now (lanyardctl jwks --service \(service.field))" : "")
             }
         }
     }

@@ -66,12 +66,14 @@ struct IdentityCommand: AsyncParsableCommand {
 }
 
 struct Jwks: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the daemon's public keys as an RFC 7517 JWKS.")
+    static let configuration = CommandConfiguration(abstract: "Print public keys as an RFC 7517 JWKS: the identity keys, or a jwt service's.",
+        discussion: "Each purpose has its own keys: give identity verifiers the identity JWKS and a jwt service the JWKS of its own access tokens (--service), never one for the other.")
     @OptionGroup var sockets: Sockets
+    @Option(help: "A jwt service: print the keys of its access tokens instead of the identity keys.") var service: String = ""
 
     func run() async throws {
         var req = Lanyard_V1_AdminRequest()
-        req.jwks = .init()
+        req.jwks = .with { $0.service = service }
         print(try await sockets.admin.call(req).jwks.json)
     }
 }
@@ -80,14 +82,19 @@ struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "keys", abstract: "Signing keys (admins).", subcommands: [Rotate.self])
 
     struct Rotate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Sign new identity tokens with a new key; old public keys stay until their tokens expire.")
+        static let configuration = CommandConfiguration(abstract: "Sign new identity tokens with a new key; old public keys stay until their tokens expire.",
+            discussion: "For a jwt service's keys, use secret rotate SERVICE [--compromised].")
         @OptionGroup var sockets: Sockets
+        @Flag(help: "The identity key is compromised: drop every earlier identity key from the JWKS at once, so every identity token signed before stops validating.")
+        var compromised = false
 
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
-            req.keysRotate = .init()
+            req.keysRotate = .with { $0.compromised = compromised }
             let r = try await sockets.admin.call(req).keysRotate
-            sockets.emit(.object([("kid", .string(r.kid))])) { "new signing key \(r.kid.field)" }
+            sockets.emit(.object([("kid", .string(r.kid)), ("compromised", .bool(compromised))])) {
+                "new signing key \(r.kid.field)" + (compromised ? "; earlier identity keys dropped: publish the new JWKS now (lanyardctl jwks)" : "")
+            }
         }
     }
 }

@@ -93,6 +93,25 @@ struct AuthorizerTests {
         #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 51, pid: 9)) == nil)
     }
 
+    /// Security I finding 16's sweep: the `exe` and `unit` selectors match the kernel's bytes,
+    /// not a canonically equivalent spelling (a same-uid process can make a directory named
+    /// with NFD or KELVIN SIGN next to the pinned one; Swift's `==` held them equal).
+    @Test func selectorsMatchPathsAndUnitsByteForByte() throws {
+        let p = try policy("""
+        trust_domain: t.internal
+        services: { s: { kind: opaque } }
+        capabilities: { "s:read": { risk: low } }
+        agents:
+          tool: { uid: 1001, exe: "/opt/caf\u{E9}/Kit/tool", grants: [s:read] }
+          unit: { uid: 1002, unit: "Kit.service" }
+        """)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/caf\u{E9}/Kit/tool"))?.name == "tool")
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/cafe\u{301}/Kit/tool")) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/caf\u{E9}/\u{212A}it/tool")) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, unit: "Kit.service"))?.name == "unit")
+        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, unit: "\u{212A}it.service")) == nil)
+    }
+
     @Test(arguments: ["a:b", "a:b:c", "a:b:c:d", "git-hub:read_repo", "s3:get_object"])
     func validCapabilities(_ name: String) throws {
         #expect(try Capability(parsing: name).name == name)

@@ -31,6 +31,8 @@ struct PolicyParserTests {
         ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  other:read: { risk: low }\n", "capabilities.other:read", "not declared under services", 4),
         ("trust_domain: t\nservices:\n  github: { kind: opaque, max_ttl_seconds: 901 }\n", "services.github.max_ttl_seconds", "ceiling cannot be raised", 3),
         ("trust_domain: t\nservices:\n  github: { kind: magic }\n", "services.github.kind", "unknown kind", 3),
+        // 200,000,000 days in microseconds overflows 64 bits: it trapped the maintenance pass.
+        ("trust_domain: t\nservices:\n  github: { kind: opaque, rotation_days: 200000000 }\n", "services.github.rotation_days", "between 1 and 36500 days", 3),
         ("trust_domain: t\nservices:\n  github: { kind: jwt, single_use: true }\n", "services.github.single_use", "only opaque tokens", 3),
         ("trust_domain: t\napprovers: { uids: [5], high_risk_quorum: 3 }\n", "approvers.high_risk_quorum", "must be 1 or 2", 2),
         ("trust_domain: t\napprovers: { uids: [5], timeout_seconds: 1 }\n", "approvers.timeout_seconds", "between 5 and 86400", 2),

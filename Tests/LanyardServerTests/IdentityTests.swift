@@ -45,8 +45,9 @@ struct Forge {
         return input + "." + sig
     }
 
-    static func claims(now: Int64, iss: String = "spiffe://test.internal", aud: String = "svc", exp: Int64? = 300, nbf: Int64 = 0, extra: String = "") -> String {
-        var fields = [#""iss":"\#(iss)""#, #""sub":"spiffe://test.internal/agent/a""#, #""aud":"\#(aud)""#, #""iat":\#(now)"#,
+    static func claims(now: Int64, iss: String = "spiffe://test.internal", aud: String = "svc", exp: Int64? = 300, nbf: Int64 = 0, iat: Int64 = 0,
+                       extra: String = "") -> String {
+        var fields = [#""iss":"\#(iss)""#, #""sub":"spiffe://test.internal/agent/a""#, #""aud":"\#(aud)""#, #""iat":\#(now + iat)"#,
                       #""nbf":\#(now + nbf)"#, #""jti":"0123456789abcdef0123456789abcdef""#]
         if let exp { fields.append(#""exp":\#(now + exp)"#) }
         if !extra.isEmpty { fields.append(extra) }
@@ -114,8 +115,8 @@ struct IdentityTests {
             let v = try await a.validateIdentity(token, "svc")
             #expect(!v.valid && v.failedCheck == check, "expected \(check), got \(v.failedCheck)")
         }
-        // 29 s past exp is inside the skew; 31 s is not.
-        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, exp: -29)), "svc").valid)
+        // No skew after exp (Security I finding 14): a second past it is too late.
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, exp: -1)), "svc").failedCheck == "exp")
 
         // Every single-bit flip of a valid token's signature.
         let parts = genuine.split(separator: ".").map(String.init)
@@ -178,4 +179,179 @@ struct IdentityTests {
         await root.close()
         await d.stop()
     }
+
+    /// Security I finding 13: an identity token never stands in for a service's access
+    /// token. No identity token names a declared service; one signed with the identity key
+    /// anyway does not validate for it; the identity JWKS holds no service key; and tokens
+    /// signed with a service's key are no identity, whatever their header says.
+    @Test func identityTokensNeverStandInForServiceTokens() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let root = d.admin(as: Users.root)
+        for audience in ["deploy", "github", "DEPLOY"] {
+            await #expect { try await a.issueIdentity(audience) } throws: { code($0) == .invalidArgument }
+        }
+        #expect(try await a.validateIdentity(try await a.issueIdentity("peer").token, "peer").valid)  // control
+
+        let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
+        let forge = Forge(kid: kid, key: key)
+        let now = clock.nowSeconds()
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, aud: "deploy")), "deploy").failedCheck == "aud")
+        let listed = Forge.claims(now: now).replacingOccurrences(of: #""aud":"svc""#, with: #""aud":["svc","deploy"]"#)
+        #expect(try await a.validateIdentity(try forge.token(claims: listed), "svc").failedCheck == "aud")
+
+        let lease = try await a.provision("deploy", ["deploy:read"])
+        let serviceKid = try headerKid(lease.secret)
+        #expect(serviceKid != kid)
+        var jwks = Lanyard_V1_AdminRequest()
+        jwks.jwks = .init()
+        #expect(try kids(try await root.call(jwks).jwks.json) == [kid])
+        #expect(try await a.validateIdentity(lease.secret, "deploy").failedCheck == "typ")
+        let (_, serviceKey) = try d.daemon.store.signingKey(purpose: "service:deploy")
+        let likeAnIdentity = try Forge(kid: serviceKid, key: serviceKey).token(claims: Forge.claims(now: now, aud: "peer"))
+        #expect(try await a.validateIdentity(likeAnIdentity, "peer").failedCheck == "kid")
+        await a.close()
+        await root.close()
+        await d.stop()
+    }
+
+    /// Security I finding 14: `exp` is strict (a token is dead at its `exp` second, so it
+    /// never outlives its revocation); the skew applies to `nbf` and `iat` only.
+    @Test func tokensEndAtExpWhileNbfAndIatKeepTheSkew() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let root = d.admin(as: Users.root)
+        let token = try await a.issueIdentity("peer", ttl: 60).token
+        let jti = try await a.validateIdentity(token, "peer").claims.jti
+        clock.advance(seconds: 59)
+        #expect(try await a.validateIdentity(token, "peer").valid)
+        clock.advance(seconds: 1)
+        #expect(try await a.validateIdentity(token, "peer").failedCheck == "exp")
+        clock.advance(seconds: 29)
+        #expect(try await a.validateIdentity(token, "peer").failedCheck == "exp")
+        var revoke = Lanyard_V1_AdminRequest()
+        revoke.identityRevoke = .with { $0.jti = jti }
+        await #expect { try await root.call(revoke) } throws: { code($0) == .notFound }  // nothing left to revoke
+
+        // Revoked a second before its exp, a token never validates again.
+        let second = try await a.issueIdentity("peer", ttl: 60).token
+        revoke.identityRevoke.jti = try await a.validateIdentity(second, "peer").claims.jti
+        clock.advance(seconds: 59)
+        _ = try await root.call(revoke)
+        #expect(try await a.validateIdentity(second, "peer").failedCheck == "revoked")
+        clock.advance(seconds: 1)
+        #expect(try await a.validateIdentity(second, "peer").failedCheck == "exp")
+
+        let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
+        let forge = Forge(kid: kid, key: key)
+        let now = clock.nowSeconds()
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, nbf: 29)), "svc").valid)
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, nbf: 31)), "svc").failedCheck == "nbf")
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, iat: 29)), "svc").valid)
+        #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, iat: 31)), "svc").failedCheck == "iat")
+        await a.close()
+        await root.close()
+        await d.stop()
+    }
+
+    /// Security I finding 15: numeric claims out of range (`"exp": 1e300` trapped in a
+    /// Double → Int64 conversion and took the daemon down) are refused, and the daemon
+    /// keeps answering.
+    @Test func outOfRangeNumericClaimsAreRefusedNotACrash() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
+        let forge = Forge(kid: kid, key: key)
+        let now = clock.nowSeconds()
+        func claims(_ times: String) -> String {
+            #"{"iss":"spiffe://test.internal","sub":"spiffe://test.internal/agent/a","aud":"svc","jti":"0123456789abcdef0123456789abcdef",\#(times)}"#
+        }
+        let cases: [(String, String)] = [
+            (#""iat":\#(now),"exp":1e300"#, "claims: a number that is not an integer"),
+            (#""iat":\#(now),"exp":-1e300"#, "claims: a number that is not an integer"),
+            (#""iat":\#(now),"exp":1.5"#, "claims: a number that is not an integer"),
+            (#""iat":\#(now),"exp":18446744073709551616"#, "claims: a number out of the 64-bit integer range"),
+            (#""iat":\#(now),"exp":9223372036854775807"#, "exp"),
+            (#""iat":\#(now),"exp":"\#(now + 60)""#, "exp"),
+            (#""iat":\#(now),"exp":\#(now + 60),"nbf":-9223372036854775808"#, "nbf"),
+            (#""iat":1e300,"exp":\#(now + 60)"#, "claims: a number that is not an integer"),
+            (#""iat":-9223372036854775808,"exp":\#(now + 60)"#, "iat"),
+            (#""iat":\#(now - 3600),"exp":\#(now + 60)"#, "exp"),  // a lifetime over 900 s
+        ]
+        for (times, check) in cases {
+            let v = try await a.validateIdentity(try forge.token(claims: claims(times)), "svc")
+            #expect(!v.valid && v.failedCheck.hasPrefix(check), "\(times): got \(v.failedCheck)")
+        }
+        #expect(try await a.validateIdentity(try forge.token(claims: claims(#""iat":\#(now),"exp":\#(now + 60)"#)), "svc").valid)
+        await a.close()
+        await d.stop()
+    }
+
+    /// Security I finding 16: audiences match byte for byte. Swift's `==` holds NFC and
+    /// NFD, or KELVIN SIGN and K, equal; the relying party asked for other bytes.
+    @Test func audiencesMatchByteForByte() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let nfc = "caf\u{E9}-agent", nfd = "cafe\u{301}-agent", kelvin = "\u{212A}elvin", k = "Kelvin"
+        #expect(nfc == nfd && kelvin == k)
+        for (issued, asked) in [(nfc, nfd), (nfd, nfc), (kelvin, k), (k, kelvin)] {
+            let token = try await a.issueIdentity(issued).token
+            #expect(try await a.validateIdentity(token, issued).valid)
+            #expect(try await a.validateIdentity(token, asked).failedCheck == "aud", "\(Array(issued.utf8)) taken for \(Array(asked.utf8))")
+        }
+        await a.close()
+        await d.stop()
+    }
+
+    /// Security II finding 7: the header is read before the signature is checked, so a
+    /// hostile one is refused by its size or at the first level nested too deep — the
+    /// refusal names where the reader stopped — and the claims are not read at all until
+    /// the signature holds. (The report's 1,463-byte header took 0.6 s of CPU.)
+    @Test func hostileHeadersAreRefusedBeforeAnyWork() async throws {
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Users.credentialPolicy(), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
+        let forge = Forge(kid: kid, key: key)
+        let claims = Forge.claims(now: clock.nowSeconds())
+        let noSignature: (String) -> String = { _ in Base64URL.encode([UInt8](repeating: 0, count: 64)) }
+        let prefix = #"{"alg":"EdDSA","x":"#
+        let reported = prefix + String(repeating: "[", count: 500) + String(repeating: "]", count: 500) + "}"
+        #expect(try await a.validateIdentity(try forge.token(header: reported, claims: claims, signature: noSignature), "svc").failedCheck
+                == "header: larger than 512 bytes")
+        let deep = prefix + String(repeating: "[", count: 150) + String(repeating: "]", count: 150) + "}"
+        #expect(try await a.validateIdentity(try forge.token(header: deep, claims: claims, signature: noSignature), "svc").failedCheck
+                == "header: nested deeper than 2 at byte \(prefix.utf8.count + 1)")
+        let cases: [(String, String)] = [
+            (#"{"alg":"EdDSA","typ":"JWT","kid":"\#(kid)","b64":false}"#, "header: b64 is not a string"),
+            (#"{"alg":"none","alg":"EdDSA","typ":"JWT","kid":"\#(kid)"}"#, "header: duplicate member name at byte 14"),
+            (#"{"alg":"EdDSA","typ":"JWT","kid":"\#(kid)"} x"#, "header: trailing bytes after the value at byte \(kid.utf8.count + 37)"),
+            (#"["EdDSA"]"#, "header: not a JSON object"),
+        ]
+        for (header, check) in cases {
+            let v = try await a.validateIdentity(try forge.token(header: header, claims: claims), "svc")
+            #expect(v.failedCheck == check)
+        }
+        // A payload nested 3,000 deep under a signature that does not hold is never read.
+        let hostileClaims = String(repeating: "[", count: 3000)
+        #expect(try await a.validateIdentity(try forge.token(claims: hostileClaims, signature: noSignature), "svc").failedCheck == "signature")
+        #expect(try await a.validateIdentity(try forge.token(claims: claims), "svc").valid)  // control
+        await a.close()
+        await d.stop()
+    }
+}
+
+/// The `kid` in a compact JWS's header.
+func headerKid(_ token: String) throws -> String {
+    let h = try JSONSerialization.jsonObject(with: Data(try #require(Base64URL.decode(String(token.split(separator: ".")[0]))))) as! [String: Any]
+    return try #require(h["kid"] as? String)
+}
+
+/// The kids of a JWKS, in order.
+func kids(_ jwks: String) throws -> [String] {
+    let keys = try JSONSerialization.jsonObject(with: Data(jwks.utf8)) as! [String: [[String: Any]]]
+    return try #require(keys["keys"]).compactMap { $0["kid"] as? String }
 }

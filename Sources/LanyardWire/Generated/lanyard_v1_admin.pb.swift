@@ -579,6 +579,10 @@ public nonisolated struct Lanyard_V1_SecretRotateRequest: Sendable {
 
   public var service: String = String()
 
+  /// jwt services: also drop every earlier signing key from the service's JWKS at once
+  /// (its tokens stop verifying offline); refused for other kinds.
+  public var compromised: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1076,6 +1080,10 @@ public nonisolated struct Lanyard_V1_KeysRotateRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Drop every earlier identity key from the JWKS at once: every identity token signed
+  /// before stops validating (a plain rotation keeps them until they expire).
+  public var compromised: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1097,6 +1105,10 @@ public nonisolated struct Lanyard_V1_JwksRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// Empty: the identity keys. A jwt service's name: the keys of that service's access
+  /// tokens. Each purpose has its own keys and its own JWKS.
+  public var service: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2265,7 +2277,7 @@ nonisolated extension Lanyard_V1_SecretPutResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lanyard_V1_SecretRotateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SecretRotateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}compromised\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2274,6 +2286,7 @@ nonisolated extension Lanyard_V1_SecretRotateRequest: SwiftProtobuf.Message, Swi
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.compromised) }()
       default: break
       }
     }
@@ -2283,11 +2296,15 @@ nonisolated extension Lanyard_V1_SecretRotateRequest: SwiftProtobuf.Message, Swi
     if !self.service.isEmpty {
       try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
     }
+    if self.compromised != false {
+      try visitor.visitSingularBoolField(value: self.compromised, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_SecretRotateRequest, rhs: Lanyard_V1_SecretRotateRequest) -> Bool {
     if lhs.service != rhs.service {return false}
+    if lhs.compromised != rhs.compromised {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3280,18 +3297,29 @@ nonisolated extension Lanyard_V1_AuditVerifyResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Lanyard_V1_KeysRotateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeysRotateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}compromised\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.compromised) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.compromised != false {
+      try visitor.visitSingularBoolField(value: self.compromised, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_KeysRotateRequest, rhs: Lanyard_V1_KeysRotateRequest) -> Bool {
+    if lhs.compromised != rhs.compromised {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3329,18 +3357,29 @@ nonisolated extension Lanyard_V1_KeysRotateResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lanyard_V1_JwksRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JwksRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_JwksRequest, rhs: Lanyard_V1_JwksRequest) -> Bool {
+    if lhs.service != rhs.service {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -3053,7 +3053,7 @@ const ProtobufCMessageDescriptor lanyard__v1__secret_put_response__descriptor =
   (ProtobufCMessageInit) lanyard__v1__secret_put_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__secret_rotate_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__secret_rotate_request__field_descriptors[2] =
 {
   {
     "service",
@@ -3067,14 +3067,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__secret_rotate_request__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "compromised",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__SecretRotateRequest, compromised),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__secret_rotate_request__field_indices_by_name[] = {
+  1,   /* field[1] = compromised */
   0,   /* field[0] = service */
 };
 static const ProtobufCIntRange lanyard__v1__secret_rotate_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__secret_rotate_request__descriptor =
 {
@@ -3084,7 +3097,7 @@ const ProtobufCMessageDescriptor lanyard__v1__secret_rotate_request__descriptor 
   "Lanyard__V1__SecretRotateRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__SecretRotateRequest),
-  1,
+  2,
   lanyard__v1__secret_rotate_request__field_descriptors,
   lanyard__v1__secret_rotate_request__field_indices_by_name,
   1,  lanyard__v1__secret_rotate_request__number_ranges,
@@ -4540,9 +4553,29 @@ const ProtobufCMessageDescriptor lanyard__v1__audit_verify_response__descriptor 
   (ProtobufCMessageInit) lanyard__v1__audit_verify_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define lanyard__v1__keys_rotate_request__field_descriptors NULL
-#define lanyard__v1__keys_rotate_request__field_indices_by_name NULL
-#define lanyard__v1__keys_rotate_request__number_ranges NULL
+static const ProtobufCFieldDescriptor lanyard__v1__keys_rotate_request__field_descriptors[1] =
+{
+  {
+    "compromised",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__KeysRotateRequest, compromised),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__keys_rotate_request__field_indices_by_name[] = {
+  0,   /* field[0] = compromised */
+};
+static const ProtobufCIntRange lanyard__v1__keys_rotate_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
 const ProtobufCMessageDescriptor lanyard__v1__keys_rotate_request__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -4551,10 +4584,10 @@ const ProtobufCMessageDescriptor lanyard__v1__keys_rotate_request__descriptor =
   "Lanyard__V1__KeysRotateRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__KeysRotateRequest),
-  0,
+  1,
   lanyard__v1__keys_rotate_request__field_descriptors,
   lanyard__v1__keys_rotate_request__field_indices_by_name,
-  0,  lanyard__v1__keys_rotate_request__number_ranges,
+  1,  lanyard__v1__keys_rotate_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__keys_rotate_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -4596,9 +4629,29 @@ const ProtobufCMessageDescriptor lanyard__v1__keys_rotate_response__descriptor =
   (ProtobufCMessageInit) lanyard__v1__keys_rotate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define lanyard__v1__jwks_request__field_descriptors NULL
-#define lanyard__v1__jwks_request__field_indices_by_name NULL
-#define lanyard__v1__jwks_request__number_ranges NULL
+static const ProtobufCFieldDescriptor lanyard__v1__jwks_request__field_descriptors[1] =
+{
+  {
+    "service",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__JwksRequest, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__jwks_request__field_indices_by_name[] = {
+  0,   /* field[0] = service */
+};
+static const ProtobufCIntRange lanyard__v1__jwks_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
 const ProtobufCMessageDescriptor lanyard__v1__jwks_request__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -4607,10 +4660,10 @@ const ProtobufCMessageDescriptor lanyard__v1__jwks_request__descriptor =
   "Lanyard__V1__JwksRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__JwksRequest),
-  0,
+  1,
   lanyard__v1__jwks_request__field_descriptors,
   lanyard__v1__jwks_request__field_indices_by_name,
-  0,  lanyard__v1__jwks_request__number_ranges,
+  1,  lanyard__v1__jwks_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__jwks_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -321,10 +321,15 @@ struct  Lanyard__V1__SecretRotateRequest
 {
   ProtobufCMessage base;
   char *service;
+  /*
+   * jwt services: also drop every earlier signing key from the service's JWKS at once
+   * (its tokens stop verifying offline); refused for other kinds.
+   */
+  protobuf_c_boolean compromised;
 };
 #define LANYARD__V1__SECRET_ROTATE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__secret_rotate_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Lanyard__V1__SecretRotateResponse
@@ -616,10 +621,15 @@ struct  Lanyard__V1__AuditVerifyResponse
 struct  Lanyard__V1__KeysRotateRequest
 {
   ProtobufCMessage base;
+  /*
+   * Drop every earlier identity key from the JWKS at once: every identity token signed
+   * before stops validating (a plain rotation keeps them until they expire).
+   */
+  protobuf_c_boolean compromised;
 };
 #define LANYARD__V1__KEYS_ROTATE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__keys_rotate_request__descriptor) \
-     }
+    , 0 }
 
 
 struct  Lanyard__V1__KeysRotateResponse
@@ -635,10 +645,15 @@ struct  Lanyard__V1__KeysRotateResponse
 struct  Lanyard__V1__JwksRequest
 {
   ProtobufCMessage base;
+  /*
+   * Empty: the identity keys. A jwt service's name: the keys of that service's access
+   * tokens. Each purpose has its own keys and its own JWKS.
+   */
+  char *service;
 };
 #define LANYARD__V1__JWKS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__jwks_request__descriptor) \
-     }
+    , (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__JwksResponse
