@@ -16,13 +16,11 @@ final class IdentityService: Sendable {
     static let maxTTL: UInt32 = 900
 
     let store: Store
-    let attestor: any Attestor
     let clock: any WallClock
     let logger: Logger
 
-    init(store: Store, attestor: any Attestor, clock: any WallClock, logger: Logger) {
+    init(store: Store, clock: any WallClock, logger: Logger) {
         self.store = store
-        self.attestor = attestor
         self.clock = clock
         self.logger = logger
     }
@@ -51,9 +49,6 @@ final class IdentityService: Sendable {
                 try await deny(.permissionDenied, "agent '\(agent.name)' is not granted '\(name.prefix(128))'; a token can carry only granted capabilities")
             }
             capabilities = Array(Set(c.capabilities)).sorted()
-        }
-        guard attestor.isStillSame(caller.connection.peer) else {
-            try await deny(.unauthenticated, "the process that opened this connection has exited or changed; reconnect")
         }
         let now = clock.nowSeconds()
         let exp = now + Int64(ttl)

@@ -23,12 +23,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     let server: NIOAsyncChannel<Accepted, Never>
     let limits: ServerLimits
     let registry: ConnectionRegistry
+    /// Hashes the executables of peers whose uid has exe_sha256 agents (nil: none on this socket).
+    let exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?
     let logger: Logger
 
     /// Binds to an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
                       registry: ConnectionRegistry, attestor: any Attestor,
-                      needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
+                      exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?, logger: Logger) async throws -> Self {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             // A client may send its requests and shut down its write side: it still gets answers.
@@ -42,20 +44,19 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                 let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERPIDFD_))
                 return credentials.and(pidfd.map(Optional.some).recover { _ in nil }).flatMapThrowing { cred, fd in
                     try accept(channel, cred: cred, pidfd: fd.flatMap { $0 > 0 ? PidFD(fd: $0) : nil },
-                               limits: limits, registry: registry, attestor: attestor,
-                               needsExeHash: needsExeHash, logger: logger)
+                               limits: limits, registry: registry, attestor: attestor, logger: logger)
                 }.recover { _ -> Accepted in
                     // No kernel credentials: there is no default caller.
                     channel.close(promise: nil)
                     return nil
                 }
             }
-        return Self(name: name, server: server, limits: limits, registry: registry, logger: logger)
+        return Self(name: name, server: server, limits: limits, registry: registry, exeHash: exeHash, logger: logger)
     }
 
     /// Runs on the event loop at accept: kernel credentials first, then the caps, then the pipeline.
     private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, limits: ServerLimits, registry: ConnectionRegistry,
-                               attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
+                               attestor: any Attestor, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
         switch registry.admit(uid: creds.uid, channel: channel) {
@@ -73,7 +74,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         }
         channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, channel: channel) }
 
-        let peer = attestor.attest(creds, pidfd: pidfd, needsExeHash: needsExeHash(creds.uid))
+        let peer = attestor.attest(creds, pidfd: pidfd)
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
@@ -107,9 +108,40 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         server.channel.close(promise: nil)
     }
 
+    /// The connection with the peer's exe_sha256 where its uid needs one, taken before its
+    /// first call is dispatched.
+    private func withExeHash(_ connection: Connection, channel: any Channel) async -> Connection {
+        guard let exeHash, exeHash.needed(connection.credentials.uid) else { return connection }
+        var hashed = connection
+        hashed.peer.facts.exeSHA256 = await hashExe(connection, exeHash.hasher, channel: channel)
+        return hashed
+    }
+
+    /// The peer's exe_sha256; nil (the selector does not match) when the file is too large,
+    /// writable by others than root, or the peer left.
+    private func hashExe(_ connection: Connection, _ hasher: ExeHasher, channel: any Channel) async -> String? {
+        let pidfd = connection.peer.pidfd
+        let outcome = await hasher.hash(connection.peer) { channel.isActive && pidfd?.isAlive != false }
+        let who: Logger.Metadata = ["caller.uid": "\(connection.credentials.uid)", "caller.pid": "\(connection.credentials.pid)"]
+        switch outcome {
+        case .hash(let digest):
+            return digest
+        case .tooLarge(let size, let bound):
+            logger.warning("exe_sha256 not taken: the executable is larger than --max-exe-hash-bytes; raise the bound or pin by exe",
+                           metadata: who.merging(["exe.size": "\(size)", "bound": "\(bound)"]) { a, _ in a })
+        case .writable(let writer):
+            logger.warning("exe_sha256 not taken: the executable is writable by \(writer), not only root; install it root-owned, not group- or world-writable",
+                           metadata: who)
+        case .gone:
+            logger.debug("exe_sha256 not taken: the peer left or changed while it was hashed", metadata: who)
+        }
+        return nil
+    }
+
     private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
+        let connection = await withExeHash(connection, channel: channel.channel)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in

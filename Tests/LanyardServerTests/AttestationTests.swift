@@ -14,9 +14,9 @@ struct AttestationTests {
         let attestor = ProcAttestor()
         let fd = lanyard_pidfd_open(pid)
         let peer = attestor.attest(PeerCredentials(uid: getuid(), gid: getgid(), pid: pid),
-                                   pidfd: fd >= 0 ? PidFD(fd: fd) : nil, needsExeHash: true)
+                                   pidfd: fd >= 0 ? PidFD(fd: fd) : nil)
         #expect(peer.facts.exe == "/usr/bin/sleep" || peer.facts.exe == "/bin/sleep")
-        #expect(peer.facts.exeSHA256?.count == 64)
+        #expect(peer.facts.exeFile != nil)
         #expect(peer.startTime != nil)
         #expect(attestor.isStillSame(peer))
 
@@ -27,7 +27,7 @@ struct AttestationTests {
 
     @Test func unitComesFromTheCgroup() {
         // Whatever this process's cgroup is, a unit is only ever a .service or .scope name.
-        let peer = ProcAttestor().attest(PeerCredentials(uid: getuid(), gid: getgid(), pid: getpid()), pidfd: nil, needsExeHash: false)
+        let peer = ProcAttestor().attest(PeerCredentials(uid: getuid(), gid: getgid(), pid: getpid()), pidfd: nil)
         if let unit = peer.facts.unit {
             #expect(unit.hasSuffix(".service") || unit.hasSuffix(".scope"))
         }
