@@ -4,6 +4,7 @@ import Glibc
 import LanyardCore
 import LanyardWire
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -121,7 +122,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     /// writable by others than root, or the peer left.
     private func hashExe(_ connection: Connection, _ hasher: ExeHasher, channel: any Channel) async -> String? {
         let pidfd = connection.peer.pidfd
-        let outcome = await hasher.hash(connection.peer) { channel.isActive && pidfd?.isAlive != false }
+        let closed = NIOLockedValueBox(false)
+        channel.closeFuture.whenComplete { _ in closed.withLockedValue { $0 = true } }
+        let outcome = await hasher.hash(connection.peer) { !closed.withLockedValue { $0 } && pidfd?.isAlive != false }
         let who: Logger.Metadata = ["caller.uid": "\(connection.credentials.uid)", "caller.pid": "\(connection.credentials.pid)"]
         switch outcome {
         case .hash(let digest):
