@@ -165,15 +165,16 @@ public struct Selector: Sendable, Equatable {
     public var exeSHA256: String?
     public var unit: UnitSelector?
 
-    /// Whether the selector says more than the process's ids: which file runs, or where.
-    public var pinsProcess: Bool { exe != nil || exeSHA256 != nil || unit != nil }
+    /// Whether the selector names what runs (a file, or its bytes).
+    public var pinsExecutable: Bool { exe != nil || exeSHA256 != nil }
 
     public func matches(_ peer: PeerFacts, exeFile: (String) -> FileID?) -> Bool {
         guard peer.uid == uid else { return false }
         if let gid, peer.gid != gid { return false }
         // In a user namespace of its own a process has its own mounts (libraries, loader,
-        // the file behind a path): what it runs is its own choice.
-        if pinsProcess, peer.inForeignUserNamespace { return false }
+        // the file behind a path): what it runs is its own choice. (Its ids are translated
+        // by the kernel, and its cgroup is not the namespace's to choose: uid, gid and unit hold.)
+        if pinsExecutable, peer.inForeignUserNamespace { return false }
         if let exe {
             guard let running = peer.exeFile, running == exeFile(exe) else { return false }
         }

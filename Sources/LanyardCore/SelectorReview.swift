@@ -156,6 +156,6 @@ public struct LocalHost: HostFacts {
         defer { fclose(fp) }
         var buf = [CChar](repeating: 0, count: 16)
         guard fgets(&buf, Int32(buf.count), fp) != nil else { return 0 }
-        return Int(String(cString: buf).filter(\.isNumber)) ?? 0
+        return Int(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter(\.isNumber)) ?? 0
     }
 }

@@ -49,6 +49,11 @@ final class ExeHasher: Sendable {
         let uid = peer.facts.uid
         let bound = maxBytes
         await budget.acquire(uid)
+        // Whoever held the slot may have hashed this very file.
+        if let hit = cache.withLockedValue({ $0[key] }) {
+            await budget.release(uid)
+            return .hash(hit)
+        }
         let digest = stillWanted() ? try? await NIOThreadPool.singleton.runIfActive {
             SHA256.hexOfFile(descriptor: file.fd, maxBytes: bound, continuing: stillWanted)
         } : nil

@@ -96,8 +96,9 @@ struct AuthorizerTests {
         #expect(agent(PeerFacts(uid: 1002, gid: 1, pid: 9, exeFile: python)) == nil)
         #expect(agent(PeerFacts(uid: 1003, gid: 50, pid: 9)) == "g")
         #expect(agent(PeerFacts(uid: 1003, gid: 51, pid: 9)) == nil)
-        // A peer in a user namespace of its own matches no exe- or unit-pinned agent; uid/gid-only ones still.
+        // A peer in a user namespace of its own matches no exe-pinned agent; uid/gid/unit ones still.
         #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python, inForeignUserNamespace: true)) == nil)
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: sh, cgroup: "/system.slice/a.service", inForeignUserNamespace: true)) == nil)
         #expect(agent(PeerFacts(uid: 1003, gid: 50, pid: 9, inForeignUserNamespace: true)) == "g")
         // The path no longer leads to the file (replaced): no match.
         #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python), exeFile: { _ in nil }) == nil)
@@ -150,5 +151,7 @@ struct AuthorizerTests {
         #expect(agent(1003, "/user.slice/user-1003.slice/user@1003.service/app.slice/tool.service") == "mine")
         #expect(agent(1003, "/system.slice/tool.service") == nil)
         #expect(agent(1003, "/user.slice/user-1004.slice/user@1004.service/app.slice/tool.service") == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, cgroup: "/system.slice/releaser.service", inForeignUserNamespace: true),
+                        exeFile: { _ in nil })?.name == "releaser")
     }
 }
