@@ -69,8 +69,13 @@ public struct ProcAttestor: Attestor {
     public func attest(_ creds: PeerCredentials, pidfd: PidFD?) -> AttestedPeer {
         let pid = creds.pid
         var facts = PeerFacts(uid: creds.uid, gid: creds.gid, pid: pid)
-        facts.exe = Self.exe(pid)
-        facts.exeFile = Self.exeFile(pid)
+        let exeFile = Self.exeFile(pid)
+        facts.exeFile = exeFile
+        // The path is rendered in the caller's mount namespace: shown to approvers as it is
+        // only where it names the same file in lanyardd's.
+        facts.exe = Self.exe(pid).map { path in
+            LocalHost().file(path)?.id == exeFile ? path : "\(path) (not the file at that path outside the caller's mount namespace)"
+        }
         facts.cgroup = Self.cgroup(pid)
         facts.inForeignUserNamespace = Self.userNamespace("/proc/\(pid)/ns/user") != Self.ownUserNamespace || Self.ownUserNamespace == nil
         let peer = AttestedPeer(facts: facts, startTime: Self.startTime(pid), pidfd: pidfd)

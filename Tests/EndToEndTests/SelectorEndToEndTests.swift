@@ -74,6 +74,14 @@ struct SelectorEndToEndTests {
                                                  bind + Self.asUser(agent).joined(separator: " ") + " \(pinned) -e \"$CALLER\" \(d.agentSocket)"])
         #expect(rootsNamespace.status.code == .unauthenticated, "perl bound over the pinned path in root's mount namespace: \(rootsNamespace.status)")
         #expect(ownNamespace.provision.lease.secret.isEmpty && rootsNamespace.provision.lease.secret.isEmpty)
+        // What approvers are shown as its exe says the path is not that file.
+        setenv("CALLER", Self.perlCaller, 1)
+        defer { unsetenv("CALLER") }
+        var hello = Lanyard_V1_Request()
+        hello.hello = .init()
+        let shown = try IdentityRaceTests.answer(to: hello, from: Self.asUser(agent) + ["/usr/bin/unshare", "-Urm", "/bin/sh", "-c",
+                                                                                         bind + "\(pinned) -e \"$CALLER\" \(d.agentSocket)"])
+        #expect(shown.hello.caller.exe == "\(pinned) (not the file at that path outside the caller's mount namespace)", "\(shown.hello.caller)")
     }
 
     /// Finding 2: a binary its agent can rewrite pins nothing — rewritten in place with
