@@ -72,10 +72,12 @@ public struct Policy: Sendable {
     public static let maxTTLCeilingSeconds = 900
     public static let defaultTTLSeconds = 300
 
-    /// The agent whose selectors all match `peer`, or nil when none does.
+    /// The agent whose selectors all match `peer`, or nil when none does. `exeFile` names
+    /// the file a configured `exe` path leads to now, as lanyardd sees it (nil: none, or
+    /// none that can be pinned); it is asked at match time, so a replaced path is seen.
     /// The parser rejects policies in which two agents could match one process.
-    public func agent(matching peer: PeerFacts) -> Agent? {
-        agentsByUID[peer.uid]?.first { $0.selector.matches(peer) }
+    public func agent(matching peer: PeerFacts, exeFile: (String) -> FileID?) -> Agent? {
+        agentsByUID[peer.uid]?.first { $0.selector.matches(peer, exeFile: exeFile) }
     }
 
     public func agent(named name: String) -> Agent? {
@@ -105,8 +107,54 @@ public struct Agent: Sendable, Equatable {
     public var selector: Selector
     /// Each granted capability with its effective risk (catalog risk, possibly raised).
     public var grants: [Capability: RiskLevel]
+    /// Where the agent and each of its fields ("" for the agent's key) are in the policy file.
+    public var lines: [String: Int] = [:]
 
     public func uri(trustDomain: String) -> String { "spiffe://\(trustDomain)/agent/\(name)" }
+}
+
+/// A file as the kernel names it, whatever path leads to it: device and inode.
+public struct FileID: Sendable, Hashable {
+    public var device: UInt64
+    public var inode: UInt64
+    public init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+}
+
+/// The systemd unit an agent runs in, matched against the process's whole cgroup path.
+public enum UnitSelector: Sendable, Hashable, CustomStringConvertible {
+    /// A system unit by its cgroup, such as `/system.slice/releaser.service`: only root
+    /// creates cgroups there (and, under a unit with `Delegate=`, that unit's own user).
+    case system(cgroup: String)
+    /// A unit of the agent uid's own systemd user manager (`user_unit:`). That uid can
+    /// create any cgroup there, so this tells its processes apart from nothing it runs.
+    case user(String)
+
+    public var description: String {
+        switch self {
+        case .system(let cgroup): cgroup
+        case .user(let name): "user:\(name)"
+        }
+    }
+
+    func matches(cgroup: String?, uid: UInt32) -> Bool {
+        guard let cgroup else { return false }
+        switch self {
+        case .system(let path):
+            return cgroup == path || cgroup.hasPrefix(path + "/")
+        case .user(let name):
+            let manager = "/user.slice/user-\(uid).slice/user@\(uid).service/"
+            guard cgroup.hasPrefix(manager) else { return false }
+            return Self.innermostUnit(cgroup) == name
+        }
+    }
+
+    /// The last `.service` or `.scope` component of a cgroup path (for display).
+    public static func innermostUnit(_ cgroup: String) -> String? {
+        cgroup.split(separator: "/").last(where: { $0.hasSuffix(".service") || $0.hasSuffix(".scope") }).map(String.init)
+    }
 }
 
 /// What binds an agent to processes. Every selector that is set must match.
@@ -115,15 +163,23 @@ public struct Selector: Sendable, Equatable {
     public var gid: UInt32?
     public var exe: String?
     public var exeSHA256: String?
-    public var unit: String?
+    public var unit: UnitSelector?
 
-    public func matches(_ peer: PeerFacts) -> Bool {
+    /// Whether the selector names what runs (a file, or its bytes).
+    public var pinsExecutable: Bool { exe != nil || exeSHA256 != nil }
+
+    public func matches(_ peer: PeerFacts, exeFile: (String) -> FileID?) -> Bool {
         guard peer.uid == uid else { return false }
         if let gid, peer.gid != gid { return false }
-        // Paths and unit names match byte for byte: `!=` on String is canonical equivalence.
-        if let exe, peer.exe?.sameBytes(as: exe) != true { return false }
+        // In a user namespace of its own a process has its own mounts (libraries, loader,
+        // the file behind a path): what it runs is its own choice. (Its ids are translated
+        // by the kernel, and its cgroup is not the namespace's to choose: uid, gid and unit hold.)
+        if pinsExecutable, peer.inForeignUserNamespace { return false }
+        if let exe {
+            guard let running = peer.exeFile, running == exeFile(exe) else { return false }
+        }
         if let exeSHA256, peer.exeSHA256?.lowercased() != exeSHA256.lowercased() { return false }
-        if let unit, peer.unit?.sameBytes(as: unit) != true { return false }
+        if let unit, !unit.matches(cgroup: peer.cgroup, uid: peer.uid) { return false }
         return true
     }
 
@@ -140,17 +196,29 @@ public struct PeerFacts: Sendable, Equatable {
     public var uid: UInt32
     public var gid: UInt32
     public var pid: Int32
+    /// `/proc/PID/exe` as the peer's mount namespace renders it: for display only.
     public var exe: String?
+    /// The file that runs, whatever its path: what `exe` selectors match.
+    public var exeFile: FileID?
     public var exeSHA256: String?
-    public var unit: String?
+    /// The whole cgroup v2 path, such as `/system.slice/releaser.service`.
+    public var cgroup: String?
+    /// The peer's user namespace is not lanyardd's (or could not be read).
+    public var inForeignUserNamespace = false
 
-    public init(uid: UInt32, gid: UInt32, pid: Int32, exe: String? = nil, exeSHA256: String? = nil, unit: String? = nil) {
+    /// The innermost unit of the cgroup (for display).
+    public var unit: String? { cgroup.flatMap(UnitSelector.innermostUnit) }
+
+    public init(uid: UInt32, gid: UInt32, pid: Int32, exe: String? = nil, exeFile: FileID? = nil, exeSHA256: String? = nil,
+                cgroup: String? = nil, inForeignUserNamespace: Bool = false) {
         self.uid = uid
         self.gid = gid
         self.pid = pid
         self.exe = exe
+        self.exeFile = exeFile
         self.exeSHA256 = exeSHA256
-        self.unit = unit
+        self.cgroup = cgroup
+        self.inForeignUserNamespace = inForeignUserNamespace
     }
 }
 

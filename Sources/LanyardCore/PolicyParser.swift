@@ -286,7 +286,7 @@ private struct Reader {
             guard Self.isValidAgentName(name) else {
                 throw fail(path, key, "agent name '\(name)' is not a slug: lowercase [a-z0-9-], starting with a letter, at most 63 characters")
             }
-            let m = try mapping(value, path, allowed: ["uid", "gid", "exe", "exe_sha256", "unit", "grants"])
+            let m = try mapping(value, path, allowed: ["uid", "gid", "exe", "exe_sha256", "unit", "user_unit", "grants"])
             guard let uidNode = m["uid"] else { throw fail("\(path).uid", value, "is required: the uid the agent runs as") }
             let uid = try self.uid(uidNode, "\(path).uid")
             guard uid != 0 else { throw fail("\(path).uid", uidNode, "uid 0 (root) can never be an agent: run the agent as its own user") }
@@ -305,12 +305,11 @@ private struct Reader {
                 guard h.count == 64, h.allSatisfy(\.isHexDigit) else { throw fail("\(path).exe_sha256", n, "must be 64 hex digits (sha256sum of the binary)") }
                 selector.exeSHA256 = h
             }
-            if let n = m["unit"] {
-                let unit = try string(n, "\(path).unit")
-                guard unit.hasSuffix(".service") || unit.hasSuffix(".scope") else {
-                    throw fail("\(path).unit", n, "must be a systemd unit name ending in .service or .scope, got '\(unit)'")
-                }
-                selector.unit = unit
+            switch (m["unit"], m["user_unit"]) {
+            case (let n?, nil): selector.unit = try systemUnit(n, "\(path).unit")
+            case (nil, let n?): selector.unit = .user(try unitName(n, "\(path).user_unit"))
+            case (_?, let n?): throw fail("\(path).user_unit", n, "set unit (a system unit) or user_unit (a unit of the agent's own user manager), not both")
+            case (nil, nil): break
             }
             var grants: [Capability: RiskLevel] = [:]
             if let g = m["grants"] {
@@ -327,7 +326,9 @@ private struct Reader {
                     grants[cap] = max(base, raised ?? base)
                 }
             }
-            let agent = Agent(name: name, selector: selector, grants: grants)
+            var agent = Agent(name: name, selector: selector, grants: grants)
+            agent.lines[""] = key.mark?.line
+            for (field, n) in m { agent.lines[field] = n.mark?.line }
             if let other = out.first(where: { $0.selector.overlaps(selector) }) {
                 throw fail(path, key, "selectors are ambiguous: a process could match both '\(other.name)' and '\(name)'; add an exe, gid, exe_sha256 or unit that tells them apart")
             }
@@ -335,6 +336,34 @@ private struct Reader {
             out.append(agent)
         }
         return out
+    }
+
+    /// `NAME.service` (a unit of system.slice) or a whole cgroup path such as
+    /// `/agents.slice/NAME.service`; never a path into a user manager's delegated subtree.
+    func systemUnit(_ node: Node, _ path: String) throws(PolicyError) -> UnitSelector {
+        let s = try string(node, path)
+        guard s.hasPrefix("/") else { return .system(cgroup: "/system.slice/" + (try unitName(node, path))) }
+        let parts = s.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        let slices = parts.dropLast()
+        guard let last = parts.last, Self.isUnitName(last), !slices.isEmpty,
+              slices.allSatisfy({ $0.hasSuffix(".slice") && $0.count > 6 && !$0.contains("@") }) else {
+            throw fail(path, node, "'\(s)' is not a unit's cgroup: use NAME.service (in system.slice) or /SLICE.slice/NAME.service; a user manager's unit goes under user_unit")
+        }
+        return .system(cgroup: s)
+    }
+
+    /// A systemd unit name: no '/', ending in .service or .scope.
+    func unitName(_ node: Node, _ path: String) throws(PolicyError) -> String {
+        let s = try string(node, path)
+        guard Self.isUnitName(Substring(s)) else {
+            throw fail(path, node, "must be a systemd unit name ending in .service or .scope, got '\(s)'")
+        }
+        return s
+    }
+
+    static func isUnitName(_ s: Substring) -> Bool {
+        let stem = s.hasSuffix(".service") ? s.dropLast(8) : s.hasSuffix(".scope") ? s.dropLast(6) : ""
+        return !stem.isEmpty && !s.contains("/") && stem != "." && stem != ".."
     }
 
     func grant(_ node: Node, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?) {

@@ -22,17 +22,21 @@ public enum SHA256 {
         Hex.encode(hash(data))
     }
 
-    /// Streams a file through SHA-256 (for exe_sha256 selectors). Nil when it cannot be read.
-    public static func hexOfFile(descriptor fd: Int32) -> String? {
+    /// Streams a file through SHA-256 (for exe_sha256 selectors). Nil when it cannot be
+    /// read, holds more than `maxBytes`, or `continuing` (asked between chunks) says stop.
+    public static func hexOfFile(descriptor fd: Int32, maxBytes: Int64 = .max, continuing: () -> Bool = { true }) -> String? {
         guard let ctx = EVP_MD_CTX_new() else { return nil }
         defer { EVP_MD_CTX_free(ctx) }
         guard EVP_DigestInit_ex(ctx, EVP_sha256(), nil) == 1 else { return nil }
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        var total: Int64 = 0
         while true {
+            guard continuing() else { return nil }
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 { if errno == EINTR { continue }; return nil }
             if n == 0 { break }
-            guard EVP_DigestUpdate(ctx, chunk, n) == 1 else { return nil }
+            total += Int64(n)
+            guard total <= maxBytes, EVP_DigestUpdate(ctx, chunk, n) == 1 else { return nil }
         }
         var out = [UInt8](repeating: 0, count: byteCount)
         var len: UInt32 = 0

@@ -321,7 +321,7 @@ final class AdminService: Sendable {
         if let gid = agent.selector.gid { s.hasGid_p = true; s.gid = gid }
         s.exe = agent.selector.exe ?? ""
         s.exeSha256 = agent.selector.exeSHA256 ?? ""
-        s.unit = agent.selector.unit ?? ""
+        s.unit = agent.selector.unit?.description ?? ""
         a.selector = s
         a.grants = agent.grants.sorted { $0.key < $1.key }.map { cap, risk in
             var g = Lanyard_V1_Grant()

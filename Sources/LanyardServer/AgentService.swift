@@ -12,12 +12,14 @@ final class AgentService: Sendable {
     let credentials: CredentialService
     let approvals: ApprovalService
     let identities: IdentityService
+    let attestor: any Attestor
     let clock: any WallClock
     let logger: Logger
 
     init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, identities: IdentityService,
-         clock: any WallClock, logger: Logger) {
+         attestor: any Attestor, clock: any WallClock, logger: Logger) {
         self.identities = identities
+        self.attestor = attestor
         self.policy = policy
         self.store = store
         self.credentials = credentials
@@ -32,10 +34,15 @@ final class AgentService: Sendable {
 
     private func dispatch(_ request: Lanyard_V1_Request, _ connection: Connection) async throws -> Lanyard_V1_Response {
         let snapshot = policy.current
-        let agent = snapshot.policy.agent(matching: connection.peer.facts)
+        let agent = snapshot.policy.agent(matching: connection.peer.facts, exeFile: pinnableExeFile)
         let caller = Caller(connection: connection, agent: agent, snapshot: snapshot)
         if let refusal = connection.senderRefusal {
             return try await unauthenticated(request.call.map(Self.name(of:)) ?? "none", caller, reason: refusal, outcome: "foreign_sender")
+        }
+        // Invariant 2: a call that decides, consumes or mutates is answered only while the
+        // attested process is still the one on the socket (not a forked or exec'd successor).
+        if agent != nil, let call = request.call, Self.decides(call), !attestor.isStillSame(connection.peer) {
+            return try await changedProcess(Self.name(of: call), caller)
         }
         switch request.call {
         case .hello:
@@ -167,6 +174,24 @@ final class AgentService: Sendable {
         var response = Lanyard_V1_Response()
         response.authorize = result
         return response
+    }
+
+    /// The calls that decide, consume or mutate (an approval, a lease, a credential, a token).
+    static func decides(_ call: Lanyard_V1_Request.OneOf_Call) -> Bool {
+        switch call {
+        case .authorize, .provision, .revoke, .rotate, .introspect, .issueIdentity: true
+        case .hello, .listLeases, .awaitApproval, .validateIdentity: false
+        }
+    }
+
+    /// A deciding call from a connection whose attested process exited or changed: audited, UNAUTHENTICATED.
+    private func changedProcess(_ call: String, _ caller: Caller) async throws -> Lanyard_V1_Response {
+        var record = caller.record(call)
+        record.decision = Decision.deny.rawValue
+        record.outcome = "unauthenticated"
+        record.reason = "the process that opened this connection has exited or changed; reconnect"
+        try await store.audit.append(record)
+        return .failure(id: 0, .unauthenticated, record.reason)
     }
 
     /// Every call from a caller that matches no agent, or sent by a process other than the

@@ -2,8 +2,6 @@
 import Glibc
 #endif
 import LanyardCore
-import LanyardCrypto
-import NIOConcurrencyHelpers
 
 /// The kernel's word on who is connected: SO_PEERCRED at accept, plus a pidfd where the
 /// kernel has SO_PEERPIDFD.
@@ -58,23 +56,28 @@ public struct AttestedPeer: Sendable {
 /// Turns kernel credentials into process facts, and re-checks them before a secret
 /// leaves. Injected so the handler never reads /proc itself.
 public protocol Attestor: Sendable {
-    func attest(_ creds: PeerCredentials, pidfd: PidFD?, needsExeHash: Bool) -> AttestedPeer
+    /// The cheap facts, taken at accept (the exe hash is `ExeHasher`'s, off the event loop).
+    func attest(_ creds: PeerCredentials, pidfd: PidFD?) -> AttestedPeer
     /// Whether the attested process is still alive and unchanged (same start time, same exe).
     func isStillSame(_ peer: AttestedPeer) -> Bool
 }
 
-/// Reads /proc for exe, systemd unit and start time.
+/// Reads /proc for exe, cgroup, user namespace and start time.
 public struct ProcAttestor: Attestor {
-    private let hashes = ExeHashCache()
-
     public init() {}
 
-    public func attest(_ creds: PeerCredentials, pidfd: PidFD?, needsExeHash: Bool) -> AttestedPeer {
+    public func attest(_ creds: PeerCredentials, pidfd: PidFD?) -> AttestedPeer {
         let pid = creds.pid
         var facts = PeerFacts(uid: creds.uid, gid: creds.gid, pid: pid)
-        facts.exe = Self.exe(pid)
-        facts.unit = Self.unit(pid)
-        if needsExeHash { facts.exeSHA256 = hashes.hash(pid: pid) }
+        let exeFile = Self.exeFile(pid)
+        facts.exeFile = exeFile
+        // The path is rendered in the caller's mount namespace: shown to approvers as it is
+        // only where it names the same file in lanyardd's.
+        facts.exe = Self.exe(pid).map { path in
+            LocalHost().file(path)?.id == exeFile ? path : "\(path) (not the file at that path outside the caller's mount namespace)"
+        }
+        facts.cgroup = Self.cgroup(pid)
+        facts.inForeignUserNamespace = Self.userNamespace("/proc/\(pid)/ns/user") != Self.ownUserNamespace || Self.ownUserNamespace == nil
         let peer = AttestedPeer(facts: facts, startTime: Self.startTime(pid), pidfd: pidfd)
         // If the process died while we looked, its facts may belong to another process.
         guard isStillSame(peer) else {
@@ -86,7 +89,7 @@ public struct ProcAttestor: Attestor {
     public func isStillSame(_ peer: AttestedPeer) -> Bool {
         if let pidfd = peer.pidfd, !pidfd.isAlive { return false }
         guard let start = peer.startTime, Self.startTime(peer.facts.pid) == start else { return false }
-        return Self.exe(peer.facts.pid) == peer.facts.exe
+        return Self.exeFile(peer.facts.pid) == peer.facts.exeFile
     }
 
     static func exe(_ pid: Int32) -> String? {
@@ -96,14 +99,26 @@ public struct ProcAttestor: Attestor {
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// The innermost systemd unit of the process's cgroup (cgroup v2), e.g. `agent.service`.
-    static func unit(_ pid: Int32) -> String? {
+    /// The file the process runs, as the kernel names it: the path in `/proc/PID/exe` is
+    /// rendered in the peer's mount namespace, the file behind it is the one that runs.
+    static func exeFile(_ pid: Int32) -> FileID? {
+        var st = stat()
+        guard stat("/proc/\(pid)/exe", &st) == 0 else { return nil }
+        return FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// The process's cgroup v2 path (the `0::` line), relative to lanyardd's cgroup namespace.
+    static func cgroup(_ pid: Int32) -> String? {
         guard let text = readSmallFile("/proc/\(pid)/cgroup") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("0::") {
-            let parts = line.dropFirst(3).split(separator: "/")
-            return parts.last(where: { $0.hasSuffix(".service") || $0.hasSuffix(".scope") }).map(String.init)
-        }
-        return nil
+        return text.split(separator: "\n").first { $0.hasPrefix("0::") }.map { String($0.dropFirst(3)) }
+    }
+
+    static let ownUserNamespace = userNamespace("/proc/self/ns/user")
+
+    static func userNamespace(_ path: String) -> FileID? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 
     /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
@@ -116,22 +131,11 @@ public struct ProcAttestor: Attestor {
     }
 }
 
-/// exe_sha256 is costly for large binaries: hash each (device, inode, mtime, size) once.
-final class ExeHashCache: Sendable {
-    private let cache = NIOLockedValueBox<[String: String]>([:])
-
-    func hash(pid: Int32) -> String? {
-        let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return nil }
-        let key = "\(st.st_dev):\(st.st_ino):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_size)"
-        if let hit = cache.withLockedValue({ $0[key] }) { return hit }
-        guard let h = SHA256.hexOfFile(descriptor: fd) else { return nil }
-        cache.withLockedValue { if $0.count > 1024 { $0.removeAll() }; $0[key] = h }
-        return h
-    }
+/// The file an `exe` selector's path leads to now, if it can be pinned: a regular file
+/// only root can write (policy load also checks its directories). Asked at match time.
+func pinnableExeFile(_ path: String) -> FileID? {
+    guard let file = LocalHost().file(path), file.isRegular, file.onlyRootWrites else { return nil }
+    return file.id
 }
 
 /// Reads a small text file (procfs) in one go.

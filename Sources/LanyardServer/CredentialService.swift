@@ -5,22 +5,20 @@ import LanyardWire
 import Logging
 
 /// Just-in-time credentials (DESIGN.md section 7): authorize every capability of the
-/// scope, route by risk, re-check the caller's process, mint, make the lease and its
+/// scope, route by risk (the caller's process is re-checked by the dispatch), mint, make the lease and its
 /// audit record durable together — only then does the secret leave.
 final class CredentialService: Sendable {
     let store: Store
     let approvals: ApprovalService
-    let attestor: any Attestor
     let backend: OpenBaoBackend
     let revoker: UpstreamRevoker
     let clock: any WallClock
     let logger: Logger
 
-    init(store: Store, approvals: ApprovalService, attestor: any Attestor, backend: OpenBaoBackend, revoker: UpstreamRevoker,
+    init(store: Store, approvals: ApprovalService, backend: OpenBaoBackend, revoker: UpstreamRevoker,
          clock: any WallClock, logger: Logger) {
         self.store = store
         self.approvals = approvals
-        self.attestor = attestor
         self.backend = backend
         self.revoker = revoker
         self.clock = clock
@@ -106,11 +104,6 @@ final class CredentialService: Sendable {
             }
         case .allow:
             break
-        }
-
-        // Invariant 2: the process the kernel attested must still be the one on the socket.
-        guard attestor.isStillSame(caller.connection.peer) else {
-            try await deny(.unauthenticated, "unauthenticated", "the process that opened this connection has exited or changed; reconnect")
         }
 
         let now = clock.nowMicros()

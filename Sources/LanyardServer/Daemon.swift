@@ -78,7 +78,7 @@ public final class Daemon: Service {
             throw StartupError("cannot open the state database in \(config.stateDir): \(error)")
         }
         do {
-            policy = try PolicyHolder(path: config.policyPath, store: store, clock: clock)
+            policy = try PolicyHolder(path: config.policyPath, store: store, clock: clock, logger: logger)
         } catch let error as PolicyError {
             throw StartupError("invalid policy: \(error)")
         }
@@ -113,11 +113,11 @@ public final class Daemon: Service {
         backend = OpenBaoBackend(http: openbaoHTTP, logger: logger)
         revoker = UpstreamRevoker(store: store, backend: backend, policy: policy, clock: clock, logger: logger)
         approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
-        credentials = CredentialService(store: store, approvals: approvals, attestor: attestor, backend: backend, revoker: revoker,
+        credentials = CredentialService(store: store, approvals: approvals, backend: backend, revoker: revoker,
                                         clock: clock, logger: logger)
-        let identities = IdentityService(store: store, attestor: attestor, clock: clock, logger: logger)
+        let identities = IdentityService(store: store, clock: clock, logger: logger)
         agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
-                                    clock: clock, logger: logger)
+                                    attestor: attestor, clock: clock, logger: logger)
         adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
                                     clock: clock, registry: registry, logger: logger)
     }
@@ -134,14 +134,15 @@ public final class Daemon: Service {
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let policy = self.policy
+        let hasher = ExeHasher(maxBytes: config.limits.maxExeHashBytes, perUID: config.limits.exeHashesPerUID)
         let needsExeHash: @Sendable (UInt32) -> Bool = { uid in policy.current.policy.needsExeHash(uid: uid) }
         let agent: FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>
         let admin: FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>
         do {
             agent = try await .start(name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
-                                     attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+                                     attestor: attestor, exeHash: (hasher, needsExeHash), logger: logger)
             admin = try await .start(name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
-                                     attestor: attestor, needsExeHash: { _ in false }, logger: logger)
+                                     attestor: attestor, exeHash: nil, logger: logger)
         } catch {
             await shutdownHTTP()
             throw error

@@ -25,13 +25,11 @@ final class IdentityService: Sendable {
     static let numericDates: ClosedRange<Int64> = 0...253_402_300_799
 
     let store: Store
-    let attestor: any Attestor
     let clock: any WallClock
     let logger: Logger
 
-    init(store: Store, attestor: any Attestor, clock: any WallClock, logger: Logger) {
+    init(store: Store, clock: any WallClock, logger: Logger) {
         self.store = store
-        self.attestor = attestor
         self.clock = clock
         self.logger = logger
     }
@@ -70,9 +68,6 @@ final class IdentityService: Sendable {
                 chosen.insert(own)
             }
             capabilities = chosen.sorted()
-        }
-        guard attestor.isStillSame(caller.connection.peer) else {
-            try await deny(.unauthenticated, "the process that opened this connection has exited or changed; reconnect")
         }
         let now = clock.nowSeconds()
         let exp = now + Int64(ttl)

@@ -12,6 +12,10 @@ public struct ServerLimits: Sendable {
     /// Once a frame's first byte arrives the whole frame must arrive within this.
     public var frameDeadline: TimeAmount = .seconds(5)
     public var idleTimeout: TimeAmount = .minutes(10)
+    /// An executable larger than this is not hashed: its exe_sha256 selectors do not match.
+    public var maxExeHashBytes: Int64 = 256 * 1024 * 1024
+    /// Executables hashed at once for one uid (the others wait their turn).
+    public var exeHashesPerUID = 1
     public init() {}
 }
 

@@ -4,6 +4,7 @@ import Glibc
 import LanyardCore
 import LanyardWire
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -43,13 +44,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     let limits: ServerLimits
     let registry: ConnectionRegistry
     let attestor: any Attestor
-    let needsExeHash: @Sendable (UInt32) -> Bool
+    /// Hashes the executables of peers whose uid has exe_sha256 agents (nil: none on this socket).
+    let exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?
     let logger: Logger
 
     /// Accepts on an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
                       registry: ConnectionRegistry, attestor: any Attestor,
-                      needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
+                      exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?, logger: Logger) async throws -> Self {
         // SO_PASSCRED on the listener: connections inherit it when they connect, so the kernel
         // attributes even the bytes a client sends before lanyardd accepts. Our own sockets
         // have it from before listen(); systemd's get it from PassCredentials=yes.
@@ -78,7 +80,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             continuation.finish()
         }
         return Self(name: name, descriptor: descriptor, accepted: accepted, stopAccepting: stop, group: group, limits: limits,
-                    registry: registry, attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+                    registry: registry, attestor: attestor, exeHash: exeHash, logger: logger)
     }
 
     /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
@@ -101,7 +103,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         let cred = peerCred
         // The reader owns `fd` from the moment the initializer adds it; until then, we do.
         let owned = NIOLockedValueBox(false)
-        let limits = self.limits, registry = self.registry, attestor = self.attestor, needsExeHash = self.needsExeHash, logger = self.logger
+        let limits = self.limits, registry = self.registry, attestor = self.attestor, logger = self.logger
         do {
             return try await NIOPipeBootstrap(group: group).takingOwnershipOfDescriptor(output: output) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -109,7 +111,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                     try channel.pipeline.syncOperations.addHandler(AttributedReader(fd: fd, ledger: ledger))
                     owned.withLockedValue { $0 = true }
                     return try Self.accept(channel, cred: cred, pidfd: pidfd, ledger: ledger, limits: limits, registry: registry,
-                                           attestor: attestor, needsExeHash: needsExeHash, logger: logger)
+                                           attestor: attestor, logger: logger)
                 }
             }
         } catch {
@@ -121,8 +123,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Runs on the event loop at accept: the caps, attestation, then the pipeline.
     private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, ledger: SenderLedger, limits: ServerLimits,
-                               registry: ConnectionRegistry, attestor: any Attestor, needsExeHash: (UInt32) -> Bool,
-                               logger: Logger) throws -> Accepted {
+                               registry: ConnectionRegistry, attestor: any Attestor, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
         switch registry.admit(uid: creds.uid, channel: channel) {
@@ -140,7 +141,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         }
         channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, channel: channel) }
 
-        let peer = attestor.attest(creds, pidfd: pidfd, needsExeHash: needsExeHash(creds.uid))
+        let peer = attestor.attest(creds, pidfd: pidfd)
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
@@ -173,9 +174,42 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         Glibc.close(descriptor)
     }
 
+    /// The connection with the peer's exe_sha256 where its uid needs one, taken before its
+    /// first call is dispatched.
+    private func withExeHash(_ connection: Connection, channel: any Channel) async -> Connection {
+        guard let exeHash, exeHash.needed(connection.credentials.uid) else { return connection }
+        var hashed = connection
+        hashed.peer.facts.exeSHA256 = await hashExe(connection, exeHash.hasher, channel: channel)
+        return hashed
+    }
+
+    /// The peer's exe_sha256; nil (the selector does not match) when the file is too large,
+    /// writable by others than root, or the peer left.
+    private func hashExe(_ connection: Connection, _ hasher: ExeHasher, channel: any Channel) async -> String? {
+        let pidfd = connection.peer.pidfd
+        let closed = NIOLockedValueBox(false)
+        channel.closeFuture.whenComplete { _ in closed.withLockedValue { $0 = true } }
+        let outcome = await hasher.hash(connection.peer) { !closed.withLockedValue { $0 } && pidfd?.isAlive != false }
+        let who: Logger.Metadata = ["caller.uid": "\(connection.credentials.uid)", "caller.pid": "\(connection.credentials.pid)"]
+        switch outcome {
+        case .hash(let digest):
+            return digest
+        case .tooLarge(let size, let bound):
+            logger.warning("exe_sha256 not taken: the executable is larger than --max-exe-hash-bytes; raise the bound or pin by exe",
+                           metadata: who.merging(["exe.size": "\(size)", "bound": "\(bound)"]) { a, _ in a })
+        case .writable(let writer):
+            logger.warning("exe_sha256 not taken: the executable is writable by \(writer), not only root; install it root-owned, not group- or world-writable",
+                           metadata: who)
+        case .gone:
+            logger.debug("exe_sha256 not taken: the peer left or changed while it was hashed", metadata: who)
+        }
+        return nil
+    }
+
     private func serve(_ channel: NIOAsyncChannel<SentFrame, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
+        let connection = await withExeHash(connection, channel: channel.channel)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in

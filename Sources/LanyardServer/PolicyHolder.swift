@@ -4,6 +4,7 @@ import Glibc
 import LanyardCore
 import LanyardCrypto
 import LanyardStore
+import Logging
 import NIOConcurrencyHelpers
 
 /// An active policy version with where it came from.
@@ -21,12 +22,14 @@ public final class PolicyHolder: Sendable {
     private let active: NIOLockedValueBox<PolicySnapshot>
     private let store: Store
     private let clock: any WallClock
+    private let logger: Logger
 
-    public init(path: String, store: Store, clock: any WallClock) throws {
+    public init(path: String, store: Store, clock: any WallClock, logger: Logger) throws {
         self.path = path
         self.store = store
         self.clock = clock
-        active = NIOLockedValueBox(try Self.load(path: path, store: store, clock: clock))
+        self.logger = logger
+        active = NIOLockedValueBox(try Self.load(path: path, store: store, clock: clock, logger: logger))
     }
 
     public var current: PolicySnapshot { active.withLockedValue { $0 } }
@@ -34,7 +37,7 @@ public final class PolicyHolder: Sendable {
     /// Reads, validates and activates the file again. Returns the new snapshot and whether
     /// the version changed; throws (keeping the old version) when the file is invalid.
     public func reload() throws -> (snapshot: PolicySnapshot, changed: Bool) {
-        let next = try Self.load(path: path, store: store, clock: clock)
+        let next = try Self.load(path: path, store: store, clock: clock, logger: logger)
         let previous = active.withLockedValue { old in
             let v = old.version
             old = next
@@ -43,9 +46,13 @@ public final class PolicyHolder: Sendable {
         return (next, previous != next.version)
     }
 
-    static func load(path: String, store: Store, clock: any WallClock) throws -> PolicySnapshot {
+    /// Parses and reviews the file (SelectorReview: errors refuse it, warnings are logged).
+    static func load(path: String, store: Store, clock: any WallClock, logger: Logger) throws -> PolicySnapshot {
         let source = try readPolicyFile(path)
         var policy = try PolicyParser.parse(source, file: path)
+        let review = SelectorReview.review(policy, file: path, host: LocalHost())
+        if let error = review.errors.first { throw error }
+        for warning in review.warnings { logger.warning("policy: \(warning)") }
         policy.version = SHA256.hex(Array(source.utf8))
         let ids = try store.recordPolicy(version: policy.version, path: path, source: source,
                                          agentNames: policy.agents.map(\.name), nowMicros: clock.nowMicros())

@@ -17,10 +17,16 @@ struct PolicyCommand: AsyncParsableCommand {
 
         func run() async throws {
             let policy = try PolicyCommand.parse(file)
+            // The same review lanyardd runs at load: errors refuse, warnings are shown.
+            let review = SelectorReview.review(policy, file: file, host: LocalHost())
+            if let error = review.errors.first { throw Failure("invalid policy: \(error)") }
             let grants = policy.agents.reduce(0) { $0 + $1.grants.count }
+            if !sockets.json { for w in review.warnings { FileHandleStderr.write("lanyardctl: warning: \(w)\n") } }
             sockets.emit(.object([("valid", .bool(true)), ("file", .string(file)), ("agents", .int(Int64(policy.agents.count))),
-                                  ("capabilities", .int(Int64(policy.capabilities.count))), ("grants", .int(Int64(grants)))])) {
+                                  ("capabilities", .int(Int64(policy.capabilities.count))), ("grants", .int(Int64(grants))),
+                                  ("warnings", .array(review.warnings.map { .string($0.description) }))])) {
                 "\(file.field): valid (\(policy.agents.count) agents, \(policy.capabilities.count) capabilities, \(grants) grants)"
+                    + (review.warnings.isEmpty ? "" : ", \(review.warnings.count) warnings")
             }
         }
     }

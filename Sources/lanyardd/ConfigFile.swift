@@ -7,6 +7,7 @@ enum ConfigFile {
         "policy", "state-dir", "agent-socket", "admin-socket", "master-key-file", "agent-socket-mode",
         "admin-socket-mode", "admin-group", "max-frame", "max-in-flight", "max-connections-per-uid",
         "max-connections", "frame-deadline-ms", "idle-timeout-seconds", "log-level",
+        "max-exe-hash-bytes",
     ]
 
     struct Problem: Error, CustomStringConvertible {

@@ -36,6 +36,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Connections in all (default 1024).") var maxConnections: Int?
     @Option(name: .customLong("frame-deadline-ms"), help: "A frame must complete this long after its first byte (default 5000).") var frameDeadlineMs: Int?
     @Option(name: .customLong("idle-timeout-seconds"), help: "Close connections idle this long (default 600).") var idleTimeoutSeconds: Int?
+    @Option(name: .customLong("max-exe-hash-bytes"), help: "Largest executable hashed for exe_sha256 selectors; larger ones do not match (default 268435456).") var maxExeHashBytes: Int?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).") var logLevel: String?
     @Flag(help: "Throwaway setup: temp state dir, generated key, sample policy registering the invoking user as agent 'dev'.") var dev = false
 
@@ -104,6 +105,7 @@ struct Serve: AsyncParsableCommand {
         if let v = pickInt(maxConnections, "max-connections") { cfg.limits.maxConnections = bounded(v, 1...65536, "max-connections") }
         if let v = pickInt(frameDeadlineMs, "frame-deadline-ms") { cfg.limits.frameDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "frame-deadline-ms"))) }
         if let v = pickInt(idleTimeoutSeconds, "idle-timeout-seconds") { cfg.limits.idleTimeout = .seconds(Int64(bounded(v, 1...86_400, "idle-timeout-seconds"))) }
+        if let v = pickInt(maxExeHashBytes, "max-exe-hash-bytes") { cfg.limits.maxExeHashBytes = Int64(bounded(v, 4096...(1 << 40), "max-exe-hash-bytes")) }
 
         let daemon: Daemon
         do {

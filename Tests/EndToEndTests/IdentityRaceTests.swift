@@ -31,13 +31,13 @@ struct IdentityRaceTests {
     func call(_ req: Lanyard_V1_Request, _ mode: String, _ d: DaemonProcess) throws -> Lanyard_V1_Response {
         let agent = E2EUsers.agent!
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/identity_race.py").path
-        return try answer(to: req, from: ["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--",
+        return try Self.answer(to: req, from: ["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--",
                                           try #require(Self.python), script, d.agentSocket, mode])
     }
 
     /// Runs a race script with the Hello and `req` frames in its environment; returns the
     /// response it reports (hex on stderr, then "done"), and all it wrote.
-    func answer(to req: Lanyard_V1_Request, from argv: [String], outputSink: ((String) -> Void)? = nil) throws -> Lanyard_V1_Response {
+    static func answer(to req: Lanyard_V1_Request, from argv: [String], outputSink: ((String) -> Void)? = nil) throws -> Lanyard_V1_Response {
         var hello = Lanyard_V1_Request()
         hello.id = 1
         hello.hello = .init()
@@ -68,7 +68,7 @@ struct IdentityRaceTests {
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/pid_reuse.py").path
         for (request, what) in [(Self.provision, "provision"), (Self.issueIdentity, "issue_identity")] {
             var log = ""
-            let r = try answer(to: request, from: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", try #require(Self.python), script,
+            let r = try Self.answer(to: request, from: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", try #require(Self.python), script,
                                                    d.agentSocket, "\(agent.uid)", "\(agent.gid)", Bin.lanyardd] + d.arguments, outputSink: { log = $0 })
             #expect(log.contains("pid reused: "), "the impostor never got the agent's pid: \(log)")
             #expect(r.status.code == .unauthenticated, "\(what): \(r.status)")
@@ -111,4 +111,73 @@ struct IdentityRaceTests {
         #expect(denials.components(separatedBy: "exited or changed").count == 3)  // exec: the attested pid, another binary
         #expect(denials.components(separatedBy: "answers only the process that opened it").count == 9)  // fork, fork-alive, steal, pass: another pid
     }
+
+    static func request(_ id: UInt64, _ set: (inout Lanyard_V1_Request) -> Void) -> Lanyard_V1_Request {
+        var req = Lanyard_V1_Request()
+        req.id = id
+        set(&req)
+        return req
+    }
+
+    /// Security I, finding 5: every call that decides, consumes or mutates re-checks that
+    /// the attested process is still the one on the socket — not only Provision and
+    /// IssueIdentity. After an exec into another binary, Authorize with a humans' approval,
+    /// Authorize under a standing approval, Revoke, Introspect and Rotate are refused
+    /// UNAUTHENTICATED and change nothing; the approvals are still there for the real process.
+    @Test func everyDecidingCallRechecksTheProcess() throws {
+        let approver = try #require(TestSupport.user("lanyard-test-b"))
+        let agent = E2EUsers.agent!
+        let d = try DaemonProcess(policy: """
+            trust_domain: e2e.internal
+            approvers: { uids: [\(approver.uid)] }
+            services:
+              github: { kind: opaque }
+            capabilities:
+              github:read_repo:  { risk: low }
+              github:push:       { risk: medium }
+              github:admin:      { risk: high }
+              github:rotate:     { risk: low }
+              github:introspect: { risk: low }
+            agents:
+              a:
+                uid: \(agent.uid)
+                grants: [github:read_repo, github:push, github:admin, github:rotate, github:introspect]
+
+            """)
+        defer { d.cleanup() }
+        try d.start()
+
+        // A HIGH approval and a standing MEDIUM approval, both granted by the human.
+        let high = try call(Self.request(2) { $0.authorize = .with { $0.capability = "github:admin" } }, "plain", d)
+        let highID = high.authorize.approvalID
+        #expect(high.authorize.decision == .pending && !highID.isEmpty, "\(high)")
+        try d.ctlSucceeds(["approvals", "approve", highID], as: approver)
+        let medium = try call(Self.request(3) { $0.authorize = .with { $0.capability = "github:push" } }, "plain", d)
+        try d.ctlSucceeds(["approvals", "approve", medium.authorize.approvalID, "--for", "1h"], as: approver)
+        let lease = try call(Self.provision, "plain", d).provision.lease
+        #expect(lease.secret.hasPrefix("lyt_"))
+
+        let useHigh = Self.request(4) { $0.authorize = .with { $0.capability = "github:admin"; $0.approvalID = highID } }
+        let useStanding = Self.request(5) { $0.authorize = .with { $0.capability = "github:push" } }
+        let calls: [(String, Lanyard_V1_Request)] = [
+            ("authorize with an approval", useHigh), ("authorize under a standing approval", useStanding),
+            ("revoke", Self.request(6) { $0.revoke = .with { $0.leaseID = lease.leaseID } }),
+            ("introspect", Self.request(7) { $0.introspect = .with { $0.secret = lease.secret } }),
+            ("rotate", Self.request(8) { $0.rotate = .with { $0.service = "github" } }),
+        ]
+        for (what, request) in calls {
+            let r = try call(request, "exec", d)
+            #expect(r.status.code == .unauthenticated, "\(what) after exec: \(r.status)")
+            #expect(r.authorize.decision != .allow && !r.revoke.revoked && !r.introspect.active && r.rotate.version == 0, "\(what): \(r)")
+        }
+
+        // Nothing was consumed or changed: the real process still gets all of it.
+        let allowed = try call(useHigh, "plain", d)
+        #expect(allowed.authorize.decision == .allow, "the HIGH approval was used up by the exec'd process: \(allowed)")
+        #expect(try call(useStanding, "plain", d).authorize.decision == .allow)
+        let introspected = try call(Self.request(7) { $0.introspect = .with { $0.secret = lease.secret } }, "plain", d)
+        #expect(introspected.introspect.active, "the lease was revoked or the service rotated by the exec'd process")
+        #expect(try d.ctl(["audit", "query", "--decision", "deny"]).stdout.components(separatedBy: "exited or changed").count == calls.count + 1)
+    }
 }
+

@@ -84,13 +84,24 @@ struct AuthorizerTests {
           sh: { uid: 1001, exe: /bin/sh, unit: a.service }
           g:  { uid: 1003, gid: 50 }
         """)
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/usr/bin/python3"))?.name == "py")
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/bin/sh", unit: "a.service"))?.name == "sh")
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/bin/sh", unit: "b.service")) == nil)
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/usr/bin/perl")) == nil)
-        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, exe: "/usr/bin/python3")) == nil)
-        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 50, pid: 9))?.name == "g")
-        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 51, pid: 9)) == nil)
+        // exe selectors match the file that runs (device, inode), not the path the peer's mount namespace shows.
+        let files = ["/usr/bin/python3": FileID(device: 8, inode: 100), "/bin/sh": FileID(device: 8, inode: 200)]
+        let python = FileID(device: 8, inode: 100), sh = FileID(device: 8, inode: 200), perl = FileID(device: 8, inode: 300)
+        func agent(_ peer: PeerFacts) -> String? { p.agent(matching: peer, exeFile: { files[$0] })?.name }
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python)) == "py")
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/usr/bin/python3", exeFile: perl)) == nil)
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: sh, cgroup: "/system.slice/a.service")) == "sh")
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: sh, cgroup: "/system.slice/b.service")) == nil)
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: perl)) == nil)
+        #expect(agent(PeerFacts(uid: 1002, gid: 1, pid: 9, exeFile: python)) == nil)
+        #expect(agent(PeerFacts(uid: 1003, gid: 50, pid: 9)) == "g")
+        #expect(agent(PeerFacts(uid: 1003, gid: 51, pid: 9)) == nil)
+        // A peer in a user namespace of its own matches no exe-pinned agent; uid/gid/unit ones still.
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python, inForeignUserNamespace: true)) == nil)
+        #expect(agent(PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: sh, cgroup: "/system.slice/a.service", inForeignUserNamespace: true)) == nil)
+        #expect(agent(PeerFacts(uid: 1003, gid: 50, pid: 9, inForeignUserNamespace: true)) == "g")
+        // The path no longer leads to the file (replaced): no match.
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python), exeFile: { _ in nil }) == nil)
     }
 
     /// Security I finding 16's sweep: the `exe` and `unit` selectors match the kernel's bytes,
@@ -134,5 +145,32 @@ struct AuthorizerTests {
         let x = ApprovalSubject(agentID: "ab", capabilities: [], resource: "c", args: [:], amount: "")
         let y = ApprovalSubject(agentID: "a", capabilities: [], resource: "bc", args: [:], amount: "")
         #expect(x.canonicalBytes != y.canonicalBytes)
+    }
+
+    /// `unit` is a system unit by its whole cgroup path: a cgroup named like it in a user's
+    /// delegated subtree is not it. `user_unit` says a user unit explicitly.
+    @Test func unitsMatchTheWholeCgroupPath() throws {
+        let p = try policy("""
+        trust_domain: t.internal
+        services: { s: { kind: opaque } }
+        capabilities: { "s:read": { risk: low } }
+        agents:
+          releaser: { uid: 1001, unit: releaser.service, grants: [s:read] }
+          sliced:   { uid: 1002, unit: /agents.slice/worker.service }
+          mine:     { uid: 1003, user_unit: tool.service }
+        """)
+        func agent(_ uid: UInt32, _ cgroup: String) -> String? { p.agent(matching: PeerFacts(uid: uid, gid: 1, pid: 9, cgroup: cgroup), exeFile: { _ in nil })?.name }
+        #expect(agent(1001, "/system.slice/releaser.service") == "releaser")
+        #expect(agent(1001, "/system.slice/releaser.service/payload") == "releaser")  // Delegate= subgroups
+        #expect(agent(1001, "/user.slice/user-1001.slice/user@1001.service/releaser.service") == nil)
+        #expect(agent(1001, "/user.slice/user-1001.slice/user@1001.service/app.slice/releaser.service") == nil)
+        #expect(agent(1001, "/system.slice/releaser.service2") == nil)
+        #expect(agent(1002, "/agents.slice/worker.service") == "sliced")
+        #expect(agent(1002, "/system.slice/worker.service") == nil)
+        #expect(agent(1003, "/user.slice/user-1003.slice/user@1003.service/app.slice/tool.service") == "mine")
+        #expect(agent(1003, "/system.slice/tool.service") == nil)
+        #expect(agent(1003, "/user.slice/user-1004.slice/user@1004.service/app.slice/tool.service") == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, cgroup: "/system.slice/releaser.service", inForeignUserNamespace: true),
+                        exeFile: { _ in nil })?.name == "releaser")
     }
 }

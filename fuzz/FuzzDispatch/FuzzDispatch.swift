@@ -16,7 +16,7 @@ import NIOEmbedded
 
 /// The attested process never changes here (the races have their own tests).
 struct SameProcess: Attestor {
-    func attest(_ creds: PeerCredentials, pidfd: PidFD?, needsExeHash: Bool) -> AttestedPeer {
+    func attest(_ creds: PeerCredentials, pidfd: PidFD?) -> AttestedPeer {
         AttestedPeer(facts: PeerFacts(uid: creds.uid, gid: creds.gid, pid: creds.pid))
     }
     func isStillSame(_ peer: AttestedPeer) -> Bool { true }
