@@ -13,6 +13,15 @@ public struct Connection: Sendable {
     public var credentials: PeerCredentials
 }
 
+/// What a listener asks the policy about a peer at accept.
+struct PeerRules: Sendable {
+    var socket: ConnectionRegistry.Socket
+    /// May take the admin socket's reserved connections.
+    var privileged: @Sendable (PeerCredentials) -> Bool = { _ in false }
+    /// Matches an agent (agent socket) or holds a role (admin socket); other peers get the short idle timeout.
+    var known: @Sendable (PeerCredentials, AttestedPeer) -> Bool
+}
+
 /// One Unix-socket listener speaking Lanyard framing: accepts, attests the peer,
 /// enforces the bounds, and answers each request (pipelined, by id) with `handler`.
 struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
@@ -27,12 +36,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Binds to an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
-                      registry: ConnectionRegistry, attestor: any Attestor,
+                      registry: ConnectionRegistry, rules: PeerRules, attestor: any Attestor,
                       needsExeHash: @escaping @Sendable (UInt32) -> Bool, logger: Logger) async throws -> Self {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             // A client may send its requests and shut down its write side: it still gets answers.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // Past this many unsent reply bytes the channel is unwritable and `serve` stops taking requests.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: limits.maxUnsentReplyBytes / 2, high: limits.maxUnsentReplyBytes))
             .bind(descriptor) { (channel: any Channel) -> EventLoopFuture<Accepted> in
                 guard let provider = channel as? any SocketOptionProvider else {
                     channel.close(promise: nil)
@@ -42,7 +53,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                 let pidfd: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(level: .socket, name: .init(rawValue: SO_PEERPIDFD_))
                 return credentials.and(pidfd.map(Optional.some).recover { _ in nil }).flatMapThrowing { cred, fd in
                     try accept(channel, cred: cred, pidfd: fd.flatMap { $0 > 0 ? PidFD(fd: $0) : nil },
-                               limits: limits, registry: registry, attestor: attestor,
+                               limits: limits, registry: registry, rules: rules, attestor: attestor,
                                needsExeHash: needsExeHash, logger: logger)
                 }.recover { _ -> Accepted in
                     // No kernel credentials: there is no default caller.
@@ -55,10 +66,10 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Runs on the event loop at accept: kernel credentials first, then the caps, then the pipeline.
     private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, limits: ServerLimits, registry: ConnectionRegistry,
-                               attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
+                               rules: PeerRules, attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
-        switch registry.admit(uid: creds.uid, channel: channel) {
+        switch registry.admit(uid: creds.uid, socket: rules.socket, channel: channel, privileged: { rules.privileged(creds) }) {
         case .admitted:
             break
         case .tooManyForUID(let n), .tooMany(let n):
@@ -71,14 +82,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             }
             return nil
         }
-        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, channel: channel) }
+        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, socket: rules.socket, channel: channel) }
 
         let peer = attestor.attest(creds, pidfd: pidfd, needsExeHash: needsExeHash(creds.uid))
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
         try channel.pipeline.syncOperations.addHandlers([
-            IdleStateHandler(readTimeout: limits.idleTimeout),
+            IdleStateHandler(readTimeout: rules.known(creds, peer) ? limits.idleTimeout : limits.unknownIdleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
             DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
         ])
@@ -107,9 +118,13 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         server.channel.close(promise: nil)
     }
 
+    /// Answers a connection's requests, at most `maxInFlight` at once. Backpressure: while the
+    /// peer leaves more than `maxUnsentReplyBytes` unread (the channel is unwritable), no
+    /// further request is read or processed until the replies in flight are written.
     private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
+        let socket = channel.channel
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -125,7 +140,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                                 try await outbound.write(Framing.frame(Response.failure(id: id, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)")))
                                 break
                             }
-                            if unreaped >= maxInFlight {
+                            while unreaped >= maxInFlight || (unreaped > 0 && !socket.isWritable) {
                                 try await group.next()
                                 unreaped -= 1
                             }
