@@ -138,9 +138,9 @@ public final class Daemon: Service {
         let group = MultiThreadedEventLoopGroup.singleton
         let policy = self.policy
         let needsExeHash: @Sendable (UInt32) -> Bool = { uid in policy.current.policy.needsExeHash(uid: uid) }
-        let agentRules = PeerRules(socket: .agent, known: { _, peer in policy.current.policy.agent(matching: peer.facts) != nil })
+        let agentRules = PeerRules(socket: .agent, known: { c in policy.current.policy.agents.contains { $0.selector.uid == c.uid } })
         let adminRules = PeerRules(socket: .admin, privileged: { Roles(credentials: $0, policy: policy.current.policy).admin },
-                                   known: { c, _ in let r = Roles(credentials: c, policy: policy.current.policy); return r.admin || r.approver })
+                                   known: { c in let r = Roles(credentials: c, policy: policy.current.policy); return r.admin || r.approver })
         let agent: FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>
         let admin: FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>
         checkDescriptorLimit()

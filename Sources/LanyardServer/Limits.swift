@@ -15,6 +15,9 @@ public struct ServerLimits: Sendable {
     public var maxAdminConnections = 64
     /// Of `maxAdminConnections`, the last ones only admins (root, `admins:`) may take.
     public var adminReserve = 8
+    /// Connections of uids that are no agent (admin socket: that hold no role), per socket in all:
+    /// strangers share this, and never crowd out agents and admins.
+    public var maxUnknownConnections = 256
     /// Once a frame's first byte arrives the whole frame must arrive within this.
     public var frameDeadline: TimeAmount = .seconds(5)
     public var idleTimeout: TimeAmount = .minutes(10)
@@ -40,6 +43,10 @@ public struct ServerLimits: Sendable {
 
     /// Open files the connection limits need: a socket and a pidfd per connection, plus the daemon's own.
     public var descriptorsNeeded: Int { 2 * (maxConnections + maxAdminConnections) + 128 }
+
+    func budget(_ socket: ConnectionRegistry.Socket) -> (total: Int, reserve: Int) {
+        socket == .agent ? (maxConnections, 0) : (maxAdminConnections, adminReserve)
+    }
 }
 
 extension ServerLimits {
@@ -66,6 +73,7 @@ public final class ConnectionRegistry: Sendable {
     private struct State {
         var perUID: [Key: Int] = [:]
         var total: [Socket: Int] = [:]
+        var unknown: [Socket: Int] = [:]
         var channels: [ObjectIdentifier: any Channel] = [:]
         var lastTrim = ContinuousClock.now
     }
@@ -86,26 +94,31 @@ public final class ConnectionRegistry: Sendable {
 
     public init(limits: ServerLimits) { self.limits = limits }
 
-    /// `privileged` (asked only when the reserve is reached) says whether the peer may use the admin reserve.
-    public func admit(uid: UInt32, socket: Socket, channel: any Channel, privileged: () -> Bool = { false }) -> Admission {
-        let (max, reserve) = socket == .agent ? (limits.maxConnections, 0) : (limits.maxAdminConnections, limits.adminReserve)
+    /// `known`: the uid is an agent's (admin socket: holds a role); others share
+    /// `maxUnknownConnections`. `privileged` (asked only once the reserve is reached) says
+    /// whether the peer may take the admin reserve.
+    public func admit(uid: UInt32, socket: Socket, known: Bool, channel: any Channel, privileged: () -> Bool = { false }) -> Admission {
+        let (max, reserve) = limits.budget(socket)
         let key = Key(socket: socket, uid: uid)
         return state.withLockedValue { s in
             let total = s.total[socket, default: 0]
             if total >= max { return .tooMany(max) }
             if total >= max - reserve, !privileged() { return .tooMany(max - reserve) }
+            if !known, s.unknown[socket, default: 0] >= limits.maxUnknownConnections { return .tooMany(limits.maxUnknownConnections) }
             if s.perUID[key, default: 0] >= limits.maxConnectionsPerUID { return .tooManyForUID(limits.maxConnectionsPerUID) }
             s.total[socket] = total + 1
+            if !known { s.unknown[socket, default: 0] += 1 }
             s.perUID[key, default: 0] += 1
             s.channels[ObjectIdentifier(channel)] = channel
             return .admitted
         }
     }
 
-    public func release(uid: UInt32, socket: Socket, channel: any Channel) {
+    public func release(uid: UInt32, socket: Socket, known: Bool, channel: any Channel) {
         let key = Key(socket: socket, uid: uid)
         let idle = state.withLockedValue { s in
             s.total[socket, default: 1] -= 1
+            if !known { s.unknown[socket, default: 1] -= 1 }
             s.perUID[key, default: 1] -= 1
             if s.perUID[key] == 0 { s.perUID[key] = nil }
             s.channels[ObjectIdentifier(channel)] = nil

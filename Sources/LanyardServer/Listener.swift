@@ -18,8 +18,9 @@ struct PeerRules: Sendable {
     var socket: ConnectionRegistry.Socket
     /// May take the admin socket's reserved connections.
     var privileged: @Sendable (PeerCredentials) -> Bool = { _ in false }
-    /// Matches an agent (agent socket) or holds a role (admin socket); other peers get the short idle timeout.
-    var known: @Sendable (PeerCredentials, AttestedPeer) -> Bool
+    /// The uid is an agent's (agent socket) or holds a role (admin socket). Other peers share
+    /// a smaller connection budget and get the short idle timeout.
+    var known: @Sendable (PeerCredentials) -> Bool
 }
 
 /// One Unix-socket listener speaking Lanyard framing: accepts, attests the peer,
@@ -69,7 +70,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                                rules: PeerRules, attestor: any Attestor, needsExeHash: (UInt32) -> Bool, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
-        switch registry.admit(uid: creds.uid, socket: rules.socket, channel: channel, privileged: { rules.privileged(creds) }) {
+        let known = rules.known(creds)
+        switch registry.admit(uid: creds.uid, socket: rules.socket, known: known, channel: channel, privileged: { rules.privileged(creds) }) {
         case .admitted:
             break
         case .tooManyForUID(let n), .tooMany(let n):
@@ -82,14 +84,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             }
             return nil
         }
-        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, socket: rules.socket, channel: channel) }
+        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, socket: rules.socket, known: known, channel: channel) }
 
         let peer = attestor.attest(creds, pidfd: pidfd, needsExeHash: needsExeHash(creds.uid))
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
         try channel.pipeline.syncOperations.addHandlers([
-            IdleStateHandler(readTimeout: rules.known(creds, peer) ? limits.idleTimeout : limits.unknownIdleTimeout),
+            IdleStateHandler(readTimeout: known ? limits.idleTimeout : limits.unknownIdleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
             DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
         ])

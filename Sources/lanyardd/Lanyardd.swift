@@ -35,6 +35,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Connections to the agent socket in all (default 1024).") var maxConnections: Int?
     @Option(name: .customLong("max-admin-connections"), help: "Connections to the admin socket in all, a budget of its own (default 64).") var maxAdminConnections: Int?
     @Option(name: .customLong("admin-reserve"), help: "Of those, how many only admins may take (default 8).") var adminReserve: Int?
+    @Option(name: .customLong("max-unknown-connections"), help: "Connections of uids that are no agent (admin socket: hold no role), per socket in all (default 256).") var maxUnknownConnections: Int?
     @Option(name: .customLong("frame-deadline-ms"), help: "A frame must complete this long after its first byte (default 5000).") var frameDeadlineMs: Int?
     @Option(name: .customLong("idle-timeout-seconds"), help: "Close connections idle this long (default 600).") var idleTimeoutSeconds: Int?
     @Option(name: .customLong("unknown-idle-timeout-seconds"), help: "Close idle connections of uids that are no agent (or hold no admin role) sooner (default 10).") var unknownIdleTimeoutSeconds: Int?
@@ -112,6 +113,7 @@ struct Serve: AsyncParsableCommand {
         if let v = pickInt(frameDeadlineMs, "frame-deadline-ms") { cfg.limits.frameDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "frame-deadline-ms"))) }
         if let v = pickInt(idleTimeoutSeconds, "idle-timeout-seconds") { cfg.limits.idleTimeout = .seconds(Int64(bounded(v, 1...86_400, "idle-timeout-seconds"))) }
         if let v = pickInt(maxAdminConnections, "max-admin-connections") { cfg.limits.maxAdminConnections = bounded(v, 2...65536, "max-admin-connections") }
+        if let v = pickInt(maxUnknownConnections, "max-unknown-connections") { cfg.limits.maxUnknownConnections = bounded(v, 1...65536, "max-unknown-connections") }
         if let v = pickInt(adminReserve, "admin-reserve") { cfg.limits.adminReserve = bounded(v, 0...(cfg.limits.maxAdminConnections - 1), "admin-reserve") }
         if let v = pickInt(unknownIdleTimeoutSeconds, "unknown-idle-timeout-seconds") {
             cfg.limits.unknownIdleTimeout = .seconds(Int64(bounded(v, 1...86_400, "unknown-idle-timeout-seconds")))
