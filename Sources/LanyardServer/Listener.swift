@@ -122,11 +122,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Answers a connection's requests, at most `maxInFlight` at once. Backpressure: while the
     /// peer leaves more than `maxUnsentReplyBytes` unread (the channel is unwritable), no
-    /// further request is read or processed until the replies in flight are written.
+    /// further request is read, and none read is processed, until the peer reads; a reply
+    /// waiting to be written is held as its frame only.
     private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
         let socket = channel.channel
+        let writability = ChangeSignal()
+        try? await socket.pipeline.addHandler(WritabilityHandler(writability), position: .first).get()
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -148,8 +151,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                             }
                             unreaped += 1
                             group.addTask {
-                                let response = await handler(request, connection)
-                                try await outbound.write(Framing.frame(response))
+                                await writability.wait { socket.isWritable || !socket.isActive }
+                                let frame = try Framing.frame(await handler(request, connection))
+                                try await outbound.write(frame)
                             }
                         }
                     } catch let error as FrameError {
@@ -162,6 +166,37 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             }
         } catch {
             logger.debug("connection ended", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Moves `signal` whenever the channel's writability changes or it closes, so that `serve`
+/// can wait, off the event loop, for a peer to read its replies.
+private final class WritabilityHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let signal: ChangeSignal
+
+    init(_ signal: ChangeSignal) { self.signal = signal }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        signal.bump()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        signal.bump()
+        context.fireChannelInactive()
+    }
+}
+
+extension ChangeSignal {
+    /// Returns once `condition` holds; it is checked again each time the signal moves.
+    func wait(until condition: () -> Bool) async {
+        while true {
+            let seen = version
+            if condition() || Task.isCancelled { return }
+            await wait(since: seen, until: .now + .seconds(3600))
         }
     }
 }
