@@ -85,8 +85,8 @@ public final class ConnectionRegistry: Sendable {
 
     public enum Admission: Equatable {
         case admitted
-        case tooManyForUID(Int)
-        case tooMany(Int)
+        /// Refused: the limit reached and the flag that sets it.
+        case refused(limit: Int, bound: String)
     }
 
     private let state = NIOLockedValueBox(State())
@@ -102,10 +102,12 @@ public final class ConnectionRegistry: Sendable {
         let key = Key(socket: socket, uid: uid)
         return state.withLockedValue { s in
             let total = s.total[socket, default: 0]
-            if total >= max { return .tooMany(max) }
-            if total >= max - reserve, !privileged() { return .tooMany(max - reserve) }
-            if !known, s.unknown[socket, default: 0] >= limits.maxUnknownConnections { return .tooMany(limits.maxUnknownConnections) }
-            if s.perUID[key, default: 0] >= limits.maxConnectionsPerUID { return .tooManyForUID(limits.maxConnectionsPerUID) }
+            if total >= max { return .refused(limit: max, bound: socket == .agent ? "--max-connections" : "--max-admin-connections") }
+            if total >= max - reserve, !privileged() { return .refused(limit: max - reserve, bound: "--max-admin-connections less --admin-reserve, kept for admins") }
+            if !known, s.unknown[socket, default: 0] >= limits.maxUnknownConnections {
+                return .refused(limit: limits.maxUnknownConnections, bound: "--max-unknown-connections, shared by uids that are no agent")
+            }
+            if s.perUID[key, default: 0] >= limits.maxConnectionsPerUID { return .refused(limit: limits.maxConnectionsPerUID, bound: "--max-connections-per-uid") }
             s.total[socket] = total + 1
             if !known { s.unknown[socket, default: 0] += 1 }
             s.perUID[key, default: 0] += 1

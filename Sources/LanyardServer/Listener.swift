@@ -74,9 +74,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         switch registry.admit(uid: creds.uid, socket: rules.socket, known: known, channel: channel, privileged: { rules.privileged(creds) }) {
         case .admitted:
             break
-        case .tooManyForUID(let n), .tooMany(let n):
-            logger.warning("connection refused: too many connections", metadata: ["caller.uid": "\(creds.uid)", "limit": "\(n)"])
-            let refusal = Response.failure(id: 0, .resourceExhausted, "too many connections (limit \(n)); close idle connections and retry")
+        case .refused(let n, let bound):
+            logger.warning("connection refused: too many connections", metadata: ["caller.uid": "\(creds.uid)", "limit": "\(n)", "bound": "\(bound)"])
+            let refusal = Response.failure(id: 0, .resourceExhausted, "too many connections (limit \(n), \(bound)); close idle connections and retry")
             if let buffer = try? Framing.frame(refusal, allocator: channel.allocator) {
                 channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
             } else {
