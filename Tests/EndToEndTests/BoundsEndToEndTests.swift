@@ -130,7 +130,7 @@ struct BoundsEndToEndTests {
         let deadline = opened.addingTimeInterval(15)
         for fd in fds where fd >= 0 {
             let left = max(deadline.timeIntervalSinceNow, 0.01)
-            var tv = timeval(tv_sec: Int(left), tv_usec: Int32((left - left.rounded(.down)) * 1_000_000))
+            var tv = timeval(tv_sec: Int(left), tv_usec: Int((left - left.rounded(.down)) * 1_000_000))
             _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             if let body = TestSupport.readFrame(fd), let r = try? Lanyard_V1_Response(serializedBytes: body), r.status.code == .resourceExhausted {
                 refused += 1
