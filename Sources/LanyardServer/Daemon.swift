@@ -213,7 +213,8 @@ public final class Daemon: Service {
         for client in http { try? await client.shutdown() }
     }
 
-    /// Reaps expired leases and runs scheduled rotations until shutdown.
+    /// Reaps expired leases, runs scheduled rotations, records expired approvals and prunes
+    /// what ended before the retention, until shutdown.
     private func maintain() async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await maintenance()
@@ -231,14 +232,19 @@ public final class Daemon: Service {
         do {
             let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
             if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
-            let expired = try await approvals.expireDue(policyVersion: snapshot.version)
-            if expired > 0 { logger.info("expired approvals recorded", metadata: ["approvals": "\(expired)"]) }
-            try await agentService.flushUnknownRefusals(policyVersion: snapshot.version)
-            try await prune(policyVersion: snapshot.version)
             _ = try await credentials.rotateDue(snapshot.policy)
             await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
         } catch {
             logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
+        }
+        // Bounded state: expiry recorded, strangers' refusals counted, old rows pruned.
+        do {
+            let expired = try await approvals.expireDue(policyVersion: snapshot.version)
+            if expired > 0 { logger.info("expired approvals recorded", metadata: ["approvals": "\(expired)"]) }
+            try await agentService.flushUnknownRefusals(policyVersion: snapshot.version)
+            try await prune(policyVersion: snapshot.version)
+        } catch {
+            logger.error("maintenance of approvals and retention failed; will retry", metadata: ["error": "\(error)"])
         }
         await writeCheckpoint()
         lanyard_release_free_memory()
