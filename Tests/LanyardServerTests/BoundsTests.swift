@@ -290,4 +290,57 @@ struct BoundsTests {
         await stranger.close()
         await d.stop()
     }
+
+    /// Finding 9: each socket has its own budget; uids that are no agent (admin socket: hold
+    /// no role) share a smaller one; the admin socket's last connections are kept for admins.
+    /// Refusals name the bound.
+    @Test func eachSocketHasItsOwnBudgetAndTheAdminSocketAReserve() async throws {
+        var limits = ServerLimits()
+        limits.maxAdminConnections = 4
+        limits.adminReserve = 1
+        limits.maxUnknownConnections = 2
+        let d = try TestDaemon(policy: Self.policy(), limits: limits)
+        let stranger = Users.approver2!  // neither an agent nor an approver in this policy
+        let (agentSocket, adminSocket) = (d.agentSocket, d.adminSocket)
+        try await onThread {
+            var held: [Int32] = []
+            defer { held.forEach { close($0) } }
+
+            /// Connects and makes one call: its status code (OK, UNAUTHENTICATED…), or the refusal's.
+            func call(_ socket: String, as user: (uid: UInt32, gid: UInt32), admin: Bool) throws -> Lanyard_V1_Status {
+                let fd = TestSupport.connect(socket, asUID: user.uid, gid: user.gid)
+                held.append(fd)
+                let frame: [UInt8]
+                if admin {
+                    var r = Lanyard_V1_AdminRequest()
+                    r.id = 1
+                    r.whoami = .init()
+                    frame = TestSupport.frame(try r.serializedBytes())
+                } else {
+                    var r = Lanyard_V1_Request()
+                    r.id = 1
+                    r.hello = .init()
+                    frame = TestSupport.frame(try r.serializedBytes())
+                }
+                TestSupport.writeAll(fd, frame)
+                let body = try #require(TestSupport.readFrame(fd))
+                return admin ? try Lanyard_V1_AdminResponse(serializedBytes: body).status : try Lanyard_V1_Response(serializedBytes: body).status
+            }
+
+            // Agent socket: two strangers' connections, then the shared budget is full; agents still connect.
+            #expect(try call(agentSocket, as: stranger, admin: false).code == .unauthenticated)
+            #expect(try call(agentSocket, as: stranger, admin: false).code == .unauthenticated)
+            let refused = try call(agentSocket, as: stranger, admin: false)
+            #expect(refused.code == .resourceExhausted && refused.message.contains("--max-unknown-connections"))
+            #expect(try call(agentSocket, as: Users.agent!, admin: false).code == .ok)
+            // Admin socket: its own budget. An approver takes all but the reserve; root takes the reserve.
+            for _ in 0..<3 { #expect(try call(adminSocket, as: Users.other!, admin: true).code == .ok) }
+            let kept = try call(adminSocket, as: Users.other!, admin: true)
+            #expect(kept.code == .resourceExhausted && kept.message.contains("kept for admins"))
+            #expect(try call(adminSocket, as: Users.root, admin: true).code == .ok)
+            let full = try call(adminSocket, as: Users.root, admin: true)
+            #expect(full.code == .resourceExhausted && full.message.contains("--max-admin-connections"))
+        }
+        await d.stop()
+    }
 }
