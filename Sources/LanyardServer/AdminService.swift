@@ -113,10 +113,8 @@ final class AdminService: Sendable {
                 await approvals.events.wait(since: c.sinceVersion, until: deadline)
             }
             let version = approvals.events.version
-            response.approvalsList = .with {
-                $0.approvals = ((try? store.approvals(includeDecided: c.includeDecided)) ?? []).map { ApprovalService.wire($0, now: now) }
-                $0.version = version
-            }
+            response.approvalsList = try approvals.list(includeDecided: c.includeDecided, now: now)
+            response.approvalsList.version = version
         case .approvalDecide(let c):
             let approval = try await approvals.decide(c, connection, snapshot)
             response.approvalDecide = .with { $0.approval = approval }
@@ -183,10 +181,12 @@ final class AdminService: Sendable {
                 } ?? []
             }
         case .leasesList(let c):
-            let now = clock.nowMicros()
-            let leases = try store.activeLeases(agent: c.agent.isEmpty ? nil : c.agent, service: c.service.isEmpty ? nil : c.service)
-                .filter { $0.isActive(atMicros: now) }
-            response.leasesList = .with { $0.leases = leases.map { CredentialService.info($0, now: now) } }
+            let page = try credentials.leasePage(agent: c.agent.isEmpty ? nil : c.agent, service: c.service.isEmpty ? nil : c.service,
+                                                 pageToken: c.pageToken)
+            response.leasesList = .with {
+                $0.leases = page.leases
+                $0.nextPageToken = page.next
+            }
         case .leasesRevoke(let c):
             let leases: [Lease]
             let what: String
@@ -243,7 +243,7 @@ final class AdminService: Sendable {
         r.policyVersion = snapshot.version
         r.agents = UInt32(snapshot.policy.agents.count)
         r.activeLeases = try store.countActiveLeases(nowMicros: clock.nowMicros())
-        r.pendingApprovals = try store.countPendingApprovals()
+        r.pendingApprovals = try store.countPendingApprovals(nowMicros: clock.nowMicros())
         r.auditHead = store.audit.headRecord.seq
         r.connections = UInt32(registry.count)
         r.upstreamRevocations = UInt64(try store.revocationQueue().count)

@@ -15,6 +15,7 @@ final class AgentService: Sendable {
     let attestor: any Attestor
     let clock: any WallClock
     let logger: Logger
+    let unknownRefusals: RefusalTally
 
     init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, identities: IdentityService,
          attestor: any Attestor, clock: any WallClock, logger: Logger) {
@@ -26,6 +27,7 @@ final class AgentService: Sendable {
         self.approvals = approvals
         self.clock = clock
         self.logger = logger
+        unknownRefusals = RefusalTally(interval: approvals.limits.unknownAuditInterval)
     }
 
     func handle(_ request: Lanyard_V1_Request, _ connection: Connection) async -> Lanyard_V1_Response {
@@ -120,6 +122,13 @@ final class AgentService: Sendable {
         var record = caller.record("authorize")
         record.capability = String(call.capability.prefix(256))
         record.resource = String(call.resource.prefix(1024))
+        if let problem = approvals.limits.fieldProblem(resource: call.resource, args: call.args, unit: call.amount.unit) {
+            record.decision = Decision.deny.rawValue
+            record.reason = problem
+            record.outcome = "invalid_argument"
+            try await store.audit.append(record)
+            throw CallError(.invalidArgument, problem)
+        }
 
         let capability: Capability
         do {
@@ -195,18 +204,42 @@ final class AgentService: Sendable {
     }
 
     /// Every call from a caller that matches no agent, or sent by a process other than the
-    /// attested one: audited, answered UNAUTHENTICATED.
+    /// attested one, is answered UNAUTHENTICATED and audited. For uids that are no agent
+    /// the first of each uid and interval is audited (and logged), the rest are counted
+    /// (`unknownRefusals`); an agent's uid writes audit records with every call anyway.
     private func unauthenticated(_ call: String, _ caller: Caller, capability: String = "", reason: String? = nil,
                                  outcome: String = "unauthenticated") async throws -> Lanyard_V1_Response {
-        var record = caller.record(call)
-        record.capability = String(capability.prefix(256))
-        record.decision = Decision.deny.rawValue
-        record.reason = reason ?? "caller matches no registered agent"
-        record.outcome = outcome
-        try await store.audit.append(record)
-        logger.info("unauthenticated call", metadata: ["caller.uid": "\(caller.credentials.uid)", "caller.pid": "\(caller.credentials.pid)",
-                                                       "sender.pid": "\(caller.connection.sender.map(String.init) ?? "unknown")", "rpc.method": "\(call)"])
+        let (recordNow, unrecorded) = caller.agent != nil ? (true, 0) : unknownRefusals.note(uid: caller.credentials.uid, nowMicros: clock.nowMicros())
+        if recordNow {
+            var record = caller.record(call)
+            record.capability = String(capability.prefix(256))
+            record.decision = Decision.deny.rawValue
+            record.reason = (reason ?? "caller matches no registered agent")
+                + (unrecorded > 0 ? "; \(unrecorded) more calls of this uid were refused since its last record" : "")
+            record.outcome = outcome
+            try await store.audit.append(record)
+            logger.info("unauthenticated call", metadata: ["caller.uid": "\(caller.credentials.uid)", "caller.pid": "\(caller.credentials.pid)",
+                                                           "sender.pid": "\(caller.connection.sender.map(String.init) ?? "unknown")", "rpc.method": "\(call)"])
+        }
         return .failure(id: 0, .unauthenticated, reason ?? caller.unauthenticatedMessage)
+    }
+
+    /// Audits the refusals counted but not recorded, once their uid's interval has ended
+    /// (the maintenance pass): one record per uid with the count.
+    func flushUnknownRefusals(policyVersion: String) async throws {
+        let ended = unknownRefusals.drain(nowMicros: clock.nowMicros())
+        guard !ended.isEmpty else { return }
+        let records = ended.map { e in
+            var r = AuditRecord(event: "unauthenticated.summary")
+            r.uid = Int64(e.uid)
+            r.decision = Decision.deny.rawValue
+            r.outcome = "unauthenticated"
+            r.reason = "\(e.unrecorded) more calls refused since \(e.sinceMicros / 1_000_000) (unix s): caller matches no registered agent "
+                + "(counted, one record per uid and --unknown-audit-interval-seconds)"
+            r.policyVersion = policyVersion
+            return r
+        }
+        try await store.audit.append(records, with: nil)
     }
 
     static func name(of call: Lanyard_V1_Request.OneOf_Call) -> String {

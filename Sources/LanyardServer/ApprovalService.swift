@@ -12,20 +12,24 @@ final class ApprovalService: Sendable {
     let clock: any WallClock
     let logger: Logger
     let notifier: Notifier
+    let limits: ServerLimits
     /// Moves whenever an approval is created, decided or used.
     let events = ChangeSignal()
     static let maxStandingSeconds: UInt32 = 7 * 86_400
     static let maxWaitMs: UInt32 = 60_000
 
-    init(store: Store, notifier: Notifier, clock: any WallClock, logger: Logger) {
+    init(store: Store, notifier: Notifier, limits: ServerLimits, clock: any WallClock, logger: Logger) {
         self.store = store
+        self.limits = limits
         self.notifier = notifier
         self.clock = clock
         self.logger = logger
     }
 
     /// A new PENDING approval for `subject`, and the change that stores it (committed
-    /// with its audit record).
+    /// with its audit record). The change fails with `BoundReached` when the agent already
+    /// has its `maxPendingApprovalsPerAgent`: checked in the transaction, so pipelined
+    /// requests cannot pass it together.
     func create(_ subject: ApprovalSubject, agent: Agent, caller: Caller, verdict: Verdict) -> (StoredApproval, Mutation) {
         let now = clock.nowMicros()
         let approvers = caller.snapshot.policy.approvers
@@ -41,14 +45,28 @@ final class ApprovalService: Sendable {
             uid: caller.credentials.uid, pid: caller.credentials.pid, exe: caller.connection.peer.facts.exe ?? "",
             capabilities: subject.capabilities.map(\.name), resource: subject.resource, args: subject.args, amount: subject.amount,
             reason: verdict.reason, createdMicros: now, decidedReason: "")
-        return (approval, store.insertApproval(approval))
+        let insert = store.insertApproval(approval)
+        let (store, limit) = (self.store, limits.maxPendingApprovalsPerAgent)
+        return (approval, { db in
+            guard try store.countPendingApprovals(agentID: agent.id, nowMicros: now, on: db) < limit else {
+                throw BoundReached("too many pending approvals for agent \(agent.name) (limit \(limit), --max-pending-approvals-per-agent); "
+                                   + "wait until an approver decides them or they expire, then ask again")
+            }
+            try insert(db)
+        })
     }
 
     /// Commits records and a change that creates, decides or uses approvals, then wakes
     /// whoever waits on approvals (only after the commit, so they read the new state).
     /// `announce`: a new approval to tell approvers about once it is durable.
     func commit(_ records: [AuditRecord], with mutation: Mutation?, announce: (StoredApproval, Policy)? = nil) async throws {
-        try await store.audit.append(records, with: mutation)
+        do {
+            try await store.audit.append(records, with: mutation)
+        } catch let bound as BoundReached {
+            // The transaction that found the bound rolled the records back: record the refusal instead.
+            try await store.audit.append(records.map(bound.refusal), with: nil)
+            throw CallError(.resourceExhausted, bound.message)
+        }
         if mutation != nil { events.bump() }
         if let (approval, policy) = announce { notifier.notify(approval, policy: policy) }
     }
@@ -178,6 +196,47 @@ final class ApprovalService: Sendable {
         }
     }
 
+    /// Live pending approvals (or all), newest first, as many as fit in one reply; `omitted` counts the rest.
+    func list(includeDecided: Bool, now: Int64) throws -> Lanyard_V1_ApprovalsListResponse {
+        let rows = try store.approvals(includeDecided: includeDecided, nowMicros: now, limit: ReplyBudget.pageRows)
+        let total = includeDecided ? UInt64(rows.count) : try store.countPendingApprovals(nowMicros: now)
+        var budget = ReplyBudget()
+        var r = Lanyard_V1_ApprovalsListResponse()
+        r.approvals = budget.prefix(rows.map { Self.wire($0, now: now) })
+        r.omitted = UInt32(clamping: max(total, UInt64(rows.count)) - UInt64(r.approvals.count))
+        return r
+    }
+
+    /// Moves approvals past their expiry to EXPIRED (they already read as expired), one
+    /// audit record each. Returns how many.
+    func expireDue(policyVersion: String) async throws -> Int {
+        let now = clock.nowMicros()
+        let due = try store.approvalsToExpire(nowMicros: now)
+        guard !due.isEmpty else { return 0 }
+        var records: [AuditRecord] = []
+        var saves: [Mutation] = []
+        for a in due {
+            var machine = a.machine
+            machine.state = machine.state(atMicros: now)
+            saves.append(store.saveApproval(a.id, machine, from: a.machine.state, decidedReason: a.decidedReason.isEmpty ? "no approver decided in time" : a.decidedReason))
+            var r = AuditRecord(event: "approval.expire")
+            r.agent = a.agent
+            r.agentID = a.agentID
+            r.uid = Int64(a.uid)
+            r.capability = a.capabilities.joined(separator: " ")
+            r.resource = a.resource
+            r.approvalID = a.id
+            r.decision = Decision.deny.rawValue
+            r.outcome = "expired"
+            r.reason = a.machine.state == .approved ? "approved but not used in time" : "no approver decided in time"
+            r.policyVersion = policyVersion
+            records.append(r)
+        }
+        let all = saves
+        try await commit(records, with: { db in for save in all { try save(db) } })
+        return due.count
+    }
+
     static func wire(_ a: StoredApproval, now: Int64) -> Lanyard_V1_Approval {
         .with {
             $0.approvalID = a.id
@@ -216,6 +275,23 @@ extension ApprovalMachine.State {
         case .expired: .expired
         case .consumed: .consumed
         }
+    }
+}
+
+/// A per-agent bound found full inside the transaction that would have passed it.
+struct BoundReached: Error {
+    var message: String
+    init(_ message: String) { self.message = message }
+
+    /// What `record` becomes when the bound refuses its change.
+    func refusal(_ record: AuditRecord) -> AuditRecord {
+        var r = record
+        r.decision = Decision.deny.rawValue
+        r.outcome = "resource_exhausted"
+        r.reason = message
+        r.leaseID = ""
+        r.approvalID = ""
+        return r
     }
 }
 

@@ -39,6 +39,9 @@ final class CredentialService: Sendable {
             throw CallError(code, reason)
         }
 
+        if let problem = approvals.limits.fieldProblem(resource: call.resource, args: call.args, unit: call.amount.unit) {
+            try await deny(.invalidArgument, "invalid_argument", problem)
+        }
         let policy = caller.snapshot.policy
         guard let service = policy.services[call.service] else {
             try await deny(.invalidArgument, "invalid_argument", "service '\(call.service.prefix(64))' is not declared in the policy")
@@ -107,6 +110,10 @@ final class CredentialService: Sendable {
         }
 
         let now = clock.nowMicros()
+        let leaseBound = leaseBound(agent)
+        if try store.countActiveLeases(agentID: agent.id, nowMicros: now) >= UInt64(approvals.limits.maxLeasesPerAgent) {
+            try await deny(.resourceExhausted, "resource_exhausted", leaseBound.message)
+        }
         let (version, _) = try store.serviceVersion(service.name)
         var lease = Lease(id: SecureRandom.uuid(), agentID: agent.id, agent: agent.name, service: service.name, kind: service.kind,
                           scope: scope.map(\.name), version: version, issuedMicros: now, expiresMicros: now + Int64(ttl) * 1_000_000,
@@ -170,8 +177,11 @@ final class CredentialService: Sendable {
         // only after (invariant 6).
         let insert = store.insertLease(lease, secretHash: secretHash, upstream: upstream)
         let consume = useApproval
+        let (limit, agentID) = (UInt64(approvals.limits.maxLeasesPerAgent), agent.id)
         do {
             try await approvals.commit([record], with: { db in
+                // Again inside the transaction: pipelined provisions cannot pass the bound together.
+                guard try self.store.countActiveLeases(agentID: agentID, nowMicros: now, on: db) < limit else { throw leaseBound }
                 try consume?(db)
                 try insert(db)
             })
@@ -195,6 +205,12 @@ final class CredentialService: Sendable {
             }
         }
         return response
+    }
+
+    /// The refusal when `agent` holds its `maxLeasesPerAgent` active leases.
+    private func leaseBound(_ agent: Agent) -> BoundReached {
+        BoundReached("too many active leases for agent \(agent.name) (limit \(approvals.limits.maxLeasesPerAgent), --max-leases-per-agent); "
+                     + "revoke leases it no longer needs or let them expire, then provision again")
     }
 
     // MARK: Revoke, ListLeases, Introspect
@@ -222,12 +238,30 @@ final class CredentialService: Sendable {
     }
 
     func listLeases(_ call: Lanyard_V1_ListLeasesRequest, _ agent: Agent) throws -> Lanyard_V1_Response {
-        let now = clock.nowMicros()
-        let leases = try store.activeLeases(agentID: agent.id, service: call.service.isEmpty ? nil : call.service)
-            .filter { $0.isActive(atMicros: now) }
+        let page = try leasePage(agentID: agent.id, service: call.service.isEmpty ? nil : call.service, pageToken: call.pageToken)
         var response = Lanyard_V1_Response()
-        response.listLeases = .with { $0.leases = leases.map { Self.info($0, now: now) } }
+        response.listLeases = .with {
+            $0.leases = page.leases
+            $0.nextPageToken = page.next
+        }
         return response
+    }
+
+    /// One page of live leases, oldest first, that fits in a reply; `next` is empty on the last page.
+    func leasePage(agentID: String? = nil, agent: String? = nil, service: String?, pageToken: String) throws -> (leases: [Lanyard_V1_LeaseInfo], next: String) {
+        var cursor: LeaseCursor?
+        if !pageToken.isEmpty {
+            guard let c = LeaseCursor(token: pageToken) else {
+                throw CallError(.invalidArgument, "page_token '\(pageToken.prefix(80))' is not one this daemon returned; start again with an empty page_token")
+            }
+            cursor = c
+        }
+        let now = clock.nowMicros()
+        let rows = try store.activeLeases(agentID: agentID, agent: agent, service: service, liveAt: now, after: cursor, limit: ReplyBudget.pageRows)
+        var budget = ReplyBudget()
+        let page = budget.prefix(rows.map { Self.info($0, now: now) })
+        let more = page.count < rows.count || rows.count == ReplyBudget.pageRows
+        return (page, more ? page.indices.last.map { LeaseCursor(after: rows[$0]).token } ?? "" : "")
     }
 
     /// A service asks whether a secret it was shown is a live lease. The caller needs

@@ -28,6 +28,9 @@ public struct DaemonConfig: Sendable {
     public var limits = ServerLimits()
     /// How often expired leases are reaped and scheduled rotations checked.
     public var maintenanceInterval: Duration = .seconds(30)
+    /// Ended approvals, leases, upstream revocations and expired identities older than this are
+    /// deleted in the maintenance pass (the audit chain is kept).
+    public var retentionDays = 30
     /// Approval webhook delivery: attempts and backoff.
     public var webhookAttempts = 5
     public var webhookFirstBackoff: Duration = .milliseconds(500)
@@ -112,7 +115,7 @@ public final class Daemon: Service {
         notifier = Notifier(http: webhookHTTP, store: store, retry: .init(attempts: config.webhookAttempts, firstBackoff: config.webhookFirstBackoff, requestTimeout: config.webhookTimeout), logger: logger)
         backend = OpenBaoBackend(http: openbaoHTTP, logger: logger)
         revoker = UpstreamRevoker(store: store, backend: backend, policy: policy, clock: clock, logger: logger)
-        approvals = ApprovalService(store: store, notifier: notifier, clock: clock, logger: logger)
+        approvals = ApprovalService(store: store, notifier: notifier, limits: config.limits, clock: clock, logger: logger)
         credentials = CredentialService(store: store, approvals: approvals, backend: backend, revoker: revoker,
                                         clock: clock, logger: logger)
         let identities = IdentityService(store: store, clock: clock, logger: logger)
@@ -136,13 +139,17 @@ public final class Daemon: Service {
         let policy = self.policy
         let hasher = ExeHasher(maxBytes: config.limits.maxExeHashBytes, perUID: config.limits.exeHashesPerUID)
         let needsExeHash: @Sendable (UInt32) -> Bool = { uid in policy.current.policy.needsExeHash(uid: uid) }
+        let agentRules = PeerRules(socket: .agent, known: { c in policy.current.policy.agents.contains { $0.selector.uid == c.uid } })
+        let adminRules = PeerRules(socket: .admin, privileged: { Roles(credentials: $0, policy: policy.current.policy).admin },
+                                   known: { c in let r = Roles(credentials: c, policy: policy.current.policy); return r.admin || r.approver })
         let agent: FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>
         let admin: FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>
+        checkDescriptorLimit()
         do {
             agent = try await .start(name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
-                                     attestor: attestor, exeHash: (hasher, needsExeHash), logger: logger)
+                                     rules: agentRules, attestor: attestor, exeHash: (hasher, needsExeHash), logger: logger)
             admin = try await .start(name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
-                                     attestor: attestor, exeHash: nil, logger: logger)
+                                     rules: adminRules, attestor: attestor, exeHash: nil, logger: logger)
         } catch {
             await shutdownHTTP()
             throw error
@@ -184,11 +191,31 @@ public final class Daemon: Service {
         logger.notice("lanyardd stopped")
     }
 
+    /// Raises the soft open-files limit to what the connection limits need (up to the hard
+    /// limit), and warns when even that is not enough: accepts would fail for everyone.
+    private func checkDescriptorLimit() {
+        let needed = config.limits.descriptorsNeeded
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < rlim_t(needed) {
+            var raised = limit
+            raised.rlim_cur = min(limit.rlim_max, rlim_t(needed))
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        if limit.rlim_cur < rlim_t(needed) {
+            logger.warning("the open-files limit is lower than the connection limits need; connections will be refused for everyone once it is reached", metadata: [
+                "limit": "\(limit.rlim_cur)", "needed": "\(needed)",
+                "fix": "set LimitNOFILE=\(needed) or more in the unit (ulimit -n), or lower --max-connections / --max-admin-connections",
+            ])
+        }
+    }
+
     private func shutdownHTTP() async {
         for client in http { try? await client.shutdown() }
     }
 
-    /// Reaps expired leases and runs scheduled rotations until shutdown.
+    /// Reaps expired leases, runs scheduled rotations, records expired approvals and prunes
+    /// what ended before the retention, until shutdown.
     private func maintain() async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await maintenance()
@@ -211,8 +238,31 @@ public final class Daemon: Service {
         } catch {
             logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
         }
+        // Bounded state: expiry recorded, strangers' refusals counted, old rows pruned.
+        do {
+            let expired = try await approvals.expireDue(policyVersion: snapshot.version)
+            if expired > 0 { logger.info("expired approvals recorded", metadata: ["approvals": "\(expired)"]) }
+            try await agentService.flushUnknownRefusals(policyVersion: snapshot.version)
+            try await prune(policyVersion: snapshot.version)
+        } catch {
+            logger.error("maintenance of approvals and retention failed; will retry", metadata: ["error": "\(error)"])
+        }
         await writeCheckpoint()
         lanyard_release_free_memory()
+    }
+
+    /// Deletes what ended longer than the retention ago; one audit record says how much.
+    private func prune(policyVersion: String) async throws {
+        let cutoff = approvals.clock.nowMicros() - Int64(config.retentionDays) * 86_400_000_000
+        let (counts, mutation) = try store.prune(endedBeforeMicros: cutoff)
+        guard counts.total > 0 else { return }
+        var r = AuditRecord(event: "maintenance.prune")
+        r.decision = Decision.allow.rawValue
+        r.outcome = counts.description
+        r.reason = "ended more than \(config.retentionDays) days ago (--retention-days)"
+        r.policyVersion = policyVersion
+        try await store.audit.append(r, with: mutation)
+        logger.info("pruned ended rows", metadata: ["pruned": "\(counts)"])
     }
 
     /// Signs the audit head into the state dir, so a truncated tail is detectable.

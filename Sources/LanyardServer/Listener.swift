@@ -29,6 +29,16 @@ public struct Connection: Sendable {
     }
 }
 
+/// What a listener asks the policy about a peer at accept.
+struct PeerRules: Sendable {
+    var socket: ConnectionRegistry.Socket
+    /// May take the admin socket's reserved connections.
+    var privileged: @Sendable (PeerCredentials) -> Bool = { _ in false }
+    /// The uid is an agent's (agent socket) or holds a role (admin socket). Other peers share
+    /// a smaller connection budget and get the short idle timeout.
+    var known: @Sendable (PeerCredentials) -> Bool
+}
+
 /// One Unix-socket listener speaking Lanyard framing: accepts, attests the peer,
 /// enforces the bounds, and answers each request (pipelined, by id) with `handler` —
 /// only when the attested process sent it (invariant 11, SenderAttribution.swift).
@@ -43,6 +53,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     let group: any EventLoopGroup
     let limits: ServerLimits
     let registry: ConnectionRegistry
+    /// Who counts as known on this socket, and who may use its reserve.
+    let rules: PeerRules
     let attestor: any Attestor
     /// Hashes the executables of peers whose uid has exe_sha256 agents (nil: none on this socket).
     let exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?
@@ -50,7 +62,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Accepts on an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
-                      registry: ConnectionRegistry, attestor: any Attestor,
+                      registry: ConnectionRegistry, rules: PeerRules, attestor: any Attestor,
                       exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?, logger: Logger) async throws -> Self {
         // SO_PASSCRED on the listener: connections inherit it when they connect, so the kernel
         // attributes even the bytes a client sends before lanyardd accepts. Our own sockets
@@ -80,7 +92,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             continuation.finish()
         }
         return Self(name: name, descriptor: descriptor, accepted: accepted, stopAccepting: stop, group: group, limits: limits,
-                    registry: registry, attestor: attestor, exeHash: exeHash, logger: logger)
+                    registry: registry, rules: rules, attestor: attestor, exeHash: exeHash, logger: logger)
     }
 
     /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
@@ -103,15 +115,18 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         let cred = peerCred
         // The reader owns `fd` from the moment the initializer adds it; until then, we do.
         let owned = NIOLockedValueBox(false)
-        let limits = self.limits, registry = self.registry, attestor = self.attestor, logger = self.logger
+        let limits = self.limits, registry = self.registry, rules = self.rules, attestor = self.attestor, logger = self.logger
         do {
-            return try await NIOPipeBootstrap(group: group).takingOwnershipOfDescriptor(output: output) { channel in
+            // Past this many unsent reply bytes the channel is unwritable and `serve` stops taking requests.
+            return try await NIOPipeBootstrap(group: group)
+                .channelOption(.writeBufferWaterMark, value: .init(low: limits.maxUnsentReplyBytes / 2, high: limits.maxUnsentReplyBytes))
+                .takingOwnershipOfDescriptor(output: output) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ledger = SenderLedger()
                     try channel.pipeline.syncOperations.addHandler(AttributedReader(fd: fd, ledger: ledger))
                     owned.withLockedValue { $0 = true }
                     return try Self.accept(channel, cred: cred, pidfd: pidfd, ledger: ledger, limits: limits, registry: registry,
-                                           attestor: attestor, logger: logger)
+                                           rules: rules, attestor: attestor, logger: logger)
                 }
             }
         } catch {
@@ -123,15 +138,16 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Runs on the event loop at accept: the caps, attestation, then the pipeline.
     private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, ledger: SenderLedger, limits: ServerLimits,
-                               registry: ConnectionRegistry, attestor: any Attestor, logger: Logger) throws -> Accepted {
+                               registry: ConnectionRegistry, rules: PeerRules, attestor: any Attestor, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
-        switch registry.admit(uid: creds.uid, channel: channel) {
+        let known = rules.known(creds)
+        switch registry.admit(uid: creds.uid, socket: rules.socket, known: known, channel: channel, privileged: { rules.privileged(creds) }) {
         case .admitted:
             break
-        case .tooManyForUID(let n), .tooMany(let n):
-            logger.warning("connection refused: too many connections", metadata: ["caller.uid": "\(creds.uid)", "limit": "\(n)"])
-            let refusal = Response.failure(id: 0, .resourceExhausted, "too many connections (limit \(n)); close idle connections and retry")
+        case .refused(let n, let bound):
+            logger.warning("connection refused: too many connections", metadata: ["caller.uid": "\(creds.uid)", "limit": "\(n)", "bound": "\(bound)"])
+            let refusal = Response.failure(id: 0, .resourceExhausted, "too many connections (limit \(n), \(bound)); close idle connections and retry")
             if let buffer = try? Framing.frame(refusal, allocator: channel.allocator) {
                 channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
             } else {
@@ -139,14 +155,14 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             }
             return nil
         }
-        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, channel: channel) }
+        channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, socket: rules.socket, known: known, channel: channel) }
 
         let peer = attestor.attest(creds, pidfd: pidfd)
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
         try channel.pipeline.syncOperations.addHandlers([
-            IdleStateHandler(readTimeout: limits.idleTimeout),
+            IdleStateHandler(readTimeout: known ? limits.idleTimeout : limits.unknownIdleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
             DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
             FrameAttribution(ledger: ledger),
@@ -206,10 +222,17 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         return nil
     }
 
+    /// Answers a connection's requests, at most `maxInFlight` at once. Backpressure: while the
+    /// peer leaves more than `maxUnsentReplyBytes` unread (the channel is unwritable), no
+    /// further request is read, and none read is processed, until the peer reads; a reply
+    /// waiting to be written is held as its frame only.
     private func serve(_ channel: NIOAsyncChannel<SentFrame, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
-        let connection = await withExeHash(connection, channel: channel.channel)
+        let socket = channel.channel
+        let writability = ChangeSignal()
+        try? await socket.pipeline.addHandler(WritabilityHandler(writability), position: .first).get()
+        let connection = await withExeHash(connection, channel: socket)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -227,14 +250,15 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                                 try await outbound.write(Framing.frame(Response.failure(id: id, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)")))
                                 break
                             }
-                            if unreaped >= maxInFlight {
+                            while unreaped >= maxInFlight || (unreaped > 0 && !socket.isWritable) {
                                 try await group.next()
                                 unreaped -= 1
                             }
                             unreaped += 1
                             group.addTask {
-                                let response = await handler(request, sent)
-                                try await outbound.write(Framing.frame(response))
+                                await writability.wait { socket.isWritable || !socket.isActive }
+                                let frame = try Framing.frame(await handler(request, sent))
+                                try await outbound.write(frame)
                             }
                         }
                     } catch let error as FrameError {
@@ -247,6 +271,37 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             }
         } catch {
             logger.debug("connection ended", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Moves `signal` whenever the channel's writability changes or it closes, so that `serve`
+/// can wait, off the event loop, for a peer to read its replies.
+private final class WritabilityHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let signal: ChangeSignal
+
+    init(_ signal: ChangeSignal) { self.signal = signal }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        signal.bump()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        signal.bump()
+        context.fireChannelInactive()
+    }
+}
+
+extension ChangeSignal {
+    /// Returns once `condition` holds; it is checked again each time the signal moves.
+    func wait(until condition: () -> Bool) async {
+        while true {
+            let seen = version
+            if condition() || Task.isCancelled { return }
+            await wait(since: seen, until: .now + .seconds(3600))
         }
     }
 }

@@ -73,14 +73,23 @@ extension Store {
         try read { db in try db.prepare("SELECT \(approvalColumns) FROM approvals WHERE id = ?").bind(.text(id)).one(Self.approval) }
     }
 
-    /// Pending approvals (or all, newest first, when `includeDecided`).
-    public func approvals(includeDecided: Bool, limit: Int = 200) throws -> [StoredApproval] {
-        let sql = includeDecided
-            ? "SELECT \(approvalColumns) FROM approvals ORDER BY created_us DESC LIMIT \(limit)"
-            : "SELECT \(approvalColumns) FROM approvals WHERE state = 'pending' ORDER BY created_us LIMIT \(limit)"
-        return try read { db in
+    /// Live pending approvals (or all, when `includeDecided`), newest first.
+    public func approvals(includeDecided: Bool, nowMicros: Int64, limit: Int = 200) throws -> [StoredApproval] {
+        try approvals(where: includeDecided ? "1" : "state = 'pending' AND expires_us > ?", includeDecided ? [] : [.int(nowMicros)],
+                      order: "created_us DESC", limit: limit)
+    }
+
+    /// Pending or approved approvals whose expiry has passed but whose row does not say so yet.
+    public func approvalsToExpire(nowMicros: Int64, limit: Int = 500) throws -> [StoredApproval] {
+        try approvals(where: "state IN ('pending', 'approved') AND expires_us <= ?", [.int(nowMicros)], order: "expires_us", limit: limit)
+    }
+
+    private func approvals(where condition: String, _ binds: [SQLValue], order: String, limit: Int) throws -> [StoredApproval] {
+        try read { db in
+            let s = try db.prepare("SELECT \(approvalColumns) FROM approvals WHERE \(condition) ORDER BY \(order) LIMIT \(limit)")
+            for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
             var out: [StoredApproval] = []
-            try db.prepare(sql).rows { out.append(Self.approval($0)); return true }
+            try s.rows { out.append(Self.approval($0)); return true }
             return out
         }
     }

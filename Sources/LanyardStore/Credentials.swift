@@ -47,14 +47,19 @@ extension Store {
         try read { db in try db.prepare("SELECT \(leaseColumns) FROM leases WHERE secret_hash = ?").bind(.text(secretHash)).one(Self.lease) }
     }
 
-    /// Leases still marked active (possibly past expiry until reaped), filtered.
-    public func activeLeases(agentID: String? = nil, agent: String? = nil, service: String? = nil) throws -> [Lease] {
+    /// Leases still marked active (possibly past expiry until reaped), filtered, oldest first.
+    /// A page: only those unexpired at `liveAt`, after `cursor`, at most `limit`.
+    public func activeLeases(agentID: String? = nil, agent: String? = nil, service: String? = nil, liveAt nowMicros: Int64? = nil,
+                             after cursor: LeaseCursor? = nil, limit: Int? = nil) throws -> [Lease] {
         var sql = "SELECT \(leaseColumns) FROM leases WHERE state = 'active'"
         var binds: [SQLValue] = []
         if let agentID { sql += " AND agent_id = ?"; binds.append(.text(agentID)) }
         if let agent { sql += " AND agent = ?"; binds.append(.text(agent)) }
         if let service { sql += " AND service = ?"; binds.append(.text(service)) }
-        sql += " ORDER BY issued_us"
+        if let nowMicros { sql += " AND expires_us > ?"; binds.append(.int(nowMicros)) }
+        if let cursor { sql += " AND (issued_us, id) > (?, ?)"; binds += [.int(cursor.issuedMicros), .text(cursor.id)] }
+        sql += " ORDER BY issued_us, id"
+        if let limit { sql += " LIMIT \(limit)" }
         return try read { db in
             let s = try db.prepare(sql)
             for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
@@ -271,6 +276,28 @@ extension Store {
     static func aad(_ table: String, _ row: String, _ version: Int) -> [UInt8] {
         Array("lanyard/v1|\(table)|\(row)|\(version)".utf8)
     }
+}
+
+/// Where a page of leases ends: the next page starts after this lease. Its text form is the
+/// page token clients pass back.
+public struct LeaseCursor: Sendable, Equatable {
+    public var issuedMicros: Int64
+    public var id: String
+
+    public init(after lease: Lease) {
+        issuedMicros = lease.issuedMicros
+        id = lease.id
+    }
+
+    /// nil when `token` is not one this daemon made.
+    public init?(token: String) {
+        let parts = token.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2, let micros = Int64(parts[0]), parts[1].count <= 64 else { return nil }
+        issuedMicros = micros
+        id = String(parts[1])
+    }
+
+    public var token: String { "\(issuedMicros)/\(id)" }
 }
 
 /// A lease's credential that must still be revoked at its backend.

@@ -64,16 +64,26 @@ public final class Store: Sendable {
         }
     }
 
-    public func countPendingApprovals() throws -> UInt64 {
-        try read { db in
-            UInt64(try db.prepare("SELECT count(*) FROM approvals WHERE state = 'pending'").one { $0.int(0) } ?? 0)
-        }
+    /// Live PENDING approvals (not yet expired), of one agent or all. `db`: a write
+    /// transaction's connection (to check a bound atomically with an insert); else the reader.
+    package func countPendingApprovals(agentID: String? = nil, nowMicros: Int64, on db: SQLiteConnection? = nil) throws -> UInt64 {
+        try count("approvals WHERE state = 'pending' AND expires_us > ?", agentID: agentID, nowMicros: nowMicros, on: db)
     }
 
-    public func countActiveLeases(nowMicros: Int64) throws -> UInt64 {
-        try read { db in
-            UInt64(try db.prepare("SELECT count(*) FROM leases WHERE state = 'active' AND expires_us > ?").bind(.int(nowMicros)).one { $0.int(0) } ?? 0)
+    /// Active, unexpired leases, of one agent or all (`db` as for `countPendingApprovals`).
+    package func countActiveLeases(agentID: String? = nil, nowMicros: Int64, on db: SQLiteConnection? = nil) throws -> UInt64 {
+        try count("leases WHERE state = 'active' AND expires_us > ?", agentID: agentID, nowMicros: nowMicros, on: db)
+    }
+
+    private func count(_ from: String, agentID: String?, nowMicros: Int64, on db: SQLiteConnection?) throws -> UInt64 {
+        let sql = "SELECT count(*) FROM " + from + (agentID == nil ? "" : " AND agent_id = ?")
+        func run(_ db: SQLiteConnection) throws -> UInt64 {
+            let s = try db.prepare(sql).bind(.int(nowMicros))
+            if let agentID { try s.bindAt(2, .text(agentID)) }
+            return UInt64(try s.one { $0.int(0) } ?? 0)
         }
+        if let db { return try run(db) }
+        return try read(run)
     }
 }
 

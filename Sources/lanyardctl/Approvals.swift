@@ -94,8 +94,10 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Flag(help: "Include decided approvals.") var all = false
 
         func run() async throws {
-            let list = try await ApprovalsCommand.list(sockets, all: all).approvals
-            sockets.emit(.array(list.map(\.json))) { list.isEmpty ? "no pending approvals" : list.map(\.text).joined(separator: "\n\n") }
+            let r = try await ApprovalsCommand.list(sockets, all: all)
+            let list = r.approvals
+            let more = r.omitted > 0 ? "\n\n\(r.omitted) more approvals did not fit in one reply; decide these first, then list again" : ""
+            sockets.emit(.array(list.map(\.json))) { (list.isEmpty ? "no pending approvals" : list.map(\.text).joined(separator: "\n\n")) + more }
         }
     }
 

@@ -214,12 +214,20 @@ struct LeasesCommand: AsyncParsableCommand {
         @Option(help: "Only this service.") var service: String = ""
 
         func run() async throws {
-            var req = Lanyard_V1_AdminRequest()
-            req.leasesList = .with {
-                $0.agent = agent
-                $0.service = service
-            }
-            let leases = try await sockets.admin.call(req).leasesList.leases
+            // Page by page (each reply fits in one frame) until the daemon says there are no more.
+            var leases: [Lanyard_V1_LeaseInfo] = []
+            var token = ""
+            repeat {
+                var req = Lanyard_V1_AdminRequest()
+                req.leasesList = .with {
+                    $0.agent = agent
+                    $0.service = service
+                    $0.pageToken = token
+                }
+                let page = try await sockets.admin.call(req).leasesList
+                leases += page.leases
+                token = page.nextPageToken
+            } while !token.isEmpty
             sockets.emit(.array(leases.map(\.json))) { leases.isEmpty ? "no active leases" : leases.map(\.line).joined(separator: "\n") }
         }
     }

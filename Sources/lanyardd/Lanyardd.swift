@@ -33,10 +33,21 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-frame"), help: "Largest accepted frame in bytes (default 65536).") var maxFrame: Int?
     @Option(name: .customLong("max-in-flight"), help: "Requests in flight per connection (default 64).") var maxInFlight: Int?
     @Option(name: .customLong("max-connections-per-uid"), help: "Connections per uid (default 64).") var maxConnectionsPerUID: Int?
-    @Option(name: .customLong("max-connections"), help: "Connections in all (default 1024).") var maxConnections: Int?
+    @Option(name: .customLong("max-connections"), help: "Connections to the agent socket in all (default 1024).") var maxConnections: Int?
+    @Option(name: .customLong("max-admin-connections"), help: "Connections to the admin socket in all, a budget of its own (default 64).") var maxAdminConnections: Int?
+    @Option(name: .customLong("admin-reserve"), help: "Of those, how many only admins may take (default 8).") var adminReserve: Int?
+    @Option(name: .customLong("max-unknown-connections"), help: "Connections of uids that are no agent (admin socket: hold no role), per socket in all (default 256).") var maxUnknownConnections: Int?
     @Option(name: .customLong("frame-deadline-ms"), help: "A frame must complete this long after its first byte (default 5000).") var frameDeadlineMs: Int?
     @Option(name: .customLong("idle-timeout-seconds"), help: "Close connections idle this long (default 600).") var idleTimeoutSeconds: Int?
     @Option(name: .customLong("max-exe-hash-bytes"), help: "Largest executable hashed for exe_sha256 selectors; larger ones do not match (default 268435456).") var maxExeHashBytes: Int?
+    @Option(name: .customLong("unknown-idle-timeout-seconds"), help: "Close idle connections of uids that are no agent (or hold no admin role) sooner (default 10).") var unknownIdleTimeoutSeconds: Int?
+    @Option(name: .customLong("max-unsent-reply-bytes"), help: "Unread reply bytes per connection before its requests wait (default 262144).") var maxUnsentReplyBytes: Int?
+    @Option(name: .customLong("max-pending-approvals-per-agent"), help: "Pending approvals one agent may have at once (default 16).") var maxPendingApprovalsPerAgent: Int?
+    @Option(name: .customLong("max-leases-per-agent"), help: "Active leases one agent may hold at once (default 1000).") var maxLeasesPerAgent: Int?
+    @Option(name: .customLong("max-field-bytes"), help: "Bytes of a request's resource, each args key and value, and amount unit (default and most 1024).") var maxFieldBytes: Int?
+    @Option(name: .customLong("max-args"), help: "Args entries of one request (default and most 16).") var maxArgs: Int?
+    @Option(name: .customLong("unknown-audit-interval-seconds"), help: "Refusals of uids that are no agent: one audit record per uid this often, with a count (default 60).") var unknownAuditIntervalSeconds: Int?
+    @Option(name: .customLong("retention-days"), help: "Delete ended approvals, leases and revocations this old; the audit chain is kept (default 30).") var retentionDays: Int?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).") var logLevel: String?
     @Flag(help: "Throwaway setup: temp state dir, generated key, sample policy registering the invoking user as agent 'dev'.") var dev = false
 
@@ -106,6 +117,23 @@ struct Serve: AsyncParsableCommand {
         if let v = pickInt(frameDeadlineMs, "frame-deadline-ms") { cfg.limits.frameDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "frame-deadline-ms"))) }
         if let v = pickInt(idleTimeoutSeconds, "idle-timeout-seconds") { cfg.limits.idleTimeout = .seconds(Int64(bounded(v, 1...86_400, "idle-timeout-seconds"))) }
         if let v = pickInt(maxExeHashBytes, "max-exe-hash-bytes") { cfg.limits.maxExeHashBytes = Int64(bounded(v, 4096...(1 << 40), "max-exe-hash-bytes")) }
+        if let v = pickInt(maxAdminConnections, "max-admin-connections") { cfg.limits.maxAdminConnections = bounded(v, 2...65536, "max-admin-connections") }
+        if let v = pickInt(maxUnknownConnections, "max-unknown-connections") { cfg.limits.maxUnknownConnections = bounded(v, 1...65536, "max-unknown-connections") }
+        if let v = pickInt(adminReserve, "admin-reserve") { cfg.limits.adminReserve = bounded(v, 0...(cfg.limits.maxAdminConnections - 1), "admin-reserve") }
+        if let v = pickInt(unknownIdleTimeoutSeconds, "unknown-idle-timeout-seconds") {
+            cfg.limits.unknownIdleTimeout = .seconds(Int64(bounded(v, 1...86_400, "unknown-idle-timeout-seconds")))
+        }
+        if let v = pickInt(maxUnsentReplyBytes, "max-unsent-reply-bytes") { cfg.limits.maxUnsentReplyBytes = bounded(v, 4096...(1 << 30), "max-unsent-reply-bytes") }
+        if let v = pickInt(maxPendingApprovalsPerAgent, "max-pending-approvals-per-agent") {
+            cfg.limits.maxPendingApprovalsPerAgent = bounded(v, 1...100_000, "max-pending-approvals-per-agent")
+        }
+        if let v = pickInt(maxLeasesPerAgent, "max-leases-per-agent") { cfg.limits.maxLeasesPerAgent = bounded(v, 1...1_000_000, "max-leases-per-agent") }
+        if let v = pickInt(maxFieldBytes, "max-field-bytes") { cfg.limits.maxFieldBytes = bounded(v, 16...1024, "max-field-bytes") }
+        if let v = pickInt(maxArgs, "max-args") { cfg.limits.maxArgs = bounded(v, 0...16, "max-args") }
+        if let v = pickInt(unknownAuditIntervalSeconds, "unknown-audit-interval-seconds") {
+            cfg.limits.unknownAuditInterval = .seconds(bounded(v, 1...86_400, "unknown-audit-interval-seconds"))
+        }
+        if let v = pickInt(retentionDays, "retention-days") { cfg.retentionDays = bounded(v, 1...36_500, "retention-days") }
 
         let daemon: Daemon
         do {

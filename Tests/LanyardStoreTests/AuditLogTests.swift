@@ -153,7 +153,7 @@ struct AuditLogTests {
         defer { TestSupport.remove(dir) }
         let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
-        #expect(try store.countPendingApprovals() == 0)
+        #expect(try store.countPendingApprovals(nowMicros: 0) == 0)
         try await store.audit.append(record(1))
         #expect(try store.queryAudit(AuditFilter()).count == 1)
         let ids = try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a"], nowMicros: 1)

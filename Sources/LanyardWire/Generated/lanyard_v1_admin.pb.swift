@@ -763,10 +763,14 @@ public nonisolated struct Lanyard_V1_ApprovalsListResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// newest first; the list fits in one 64 KiB frame
   public var approvals: [Lanyard_V1_Approval] = []
 
   /// pass back as since_version to wait for the next change
   public var version: UInt64 = 0
+
+  /// approvals that match but did not fit in this reply
+  public var omitted: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -822,6 +826,9 @@ public nonisolated struct Lanyard_V1_LeasesListRequest: Sendable {
 
   public var service: String = String()
 
+  /// empty: the first page; else a next_page_token
+  public var pageToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -832,7 +839,11 @@ public nonisolated struct Lanyard_V1_LeasesListResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// oldest first; a page fits in one 64 KiB frame
   public var leases: [Lanyard_V1_LeaseInfo] = []
+
+  /// non-empty: more leases follow; pass it as page_token
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2658,7 +2669,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalsListResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}approvals\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}approvals\0\u{1}version\0\u{1}omitted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2668,6 +2679,7 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.approvals) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.omitted) }()
       default: break
       }
     }
@@ -2680,12 +2692,16 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
     if self.version != 0 {
       try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
     }
+    if self.omitted != 0 {
+      try visitor.visitSingularUInt32Field(value: self.omitted, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_ApprovalsListResponse, rhs: Lanyard_V1_ApprovalsListResponse) -> Bool {
     if lhs.approvals != rhs.approvals {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.omitted != rhs.omitted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2772,7 +2788,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideResponse: SwiftProtobuf.Message, 
 
 nonisolated extension Lanyard_V1_LeasesListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeasesListRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}service\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}service\0\u{3}page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2782,6 +2798,7 @@ nonisolated extension Lanyard_V1_LeasesListRequest: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
       default: break
       }
     }
@@ -2794,12 +2811,16 @@ nonisolated extension Lanyard_V1_LeasesListRequest: SwiftProtobuf.Message, Swift
     if !self.service.isEmpty {
       try visitor.visitSingularStringField(value: self.service, fieldNumber: 2)
     }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_LeasesListRequest, rhs: Lanyard_V1_LeasesListRequest) -> Bool {
     if lhs.agent != rhs.agent {return false}
     if lhs.service != rhs.service {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2807,7 +2828,7 @@ nonisolated extension Lanyard_V1_LeasesListRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lanyard_V1_LeasesListResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeasesListResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}leases\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}leases\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2816,6 +2837,7 @@ nonisolated extension Lanyard_V1_LeasesListResponse: SwiftProtobuf.Message, Swif
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.leases) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -2825,11 +2847,15 @@ nonisolated extension Lanyard_V1_LeasesListResponse: SwiftProtobuf.Message, Swif
     if !self.leases.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.leases, fieldNumber: 1)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_LeasesListResponse, rhs: Lanyard_V1_LeasesListResponse) -> Bool {
     if lhs.leases != rhs.leases {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

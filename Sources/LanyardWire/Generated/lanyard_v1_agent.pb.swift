@@ -670,6 +670,9 @@ public nonisolated struct Lanyard_V1_ListLeasesRequest: Sendable {
   /// empty: all services
   public var service: String = String()
 
+  /// empty: the first page; else a next_page_token
+  public var pageToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -708,7 +711,11 @@ public nonisolated struct Lanyard_V1_ListLeasesResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// oldest first; a page fits in one 64 KiB frame
   public var leases: [Lanyard_V1_LeaseInfo] = []
+
+  /// non-empty: more leases follow; pass it as page_token
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2037,7 +2044,7 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lanyard_V1_ListLeasesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListLeasesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2046,6 +2053,7 @@ nonisolated extension Lanyard_V1_ListLeasesRequest: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
       default: break
       }
     }
@@ -2055,11 +2063,15 @@ nonisolated extension Lanyard_V1_ListLeasesRequest: SwiftProtobuf.Message, Swift
     if !self.service.isEmpty {
       try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
     }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_ListLeasesRequest, rhs: Lanyard_V1_ListLeasesRequest) -> Bool {
     if lhs.service != rhs.service {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2137,7 +2149,7 @@ nonisolated extension Lanyard_V1_LeaseInfo: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Lanyard_V1_ListLeasesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListLeasesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}leases\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}leases\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2146,6 +2158,7 @@ nonisolated extension Lanyard_V1_ListLeasesResponse: SwiftProtobuf.Message, Swif
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.leases) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -2155,11 +2168,15 @@ nonisolated extension Lanyard_V1_ListLeasesResponse: SwiftProtobuf.Message, Swif
     if !self.leases.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.leases, fieldNumber: 1)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_ListLeasesResponse, rhs: Lanyard_V1_ListLeasesResponse) -> Bool {
     if lhs.leases != rhs.leases {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -3636,7 +3636,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approval__descriptor =
   (ProtobufCMessageInit) lanyard__v1__approval__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__field_descriptors[3] =
 {
   {
     "approvals",
@@ -3662,15 +3662,28 @@ static const ProtobufCFieldDescriptor lanyard__v1__approvals_list_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "omitted",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalsListResponse, omitted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approvals_list_response__field_indices_by_name[] = {
   0,   /* field[0] = approvals */
+  2,   /* field[2] = omitted */
   1,   /* field[1] = version */
 };
 static const ProtobufCIntRange lanyard__v1__approvals_list_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descriptor =
 {
@@ -3680,7 +3693,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descripto
   "Lanyard__V1__ApprovalsListResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__ApprovalsListResponse),
-  2,
+  3,
   lanyard__v1__approvals_list_response__field_descriptors,
   lanyard__v1__approvals_list_response__field_indices_by_name,
   1,  lanyard__v1__approvals_list_response__number_ranges,
@@ -3802,7 +3815,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approval_decide_response__descript
   (ProtobufCMessageInit) lanyard__v1__approval_decide_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__leases_list_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor lanyard__v1__leases_list_request__field_descriptors[3] =
 {
   {
     "agent",
@@ -3828,15 +3841,28 @@ static const ProtobufCFieldDescriptor lanyard__v1__leases_list_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LeasesListRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__leases_list_request__field_indices_by_name[] = {
   0,   /* field[0] = agent */
+  2,   /* field[2] = page_token */
   1,   /* field[1] = service */
 };
 static const ProtobufCIntRange lanyard__v1__leases_list_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__leases_list_request__descriptor =
 {
@@ -3846,14 +3872,14 @@ const ProtobufCMessageDescriptor lanyard__v1__leases_list_request__descriptor =
   "Lanyard__V1__LeasesListRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__LeasesListRequest),
-  2,
+  3,
   lanyard__v1__leases_list_request__field_descriptors,
   lanyard__v1__leases_list_request__field_indices_by_name,
   1,  lanyard__v1__leases_list_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__leases_list_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__leases_list_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__leases_list_response__field_descriptors[2] =
 {
   {
     "leases",
@@ -3867,14 +3893,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__leases_list_response__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LeasesListResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__leases_list_response__field_indices_by_name[] = {
   0,   /* field[0] = leases */
+  1,   /* field[1] = next_page_token */
 };
 static const ProtobufCIntRange lanyard__v1__leases_list_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__leases_list_response__descriptor =
 {
@@ -3884,7 +3923,7 @@ const ProtobufCMessageDescriptor lanyard__v1__leases_list_response__descriptor =
   "Lanyard__V1__LeasesListResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__LeasesListResponse),
-  1,
+  2,
   lanyard__v1__leases_list_response__field_descriptors,
   lanyard__v1__leases_list_response__field_indices_by_name,
   1,  lanyard__v1__leases_list_response__number_ranges,

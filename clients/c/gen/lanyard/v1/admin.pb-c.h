@@ -433,16 +433,23 @@ struct  Lanyard__V1__Approval
 struct  Lanyard__V1__ApprovalsListResponse
 {
   ProtobufCMessage base;
+  /*
+   * newest first; the list fits in one 64 KiB frame
+   */
   size_t n_approvals;
   Lanyard__V1__Approval **approvals;
   /*
    * pass back as since_version to wait for the next change
    */
   uint64_t version;
+  /*
+   * approvals that match but did not fit in this reply
+   */
+  uint32_t omitted;
 };
 #define LANYARD__V1__APPROVALS_LIST_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approvals_list_response__descriptor) \
-    , 0,NULL, 0 }
+    , 0,NULL, 0, 0 }
 
 
 struct  Lanyard__V1__ApprovalDecideRequest
@@ -476,21 +483,32 @@ struct  Lanyard__V1__LeasesListRequest
   ProtobufCMessage base;
   char *agent;
   char *service;
+  /*
+   * empty: the first page; else a next_page_token
+   */
+  char *page_token;
 };
 #define LANYARD__V1__LEASES_LIST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__leases_list_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__LeasesListResponse
 {
   ProtobufCMessage base;
+  /*
+   * oldest first; a page fits in one 64 KiB frame
+   */
   size_t n_leases;
   Lanyard__V1__LeaseInfo **leases;
+  /*
+   * non-empty: more leases follow; pass it as page_token
+   */
+  char *next_page_token;
 };
 #define LANYARD__V1__LEASES_LIST_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__leases_list_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 typedef enum {

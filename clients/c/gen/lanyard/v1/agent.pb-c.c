@@ -3072,7 +3072,7 @@ const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descriptor =
   (ProtobufCMessageInit) lanyard__v1__introspect_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__list_leases_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__list_leases_request__field_descriptors[2] =
 {
   {
     "service",
@@ -3086,14 +3086,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__list_leases_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ListLeasesRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__list_leases_request__field_indices_by_name[] = {
+  1,   /* field[1] = page_token */
   0,   /* field[0] = service */
 };
 static const ProtobufCIntRange lanyard__v1__list_leases_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__list_leases_request__descriptor =
 {
@@ -3103,7 +3116,7 @@ const ProtobufCMessageDescriptor lanyard__v1__list_leases_request__descriptor =
   "Lanyard__V1__ListLeasesRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__ListLeasesRequest),
-  1,
+  2,
   lanyard__v1__list_leases_request__field_descriptors,
   lanyard__v1__list_leases_request__field_indices_by_name,
   1,  lanyard__v1__list_leases_request__number_ranges,
@@ -3252,7 +3265,7 @@ const ProtobufCMessageDescriptor lanyard__v1__lease_info__descriptor =
   (ProtobufCMessageInit) lanyard__v1__lease_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__list_leases_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor lanyard__v1__list_leases_response__field_descriptors[2] =
 {
   {
     "leases",
@@ -3266,14 +3279,27 @@ static const ProtobufCFieldDescriptor lanyard__v1__list_leases_response__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ListLeasesResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__list_leases_response__field_indices_by_name[] = {
   0,   /* field[0] = leases */
+  1,   /* field[1] = next_page_token */
 };
 static const ProtobufCIntRange lanyard__v1__list_leases_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__list_leases_response__descriptor =
 {
@@ -3283,7 +3309,7 @@ const ProtobufCMessageDescriptor lanyard__v1__list_leases_response__descriptor =
   "Lanyard__V1__ListLeasesResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__ListLeasesResponse),
-  1,
+  2,
   lanyard__v1__list_leases_response__field_descriptors,
   lanyard__v1__list_leases_response__field_indices_by_name,
   1,  lanyard__v1__list_leases_response__number_ranges,

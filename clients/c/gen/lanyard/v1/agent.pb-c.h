@@ -463,10 +463,14 @@ struct  Lanyard__V1__ListLeasesRequest
    * empty: all services
    */
   char *service;
+  /*
+   * empty: the first page; else a next_page_token
+   */
+  char *page_token;
 };
 #define LANYARD__V1__LIST_LEASES_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__list_leases_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__LeaseInfo
@@ -491,12 +495,19 @@ struct  Lanyard__V1__LeaseInfo
 struct  Lanyard__V1__ListLeasesResponse
 {
   ProtobufCMessage base;
+  /*
+   * oldest first; a page fits in one 64 KiB frame
+   */
   size_t n_leases;
   Lanyard__V1__LeaseInfo **leases;
+  /*
+   * non-empty: more leases follow; pass it as page_token
+   */
+  char *next_page_token;
 };
 #define LANYARD__V1__LIST_LEASES_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__list_leases_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /* Lanyard__V1__Request methods */
