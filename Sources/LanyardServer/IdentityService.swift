@@ -140,7 +140,7 @@ final class IdentityService: Sendable {
         guard case .number(let iat)? = claims["iat"] else { return .failure(Failure("iat")) }
         guard case .string(let sub)? = claims["sub"], !sub.isEmpty else { return .failure(Failure("sub")) }
         guard case .string(let jti)? = claims["jti"], jti.utf8.count >= 32 else { return .failure(Failure("jti")) }
-        guard (try? store.isIdentityRevoked(jti: jti)) == false else { return .failure(Failure("revoked")) }
+        guard (try? store.isIdentityLive(jti: jti)) == true else { return .failure(Failure("revoked")) }
 
         return .success(.with {
             $0.iss = Self.issuer(policy)
