@@ -23,6 +23,8 @@ package struct AuthenticatedTable: Sendable, Equatable {
     var keyMatch: String { key.map { "\($0) = ?" }.joined(separator: " AND ") }
     var macColumn: Int32 { Int32(columns.count) }
 
+    /// An agent's stable id: swapping two would hand one agent the other's approvals and leases.
+    static let agents = AuthenticatedTable("agents", key: ["name"], columns: ["name", "id", "created_us"])
     static let approvals = AuthenticatedTable("approvals", key: ["id"], columns: [
         "id", "digest", "binding_code", "agent_id", "agent", "uid", "pid", "exe", "capabilities", "resource", "args", "amount",
         "risk", "reason", "state", "created_us", "expires_us", "approvers", "quorum", "timeout_us", "decided_reason",
@@ -50,7 +52,7 @@ package struct AuthenticatedTable: Sendable, Equatable {
     ])
 
     package static let all: [AuthenticatedTable] = [
-        .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
+        .agents, .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
         .issuedIdentities,
     ]
 }

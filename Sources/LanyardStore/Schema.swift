@@ -154,6 +154,7 @@ enum Schema {
         ALTER TABLE signing_keys ADD COLUMN mac BLOB;
         ALTER TABLE service_versions ADD COLUMN mac BLOB;
         ALTER TABLE issued_identities ADD COLUMN mac BLOB;
+        ALTER TABLE agents ADD COLUMN mac BLOB;
         """,
     ]
 

@@ -70,12 +70,17 @@ public final class Store: Sendable {
                 try db.prepare("INSERT OR IGNORE INTO policy_versions(version, first_loaded_us, path, source) VALUES (?, ?, ?, ?)")
                     .bind(.text(version), .int(nowMicros), .text(policyPath), .text(source)).run()
                 var ids: [String: String] = [:]
-                let select = try db.prepare("SELECT name, id FROM agents")
-                try select.rows { ids[$0.text(0)] = $0.text(1); return true }
+                try db.prepare("SELECT \(AuthenticatedTable.agents.selection) FROM agents").rows { row in
+                    if rows.isAuthentic(.agents, row) { ids[row.text(0)] = row.text(1) } else { reportTampered(.agents, row) }
+                    return true
+                }
+                // An agent seen for the first time, or whose row was altered at rest, gets a
+                // new id: it matches none of the approvals, leases or tokens of any other.
                 for name in agentNames where ids[name] == nil {
                     let id = SecureRandom.uuid()
-                    try db.prepare("INSERT INTO agents(name, id, created_us) VALUES (?, ?, ?)")
+                    try db.prepare("INSERT OR REPLACE INTO agents(name, id, created_us) VALUES (?, ?, ?)")
                         .bind(.text(name), .text(id), .int(nowMicros)).run()
+                    try authenticate(db, .agents, key: [.text(name)])
                     ids[name] = id
                 }
                 return ids.filter { agentNames.contains($0.key) }

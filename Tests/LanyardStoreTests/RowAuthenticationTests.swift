@@ -19,6 +19,7 @@ struct RowAuthenticationTests {
     func populatedStore(_ dir: String) throws -> Store {
         let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         func commit(_ m: Mutation) throws { try store.read { db in try db.transaction { try m(db) } } }
+        _ = try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a"], nowMicros: 1)
         let machine = ApprovalMachine(risk: .high, digest: "d1", requesterUID: 1000, quorum: 2, expiresMicros: 5, timeoutMicros: 3)
         try commit(store.insertApproval(StoredApproval(
             id: "ap1", machine: machine, bindingCode: "ABC-123", agentID: "agent-id", agent: "a", uid: 1000, pid: 42, exe: "/bin/x",
@@ -112,6 +113,22 @@ struct RowAuthenticationTests {
         #expect(try store.approvals(includeDecided: true).map(\.id) == ["ap1"])
         #expect(try store.publicKeys(purpose: "identity").contains { $0.kid == "planted" } == false)
         #expect(try store.publicKeys(purpose: "identity").count == 1)
+    }
+
+    /// Two agents' ids swapped at rest would hand each the other's approvals and leases:
+    /// both get new ids instead, matching nothing of either.
+    @Test func swappedAgentIDsAreReplaced() throws {
+        let dir = TestSupport.tempDir("rows")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        let ids = try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a", "b"], nowMicros: 1)
+        #expect(try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a", "b"], nowMicros: 2) == ids)
+        try store.read { db in
+            try db.exec("UPDATE agents SET id = 'tmp' WHERE name = 'a'; UPDATE agents SET id = '\(ids["a"]!)' WHERE name = 'b'; UPDATE agents SET id = '\(ids["b"]!)' WHERE name = 'a'")
+        }
+        let after = try store.recordPolicy(version: "v2", path: "p", source: "s", agentNames: ["a", "b"], nowMicros: 3)
+        #expect(Set(after.values).isDisjoint(with: Set(ids.values)) && after.count == 2, "\(after) vs \(ids)")
     }
 
     /// Finding 11: deleting the newest version row of a static secret never serves the
