@@ -152,6 +152,7 @@ enum Schema {
         );
         INSERT INTO secret_heads(service, version) SELECT service, max(version) FROM secrets GROUP BY service;
         ALTER TABLE signing_keys ADD COLUMN mac BLOB;
+        DELETE FROM signing_keys WHERE purpose = 'audit-checkpoint';  -- checkpoints now carry a MAC, not a signature
         ALTER TABLE service_versions ADD COLUMN mac BLOB;
         ALTER TABLE issued_identities ADD COLUMN mac BLOB;
         ALTER TABLE agents ADD COLUMN mac BLOB;

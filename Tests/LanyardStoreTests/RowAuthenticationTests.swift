@@ -115,6 +115,45 @@ struct RowAuthenticationTests {
         #expect(try store.publicKeys(purpose: "identity").count == 1)
     }
 
+    /// Deleting a queued upstream revocation, or altering it, does not spare the upstream
+    /// credential: the next start queues it again from its lease. One done is not queued.
+    /// A deleted rotation record of a used service makes it due for rotation at once.
+    @Test func deletedQueueAndRotationRowsFailTowardRevoking() throws {
+        let dir = TestSupport.tempDir("rows")
+        defer { TestSupport.remove(dir) }
+        let clock = ManualClock()
+        do {
+            let store = try populatedStore(dir)
+            #expect(try store.dueRevocations(nowMicros: .max).map(\.leaseID) == ["l1"])
+            try store.read { db in try db.exec("DELETE FROM upstream_revocations") }
+            #expect(try store.dueRevocations(nowMicros: .max).isEmpty)
+            store.audit.close()
+        }
+        do {
+            let store = try Store(directory: dir, masterKey: testKey, clock: clock, logger: logger)
+            defer { store.audit.close() }
+            #expect(try store.dueRevocations(nowMicros: .max).map(\.upstream) == ["accessor-1"])
+            try store.read { db in try db.exec("UPDATE upstream_revocations SET next_us = 9000000000000000000") }
+            #expect(try store.dueRevocations(nowMicros: .max).isEmpty)  // altered: not trusted
+        }
+        do {
+            let store = try Store(directory: dir, masterKey: testKey, clock: clock, logger: logger)
+            defer { store.audit.close() }
+            let due = try store.dueRevocations(nowMicros: clock.now)
+            #expect(due.map(\.leaseID) == ["l1"])
+            try store.read { db in try db.transaction { try store.finishRevocation("l1")(db) } }
+            #expect(try store.rowIsAuthentic(.leases, key: [.text("l1")]) == true)
+
+            try store.read { db in try db.exec("DELETE FROM service_versions") }
+            try store.read { db in try db.transaction { try store.insertLease(Lease(id: "l2", agentID: "x", agent: "a", service: "github", kind: .opaque, scope: ["github:read_repo"], version: 4, issuedMicros: 1, expiresMicros: 2), secretHash: nil)(db) } }
+            #expect(try store.serviceVersion("github") == (version: 5, rotatedMicros: 0))
+        }
+        let store = try Store(directory: dir, masterKey: testKey, clock: clock, logger: logger)
+        defer { store.audit.close() }
+        #expect(try store.dueRevocations(nowMicros: .max).isEmpty, "a finished revocation was queued again")
+        #expect(try store.serviceVersion("github").version == 5)
+    }
+
     /// Two agents' ids swapped at rest would hand each the other's approvals and leases:
     /// both get new ids instead, matching nothing of either.
     @Test func swappedAgentIDsAreReplaced() throws {
