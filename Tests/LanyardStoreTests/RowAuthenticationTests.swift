@@ -193,6 +193,13 @@ struct RowAuthenticationTests {
         #expect(try store.currentSecret(service: "openai").map { String(decoding: $0.value, as: UTF8.self) } == "sk-third")
     }
 
+    /// RFC 5869 test case 3 (no salt, no info), through libcrypto.
+    @Test func hkdfMatchesRFC5869() throws {
+        let okm = try HKDF.sha256(key: [UInt8](repeating: 0x0B, count: 22), info: "", count: 42)
+        #expect(Hex.encode(okm) == "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
+        #expect(try HKDF.sha256(key: testKey, info: "a") != HKDF.sha256(key: testKey, info: "b"))
+    }
+
     /// Security II finding 3: args come back exactly as the digest covered them.
     @Test func approvalArgsRoundTripExactly() throws {
         let dir = TestSupport.tempDir("rows")
