@@ -76,6 +76,9 @@ public enum AuditCheckpoint {
             }
             if c.seq == head.seq, c.hash == head.hash { return }
         }
+        guard store.audit.isAnchored else {
+            throw StoreError("the audit chain's end does not match its authenticated head: records were appended, removed or rewritten\(anomaly)")
+        }
         try anchor(directory: store.directory, rows: store.rows, head: head, nowMicros: store.clock.nowMicros())
     }
 

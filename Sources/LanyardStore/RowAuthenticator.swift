@@ -51,8 +51,12 @@ package struct AuthenticatedTable: Sendable, Equatable {
         "jti", "agent_id", "audience", "expires_us", "revoked_us",
     ])
 
+    /// The last record of the audit chain, updated in every commit: records appended,
+    /// removed or rewritten at rest leave the chain's end different from it.
+    static let auditHead = AuthenticatedTable("audit_head", key: ["id"], columns: ["id", "seq", "hash"])
+
     package static let all: [AuthenticatedTable] = [
-        .agents, .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
+        .auditHead, .agents, .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
         .issuedIdentities,
     ]
 }
@@ -79,6 +83,16 @@ package struct RowAuthenticator: Sendable {
     /// Whether the current row of `row` (selected as `table.selection`) carries its MAC.
     func isAuthentic(_ table: AuthenticatedTable, _ row: Statement) -> Bool {
         ConstantTime.equal(row.blob(table.macColumn), mac(table, row))
+    }
+
+    /// (Re)computes the MAC of `table`'s row with primary key `key`, after writing it.
+    func authenticate(_ db: SQLiteConnection, _ table: AuthenticatedTable, key: [SQLValue]) throws {
+        let select = try db.prepare("SELECT \(table.selection), rowid FROM \(table.name) WHERE \(table.keyMatch)")
+        try select.bind(key)
+        guard let (rowid, mac) = try select.one({ ($0.int(table.macColumn + 1), self.mac(table, $0)) }) else {
+            throw StoreError("the \(table.name) row just written is missing")
+        }
+        try db.prepare("UPDATE \(table.name) SET mac = ? WHERE rowid = ?").bind(.blob(mac), .int(rowid)).run()
     }
 
     /// The MAC of `fields` under `domain` (for records kept outside the database).

@@ -156,6 +156,12 @@ enum Schema {
         ALTER TABLE service_versions ADD COLUMN mac BLOB;
         ALTER TABLE issued_identities ADD COLUMN mac BLOB;
         ALTER TABLE agents ADD COLUMN mac BLOB;
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            mac BLOB
+        );
         """,
     ]
 

@@ -40,7 +40,7 @@ public final class Store: Sendable {
         let (rows, directory) = (self.rows, directory)
         try Schema.migrate(setup, adopt: { db in try Self.adopt(db, rows: rows, directory: directory, nowMicros: clock.nowMicros()) })
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
-        audit = try AuditLog(connection: try Self.open(path), clock: clock, logger: logger)
+        audit = try AuditLog(connection: try Self.open(path), rows: rows, clock: clock, logger: logger)
         requeueForgottenRevocations()
         do {
             try AuditCheckpoint.write(store: self)
@@ -106,12 +106,7 @@ public final class Store: Sendable {
 extension Store {
     /// (Re)computes the MAC of `table`'s row with primary key `key`, after writing it.
     func authenticate(_ db: SQLiteConnection, _ table: AuthenticatedTable, key: [SQLValue]) throws {
-        let select = try db.prepare("SELECT \(table.selection), rowid FROM \(table.name) WHERE \(table.keyMatch)")
-        try select.bind(key)
-        guard let (rowid, mac) = try select.one({ ($0.int(table.macColumn + 1), rows.mac(table, $0)) }) else {
-            throw StoreError("the \(table.name) row just written is missing")
-        }
-        try db.prepare("UPDATE \(table.name) SET mac = ? WHERE rowid = ?").bind(.blob(mac), .int(rowid)).run()
+        try rows.authenticate(db, table, key: key)
     }
 
     /// Sets columns (`set`, e.g. "state = ?") of `table`'s rows matching `match`, keeping
@@ -196,6 +191,7 @@ extension Store {
         }
         let head = try db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
             ?? (0, AuditRecord.genesisHash)
+        try AuditLog.setHead(db, rows: rows, seq: head.0, hash: head.1)
         try AuditCheckpoint.adopt(directory: directory, rows: rows, head: head, nowMicros: nowMicros) { seq in
             try AuditCheckpoint.hashAt(db, seq)
         }

@@ -154,6 +154,55 @@ struct RowAuthenticationTests {
         #expect(try store.serviceVersion("github").version == 5)
     }
 
+    /// The chain's end is authenticated in every commit: records deleted from the tail after
+    /// the last checkpoint (a kill -9 leaves up to 30 s unanchored), or a well-formed record
+    /// appended at rest, are reported, and neither head nor checkpoint moves over them.
+    @Test func recordsRemovedOrAppendedAfterTheCheckpointAreReported() async throws {
+        var r = AuditRecord(event: "authorize")
+        r.decision = "allow"
+        for attack in ["remove", "append"] {
+            let dir = TestSupport.tempDir("rows")
+            defer { TestSupport.remove(dir) }
+            var last = AuditRecord(event: "")
+            do {
+                let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+                for _ in 0..<3 { last = try await store.audit.append(r) }
+                try AuditCheckpoint.write(store: store)
+                #expect(store.audit.isAnchored)
+                if attack == "remove" { for _ in 0..<2 { last = try await store.audit.append(r) } }
+                #expect(try store.verifyAudit().ok)
+                store.audit.close()
+            }
+            let db = try SQLiteConnection(path: dir + "/lanyard.db")
+            if attack == "remove" {
+                try db.exec("DELETE FROM audit WHERE seq = 5")
+            } else {
+                var forged = r
+                forged.seq = last.seq + 1
+                forged.timeMicros = last.timeMicros
+                forged.approver = "uid 4242"
+                forged.prevHash = last.hash
+                forged.hash = SHA256.hex(forged.canonicalBytes)
+                try db.exec("""
+                    INSERT INTO audit(seq, time_us, event, decision, approver, prev_hash, hash)
+                    VALUES (\(forged.seq), \(forged.timeMicros), 'authorize', 'allow', 'uid 4242', '\(forged.prevHash)', '\(forged.hash)')
+                    """)
+            }
+            let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+            #expect(!store.audit.isAnchored, "\(attack)")
+            let v = try store.verifyAudit()
+            #expect(!v.ok && v.reason.contains("authenticated head"), "\(attack): \(v)")
+            var next = r
+            next.decision = "deny"
+            try await store.audit.append(next)
+            let after = try store.verifyAudit()
+            #expect(!after.ok, "\(attack): a new record anchored the tampered chain: \(after)")
+            #expect(throws: StoreError.self) { try AuditCheckpoint.write(store: store) }
+            #expect(TestSupport.readText(dir + "/audit.checkpoint")?.contains("seq=3\n") == true, "\(attack): the checkpoint moved")
+            store.audit.close()
+        }
+    }
+
     /// Two agents' ids swapped at rest would hand each the other's approvals and leases:
     /// both get new ids instead, matching nothing of either.
     @Test func swappedAgentIDsAreReplaced() throws {
