@@ -90,17 +90,27 @@ struct StoredStateEndToEndTests {
     }
 
     /// Finding 10: deleting the audit tail and then the checkpoint, or replacing it with one
-    /// signed by a planted key (the old format), is reported by `audit verify`; the daemon
-    /// does not anchor the shortened chain again.
-    @Test(arguments: ["delete", "plant"])
+    /// signed by a planted key (the old format), or deleting only the records a kill -9 left
+    /// past the checkpoint, is reported by `audit verify`; the daemon does not anchor the
+    /// shortened chain again.
+    @Test(arguments: ["delete", "plant", "kill9"])
     func aTruncatedChainCannotBeReAnchored(how: String) throws {
         let d = try DaemonProcess(policy: Self.policy())
         defer { d.cleanup() }
         try d.start()
         for _ in 0..<6 { _ = try d.ctl(["authorize", "github:read_repo"], as: E2EUsers.agent!) }
         try d.ctlSucceeds(["audit", "verify"])
-        #expect(d.stop() == 0)
         let checkpoint = d.stateDir + "/audit.checkpoint"
+        if how == "kill9" {
+            d.kill9()  // the checkpoint written at start lags the head
+            try d.sql("DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)")
+            try d.start()
+            let verify = try d.ctl(["audit", "verify"])
+            #expect(verify.status == 1 && verify.stdout.contains("BROKEN"), "a truncated chain verified: \(verify)")
+            #expect(d.waitForLog("does not match its authenticated head"))
+            return
+        }
+        #expect(d.stop() == 0)
         #expect(FileManager.default.fileExists(atPath: checkpoint))
 
         try d.sql("DELETE FROM audit WHERE seq > 3")
