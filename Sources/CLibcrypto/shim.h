@@ -5,4 +5,5 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/err.h>
+#include <openssl/kdf.h>
 #endif

@@ -87,3 +87,30 @@ public enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// HKDF-SHA256 (RFC 5869) through libcrypto: derives independent keys from one master
+/// key, one per `info` label, so a key for one purpose never serves another.
+public enum HKDF {
+    public static func sha256(key: [UInt8], salt: [UInt8] = [], info: String, count: Int = 32) throws -> [UInt8] {
+        guard let ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nil) else { throw CryptoError("HKDF is unavailable") }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        let label = Array(info.utf8)
+        var out = [UInt8](repeating: 0, count: count)
+        var len = count
+        guard EVP_PKEY_derive_init(ctx) == 1,
+              EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) == 1,
+              EVP_PKEY_CTX_set1_hkdf_salt(ctx, salt, Int32(salt.count)) == 1,
+              EVP_PKEY_CTX_set1_hkdf_key(ctx, key, Int32(key.count)) == 1,
+              EVP_PKEY_CTX_add1_hkdf_info(ctx, label, Int32(label.count)) == 1,
+              EVP_PKEY_derive(ctx, &out, &len) == 1, len == count
+        else { throw CryptoError("HKDF-SHA256 failed") }
+        return out
+    }
+}
+
+public enum ConstantTime {
+    /// Compares MACs without leaking where they first differ.
+    public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.count == b.count && !a.isEmpty && CRYPTO_memcmp(a, b, a.count) == 0
+    }
+}

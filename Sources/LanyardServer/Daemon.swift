@@ -74,9 +74,9 @@ public final class Daemon: Service {
         self.logger = logger
         self.attestor = attestor
         lock = try StateLock(directory: config.stateDir)
-        let sealer = try AESGCM(key: try MasterKey.load(path: config.masterKeyFile))
+        let masterKey = try MasterKey.load(path: config.masterKeyFile)
         do {
-            store = try Store(directory: config.stateDir, sealer: sealer, clock: clock, logger: logger)
+            store = try Store(directory: config.stateDir, masterKey: masterKey, clock: clock, logger: logger)
         } catch {
             throw StartupError("cannot open the state database in \(config.stateDir): \(error)")
         }

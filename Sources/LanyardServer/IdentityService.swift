@@ -174,7 +174,7 @@ final class IdentityService: Sendable {
                 capabilities.append(c)
             }
         }
-        guard (try? store.isIdentityRevoked(jti: jti)) == false else { return .failure(Failure("revoked")) }
+        guard (try? store.isIdentityLive(jti: jti)) == true else { return .failure(Failure("revoked")) }
 
         return .success(.with {
             $0.iss = iss

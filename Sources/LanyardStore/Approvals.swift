@@ -43,7 +43,6 @@ public struct StoredApproval: Sendable, Equatable {
 extension Store {
     package func insertApproval(_ a: StoredApproval) -> Mutation {
         { db in
-            let args = a.args.keys.sorted().map { "\($0)=\(a.args[$0]!)" }.joined(separator: "\n")
             try db.prepare("""
                 INSERT INTO approvals(id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
                                       risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us)
@@ -51,10 +50,11 @@ extension Store {
                 """)
                 .bind(.text(a.id), .text(a.machine.digest), .text(a.bindingCode), .text(a.agentID), .text(a.agent),
                       .int(Int64(a.uid)), .int(Int64(a.pid)), .text(a.exe), .text(a.capabilities.joined(separator: ",")),
-                      .text(a.resource), .text(args), .text(a.amount), .int(Int64(a.machine.risk.rawValue)), .text(a.reason),
+                      .text(a.resource), .text(ApprovalArgs.encode(a.args)), .text(a.amount), .int(Int64(a.machine.risk.rawValue)), .text(a.reason),
                       .text(a.machine.state.rawValue), .int(a.createdMicros), .int(a.machine.expiresMicros),
                       .int(Int64(a.machine.quorum)), .int(a.machine.timeoutMicros))
                 .run()
+            try self.authenticate(db, .approvals, key: [.text(a.id)])
         }
     }
 
@@ -62,18 +62,25 @@ extension Store {
     /// be in the state the decision was made from, else the change fails.
     package func saveApproval(_ id: String, _ m: ApprovalMachine, from previous: ApprovalMachine.State, decidedReason: String) -> Mutation {
         { db in
-            try db.prepare("UPDATE approvals SET state = ?, approvers = ?, expires_us = ?, decided_reason = ? WHERE id = ? AND state = ?")
-                .bind(.text(m.state.rawValue), .text(m.approvers.map(String.init).joined(separator: ",")), .int(m.expiresMicros),
-                      .text(decidedReason), .text(id), .text(previous.rawValue)).run()
-            guard db.changes == 1 else { throw StoreConflict("approval \(id) was decided or used concurrently; look at it again") }
+            let (changed, tampered) = try self.update(
+                db, .approvals, set: "state = ?, approvers = ?, expires_us = ?, decided_reason = ?",
+                [.text(m.state.rawValue), .text(m.approvers.map(String.init).joined(separator: ",")), .int(m.expiresMicros), .text(decidedReason)],
+                where: "id = ? AND state = ?", [.text(id), .text(previous.rawValue)])
+            guard tampered == 0 else { throw SealError(what: "approval \(id)", remedy: Self.approvalRemedy) }
+            guard changed == 1 else { throw StoreConflict("approval \(id) was decided or used concurrently; look at it again") }
         }
     }
 
+    /// The approval, if it exists; throws `SealError` if its row does not authenticate.
     public func approval(id: String) throws -> StoredApproval? {
-        try read { db in try db.prepare("SELECT \(approvalColumns) FROM approvals WHERE id = ?").bind(.text(id)).one(Self.approval) }
+        try read { db in
+            try db.prepare("SELECT \(AuthenticatedTable.approvals.selection) FROM approvals WHERE id = ?").bind(.text(id))
+                .one { try authentic(.approvals, $0, remedy: Self.approvalRemedy, Self.approval) }
+        }
     }
 
-    /// Live pending approvals (or all, when `includeDecided`), newest first.
+    /// Live pending approvals (or all, when `includeDecided`), newest first. Rows that do not
+    /// authenticate are left out (and logged): an approver is never shown a forged request.
     public func approvals(includeDecided: Bool, nowMicros: Int64, limit: Int = 200) throws -> [StoredApproval] {
         try approvals(where: includeDecided ? "1" : "state = 'pending' AND expires_us > ?", includeDecided ? [] : [.int(nowMicros)],
                       order: "created_us DESC", limit: limit)
@@ -86,10 +93,13 @@ extension Store {
 
     private func approvals(where condition: String, _ binds: [SQLValue], order: String, limit: Int) throws -> [StoredApproval] {
         try read { db in
-            let s = try db.prepare("SELECT \(approvalColumns) FROM approvals WHERE \(condition) ORDER BY \(order) LIMIT \(limit)")
+            let s = try db.prepare("SELECT \(AuthenticatedTable.approvals.selection) FROM approvals WHERE \(condition) ORDER BY \(order) LIMIT \(limit)")
             for (i, b) in binds.enumerated() { try s.bindAt(Int32(i + 1), b) }
             var out: [StoredApproval] = []
-            try s.rows { out.append(Self.approval($0)); return true }
+            try s.rows { row in
+                if rows.isAuthentic(.approvals, row) { out.append(Self.approval(row)) } else { reportTampered(.approvals, row) }
+                return true
+            }
             return out
         }
     }
@@ -101,26 +111,29 @@ extension Store {
                 ON CONFLICT(agent_id, capability, resource) DO UPDATE SET until_us = excluded.until_us, approver = excluded.approver, approval_id = excluded.approval_id
                 """)
                 .bind(.text(agentID), .text(capability), .text(resource), .int(untilMicros), .text(approver), .text(approvalID)).run()
+            try self.authenticate(db, .standingApprovals, key: [.text(agentID), .text(capability), .text(resource)])
         }
     }
 
-    /// A standing approval covering (agent, capability, resource) at `now`, if any.
+    /// A standing approval covering (agent, capability, resource) at `now`, if any. One
+    /// that does not authenticate covers nothing.
     public func standingApproval(agentID: String, capability: String, resource: String, nowMicros: Int64) throws -> (approver: String, untilMicros: Int64)? {
         try read { db in
-            try db.prepare("SELECT approver, until_us FROM standing_approvals WHERE agent_id = ? AND capability = ? AND resource = ? AND until_us > ?")
-                .bind(.text(agentID), .text(capability), .text(resource), .int(nowMicros)).one { ($0.text(0), $0.int(1)) }
+            try db.prepare("SELECT \(AuthenticatedTable.standingApprovals.selection) FROM standing_approvals WHERE agent_id = ? AND capability = ? AND resource = ? AND until_us > ?")
+                .bind(.text(agentID), .text(capability), .text(resource), .int(nowMicros))
+                .one { row -> (approver: String, untilMicros: Int64)? in
+                    guard rows.isAuthentic(.standingApprovals, row) else {
+                        reportTampered(.standingApprovals, row)
+                        return nil
+                    }
+                    return (row.text(4), row.int(3))
+                }.flatMap { $0 }
         }
     }
 
-    private var approvalColumns: String {
-        "id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount, risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us, decided_reason"
-    }
+    static let approvalRemedy = "the request must be made (and approved) again"
 
     private static func approval(_ s: Statement) -> StoredApproval {
-        var args: [String: String] = [:]
-        for line in s.text(10).split(separator: "\n") {
-            if let eq = line.firstIndex(of: "=") { args[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
-        }
         let machine = ApprovalMachine(state: ApprovalMachine.State(rawValue: s.text(14)) ?? .denied,
                                       risk: RiskLevel(rawValue: Int(s.int(12))) ?? .high, digest: s.text(1),
                                       requesterUID: UInt32(truncatingIfNeeded: s.int(5)), quorum: Int(s.int(18)),
@@ -128,8 +141,41 @@ extension Store {
                                       expiresMicros: s.int(16), timeoutMicros: s.int(19))
         return StoredApproval(id: s.text(0), machine: machine, bindingCode: s.text(2), agentID: s.text(3), agent: s.text(4),
                               uid: UInt32(truncatingIfNeeded: s.int(5)), pid: Int32(truncatingIfNeeded: s.int(6)), exe: s.text(7),
-                              capabilities: s.text(8).split(separator: ",").map(String.init), resource: s.text(9), args: args,
-                              amount: s.text(11), reason: s.text(13), createdMicros: s.int(15), decidedReason: s.text(20))
+                              capabilities: s.text(8).split(separator: ",").map(String.init), resource: s.text(9),
+                              args: ApprovalArgs.decode(s.text(10)) ?? [:], amount: s.text(11), reason: s.text(13), createdMicros: s.int(15),
+                              decidedReason: s.text(20))
+    }
+}
+
+/// Approval args as stored: each key and value as `<UTF-8 length>:<bytes>`, keys sorted,
+/// so any text (newlines, `=`, NUL) comes back exactly as the digest covered it.
+enum ApprovalArgs {
+    static func encode(_ args: [String: String]) -> String {
+        var out = ""
+        for key in args.keys.sorted() {
+            for s in [key, args[key]!] { out += "\(s.utf8.count):\(s)" }
+        }
+        return out
+    }
+
+    /// Nil when `text` is not a well-formed encoding.
+    static func decode(_ text: String) -> [String: String]? {
+        var bytes = Substring(text).utf8[...]
+        func next() -> String? {
+            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")),
+                  let n = Int(String(decoding: bytes[..<colon], as: UTF8.self)), n >= 0 else { return nil }
+            let start = bytes.index(after: colon)
+            guard bytes.distance(from: start, to: bytes.endIndex) >= n else { return nil }
+            let end = bytes.index(start, offsetBy: n)
+            defer { bytes = bytes[end...] }
+            return String(decoding: bytes[start..<end], as: UTF8.self)
+        }
+        var out: [String: String] = [:]
+        while !bytes.isEmpty {
+            guard let key = next(), let value = next(), out[key] == nil else { return nil }
+            out[key] = value
+        }
+        return out
     }
 }
 

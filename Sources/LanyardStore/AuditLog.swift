@@ -16,23 +16,47 @@ package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
 public final class AuditLog: Sendable {
     private let queue: WriterQueue
     private let head: ChainHead
+    /// Whether the chain's end matched its authenticated head at startup. If it did not,
+    /// records were appended, removed or rewritten at rest: the head is never moved (nor
+    /// the checkpoint written) over that evidence, and `audit verify` reports it.
+    public let isAnchored: Bool
 
-    init(connection: SQLiteConnection, clock: any WallClock, logger: Logger) throws(StoreError) {
-        let last = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+    init(connection: SQLiteConnection, rows: RowAuthenticator, clock: any WallClock, logger: Logger) throws(StoreError) {
         let start: (UInt64, String)
         do {
-            start = try last.one { (UInt64($0.int(0)), $0.text(1)) } ?? (0, AuditRecord.genesisHash)
+            start = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
+                ?? (0, AuditRecord.genesisHash)
+            isAnchored = try Self.authenticatedHead(connection, rows: rows).map { $0 == start } ?? false
         } catch {
             throw StoreError("cannot read the audit head: \(error)")
+        }
+        if !isAnchored {
+            logger.critical("the audit chain's end does not match its authenticated head: records were appended, removed or rewritten at rest; run `lanyardctl audit verify`",
+                            metadata: ["audit.seq": "\(start.0)"])
         }
         head = ChainHead(start)
         queue = WriterQueue()
         let head = self.head
         let queue = self.queue
         let box = SQLiteConnectionBox(connection)
+        let anchored = isAnchored
         startThread(name: "lanyard-audit") {
-            Self.writerLoop(queue: queue, connection: box.connection, head: head, clock: clock, logger: logger)
+            Self.writerLoop(queue: queue, connection: box.connection, head: head, rows: anchored ? rows : nil, clock: clock, logger: logger)
         }
+    }
+
+    /// The (seq, hash) of the authenticated head row; nil when it is missing or does not authenticate.
+    static func authenticatedHead(_ db: SQLiteConnection, rows: RowAuthenticator) throws -> (UInt64, String)? {
+        try db.prepare("SELECT \(AuthenticatedTable.auditHead.selection) FROM audit_head WHERE id = 1").one { row in
+            rows.isAuthentic(.auditHead, row) ? (UInt64(row.int(1)), row.text(2)) : nil
+        } ?? nil
+    }
+
+    /// Moves the authenticated head to record `seq` with `hash` (in the commit that writes it).
+    static func setHead(_ db: SQLiteConnection, rows: RowAuthenticator, seq: UInt64, hash: String) throws {
+        try db.prepare("INSERT INTO audit_head(id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
+            .bind(.int(Int64(seq)), .text(hash)).run()
+        try rows.authenticate(db, .auditHead, key: [.int(1)])
     }
 
     /// The sequence number and hash of the newest durable record.
@@ -67,10 +91,12 @@ public final class AuditLog: Sendable {
 
     // MARK: Writer
 
+    /// `rows`: moves the authenticated head with each commit (nil when it is not anchored).
     private static func writerLoop(queue: WriterQueue, connection db: SQLiteConnection,
-                                   head: ChainHead, clock: any WallClock, logger: Logger) {
+                                   head: ChainHead, rows: RowAuthenticator?, clock: any WallClock, logger: Logger) {
         while let batch = queue.popAll() {
             var (seq, hash) = head.value.withLockedValue { $0 }
+            let startSeq = seq
             var results: [Result<[AuditRecord], Error>] = []
             results.reserveCapacity(batch.count)
             do {
@@ -100,6 +126,7 @@ public final class AuditLog: Sendable {
                         results.append(.failure(error))
                     }
                 }
+                if let rows, seq != startSeq { try setHead(db, rows: rows, seq: seq, hash: hash) }
                 try db.run("COMMIT")
                 head.value.withLockedValue { $0 = (seq, hash) }
                 // One structured line per durable decision (journald under systemd). Audit
@@ -190,6 +217,7 @@ extension Store {
         var prev = AuditRecord.genesisHash
         var count: UInt64 = 0
         var broken: AuditVerification?
+        var authenticatedHead: (UInt64, String)?
         try db.transaction(immediate: false) {
             try s.rows { row in
                 let r = Self.record(row)
@@ -205,6 +233,8 @@ extension Store {
                 count += 1
                 return true
             }
+            // In the walk's snapshot: a commit in between moves the head.
+            authenticatedHead = try AuditLog.authenticatedHead(db, rows: rows)
         }
         if let broken { return broken }
         let hashAt: (UInt64) throws -> String? = { seq in
@@ -213,6 +243,11 @@ extension Store {
         if var truncated = try AuditCheckpoint.check(store: self, records: count, hashAt: hashAt) {
             truncated.headHash = prev
             return truncated
+        }
+        if authenticatedHead.map({ $0 == (count, prev) }) != true {
+            return AuditVerification(ok: false, records: count, firstBrokenSeq: count + 1,
+                                     reason: "the chain's end (record \(count)) does not match its authenticated head: records were appended, removed or rewritten at rest",
+                                     headHash: prev)
         }
         return AuditVerification(ok: true, records: count, firstBrokenSeq: nil, reason: "", headHash: prev)
     }

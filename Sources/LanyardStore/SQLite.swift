@@ -76,6 +76,7 @@ package final class SQLiteConnection {
     }
 
     package var lastError: String { String(cString: sqlite3_errmsg(db)) }
+    package var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
     package var changes: Int { Int(sqlite3_changes(db)) }
 }
 
@@ -97,6 +98,12 @@ package final class Statement {
 
     @discardableResult
     package func bind(_ values: SQLValue...) throws(StoreError) -> Statement {
+        for (i, v) in values.enumerated() { try bindAt(Int32(i + 1), v) }
+        return self
+    }
+
+    @discardableResult
+    package func bind(_ values: [SQLValue]) throws(StoreError) -> Statement {
         for (i, v) in values.enumerated() { try bindAt(Int32(i + 1), v) }
         return self
     }
@@ -157,6 +164,24 @@ package final class Statement {
         let n = Int(sqlite3_column_bytes(stmt, col))
         return String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self)
     }
+    /// Appends column `col` unambiguously: its storage class, then its bytes, length-prefixed.
+    /// Row MACs cover exactly what SQLite holds, so a changed type is a changed value.
+    package func appendCanonical(_ col: Int32, to out: inout [UInt8]) {
+        let bytes: [UInt8]
+        switch sqlite3_column_type(stmt, col) {
+        case SQLITE_NULL: out.append(UInt8(ascii: "n")); return
+        case SQLITE_INTEGER: out.append(UInt8(ascii: "i")); bytes = withUnsafeBytes(of: int(col).bigEndian) { Array($0) }
+        case SQLITE_FLOAT: out.append(UInt8(ascii: "r")); bytes = withUnsafeBytes(of: sqlite3_column_double(stmt, col).bitPattern.bigEndian) { Array($0) }
+        case SQLITE_TEXT:
+            out.append(UInt8(ascii: "t"))
+            let n = Int(sqlite3_column_bytes(stmt, col))
+            bytes = sqlite3_column_text(stmt, col).map { Array(UnsafeBufferPointer(start: $0, count: n)) } ?? []
+        default: out.append(UInt8(ascii: "b")); bytes = blob(col)
+        }
+        out += withUnsafeBytes(of: UInt64(bytes.count).bigEndian) { Array($0) }
+        out += bytes
+    }
+
     package func blob(_ col: Int32) -> [UInt8] {
         let n = Int(sqlite3_column_bytes(stmt, col))
         guard n > 0, let p = sqlite3_column_blob(stmt, col) else { return [] }

@@ -134,9 +134,41 @@ enum Schema {
         );
         CREATE INDEX upstream_revocations_next ON upstream_revocations(next_us);
         """,
+        // Row MACs (RowAuthenticator), filled in by Store.adopt in this migration's
+        // transaction; approval args become length-prefixed (ApprovalArgs).
+        """
+        ALTER TABLE approvals ADD COLUMN mac BLOB;
+        ALTER TABLE standing_approvals ADD COLUMN mac BLOB;
+        ALTER TABLE leases ADD COLUMN upstream_revoked_us INTEGER;
+        UPDATE leases SET upstream_revoked_us = ended_us
+          WHERE upstream != '' AND state != 'active' AND id NOT IN (SELECT lease_id FROM upstream_revocations);
+        ALTER TABLE leases ADD COLUMN mac BLOB;
+        ALTER TABLE upstream_revocations ADD COLUMN mac BLOB;
+        ALTER TABLE secrets ADD COLUMN mac BLOB;
+        CREATE TABLE secret_heads (
+            service TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            mac BLOB
+        );
+        INSERT INTO secret_heads(service, version) SELECT service, max(version) FROM secrets GROUP BY service;
+        ALTER TABLE signing_keys ADD COLUMN mac BLOB;
+        DELETE FROM signing_keys WHERE purpose = 'audit-checkpoint';  -- checkpoints now carry a MAC, not a signature
+        ALTER TABLE service_versions ADD COLUMN mac BLOB;
+        ALTER TABLE issued_identities ADD COLUMN mac BLOB;
+        ALTER TABLE agents ADD COLUMN mac BLOB;
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            mac BLOB
+        );
+        """,
     ]
 
-    static func migrate(_ db: SQLiteConnection) throws(StoreError) {
+    /// Applies the migrations this database lacks, each in its own transaction. `adopt`
+    /// runs inside the one that introduces row MACs (`approvals.mac`), whatever its place
+    /// in the list, so old rows are authenticated exactly once, atomically with it.
+    static func migrate(_ db: SQLiteConnection, adopt: (SQLiteConnection) throws -> Void) throws(StoreError) {
         let version: Int
         do {
             version = try db.prepare("PRAGMA user_version").one { Int($0.int(0)) } ?? 0
@@ -149,12 +181,18 @@ enum Schema {
         for (i, sql) in migrations.enumerated().dropFirst(version) {
             do {
                 try db.transaction {
+                    let authenticatedBefore = try hasRowMACs(db)
                     try db.exec(sql)
+                    if !authenticatedBefore, try hasRowMACs(db) { try adopt(db) }
                     try db.exec("PRAGMA user_version = \(i + 1)")
                 }
             } catch {
                 throw StoreError("database migration \(i + 1) failed: \(error)")
             }
         }
+    }
+
+    private static func hasRowMACs(_ db: SQLiteConnection) throws -> Bool {
+        try db.prepare("SELECT 1 FROM pragma_table_info('approvals') WHERE name = 'mac'").one { _ in true } ?? false
     }
 }

@@ -11,23 +11,42 @@ public final class Store: Sendable {
     public let directory: String
     public let audit: AuditLog
     private let reader: NIOLockedValueBox<SQLiteConnectionBox>
-    /// Seals secrets and signing keys; nil when the daemon runs without a master key.
-    let sealer: AESGCM?
+    /// Seals secrets and signing keys under the master key.
+    let sealer: AESGCM
+    /// Authenticates stored rows and the audit checkpoint, under a key derived from the master key.
+    let rows: RowAuthenticator
+    let logger: Logger
     /// The current signing key of each purpose, opened once (rotation replaces it).
     let openedSigningKeys = NIOLockedValueBox<[String: (kid: String, key: Ed25519PrivateKey)]>([:])
     let clock: any WallClock
 
-    public init(directory: String, sealer: AESGCM? = nil, clock: any WallClock, logger: Logger) throws(StoreError) {
-        self.sealer = sealer
+    /// Opens (or creates) the database in `directory`. The first start of a Lanyard that
+    /// authenticates rows adopts the rows it finds (see `adopt`); every start then anchors
+    /// the audit head in a checkpoint.
+    public init(directory: String, masterKey: [UInt8], clock: any WallClock, logger: Logger) throws(StoreError) {
+        do {
+            sealer = try AESGCM(key: masterKey)
+            rows = try RowAuthenticator(masterKey: masterKey)
+        } catch {
+            throw StoreError("the master key cannot be used: \(error)")
+        }
         self.clock = clock
+        self.logger = logger
         self.directory = directory
         path = directory + "/lanyard.db"
         let setup = try SQLiteConnection(path: path)
         try setup.exec("PRAGMA journal_mode=WAL")
         try setup.exec("PRAGMA synchronous=FULL")
-        try Schema.migrate(setup)
+        let (rows, directory) = (self.rows, directory)
+        try Schema.migrate(setup, adopt: { db in try Self.adopt(db, rows: rows, directory: directory, nowMicros: clock.nowMicros()) })
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
-        audit = try AuditLog(connection: try Self.open(path), clock: clock, logger: logger)
+        audit = try AuditLog(connection: try Self.open(path), rows: rows, clock: clock, logger: logger)
+        requeueForgottenRevocations()
+        do {
+            try AuditCheckpoint.write(store: self)
+        } catch {
+            logger.critical("the audit chain is not anchored", metadata: ["error": "\(error)"])
+        }
     }
 
     static func open(_ path: String) throws(StoreError) -> SQLiteConnection {
@@ -51,12 +70,17 @@ public final class Store: Sendable {
                 try db.prepare("INSERT OR IGNORE INTO policy_versions(version, first_loaded_us, path, source) VALUES (?, ?, ?, ?)")
                     .bind(.text(version), .int(nowMicros), .text(policyPath), .text(source)).run()
                 var ids: [String: String] = [:]
-                let select = try db.prepare("SELECT name, id FROM agents")
-                try select.rows { ids[$0.text(0)] = $0.text(1); return true }
+                try db.prepare("SELECT \(AuthenticatedTable.agents.selection) FROM agents").rows { row in
+                    if rows.isAuthentic(.agents, row) { ids[row.text(0)] = row.text(1) } else { reportTampered(.agents, row) }
+                    return true
+                }
+                // An agent seen for the first time, or whose row was altered at rest, gets a
+                // new id: it matches none of the approvals, leases or tokens of any other.
                 for name in agentNames where ids[name] == nil {
                     let id = SecureRandom.uuid()
-                    try db.prepare("INSERT INTO agents(name, id, created_us) VALUES (?, ?, ?)")
+                    try db.prepare("INSERT OR REPLACE INTO agents(name, id, created_us) VALUES (?, ?, ?)")
                         .bind(.text(name), .text(id), .int(nowMicros)).run()
+                    try authenticate(db, .agents, key: [.text(name)])
                     ids[name] = id
                 }
                 return ids.filter { agentNames.contains($0.key) }
@@ -84,6 +108,103 @@ public final class Store: Sendable {
         }
         if let db { return try run(db) }
         return try read(run)
+    }
+}
+
+// MARK: Authenticated rows
+
+extension Store {
+    /// (Re)computes the MAC of `table`'s row with primary key `key`, after writing it.
+    func authenticate(_ db: SQLiteConnection, _ table: AuthenticatedTable, key: [SQLValue]) throws {
+        try rows.authenticate(db, table, key: key)
+    }
+
+    /// Sets columns (`set`, e.g. "state = ?") of `table`'s rows matching `match`, keeping
+    /// them authenticated. A row that does not authenticate before is left as it is (and
+    /// logged): a change never launders a tampered row.
+    @discardableResult
+    func update(_ db: SQLiteConnection, _ table: AuthenticatedTable, set: String, _ values: [SQLValue],
+                where match: String, _ matchValues: [SQLValue]) throws -> (changed: Int, tampered: Int) {
+        var authentic: [Int64] = []
+        var tampered = 0
+        let select = try db.prepare("SELECT \(table.selection), rowid FROM \(table.name) WHERE \(match)")
+        try select.bind(matchValues)
+        try select.rows { row in
+            if rows.isAuthentic(table, row) { authentic.append(row.int(table.macColumn + 1)) } else { reportTampered(table, row); tampered += 1 }
+            return true
+        }
+        for rowid in authentic {
+            let change = try db.prepare("UPDATE \(table.name) SET \(set) WHERE rowid = ?")
+            try change.bind(values + [.int(rowid)])
+            try change.run()
+            let reread = try db.prepare("SELECT \(table.selection) FROM \(table.name) WHERE rowid = ?").bind(.int(rowid))
+            guard let mac = try reread.one({ rows.mac(table, $0) }) else { throw StoreError("the \(table.name) row being changed is missing") }
+            try db.prepare("UPDATE \(table.name) SET mac = ? WHERE rowid = ?").bind(.blob(mac), .int(rowid)).run()
+        }
+        return (authentic.count, tampered)
+    }
+
+    /// The current row of `row` (selected as `table.selection`), read by `body` if it
+    /// authenticates; else logged, and refused with `SealError`.
+    func authentic<T>(_ table: AuthenticatedTable, _ row: Statement, remedy: String, _ body: (Statement) throws -> T) throws -> T {
+        guard rows.isAuthentic(table, row) else {
+            throw SealError(what: "\(table.name) row \(reportTampered(table, row))", remedy: remedy)
+        }
+        return try body(row)
+    }
+
+    /// Logs a row that failed its MAC (critical: someone edited the state without the
+    /// master key) and returns its key for messages.
+    @discardableResult
+    func reportTampered(_ table: AuthenticatedTable, _ row: Statement) -> String {
+        let key = (0..<Int32(table.key.count)).map { String(row.text($0).prefix(128)) }.joined(separator: "/")
+        logger.critical("a stored row failed its integrity check and is not used: the state directory was edited without the master key",
+                        metadata: ["table": "\(table.name)", "row": "\(key)"])
+        return "'\(key)'"
+    }
+
+    /// Whether `table`'s row `key` authenticates (nil when there is none).
+    package func rowIsAuthentic(_ table: AuthenticatedTable, key: [SQLValue]) throws -> Bool? {
+        try read { db in
+            let s = try db.prepare("SELECT \(table.selection) FROM \(table.name) WHERE \(table.keyMatch)")
+            try s.bind(key)
+            return try s.one { rows.isAuthentic(table, $0) }
+        }
+    }
+
+    /// Run inside the migration that introduces row MACs, on the first start with the
+    /// master key: rewrites approval args losslessly, authenticates every row as it is,
+    /// and re-anchors the audit chain (trust on first use: what is there when the
+    /// operator upgrades is taken as it is; a tampering before that is not undone).
+    static func adopt(_ db: SQLiteConnection, rows: RowAuthenticator, directory: String, nowMicros: Int64) throws {
+        var args: [(String, String)] = []
+        try db.prepare("SELECT id, args FROM approvals").rows { row in
+            var map: [String: String] = [:]
+            for line in row.text(1).split(separator: "\n") {
+                if let eq = line.firstIndex(of: "=") { map[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+            }
+            args.append((row.text(0), ApprovalArgs.encode(map)))
+            return true
+        }
+        for (id, encoded) in args {
+            try db.prepare("UPDATE approvals SET args = ? WHERE id = ?").bind(.text(encoded), .text(id)).run()
+        }
+        for table in AuthenticatedTable.all {
+            var macs: [(Int64, [UInt8])] = []
+            try db.prepare("SELECT \(table.selection), rowid FROM \(table.name)").rows { row in
+                macs.append((row.int(table.macColumn + 1), rows.mac(table, row)))
+                return true
+            }
+            for (rowid, mac) in macs {
+                try db.prepare("UPDATE \(table.name) SET mac = ? WHERE rowid = ?").bind(.blob(mac), .int(rowid)).run()
+            }
+        }
+        let head = try db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
+            ?? (0, AuditRecord.genesisHash)
+        try AuditLog.setHead(db, rows: rows, seq: head.0, hash: head.1)
+        try AuditCheckpoint.adopt(directory: directory, rows: rows, head: head, nowMicros: nowMicros) { seq in
+            try AuditCheckpoint.hashAt(db, seq)
+        }
     }
 }
 

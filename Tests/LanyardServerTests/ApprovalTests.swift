@@ -93,6 +93,25 @@ struct ApprovalTests {
         await d.stop()
     }
 
+    /// Security II finding 3: the approver is shown exactly the args the digest covers (they
+    /// were stored as `k=v` lines and came back as `{"amount": "1=1000000", "to": "alice"}`).
+    @Test func argsAreShownExactlyAsTheDigestCoversThem() async throws {
+        let d = try TestDaemon(policy: Users.approvalPolicy())
+        let a = d.client(as: Users.agent!)
+        let approver = d.admin(as: Users.other!)
+        let args = ["to": "mallory\nto=alice", "amount=1": "1000000"]
+        let id = try await a.authorize("deploy:production", resource: "prod", args: args).approvalID
+        var list = Lanyard_V1_AdminRequest()
+        list.approvalsList = .init()
+        let shown = try #require(try await approver.call(list).approvalsList.approvals.first { $0.approvalID == id })
+        #expect(shown.args == args)
+        #expect(try await approver.decide(id).args == args)
+        #expect(try await a.authorize("deploy:production", resource: "prod", args: args, approvalID: id).decision == .allow)
+        await a.close()
+        await approver.close()
+        await d.stop()
+    }
+
     /// The requesting agent's uid and another agent's uid both fail to approve, audited.
     @Test func agentUIDsNeverApprove() async throws {
         let d = try TestDaemon(policy: Users.approvalPolicy())

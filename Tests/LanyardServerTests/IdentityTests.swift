@@ -2,6 +2,7 @@ import Foundation
 import LanyardClient
 import LanyardCore
 import LanyardCrypto
+import LanyardStore
 import LanyardTestSupport
 import LanyardWire
 import Testing
@@ -36,6 +37,8 @@ struct Forge {
     var kid: String
     var key: Ed25519PrivateKey
 
+    static let jti = "0123456789abcdef0123456789abcdef"
+
     static func part(_ json: String) -> String { Base64URL.encode(Array(json.utf8)) }
 
     func token(header: String? = nil, claims: String, signature: ((String) -> String)? = nil) throws -> String {
@@ -48,7 +51,7 @@ struct Forge {
     static func claims(now: Int64, iss: String = "spiffe://test.internal", aud: String = "svc", exp: Int64? = 300, nbf: Int64 = 0, iat: Int64 = 0,
                        extra: String = "") -> String {
         var fields = [#""iss":"\#(iss)""#, #""sub":"spiffe://test.internal/agent/a""#, #""aud":"\#(aud)""#, #""iat":\#(now + iat)"#,
-                      #""nbf":\#(now + nbf)"#, #""jti":"0123456789abcdef0123456789abcdef""#]
+                      #""nbf":\#(now + nbf)"#, #""jti":"\#(jti)""#]
         if let exp { fields.append(#""exp":\#(now + exp)"#) }
         if !extra.isEmpty { fields.append(extra) }
         return "{" + fields.joined(separator: ",") + "}"
@@ -87,6 +90,11 @@ struct IdentityTests {
         let forge = Forge(kid: kid, key: key)
         let now = clock.nowSeconds()
         let good = Forge.claims(now: now)
+        // A token is valid only while this daemon's authenticated record of its jti says so:
+        // one it never issued, even signed with its key, is not. Record the forged jti.
+        #expect(try await a.validateIdentity(try forge.token(claims: good), "svc").failedCheck == "revoked")
+        try await d.daemon.store.audit.append(AuditRecord(event: "test"),
+                                              with: d.daemon.store.recordIdentity(jti: Forge.jti, agentID: "x", audience: "svc", expiresMicros: .max))
         #expect(try await a.validateIdentity(try forge.token(claims: good), "svc").valid)
 
         let hmacWithPublicKey: (String) -> String = { Base64URL.encode(HMAC.sha256(key: key.publicKey, message: Array($0.utf8))) }

@@ -14,6 +14,9 @@ final class ManualClock: WallClock, @unchecked Sendable {
     func nowMicros() -> Int64 { now }
 }
 
+/// A master key for stores under test.
+let testKey = [UInt8](repeating: 0x4C, count: 32)
+
 private func record(_ i: Int) -> AuditRecord {
     var r = AuditRecord(event: "authorize")
     r.agent = "agent-\(i % 3)"
@@ -53,7 +56,7 @@ struct AuditLogTests {
     @Test func chainLinksAndVerifies() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         var prev = AuditRecord.genesisHash
         for i in 1...5 {
@@ -79,7 +82,7 @@ struct AuditLogTests {
     @Test func concurrentAppendsFormOneChain() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         let seqs = try await withThrowingTaskGroup(of: UInt64.self) { group in
             for i in 0..<400 { group.addTask { try await store.audit.append(record(i)).seq } }
@@ -93,7 +96,7 @@ struct AuditLogTests {
     @Test func editedRowIsTheFirstBrokenRecord() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         for i in 1...10 { try await store.audit.append(record(i)) }
         sqlite(store.path, "UPDATE audit SET decision='allow' WHERE seq=7")
@@ -115,12 +118,12 @@ struct AuditLogTests {
         defer { TestSupport.remove(dir) }
         var head: AuditRecord
         do {
-            let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+            let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
             for i in 1...3 { try await store.audit.append(record(i)) }
             head = try await store.audit.append(record(4))
             store.audit.close()
         }
-        let reopened = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let reopened = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { reopened.audit.close() }
         #expect(reopened.audit.headRecord.seq == 4)
         let next = try await reopened.audit.append(record(5))
@@ -132,7 +135,7 @@ struct AuditLogTests {
     @Test func failedMutationWritesNothingAndFailsItsCaller() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         struct Boom: Error {}
         await #expect(throws: Boom.self) {
@@ -151,7 +154,7 @@ struct AuditLogTests {
     @Test func readsAfterSingleRowReadsSeeNewWrites() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         #expect(try store.countPendingApprovals(nowMicros: 0) == 0)
         try await store.audit.append(record(1))
@@ -166,7 +169,7 @@ struct AuditLogTests {
     @Test func textWithNULIsStoredWhole() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         var r = record(1)
         r.capability = "github:\u{0}read"
@@ -179,7 +182,7 @@ struct AuditLogTests {
     @Test func closedLogFailsClosed() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         store.audit.close()
         await #expect(throws: StoreError.self) { try await store.audit.append(record(1)) }
     }
