@@ -140,14 +140,15 @@ public enum UnitSelector: Sendable, Hashable, CustomStringConvertible {
     }
 
     func matches(cgroup: String?, uid: UInt32) -> Bool {
+        // Byte for byte: String's == and hasPrefix are canonical equivalence (KELVIN SIGN = K).
         guard let cgroup else { return false }
+        let bytes = Array(cgroup.utf8)
         switch self {
         case .system(let path):
-            return cgroup == path || cgroup.hasPrefix(path + "/")
+            return bytes == Array(path.utf8) || bytes.starts(with: Array((path + "/").utf8))
         case .user(let name):
-            let manager = "/user.slice/user-\(uid).slice/user@\(uid).service/"
-            guard cgroup.hasPrefix(manager) else { return false }
-            return Self.innermostUnit(cgroup) == name
+            guard bytes.starts(with: Array("/user.slice/user-\(uid).slice/user@\(uid).service/".utf8)) else { return false }
+            return Self.innermostUnit(cgroup)?.sameBytes(as: name) == true
         }
     }
 

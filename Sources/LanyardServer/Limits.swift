@@ -8,6 +8,9 @@ import NIOConcurrencyHelpers
 public struct ServerLimits: Sendable {
     public var maxFrame = 64 * 1024
     public var maxInFlight = 64
+    /// Calls of one uid being worked on at once, across all its connections to a socket
+    /// (long polls aside): a uid's pipelined flood queues behind itself, not before others.
+    public var maxRunningPerUID = 16
     public var maxConnectionsPerUID = 64
     /// Connections to the agent socket in all.
     public var maxConnections = 1024

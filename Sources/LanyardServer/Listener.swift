@@ -53,6 +53,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     let group: any EventLoopGroup
     let limits: ServerLimits
     let registry: ConnectionRegistry
+    /// Handlers running at once per uid, across all its connections to this socket
+    /// (`ServerLimits.maxRunningPerUID`).
+    let gate: UIDGate
     /// Who counts as known on this socket, and who may use its reserve.
     let rules: PeerRules
     let attestor: any Attestor
@@ -92,7 +95,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             continuation.finish()
         }
         return Self(name: name, descriptor: descriptor, accepted: accepted, stopAccepting: stop, group: group, limits: limits,
-                    registry: registry, rules: rules, attestor: attestor, exeHash: exeHash, logger: logger)
+                    registry: registry, gate: UIDGate(limit: limits.maxRunningPerUID), rules: rules, attestor: attestor, exeHash: exeHash,
+                    logger: logger)
     }
 
     /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
@@ -230,6 +234,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         let maxInFlight = limits.maxInFlight
         let logger = self.logger
         let socket = channel.channel
+        let gate = self.gate
         let writability = ChangeSignal()
         try? await socket.pipeline.addHandler(WritabilityHandler(writability), position: .first).get()
         let connection = await withExeHash(connection, channel: socket)
@@ -257,8 +262,12 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                             unreaped += 1
                             group.addTask {
                                 await writability.wait { socket.isWritable || !socket.isActive }
-                                let frame = try Framing.frame(await handler(request, sent))
-                                try await outbound.write(frame)
+                                // Long polls wait, they do not work: they take no place at the gate.
+                                let gated = !request.waitsLong
+                                if gated { await gate.enter(sent.credentials.uid) }
+                                let response = await handler(request, sent)
+                                if gated { gate.leave(sent.credentials.uid) }
+                                try await outbound.write(Framing.frame(response))
                             }
                         }
                     } catch let error as FrameError {
@@ -303,5 +312,48 @@ extension ChangeSignal {
             if condition() || Task.isCancelled { return }
             await wait(since: seen, until: .now + .seconds(3600))
         }
+    }
+}
+
+/// At most `limit` handlers run at once for one uid, across its connections; the rest
+/// wait their turn in order. A uid that pipelines expensive calls on many connections
+/// queues behind itself, not in front of every other peer on the shared executor.
+final class UIDGate: Sendable {
+    private struct State {
+        var running: [UInt32: Int] = [:]
+        var waiting: [UInt32: [CheckedContinuation<Void, Never>]] = [:]
+    }
+    private let state = NIOLockedValueBox(State())
+    let limit: Int
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func enter(_ uid: UInt32) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { s in
+                guard s.running[uid, default: 0] < limit else {
+                    s.waiting[uid, default: []].append(c)
+                    return false
+                }
+                s.running[uid, default: 0] += 1
+                return true
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Hands the place to the next waiter of `uid`, or frees it.
+    func leave(_ uid: UInt32) {
+        let next = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+            if var queue = s.waiting[uid], !queue.isEmpty {
+                let c = queue.removeFirst()
+                s.waiting[uid] = queue.isEmpty ? nil : queue
+                return c
+            }
+            s.running[uid, default: 1] -= 1
+            if s.running[uid] == 0 { s.running[uid] = nil }
+            return nil
+        }
+        next?.resume()
     }
 }

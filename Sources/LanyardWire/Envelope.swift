@@ -3,6 +3,8 @@ import SwiftProtobuf
 /// A framed message with a request id: the agent and admin envelopes.
 public protocol Envelope: SwiftProtobuf.Message {
     var id: UInt64 { get set }
+    /// A long poll: its handler mostly waits (for a decision), it does not work.
+    var waitsLong: Bool { get }
 }
 
 /// A response envelope: it carries the status of the call it answers.
@@ -10,10 +12,18 @@ public protocol ResponseEnvelope: Envelope {
     var status: Lanyard_V1_Status { get set }
 }
 
-extension Lanyard_V1_Request: Envelope {}
-extension Lanyard_V1_AdminRequest: Envelope {}
-extension Lanyard_V1_Response: ResponseEnvelope {}
-extension Lanyard_V1_AdminResponse: ResponseEnvelope {}
+extension Lanyard_V1_Request: Envelope {
+    public var waitsLong: Bool { if case .awaitApproval = call { true } else { false } }
+}
+extension Lanyard_V1_AdminRequest: Envelope {
+    public var waitsLong: Bool { false }
+}
+extension Lanyard_V1_Response: ResponseEnvelope {
+    public var waitsLong: Bool { false }
+}
+extension Lanyard_V1_AdminResponse: ResponseEnvelope {
+    public var waitsLong: Bool { false }
+}
 
 extension ResponseEnvelope {
     /// An error response for request `id`.

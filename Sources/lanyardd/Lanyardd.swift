@@ -32,6 +32,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("admin-group"), help: "Group of the admin socket (default lanyard-admin, if it exists).") var adminGroup: String?
     @Option(name: .customLong("max-frame"), help: "Largest accepted frame in bytes (default 65536).") var maxFrame: Int?
     @Option(name: .customLong("max-in-flight"), help: "Requests in flight per connection (default 64).") var maxInFlight: Int?
+    @Option(name: .customLong("max-running-per-uid"), help: "Calls of one uid worked on at once, across its connections; long polls aside (default 16).") var maxRunningPerUID: Int?
     @Option(name: .customLong("max-connections-per-uid"), help: "Connections per uid (default 64).") var maxConnectionsPerUID: Int?
     @Option(name: .customLong("max-connections"), help: "Connections to the agent socket in all (default 1024).") var maxConnections: Int?
     @Option(name: .customLong("max-admin-connections"), help: "Connections to the admin socket in all, a budget of its own (default 64).") var maxAdminConnections: Int?
@@ -112,6 +113,7 @@ struct Serve: AsyncParsableCommand {
         if let g = pick(adminGroup, "admin-group") { cfg.adminGroup = g.isEmpty ? nil : g }
         if let v = pickInt(maxFrame, "max-frame") { cfg.limits.maxFrame = bounded(v, 16...(16 * 1024 * 1024), "max-frame") }
         if let v = pickInt(maxInFlight, "max-in-flight") { cfg.limits.maxInFlight = bounded(v, 1...4096, "max-in-flight") }
+        if let v = pickInt(maxRunningPerUID, "max-running-per-uid") { cfg.limits.maxRunningPerUID = bounded(v, 1...4096, "max-running-per-uid") }
         if let v = pickInt(maxConnectionsPerUID, "max-connections-per-uid") { cfg.limits.maxConnectionsPerUID = bounded(v, 1...65536, "max-connections-per-uid") }
         if let v = pickInt(maxConnections, "max-connections") { cfg.limits.maxConnections = bounded(v, 1...65536, "max-connections") }
         if let v = pickInt(frameDeadlineMs, "frame-deadline-ms") { cfg.limits.frameDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "frame-deadline-ms"))) }

@@ -29,7 +29,7 @@ struct OpenBaoEndToEndTests {
     /// A token file lanyardd reads (0600, as the daemon would have it).
     func tokenFile(_ token: String, in dir: String) -> String {
         let path = dir + "/bao.token"
-        FileManager.default.createFile(atPath: path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
+        TestSupport.writeSecret(token, to: path)
         return path
     }
 
@@ -58,8 +58,8 @@ struct OpenBaoEndToEndTests {
             try bao.check(["kv", "put", "secret/lanyard/payments", "value=\(first)"])
             let dir = TestSupport.tempDir("bao-files")
             defer { TestSupport.remove(dir) }
-            TestSupport.write(roleID, to: dir + "/role-id")
-            TestSupport.write(secretID, to: dir + "/secret-id")
+            TestSupport.writeSecret(roleID, to: dir + "/role-id")
+            TestSupport.writeSecret(secretID, to: dir + "/secret-id")
             let d = try DaemonProcess(policy: policy(["payments-db": """
                 { addresses: ["\(bao.address)"], mode: kv, kv_path: lanyard/payments, timeout_ms: 10000, auth: { approle: { role_id_file: \(dir)/role-id, secret_id_file: \(dir)/secret-id } } }
                 """]))
@@ -210,7 +210,7 @@ struct OpenBaoEndToEndTests {
             #expect(try provision(d, "db").secret == "v1")
 
             let second = try bao.check(["token", "create", "-field=token", "-ttl=1h"]).stdout
-            TestSupport.write(second, to: file)
+            TestSupport.writeSecret(second, to: file)
             try bao.check(["token", "revoke", first])
             #expect(try provision(d, "db").secret == "v1")
         }

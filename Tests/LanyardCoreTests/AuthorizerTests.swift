@@ -104,23 +104,23 @@ struct AuthorizerTests {
         #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exeFile: python), exeFile: { _ in nil }) == nil)
     }
 
-    /// Security I finding 16's sweep: the `exe` and `unit` selectors match the kernel's bytes,
-    /// not a canonically equivalent spelling (a same-uid process can make a directory named
-    /// with NFD or KELVIN SIGN next to the pinned one; Swift's `==` held them equal).
-    @Test func selectorsMatchPathsAndUnitsByteForByte() throws {
+    /// Security I finding 16's sweep: a unit matches the kernel's cgroup bytes, not a
+    /// canonically equivalent spelling (Swift's `==` and `hasPrefix` hold KELVIN SIGN = K).
+    /// (`exe` matches the file itself, by device and inode: no spelling is compared.)
+    @Test func unitsMatchTheirCgroupByteForByte() throws {
         let p = try policy("""
         trust_domain: t.internal
         services: { s: { kind: opaque } }
         capabilities: { "s:read": { risk: low } }
         agents:
-          tool: { uid: 1001, exe: "/opt/caf\u{E9}/Kit/tool", grants: [s:read] }
-          unit: { uid: 1002, unit: "Kit.service" }
+          unit: { uid: 1002, unit: "Kit.service", grants: [s:read] }
+          user: { uid: 1003, user_unit: "Kit.service", grants: [s:read] }
         """)
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/caf\u{E9}/Kit/tool"))?.name == "tool")
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/cafe\u{301}/Kit/tool")) == nil)
-        #expect(p.agent(matching: PeerFacts(uid: 1001, gid: 1, pid: 9, exe: "/opt/caf\u{E9}/\u{212A}it/tool")) == nil)
-        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, unit: "Kit.service"))?.name == "unit")
-        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, unit: "\u{212A}it.service")) == nil)
+        let userManager = "/user.slice/user-1003.slice/user@1003.service/app.slice/"
+        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, cgroup: "/system.slice/Kit.service"), exeFile: { _ in nil })?.name == "unit")
+        #expect(p.agent(matching: PeerFacts(uid: 1002, gid: 1, pid: 9, cgroup: "/system.slice/\u{212A}it.service"), exeFile: { _ in nil }) == nil)
+        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 1, pid: 9, cgroup: userManager + "Kit.service"), exeFile: { _ in nil })?.name == "user")
+        #expect(p.agent(matching: PeerFacts(uid: 1003, gid: 1, pid: 9, cgroup: userManager + "\u{212A}it.service"), exeFile: { _ in nil }) == nil)
     }
 
     @Test(arguments: ["a:b", "a:b:c", "a:b:c:d", "git-hub:read_repo", "s3:get_object"])

@@ -39,6 +39,13 @@ struct Forge {
 
     static let jti = "0123456789abcdef0123456789abcdef"
 
+    /// Records the forged tokens' jti as issued: a token is valid only while this daemon's
+    /// authenticated record of its jti says so, and these tests probe the other checks.
+    static func recordJTI(in d: TestDaemon) async throws {
+        try await d.daemon.store.audit.append(AuditRecord(event: "test"),
+                                              with: d.daemon.store.recordIdentity(jti: jti, agentID: "x", audience: "svc", expiresMicros: .max))
+    }
+
     static func part(_ json: String) -> String { Base64URL.encode(Array(json.utf8)) }
 
     func token(header: String? = nil, claims: String, signature: ((String) -> String)? = nil) throws -> String {
@@ -204,6 +211,7 @@ struct IdentityTests {
 
         let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
         let forge = Forge(kid: kid, key: key)
+        try await Forge.recordJTI(in: d)
         let now = clock.nowSeconds()
         #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, aud: "deploy")), "deploy").failedCheck == "aud")
         let listed = Forge.claims(now: now).replacingOccurrences(of: #""aud":"svc""#, with: #""aud":["svc","deploy"]"#)
@@ -254,6 +262,7 @@ struct IdentityTests {
 
         let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
         let forge = Forge(kid: kid, key: key)
+        try await Forge.recordJTI(in: d)
         let now = clock.nowSeconds()
         #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, nbf: 29)), "svc").valid)
         #expect(try await a.validateIdentity(try forge.token(claims: Forge.claims(now: now, nbf: 31)), "svc").failedCheck == "nbf")
@@ -273,6 +282,7 @@ struct IdentityTests {
         let a = d.client(as: Users.agent!)
         let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
         let forge = Forge(kid: kid, key: key)
+        try await Forge.recordJTI(in: d)
         let now = clock.nowSeconds()
         func claims(_ times: String) -> String {
             #"{"iss":"spiffe://test.internal","sub":"spiffe://test.internal/agent/a","aud":"svc","jti":"0123456789abcdef0123456789abcdef",\#(times)}"#
@@ -324,6 +334,7 @@ struct IdentityTests {
         let a = d.client(as: Users.agent!)
         let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose)
         let forge = Forge(kid: kid, key: key)
+        try await Forge.recordJTI(in: d)
         let claims = Forge.claims(now: clock.nowSeconds())
         let noSignature: (String) -> String = { _ in Base64URL.encode([UInt8](repeating: 0, count: 64)) }
         let prefix = #"{"alg":"EdDSA","x":"#

@@ -14,7 +14,7 @@ struct OpenBaoTests {
         defer { bao.shutdown() }
         let files = TestSupport.tempDir("bao-token")
         defer { TestSupport.remove(files) }
-        FileManager.default.createFile(atPath: files + "/token", contents: Data(bao.rootToken.utf8), attributes: [.posixPermissions: 0o600])
+        TestSupport.writeSecret(bao.rootToken, to: files + "/token")
         let clock = ManualClock()
         let d = try TestDaemon(policy: """
             trust_domain: test.internal

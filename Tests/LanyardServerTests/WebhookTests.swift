@@ -21,7 +21,7 @@ struct WebhookTests {
         defer { receiver.close() }
         let keyDir = TestSupport.tempDir("key")
         defer { TestSupport.remove(keyDir) }
-        TestSupport.write("webhook-shared-key\n", to: keyDir + "/webhook.key")
+        TestSupport.writeSecret("webhook-shared-key\n", to: keyDir + "/webhook.key")
         let d = try TestDaemon(policy: policy(port: receiver.port, keyFile: keyDir + "/webhook.key"))
         let a = d.client(as: Users.agent!)
         let pending = try await a.authorize("github:push", resource: "acme/api", args: ["branch": "main"])
@@ -46,7 +46,7 @@ struct WebhookTests {
         defer { receiver.close() }
         let keyDir = TestSupport.tempDir("key")
         defer { TestSupport.remove(keyDir) }
-        TestSupport.write("k", to: keyDir + "/webhook.key")
+        TestSupport.writeSecret("k", to: keyDir + "/webhook.key")
         let d = try TestDaemon(policy: policy(port: receiver.port, keyFile: keyDir + "/webhook.key"))
         let a = d.client(as: Users.agent!)
         let hostile = "\u{1B}[2Adocs-site\r\nLOW github:read_repo\u{0}\u{7F}\u{9B}\u{202E}x\u{2066}"
@@ -68,7 +68,7 @@ struct WebhookTests {
         defer { stuck.close() }
         let keyDir = TestSupport.tempDir("key")
         defer { TestSupport.remove(keyDir) }
-        TestSupport.write("k", to: keyDir + "/webhook.key")
+        TestSupport.writeSecret("k", to: keyDir + "/webhook.key")
         let d = try TestDaemon(policy: policy(port: stuck.port, keyFile: keyDir + "/webhook.key"))
         let a = d.client(as: Users.agent!)
         for _ in 0..<3 {
@@ -86,7 +86,7 @@ struct WebhookTests {
         let port = TestSupport.closedPort()
         let keyDir = TestSupport.tempDir("key")
         defer { TestSupport.remove(keyDir) }
-        TestSupport.write("k", to: keyDir + "/webhook.key")
+        TestSupport.writeSecret("k", to: keyDir + "/webhook.key")
         // Like Slack's, this URL carries a credential in its path: it must not reach the audit.
         let d = try TestDaemon(policy: policy(port: port, keyFile: keyDir + "/webhook.key", path: "/hooks/T0/B0/s3cr3t-path-token")) {
             $0.webhookAttempts = 3

@@ -40,7 +40,7 @@ struct AuditLogTests {
     @Test func appendCapsEveryFieldAndTheChainStillVerifies() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
-        let store = try Store(directory: dir, clock: ManualClock(), logger: logger)
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         defer { store.audit.close() }
         var r = record(0)
         r.capability = "github:" + String(repeating: "X", count: 50_000)

@@ -110,7 +110,7 @@ struct RowAuthenticationTests {
         #expect(try store.rowIsAuthentic(.approvals, key: [.text("ap-copy")]) == false)
         #expect(try store.approval(id: "ap1") != nil)
         #expect(throws: SealError.self) { try store.approval(id: "ap-copy") }
-        #expect(try store.approvals(includeDecided: true).map(\.id) == ["ap1"])
+        #expect(try store.approvals(includeDecided: true, nowMicros: 0).map(\.id) == ["ap1"])
         #expect(try store.publicKeys(purpose: "identity").contains { $0.kid == "planted" } == false)
         #expect(try store.publicKeys(purpose: "identity").count == 1)
     }

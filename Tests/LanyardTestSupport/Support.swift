@@ -49,6 +49,12 @@ public enum TestSupport {
         FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644])
     }
 
+    /// A secret file as an operator keeps it (0600): lanyardd refuses one others can read.
+    public static func writeSecret(_ text: String, to path: String) {
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        chmod(path, 0o600)  // createFile keeps the mode of a file that exists
+    }
+
     /// A system user for tests (created when missing; root only). Returns (uid, gid).
     public static func user(_ name: String) -> (uid: UInt32, gid: UInt32)? {
         if let pw = getpwnam(name) { return (pw.pointee.pw_uid, pw.pointee.pw_gid) }
