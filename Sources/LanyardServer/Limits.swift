@@ -10,7 +10,7 @@ public struct ServerLimits: Sendable {
     public var maxInFlight = 64
     /// Calls of one uid being worked on at once, across all its connections to a socket
     /// (long polls aside): a uid's pipelined flood queues behind itself, not before others.
-    public var maxRunningPerUID = 16
+    public var maxRunningPerUID = 8
     public var maxConnectionsPerUID = 64
     /// Connections to the agent socket in all.
     public var maxConnections = 1024

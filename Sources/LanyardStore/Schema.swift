@@ -163,6 +163,13 @@ enum Schema {
             mac BLOB
         );
         """,
+        """
+        -- Keyset pages of leases (ListLeases, leases list) read an index range, not a
+        -- sort of every lease of the agent or service.
+        CREATE INDEX leases_agent_page ON leases(agent_id, state, issued_us, id);
+        CREATE INDEX leases_service_page ON leases(service, state, issued_us, id);
+        CREATE INDEX leases_page ON leases(state, issued_us, id);
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

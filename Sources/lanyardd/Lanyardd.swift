@@ -16,6 +16,24 @@ struct Lanyardd: AsyncParsableCommand {
         abstract: "The Lanyard daemon: kernel-attested identity, capability policy, approvals and audit for local AI agents.",
         subcommands: [Serve.self, Keygen.self],
         defaultSubcommand: Serve.self)
+
+    /// `lanyardd --help` shows the daemon's own flags (every bound with its default), not
+    /// only the list of subcommands: serve is what an operator runs.
+    static func main() async {
+        let args = Array(CommandLine.arguments.dropFirst())
+        if args == ["--help"] || args == ["-h"] {
+            print(helpMessage())
+            print("\nlanyardd serve (the default):\n")
+            print(Serve.helpMessage(columns: nil))
+            return
+        }
+        do {
+            var command = try parseAsRoot(args)
+            if var command = command as? AsyncParsableCommand { try await command.run() } else { try command.run() }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -32,7 +50,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("admin-group"), help: "Group of the admin socket (default lanyard-admin, if it exists).") var adminGroup: String?
     @Option(name: .customLong("max-frame"), help: "Largest accepted frame in bytes (default 65536).") var maxFrame: Int?
     @Option(name: .customLong("max-in-flight"), help: "Requests in flight per connection (default 64).") var maxInFlight: Int?
-    @Option(name: .customLong("max-running-per-uid"), help: "Calls of one uid worked on at once, across its connections; long polls aside (default 16).") var maxRunningPerUID: Int?
+    @Option(name: .customLong("max-running-per-uid"), help: "Calls of one uid worked on at once, across its connections; long polls aside (default 8).") var maxRunningPerUID: Int?
     @Option(name: .customLong("max-connections-per-uid"), help: "Connections per uid (default 64).") var maxConnectionsPerUID: Int?
     @Option(name: .customLong("max-connections"), help: "Connections to the agent socket in all (default 1024).") var maxConnections: Int?
     @Option(name: .customLong("max-admin-connections"), help: "Connections to the admin socket in all, a budget of its own (default 64).") var maxAdminConnections: Int?
