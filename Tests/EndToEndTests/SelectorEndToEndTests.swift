@@ -6,6 +6,7 @@ import Testing
 /// Security I, findings 1, 2, 4 and acceptance 2; Security II, finding 8: selectors mean
 /// what they say against code running as the agent's own uid (invariant 12), tried with
 /// the kernel mechanisms the attacks use — namespaces, cgroups, in-place rewrites.
+extension LoadSensitive {
 @Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root to create uids, namespaces and cgroups"))
 struct SelectorEndToEndTests {
     static let python = realpath("/usr/bin/python3", nil).map { p in defer { free(p) }; return String(cString: p) }
@@ -242,3 +243,4 @@ struct SelectorEndToEndTests {
         return latencies.sorted()[Int((Double(latencies.count) * 0.99).rounded(.up)) - 1]
     }
 }
+}  // extension LoadSensitive
