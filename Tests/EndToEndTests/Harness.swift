@@ -90,17 +90,19 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
         log.lock()
         logSoFar += String(decoding: buffer, as: UTF8.self)
         log.unlock()
-        // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it.
-        // At EOF (the daemon exited) the handler is removed: it would otherwise fire forever
-        // and, holding the daemon object, keep it alive.
-        handle.readabilityHandler = { [weak self] h in
-            let data = h.availableData
-            guard !data.isEmpty else { h.readabilityHandler = nil; return }
-            guard let self else { return }
-            self.log.lock()
-            self.logSoFar += String(decoding: data, as: UTF8.self)
-            self.log.broadcast()
-            self.log.unlock()
+        // Keep draining stderr (so the daemon never blocks on a full pipe) and remember it,
+        // on a thread of its own: a Dispatch readability handler can be starved by a busy
+        // test process, and a daemon blocked writing its log stalls every peer it serves
+        // (seen as multi-second stalls in the latency-measuring tests).
+        Thread.detachNewThread { [weak self] in
+            while true {
+                let data = handle.availableData
+                guard !data.isEmpty, let self else { return }
+                self.log.lock()
+                self.logSoFar += String(decoding: data, as: UTF8.self)
+                self.log.broadcast()
+                self.log.unlock()
+            }
         }
     }
 

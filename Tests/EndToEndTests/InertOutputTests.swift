@@ -37,7 +37,9 @@ struct InertOutputTests {
         let exe = d.dir + "/bin\u{1B}[2A\n\u{202E}/lanyardctl\u{1B}]0;owned\u{7}"
         try FileManager.default.createDirectory(atPath: (exe as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o755])
-        try FileManager.default.copyItem(atPath: Bin.lanyardctl, toPath: exe)
+        // Copied by cp, not in this process: a child forked by a concurrent test while the copy
+        // was open for writing would make the exec fail with ETXTBSY (exit 126).
+        #expect(try run(["/bin/cp", Bin.lanyardctl, exe]).status == 0)
         let asked = try run([exe, "authorize", "github:push", "--resource", Self.hostile, "--arg", "to=mallory\nto=alice", "--arg",
                              "k\u{1B}[2K=v\u{9B}\u{202E}"], as: agent, env: d.env)
         #expect(asked.status == 3, "\(asked)")
