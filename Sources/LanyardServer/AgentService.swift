@@ -148,26 +148,16 @@ final class AgentService: Sendable {
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
                                           args: call.args, amount: call.hasAmount ? call.amount.text : "")
-            if !call.approvalID.isEmpty {
-                record.approvalID = String(call.approvalID.prefix(64))
-                do {
-                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high,
-                                                                  policy: caller.snapshot.policy)
-                    verdict = Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason)
-                    record.approver = approved.decidedReason
-                    change = consume
-                } catch {
-                    verdict = Verdict(.deny, risk: verdict.risk, reason: error.description)
-                }
-            } else if verdict.risk == .medium, let standing = try approvals.standing([capability], agent: agent, resource: call.resource) {
-                verdict = Verdict(.allow, risk: .medium, reason: standing)
-            } else {
-                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+            if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
+            verdict = route.verdict
+            change = route.change
+            if let approved = route.approved { record.approver = approved.decidedReason }
+            if let approval = route.created {
                 record.approvalID = approval.id
                 result.approvalID = approval.id
                 result.bindingCode = approval.bindingCode
                 result.approvalExpiresAt = approval.machine.expiresMicros / 1_000_000
-                change = insert
                 created = approval
             }
         }

@@ -90,6 +90,33 @@ final class ApprovalService: Sendable {
         return (stored, store.saveApproval(id, machine, from: .approved, decidedReason: stored.decidedReason))
     }
 
+    /// Where a PENDING verdict goes for `subject`: the approved `approvalID` is used up
+    /// (under the policy in force now), a standing approval covers it (MEDIUM only), or a
+    /// new approval is opened. `change` stores what happened; commit it with the record.
+    struct Route {
+        var verdict: Verdict
+        var change: Mutation?
+        /// The approval used up, and the one opened (at most one of them is set).
+        var approved: StoredApproval?
+        var created: StoredApproval?
+    }
+
+    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller) throws -> Route {
+        if !approvalID.isEmpty {
+            do {
+                let (approved, consume) = try use(approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: caller.snapshot.policy)
+                return Route(verdict: Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason), change: consume, approved: approved)
+            } catch {
+                return Route(verdict: Verdict(.deny, risk: verdict.risk, reason: error.description))
+            }
+        }
+        if verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
+            return Route(verdict: Verdict(.allow, risk: .medium, reason: standing))
+        }
+        let (approval, insert) = create(subject, agent: agent, caller: caller, verdict: verdict)
+        return Route(verdict: verdict, change: insert, created: approval)
+    }
+
     /// Standing approvals cover a MEDIUM operation when every MEDIUM capability in it has
     /// one for this agent and resource. HIGH is never covered.
     func standing(_ capabilities: [Capability], agent: Agent, resource: String) throws -> String? {

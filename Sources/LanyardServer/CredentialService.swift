@@ -79,24 +79,15 @@ final class CredentialService: Sendable {
         case .pending:
             let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
                                           amount: call.hasAmount ? call.amount.text : "")
-            if !call.approvalID.isEmpty {
-                record.approvalID = String(call.approvalID.prefix(64))
-                do {
-                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: policy)
-                    record.approver = approved.decidedReason
-                    useApproval = consume
-                } catch {
-                    try await deny(.permissionDenied, "denied", error.description)
-                }
-            } else if verdict.risk == .medium, let standing = try approvals.standing(scope, agent: agent, resource: call.resource) {
-                record.approver = standing
-            } else {
-                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+            if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
+            if route.verdict.decision == .deny { try await deny(.permissionDenied, "denied", route.verdict.reason) }
+            if let approval = route.created {
                 record.decision = Decision.pending.rawValue
                 record.outcome = "approval_required"
                 record.reason = verdict.reason
                 record.approvalID = approval.id
-                try await approvals.commit([record], with: insert, announce: (approval, policy))
+                try await approvals.commit([record], with: route.change, announce: (approval, policy))
                 var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
                     "\(verdict.reason); ask an approver to approve \(approval.id) (code \(approval.bindingCode)), then provision again with that approval_id")
                 response.provision = .with {
@@ -105,6 +96,8 @@ final class CredentialService: Sendable {
                 }
                 return response
             }
+            record.approver = route.approved?.decidedReason ?? route.verdict.reason  // the approval used, or the standing one
+            useApproval = route.change
         case .allow:
             break
         }
@@ -297,25 +290,15 @@ final class CredentialService: Sendable {
         var created: StoredApproval?
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: lease.id, args: [:], amount: "")
-            if !call.approvalID.isEmpty {
-                record.approvalID = String(call.approvalID.prefix(64))
-                do {
-                    let (approved, consume) = try approvals.use(call.approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high,
-                                                                policy: caller.snapshot.policy)
-                    verdict = Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason)
-                    record.approver = approved.decidedReason
-                    mutations.append(consume)
-                } catch {
-                    verdict = Verdict(.deny, risk: verdict.risk, reason: error.description)
-                }
-            } else if verdict.risk == .medium, let standing = try approvals.standing([capability], agent: agent, resource: lease.id) {
-                verdict = Verdict(.allow, risk: .medium, reason: standing)
-            } else {
-                let (approval, insert) = approvals.create(subject, agent: agent, caller: caller, verdict: verdict)
+            if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
+            verdict = route.verdict
+            if let change = route.change { mutations.append(change) }
+            if let approved = route.approved { record.approver = approved.decidedReason }
+            if let approval = route.created {
                 record.approvalID = approval.id
                 result.approvalID = approval.id
                 result.bindingCode = approval.bindingCode
-                mutations.append(insert)
                 created = approval
             }
         }
