@@ -165,11 +165,14 @@ final class Follower {
         defer { guardTimer.cancel() }
         let needle = Data("{\"seq\":\(seq),".utf8)
         while true {
-            if let found = buffer.range(of: needle, in: max(0, searched - needle.count)..<buffer.count),
-               buffer[found.upperBound...].contains(UInt8(ascii: "\n")) {
-                return true
+            if let found = buffer.range(of: needle, in: max(0, searched - needle.count)..<buffer.count) {
+                if buffer[found.upperBound...].contains(UInt8(ascii: "\n")) { return true }
+                // Its line is not complete yet: look here again once more has come (moving past
+                // it lost the record whenever a read ended inside that line).
+                searched = found.lowerBound + needle.count
+            } else {
+                searched = buffer.count
             }
-            searched = buffer.count
             let chunk = out.fileHandleForReading.availableData
             if chunk.isEmpty { return false }
             buffer.append(chunk)
