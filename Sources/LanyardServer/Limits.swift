@@ -150,10 +150,25 @@ public final class ConnectionRegistry: Sendable {
 }
 
 /// Enforces the frame deadline (from a frame's first byte to its last) and closes
-/// idle connections. Driven by the decoder's `FrameProgress` events.
-final class DeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// idle connections (never one waiting for an answer). Driven by the decoder's `FrameProgress` events.
+final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Requests read and not yet answered: a connection waiting for its answer is not idle.
+    private var unanswered = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        unanswered += 1
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        unanswered = max(0, unanswered - 1)
+        context.write(data, promise: promise)
+    }
 
     private let frameDeadline: TimeAmount
     private let makeTimeoutFrame: @Sendable () -> ByteBuffer?
@@ -179,7 +194,7 @@ final class DeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
             timer?.cancel()
             timer = nil
         case is IdleStateHandler.IdleStateEvent:
-            context.close(promise: nil)
+            if unanswered == 0 { context.close(promise: nil) }
         default:
             context.fireUserInboundEventTriggered(event)
         }
