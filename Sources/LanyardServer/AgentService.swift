@@ -67,6 +67,7 @@ final class AgentService: Sendable {
                 var response = Lanyard_V1_Response()
                 response.awaitApproval = try await approvals.await(c, agent: agent)
                 return response
+            case .mcpServer: throw CallError(.unimplemented, "McpServer is not implemented yet")
             case .hello, .authorize: throw CallError(.internal, "unreachable")
             }
         }
@@ -179,7 +180,7 @@ final class AgentService: Sendable {
     static func decides(_ call: Lanyard_V1_Request.OneOf_Call) -> Bool {
         switch call {
         case .authorize, .provision, .revoke, .rotate, .introspect, .issueIdentity: true
-        case .hello, .listLeases, .awaitApproval, .validateIdentity: false
+        case .hello, .listLeases, .awaitApproval, .validateIdentity, .mcpServer: false
         }
     }
 
@@ -244,6 +245,7 @@ final class AgentService: Sendable {
         case .validateIdentity: "validate_identity"
         case .introspect: "introspect"
         case .listLeases: "list_leases"
+        case .mcpServer: "mcp_server"
         }
     }
 }

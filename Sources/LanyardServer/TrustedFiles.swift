@@ -34,9 +34,9 @@ public enum TrustedPath {
     /// management uses them) and the file they lead to is checked, with its directory.
     public static func read(_ path: String, what: String, limit: Int, secret: Bool = false) throws -> String {
         try checkDirectory(parent(of: path), what: "the directory of \(what)", sticky: true)
-        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        if realpath(path, &resolved) != nil {
+        if let resolved = realpath(path, nil) {
             let real = String(cString: resolved)
+            free(resolved)
             if real != path { try checkDirectory(parent(of: real), what: "the directory of \(what)", sticky: true) }
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC)

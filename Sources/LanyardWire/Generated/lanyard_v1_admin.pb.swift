@@ -1006,6 +1006,23 @@ public nonisolated struct Lanyard_V1_AuditRecord: @unchecked Sendable {
     set {_uniqueStorage()._hash = newValue}
   }
 
+  /// An MCP tool call's decision (lanyard-mcp): the server, the tool, and the SHA-256
+  /// (hex) of its arguments' canonical JSON; empty for every other record.
+  public var mcpServer: String {
+    get {_storage._mcpServer}
+    set {_uniqueStorage()._mcpServer = newValue}
+  }
+
+  public var mcpTool: String {
+    get {_storage._mcpTool}
+    set {_uniqueStorage()._mcpTool = newValue}
+  }
+
+  public var argsDigest: String {
+    get {_storage._argsDigest}
+    set {_uniqueStorage()._argsDigest = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2962,7 +2979,7 @@ nonisolated extension Lanyard_V1_LeasesRevokeResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}time_us\0\u{1}event\0\u{3}agent_id\0\u{1}agent\0\u{1}uid\0\u{1}gid\0\u{1}pid\0\u{1}capability\0\u{1}resource\0\u{1}decision\0\u{1}reason\0\u{1}outcome\0\u{3}lease_id\0\u{3}approval_id\0\u{1}approver\0\u{3}policy_version\0\u{3}prev_hash\0\u{1}hash\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}time_us\0\u{1}event\0\u{3}agent_id\0\u{1}agent\0\u{1}uid\0\u{1}gid\0\u{1}pid\0\u{1}capability\0\u{1}resource\0\u{1}decision\0\u{1}reason\0\u{1}outcome\0\u{3}lease_id\0\u{3}approval_id\0\u{1}approver\0\u{3}policy_version\0\u{3}prev_hash\0\u{1}hash\0\u{3}mcp_server\0\u{3}mcp_tool\0\u{3}args_digest\0")
 
   fileprivate class _StorageClass {
     var _seq: UInt64 = 0
@@ -2984,6 +3001,9 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
     var _policyVersion: String = String()
     var _prevHash: String = String()
     var _hash: String = String()
+    var _mcpServer: String = String()
+    var _mcpTool: String = String()
+    var _argsDigest: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3013,6 +3033,9 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
       _policyVersion = source._policyVersion
       _prevHash = source._prevHash
       _hash = source._hash
+      _mcpServer = source._mcpServer
+      _mcpTool = source._mcpTool
+      _argsDigest = source._argsDigest
     }
   }
 
@@ -3050,6 +3073,9 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._policyVersion) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._prevHash) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._hash) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._mcpServer) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._mcpTool) }()
+        case 22: try { try decoder.decodeSingularStringField(value: &_storage._argsDigest) }()
         default: break
         }
       }
@@ -3115,6 +3141,15 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
       if !_storage._hash.isEmpty {
         try visitor.visitSingularStringField(value: _storage._hash, fieldNumber: 19)
       }
+      if !_storage._mcpServer.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._mcpServer, fieldNumber: 20)
+      }
+      if !_storage._mcpTool.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._mcpTool, fieldNumber: 21)
+      }
+      if !_storage._argsDigest.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._argsDigest, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3143,6 +3178,9 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
         if _storage._policyVersion != rhs_storage._policyVersion {return false}
         if _storage._prevHash != rhs_storage._prevHash {return false}
         if _storage._hash != rhs_storage._hash {return false}
+        if _storage._mcpServer != rhs_storage._mcpServer {return false}
+        if _storage._mcpTool != rhs_storage._mcpTool {return false}
+        if _storage._argsDigest != rhs_storage._argsDigest {return false}
         return true
       }
       if !storagesAreEqual {return false}

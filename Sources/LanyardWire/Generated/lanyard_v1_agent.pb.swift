@@ -112,6 +112,14 @@ public nonisolated struct Lanyard_V1_Request: Sendable {
     set {call = .listLeases(newValue)}
   }
 
+  public var mcpServer: Lanyard_V1_McpServerRequest {
+    get {
+      if case .mcpServer(let v)? = call {return v}
+      return Lanyard_V1_McpServerRequest()
+    }
+    set {call = .mcpServer(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Call: Equatable, Sendable {
@@ -125,6 +133,7 @@ public nonisolated struct Lanyard_V1_Request: Sendable {
     case validateIdentity(Lanyard_V1_ValidateIdentityRequest)
     case introspect(Lanyard_V1_IntrospectRequest)
     case listLeases(Lanyard_V1_ListLeasesRequest)
+    case mcpServer(Lanyard_V1_McpServerRequest)
 
   }
 
@@ -229,6 +238,14 @@ public nonisolated struct Lanyard_V1_Response: Sendable {
     set {result = .listLeases(newValue)}
   }
 
+  public var mcpServer: Lanyard_V1_McpServerResponse {
+    get {
+      if case .mcpServer(let v)? = result {return v}
+      return Lanyard_V1_McpServerResponse()
+    }
+    set {result = .mcpServer(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -242,6 +259,7 @@ public nonisolated struct Lanyard_V1_Response: Sendable {
     case validateIdentity(Lanyard_V1_ValidateIdentityResponse)
     case introspect(Lanyard_V1_IntrospectResponse)
     case listLeases(Lanyard_V1_ListLeasesResponse)
+    case mcpServer(Lanyard_V1_McpServerResponse)
 
   }
 
@@ -313,11 +331,43 @@ public nonisolated struct Lanyard_V1_AuthorizeRequest: Sendable {
   /// empty: none
   public var approvalID: String = String()
 
+  /// An MCP tool call (lanyard-mcp): set instead of capability, resource and args. The
+  /// daemon maps it by the policy's mcp_servers section to the capability, the resource
+  /// and the bound arguments, and decides that.
+  public var toolCall: Lanyard_V1_ToolCall {
+    get {_toolCall ?? Lanyard_V1_ToolCall()}
+    set {_toolCall = newValue}
+  }
+  /// Returns true if `toolCall` has been explicitly set.
+  public var hasToolCall: Bool {self._toolCall != nil}
+  /// Clears the value of `toolCall`. Subsequent reads from it will return its default value.
+  public mutating func clearToolCall() {self._toolCall = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _amount: Lanyard_V1_Amount? = nil
+  fileprivate var _toolCall: Lanyard_V1_ToolCall? = nil
+}
+
+public nonisolated struct Lanyard_V1_ToolCall: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the mcp_servers entry: `lanyard-mcp --server NAME`
+  public var server: String = String()
+
+  /// params.name of the tools/call
+  public var tool: String = String()
+
+  /// params.arguments, a JSON object ("" or "{}": none)
+  public var argumentsJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Lanyard_V1_AuthorizeResponse: Sendable {
@@ -339,6 +389,12 @@ public nonisolated struct Lanyard_V1_AuthorizeResponse: Sendable {
 
   /// unix seconds, when PENDING
   public var approvalExpiresAt: Int64 = 0
+
+  /// the capability decided (a tool call: as the policy maps it)
+  public var capability: String = String()
+
+  /// a tool call: SHA-256 (hex) of its arguments' canonical JSON
+  public var argsDigest: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -722,13 +778,90 @@ public nonisolated struct Lanyard_V1_ListLeasesResponse: Sendable {
   public init() {}
 }
 
+/// What the policy says of one MCP server (mcp_servers: NAME) for the calling agent:
+/// which of `tools` it may see in tools/list, and the credentials its process gets.
+public nonisolated struct Lanyard_V1_McpServerRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var server: String = String()
+
+  /// tool names from the server's tools/list
+  public var tools: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_McpServerResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// one per requested tool, in order
+  public var tools: [Lanyard_V1_McpTool] = []
+
+  public var credentials: [Lanyard_V1_McpCredential] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_McpTool: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// "" when the tool maps to no capability of the policy
+  public var capability: String = String()
+
+  /// for this agent; UNSPECIFIED: not granted
+  public var risk: Lanyard_V1_RiskLevel = .unspecified
+
+  /// listed in tools/list (granted, or the policy shows ungranted tools)
+  public var visible: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A credential the gateway provisions (as the calling agent) before it starts the server.
+public nonisolated struct Lanyard_V1_McpCredential: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// put the secret in this environment variable, or
+  public var env: String = String()
+
+  /// in this file of the server's $CREDENTIALS_DIRECTORY
+  public var file: String = String()
+
+  public var service: String = String()
+
+  public var scope: [String] = []
+
+  /// 0: the service's default
+  public var ttlSeconds: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "lanyard.v1"
 
 nonisolated extension Lanyard_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}authorize\0\u{1}provision\0\u{1}revoke\0\u{1}rotate\0\u{3}await_approval\0\u{3}issue_identity\0\u{3}validate_identity\0\u{1}introspect\0\u{3}list_leases\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}authorize\0\u{1}provision\0\u{1}revoke\0\u{1}rotate\0\u{3}await_approval\0\u{3}issue_identity\0\u{3}validate_identity\0\u{1}introspect\0\u{3}list_leases\0\u{3}mcp_server\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -867,6 +1000,19 @@ nonisolated extension Lanyard_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._
           self.call = .listLeases(v)
         }
       }()
+      case 20: try {
+        var v: Lanyard_V1_McpServerRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .mcpServer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .mcpServer(v)
+        }
+      }()
       default: break
       }
     }
@@ -921,6 +1067,10 @@ nonisolated extension Lanyard_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._
       guard case .listLeases(let v)? = self.call else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
+    case .mcpServer?: try {
+      guard case .mcpServer(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -936,7 +1086,7 @@ nonisolated extension Lanyard_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Lanyard_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{2}\u{8}hello\0\u{1}authorize\0\u{1}provision\0\u{1}revoke\0\u{1}rotate\0\u{3}await_approval\0\u{3}issue_identity\0\u{3}validate_identity\0\u{1}introspect\0\u{3}list_leases\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{2}\u{8}hello\0\u{1}authorize\0\u{1}provision\0\u{1}revoke\0\u{1}rotate\0\u{3}await_approval\0\u{3}issue_identity\0\u{3}validate_identity\0\u{1}introspect\0\u{3}list_leases\0\u{3}mcp_server\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1076,6 +1226,19 @@ nonisolated extension Lanyard_V1_Response: SwiftProtobuf.Message, SwiftProtobuf.
           self.result = .listLeases(v)
         }
       }()
+      case 20: try {
+        var v: Lanyard_V1_McpServerResponse?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .mcpServer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .mcpServer(v)
+        }
+      }()
       default: break
       }
     }
@@ -1132,6 +1295,10 @@ nonisolated extension Lanyard_V1_Response: SwiftProtobuf.Message, SwiftProtobuf.
     case .listLeases?: try {
       guard case .listLeases(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .mcpServer?: try {
+      guard case .mcpServer(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
     }()
     case nil: break
     }
@@ -1223,7 +1390,7 @@ nonisolated extension Lanyard_V1_HelloResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capability\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capability\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0\u{3}tool_call\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1236,6 +1403,7 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.args) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._amount) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._toolCall) }()
       default: break
       }
     }
@@ -1261,6 +1429,9 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
     if !self.approvalID.isEmpty {
       try visitor.visitSingularStringField(value: self.approvalID, fieldNumber: 5)
     }
+    try { if let v = self._toolCall {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1270,6 +1441,47 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
     if lhs.args != rhs.args {return false}
     if lhs._amount != rhs._amount {return false}
     if lhs.approvalID != rhs.approvalID {return false}
+    if lhs._toolCall != rhs._toolCall {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_ToolCall: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ToolCall"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}server\0\u{1}tool\0\u{3}arguments_json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.server) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.tool) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.argumentsJson) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.server.isEmpty {
+      try visitor.visitSingularStringField(value: self.server, fieldNumber: 1)
+    }
+    if !self.tool.isEmpty {
+      try visitor.visitSingularStringField(value: self.tool, fieldNumber: 2)
+    }
+    if !self.argumentsJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.argumentsJson, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_ToolCall, rhs: Lanyard_V1_ToolCall) -> Bool {
+    if lhs.server != rhs.server {return false}
+    if lhs.tool != rhs.tool {return false}
+    if lhs.argumentsJson != rhs.argumentsJson {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1277,7 +1489,7 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1291,6 +1503,8 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
       case 4: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.approvalExpiresAt) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.argsDigest) }()
       default: break
       }
     }
@@ -1315,6 +1529,12 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if self.approvalExpiresAt != 0 {
       try visitor.visitSingularInt64Field(value: self.approvalExpiresAt, fieldNumber: 6)
     }
+    if !self.capability.isEmpty {
+      try visitor.visitSingularStringField(value: self.capability, fieldNumber: 7)
+    }
+    if !self.argsDigest.isEmpty {
+      try visitor.visitSingularStringField(value: self.argsDigest, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1325,6 +1545,8 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if lhs.approvalID != rhs.approvalID {return false}
     if lhs.bindingCode != rhs.bindingCode {return false}
     if lhs.approvalExpiresAt != rhs.approvalExpiresAt {return false}
+    if lhs.capability != rhs.capability {return false}
+    if lhs.argsDigest != rhs.argsDigest {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2177,6 +2399,171 @@ nonisolated extension Lanyard_V1_ListLeasesResponse: SwiftProtobuf.Message, Swif
   public static func ==(lhs: Lanyard_V1_ListLeasesResponse, rhs: Lanyard_V1_ListLeasesResponse) -> Bool {
     if lhs.leases != rhs.leases {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_McpServerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".McpServerRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}server\0\u{1}tools\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.server) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.tools) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.server.isEmpty {
+      try visitor.visitSingularStringField(value: self.server, fieldNumber: 1)
+    }
+    if !self.tools.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.tools, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_McpServerRequest, rhs: Lanyard_V1_McpServerRequest) -> Bool {
+    if lhs.server != rhs.server {return false}
+    if lhs.tools != rhs.tools {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_McpServerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".McpServerResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tools\0\u{1}credentials\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.tools) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.credentials) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tools.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tools, fieldNumber: 1)
+    }
+    if !self.credentials.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.credentials, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_McpServerResponse, rhs: Lanyard_V1_McpServerResponse) -> Bool {
+    if lhs.tools != rhs.tools {return false}
+    if lhs.credentials != rhs.credentials {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_McpTool: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".McpTool"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}capability\0\u{1}risk\0\u{1}visible\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.risk) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.visible) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.capability.isEmpty {
+      try visitor.visitSingularStringField(value: self.capability, fieldNumber: 2)
+    }
+    if self.risk != .unspecified {
+      try visitor.visitSingularEnumField(value: self.risk, fieldNumber: 3)
+    }
+    if self.visible != false {
+      try visitor.visitSingularBoolField(value: self.visible, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_McpTool, rhs: Lanyard_V1_McpTool) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.capability != rhs.capability {return false}
+    if lhs.risk != rhs.risk {return false}
+    if lhs.visible != rhs.visible {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_McpCredential: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".McpCredential"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}env\0\u{1}file\0\u{1}service\0\u{1}scope\0\u{3}ttl_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.env) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.file) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.scope) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.ttlSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.env.isEmpty {
+      try visitor.visitSingularStringField(value: self.env, fieldNumber: 1)
+    }
+    if !self.file.isEmpty {
+      try visitor.visitSingularStringField(value: self.file, fieldNumber: 2)
+    }
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 3)
+    }
+    if !self.scope.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.scope, fieldNumber: 4)
+    }
+    if self.ttlSeconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ttlSeconds, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_McpCredential, rhs: Lanyard_V1_McpCredential) -> Bool {
+    if lhs.env != rhs.env {return false}
+    if lhs.file != rhs.file {return false}
+    if lhs.service != rhs.service {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.ttlSeconds != rhs.ttlSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -4032,7 +4032,7 @@ const ProtobufCMessageDescriptor lanyard__v1__leases_revoke_response__descriptor
   (ProtobufCMessageInit) lanyard__v1__leases_revoke_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descriptors[19] =
+static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descriptors[22] =
 {
   {
     "seq",
@@ -4262,18 +4262,57 @@ static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mcp_server",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuditRecord, mcp_server),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mcp_tool",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuditRecord, mcp_tool),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "args_digest",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuditRecord, args_digest),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__audit_record__field_indices_by_name[] = {
   4,   /* field[4] = agent */
   3,   /* field[3] = agent_id */
   14,   /* field[14] = approval_id */
   15,   /* field[15] = approver */
+  21,   /* field[21] = args_digest */
   8,   /* field[8] = capability */
   10,   /* field[10] = decision */
   2,   /* field[2] = event */
   6,   /* field[6] = gid */
   18,   /* field[18] = hash */
   13,   /* field[13] = lease_id */
+  19,   /* field[19] = mcp_server */
+  20,   /* field[20] = mcp_tool */
   12,   /* field[12] = outcome */
   7,   /* field[7] = pid */
   16,   /* field[16] = policy_version */
@@ -4287,7 +4326,7 @@ static const unsigned lanyard__v1__audit_record__field_indices_by_name[] = {
 static const ProtobufCIntRange lanyard__v1__audit_record__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__audit_record__descriptor =
 {
@@ -4297,7 +4336,7 @@ const ProtobufCMessageDescriptor lanyard__v1__audit_record__descriptor =
   "Lanyard__V1__AuditRecord",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuditRecord),
-  19,
+  22,
   lanyard__v1__audit_record__field_descriptors,
   lanyard__v1__audit_record__field_indices_by_name,
   1,  lanyard__v1__audit_record__number_ranges,

@@ -569,10 +569,17 @@ struct  Lanyard__V1__AuditRecord
   char *policy_version;
   char *prev_hash;
   char *hash;
+  /*
+   * An MCP tool call's decision (lanyard-mcp): the server, the tool, and the SHA-256
+   * (hex) of its arguments' canonical JSON; empty for every other record.
+   */
+  char *mcp_server;
+  char *mcp_tool;
+  char *args_digest;
 };
 #define LANYARD__V1__AUDIT_RECORD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__audit_record__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__AuditQueryRequest

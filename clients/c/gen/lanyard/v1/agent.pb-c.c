@@ -238,6 +238,51 @@ void   lanyard__v1__authorize_request__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__authorize_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   lanyard__v1__tool_call__init
+                     (Lanyard__V1__ToolCall         *message)
+{
+  static const Lanyard__V1__ToolCall init_value = LANYARD__V1__TOOL_CALL__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__tool_call__get_packed_size
+                     (const Lanyard__V1__ToolCall *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__tool_call__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__tool_call__pack
+                     (const Lanyard__V1__ToolCall *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__tool_call__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__tool_call__pack_to_buffer
+                     (const Lanyard__V1__ToolCall *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__tool_call__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__ToolCall *
+       lanyard__v1__tool_call__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__ToolCall *)
+     protobuf_c_message_unpack (&lanyard__v1__tool_call__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__tool_call__free_unpacked
+                     (Lanyard__V1__ToolCall *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__tool_call__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   lanyard__v1__authorize_response__init
                      (Lanyard__V1__AuthorizeResponse         *message)
 {
@@ -1144,7 +1189,187 @@ void   lanyard__v1__list_leases_response__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__list_leases_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor lanyard__v1__request__field_descriptors[11] =
+void   lanyard__v1__mcp_server_request__init
+                     (Lanyard__V1__McpServerRequest         *message)
+{
+  static const Lanyard__V1__McpServerRequest init_value = LANYARD__V1__MCP_SERVER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__mcp_server_request__get_packed_size
+                     (const Lanyard__V1__McpServerRequest *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__mcp_server_request__pack
+                     (const Lanyard__V1__McpServerRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__mcp_server_request__pack_to_buffer
+                     (const Lanyard__V1__McpServerRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__McpServerRequest *
+       lanyard__v1__mcp_server_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__McpServerRequest *)
+     protobuf_c_message_unpack (&lanyard__v1__mcp_server_request__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__mcp_server_request__free_unpacked
+                     (Lanyard__V1__McpServerRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__mcp_server_response__init
+                     (Lanyard__V1__McpServerResponse         *message)
+{
+  static const Lanyard__V1__McpServerResponse init_value = LANYARD__V1__MCP_SERVER_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__mcp_server_response__get_packed_size
+                     (const Lanyard__V1__McpServerResponse *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__mcp_server_response__pack
+                     (const Lanyard__V1__McpServerResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__mcp_server_response__pack_to_buffer
+                     (const Lanyard__V1__McpServerResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__McpServerResponse *
+       lanyard__v1__mcp_server_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__McpServerResponse *)
+     protobuf_c_message_unpack (&lanyard__v1__mcp_server_response__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__mcp_server_response__free_unpacked
+                     (Lanyard__V1__McpServerResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__mcp_server_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__mcp_tool__init
+                     (Lanyard__V1__McpTool         *message)
+{
+  static const Lanyard__V1__McpTool init_value = LANYARD__V1__MCP_TOOL__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__mcp_tool__get_packed_size
+                     (const Lanyard__V1__McpTool *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_tool__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__mcp_tool__pack
+                     (const Lanyard__V1__McpTool *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_tool__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__mcp_tool__pack_to_buffer
+                     (const Lanyard__V1__McpTool *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_tool__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__McpTool *
+       lanyard__v1__mcp_tool__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__McpTool *)
+     protobuf_c_message_unpack (&lanyard__v1__mcp_tool__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__mcp_tool__free_unpacked
+                     (Lanyard__V1__McpTool *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__mcp_tool__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__mcp_credential__init
+                     (Lanyard__V1__McpCredential         *message)
+{
+  static const Lanyard__V1__McpCredential init_value = LANYARD__V1__MCP_CREDENTIAL__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__mcp_credential__get_packed_size
+                     (const Lanyard__V1__McpCredential *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_credential__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__mcp_credential__pack
+                     (const Lanyard__V1__McpCredential *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_credential__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__mcp_credential__pack_to_buffer
+                     (const Lanyard__V1__McpCredential *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__mcp_credential__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__McpCredential *
+       lanyard__v1__mcp_credential__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__McpCredential *)
+     protobuf_c_message_unpack (&lanyard__v1__mcp_credential__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__mcp_credential__free_unpacked
+                     (Lanyard__V1__McpCredential *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__mcp_credential__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor lanyard__v1__request__field_descriptors[12] =
 {
   {
     "id",
@@ -1278,6 +1503,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__request__field_descriptors[11
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mcp_server",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__Request, call_case),
+    offsetof(Lanyard__V1__Request, mcp_server),
+    &lanyard__v1__mcp_server_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__request__field_indices_by_name[] = {
   2,   /* field[2] = authorize */
@@ -1287,6 +1524,7 @@ static const unsigned lanyard__v1__request__field_indices_by_name[] = {
   9,   /* field[9] = introspect */
   7,   /* field[7] = issue_identity */
   10,   /* field[10] = list_leases */
+  11,   /* field[11] = mcp_server */
   3,   /* field[3] = provision */
   4,   /* field[4] = revoke */
   5,   /* field[5] = rotate */
@@ -1296,7 +1534,7 @@ static const ProtobufCIntRange lanyard__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 1 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__request__descriptor =
 {
@@ -1306,14 +1544,14 @@ const ProtobufCMessageDescriptor lanyard__v1__request__descriptor =
   "Lanyard__V1__Request",
   "lanyard.v1",
   sizeof(Lanyard__V1__Request),
-  11,
+  12,
   lanyard__v1__request__field_descriptors,
   lanyard__v1__request__field_indices_by_name,
   2,  lanyard__v1__request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__response__field_descriptors[12] =
+static const ProtobufCFieldDescriptor lanyard__v1__response__field_descriptors[13] =
 {
   {
     "id",
@@ -1459,6 +1697,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__response__field_descriptors[1
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mcp_server",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__Response, result_case),
+    offsetof(Lanyard__V1__Response, mcp_server),
+    &lanyard__v1__mcp_server_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__response__field_indices_by_name[] = {
   3,   /* field[3] = authorize */
@@ -1468,6 +1718,7 @@ static const unsigned lanyard__v1__response__field_indices_by_name[] = {
   10,   /* field[10] = introspect */
   8,   /* field[8] = issue_identity */
   11,   /* field[11] = list_leases */
+  12,   /* field[12] = mcp_server */
   4,   /* field[4] = provision */
   5,   /* field[5] = revoke */
   6,   /* field[6] = rotate */
@@ -1478,7 +1729,7 @@ static const ProtobufCIntRange lanyard__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__response__descriptor =
 {
@@ -1488,7 +1739,7 @@ const ProtobufCMessageDescriptor lanyard__v1__response__descriptor =
   "Lanyard__V1__Response",
   "lanyard.v1",
   sizeof(Lanyard__V1__Response),
-  12,
+  13,
   lanyard__v1__response__field_descriptors,
   lanyard__v1__response__field_indices_by_name,
   2,  lanyard__v1__response__number_ranges,
@@ -1648,7 +1899,7 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_request__args_entry__des
   (ProtobufCMessageInit) lanyard__v1__authorize_request__args_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_descriptors[6] =
 {
   {
     "capability",
@@ -1710,6 +1961,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tool_call",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeRequest, tool_call),
+    &lanyard__v1__tool_call__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_request__field_indices_by_name[] = {
   3,   /* field[3] = amount */
@@ -1717,11 +1980,12 @@ static const unsigned lanyard__v1__authorize_request__field_indices_by_name[] = 
   2,   /* field[2] = args */
   0,   /* field[0] = capability */
   1,   /* field[1] = resource */
+  5,   /* field[5] = tool_call */
 };
 static const ProtobufCIntRange lanyard__v1__authorize_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descriptor =
 {
@@ -1731,14 +1995,78 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descriptor =
   "Lanyard__V1__AuthorizeRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeRequest),
-  5,
+  6,
   lanyard__v1__authorize_request__field_descriptors,
   lanyard__v1__authorize_request__field_indices_by_name,
   1,  lanyard__v1__authorize_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__authorize_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[6] =
+static const ProtobufCFieldDescriptor lanyard__v1__tool_call__field_descriptors[3] =
+{
+  {
+    "server",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ToolCall, server),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tool",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ToolCall, tool),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "arguments_json",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ToolCall, arguments_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__tool_call__field_indices_by_name[] = {
+  2,   /* field[2] = arguments_json */
+  0,   /* field[0] = server */
+  1,   /* field[1] = tool */
+};
+static const ProtobufCIntRange lanyard__v1__tool_call__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.ToolCall",
+  "ToolCall",
+  "Lanyard__V1__ToolCall",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__ToolCall),
+  3,
+  lanyard__v1__tool_call__field_descriptors,
+  lanyard__v1__tool_call__field_indices_by_name,
+  1,  lanyard__v1__tool_call__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__tool_call__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[8] =
 {
   {
     "decision",
@@ -1812,11 +2140,37 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "capability",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, capability),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "args_digest",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, args_digest),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] = {
   5,   /* field[5] = approval_expires_at */
   3,   /* field[3] = approval_id */
+  7,   /* field[7] = args_digest */
   4,   /* field[4] = binding_code */
+  6,   /* field[6] = capability */
   0,   /* field[0] = decision */
   2,   /* field[2] = reason */
   1,   /* field[1] = risk */
@@ -1824,7 +2178,7 @@ static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] =
 static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
 {
@@ -1834,7 +2188,7 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
   "Lanyard__V1__AuthorizeResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeResponse),
-  6,
+  8,
   lanyard__v1__authorize_response__field_descriptors,
   lanyard__v1__authorize_response__field_indices_by_name,
   1,  lanyard__v1__authorize_response__number_ranges,
@@ -3314,5 +3668,274 @@ const ProtobufCMessageDescriptor lanyard__v1__list_leases_response__descriptor =
   lanyard__v1__list_leases_response__field_indices_by_name,
   1,  lanyard__v1__list_leases_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__list_leases_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__mcp_server_request__field_descriptors[2] =
+{
+  {
+    "server",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpServerRequest, server),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tools",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Lanyard__V1__McpServerRequest, n_tools),
+    offsetof(Lanyard__V1__McpServerRequest, tools),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__mcp_server_request__field_indices_by_name[] = {
+  0,   /* field[0] = server */
+  1,   /* field[1] = tools */
+};
+static const ProtobufCIntRange lanyard__v1__mcp_server_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__mcp_server_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.McpServerRequest",
+  "McpServerRequest",
+  "Lanyard__V1__McpServerRequest",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__McpServerRequest),
+  2,
+  lanyard__v1__mcp_server_request__field_descriptors,
+  lanyard__v1__mcp_server_request__field_indices_by_name,
+  1,  lanyard__v1__mcp_server_request__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__mcp_server_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__mcp_server_response__field_descriptors[2] =
+{
+  {
+    "tools",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__McpServerResponse, n_tools),
+    offsetof(Lanyard__V1__McpServerResponse, tools),
+    &lanyard__v1__mcp_tool__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "credentials",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__McpServerResponse, n_credentials),
+    offsetof(Lanyard__V1__McpServerResponse, credentials),
+    &lanyard__v1__mcp_credential__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__mcp_server_response__field_indices_by_name[] = {
+  1,   /* field[1] = credentials */
+  0,   /* field[0] = tools */
+};
+static const ProtobufCIntRange lanyard__v1__mcp_server_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__mcp_server_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.McpServerResponse",
+  "McpServerResponse",
+  "Lanyard__V1__McpServerResponse",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__McpServerResponse),
+  2,
+  lanyard__v1__mcp_server_response__field_descriptors,
+  lanyard__v1__mcp_server_response__field_indices_by_name,
+  1,  lanyard__v1__mcp_server_response__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__mcp_server_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__mcp_tool__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpTool, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capability",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpTool, capability),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "risk",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpTool, risk),
+    &lanyard__v1__risk_level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "visible",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpTool, visible),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__mcp_tool__field_indices_by_name[] = {
+  1,   /* field[1] = capability */
+  0,   /* field[0] = name */
+  2,   /* field[2] = risk */
+  3,   /* field[3] = visible */
+};
+static const ProtobufCIntRange lanyard__v1__mcp_tool__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__mcp_tool__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.McpTool",
+  "McpTool",
+  "Lanyard__V1__McpTool",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__McpTool),
+  4,
+  lanyard__v1__mcp_tool__field_descriptors,
+  lanyard__v1__mcp_tool__field_indices_by_name,
+  1,  lanyard__v1__mcp_tool__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__mcp_tool__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__mcp_credential__field_descriptors[5] =
+{
+  {
+    "env",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpCredential, env),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "file",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpCredential, file),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "service",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpCredential, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scope",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Lanyard__V1__McpCredential, n_scope),
+    offsetof(Lanyard__V1__McpCredential, scope),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ttl_seconds",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__McpCredential, ttl_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__mcp_credential__field_indices_by_name[] = {
+  0,   /* field[0] = env */
+  1,   /* field[1] = file */
+  3,   /* field[3] = scope */
+  2,   /* field[2] = service */
+  4,   /* field[4] = ttl_seconds */
+};
+static const ProtobufCIntRange lanyard__v1__mcp_credential__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__mcp_credential__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.McpCredential",
+  "McpCredential",
+  "Lanyard__V1__McpCredential",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__McpCredential),
+  5,
+  lanyard__v1__mcp_credential__field_descriptors,
+  lanyard__v1__mcp_credential__field_indices_by_name,
+  1,  lanyard__v1__mcp_credential__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__mcp_credential__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -22,6 +22,7 @@ typedef struct Lanyard__V1__HelloRequest Lanyard__V1__HelloRequest;
 typedef struct Lanyard__V1__HelloResponse Lanyard__V1__HelloResponse;
 typedef struct Lanyard__V1__AuthorizeRequest Lanyard__V1__AuthorizeRequest;
 typedef struct Lanyard__V1__AuthorizeRequest__ArgsEntry Lanyard__V1__AuthorizeRequest__ArgsEntry;
+typedef struct Lanyard__V1__ToolCall Lanyard__V1__ToolCall;
 typedef struct Lanyard__V1__AuthorizeResponse Lanyard__V1__AuthorizeResponse;
 typedef struct Lanyard__V1__ProvisionRequest Lanyard__V1__ProvisionRequest;
 typedef struct Lanyard__V1__ProvisionRequest__ArgsEntry Lanyard__V1__ProvisionRequest__ArgsEntry;
@@ -43,6 +44,10 @@ typedef struct Lanyard__V1__IntrospectResponse Lanyard__V1__IntrospectResponse;
 typedef struct Lanyard__V1__ListLeasesRequest Lanyard__V1__ListLeasesRequest;
 typedef struct Lanyard__V1__LeaseInfo Lanyard__V1__LeaseInfo;
 typedef struct Lanyard__V1__ListLeasesResponse Lanyard__V1__ListLeasesResponse;
+typedef struct Lanyard__V1__McpServerRequest Lanyard__V1__McpServerRequest;
+typedef struct Lanyard__V1__McpServerResponse Lanyard__V1__McpServerResponse;
+typedef struct Lanyard__V1__McpTool Lanyard__V1__McpTool;
+typedef struct Lanyard__V1__McpCredential Lanyard__V1__McpCredential;
 
 
 /* --- enums --- */
@@ -61,7 +66,8 @@ typedef enum {
   LANYARD__V1__REQUEST__CALL_ISSUE_IDENTITY = 16,
   LANYARD__V1__REQUEST__CALL_VALIDATE_IDENTITY = 17,
   LANYARD__V1__REQUEST__CALL_INTROSPECT = 18,
-  LANYARD__V1__REQUEST__CALL_LIST_LEASES = 19
+  LANYARD__V1__REQUEST__CALL_LIST_LEASES = 19,
+  LANYARD__V1__REQUEST__CALL_MCP_SERVER = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__REQUEST__CALL__CASE)
 } Lanyard__V1__Request__CallCase;
 
@@ -81,6 +87,7 @@ struct  Lanyard__V1__Request
     Lanyard__V1__ValidateIdentityRequest *validate_identity;
     Lanyard__V1__IntrospectRequest *introspect;
     Lanyard__V1__ListLeasesRequest *list_leases;
+    Lanyard__V1__McpServerRequest *mcp_server;
   };
 };
 #define LANYARD__V1__REQUEST__INIT \
@@ -99,7 +106,8 @@ typedef enum {
   LANYARD__V1__RESPONSE__RESULT_ISSUE_IDENTITY = 16,
   LANYARD__V1__RESPONSE__RESULT_VALIDATE_IDENTITY = 17,
   LANYARD__V1__RESPONSE__RESULT_INTROSPECT = 18,
-  LANYARD__V1__RESPONSE__RESULT_LIST_LEASES = 19
+  LANYARD__V1__RESPONSE__RESULT_LIST_LEASES = 19,
+  LANYARD__V1__RESPONSE__RESULT_MCP_SERVER = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__RESPONSE__RESULT__CASE)
 } Lanyard__V1__Response__ResultCase;
 
@@ -120,6 +128,7 @@ struct  Lanyard__V1__Response
     Lanyard__V1__ValidateIdentityResponse *validate_identity;
     Lanyard__V1__IntrospectResponse *introspect;
     Lanyard__V1__ListLeasesResponse *list_leases;
+    Lanyard__V1__McpServerResponse *mcp_server;
   };
 };
 #define LANYARD__V1__RESPONSE__INIT \
@@ -181,10 +190,37 @@ struct  Lanyard__V1__AuthorizeRequest
    * empty: none
    */
   char *approval_id;
+  /*
+   * An MCP tool call (lanyard-mcp): set instead of capability, resource and args. The
+   * daemon maps it by the policy's mcp_servers section to the capability, the resource
+   * and the bound arguments, and decides that.
+   */
+  Lanyard__V1__ToolCall *tool_call;
 };
 #define LANYARD__V1__AUTHORIZE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__authorize_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string, NULL }
+
+
+struct  Lanyard__V1__ToolCall
+{
+  ProtobufCMessage base;
+  /*
+   * the mcp_servers entry: `lanyard-mcp --server NAME`
+   */
+  char *server;
+  /*
+   * params.name of the tools/call
+   */
+  char *tool;
+  /*
+   * params.arguments, a JSON object ("" or "{}": none)
+   */
+  char *arguments_json;
+};
+#define LANYARD__V1__TOOL_CALL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__tool_call__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__AuthorizeResponse
@@ -205,10 +241,18 @@ struct  Lanyard__V1__AuthorizeResponse
    * unix seconds, when PENDING
    */
   int64_t approval_expires_at;
+  /*
+   * the capability decided (a tool call: as the policy maps it)
+   */
+  char *capability;
+  /*
+   * a tool call: SHA-256 (hex) of its arguments' canonical JSON
+   */
+  char *args_digest;
 };
 #define LANYARD__V1__AUTHORIZE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__authorize_response__descriptor) \
-    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__ProvisionRequest__ArgsEntry
@@ -510,6 +554,90 @@ struct  Lanyard__V1__ListLeasesResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * What the policy says of one MCP server (mcp_servers: NAME) for the calling agent:
+ * which of `tools` it may see in tools/list, and the credentials its process gets.
+ */
+struct  Lanyard__V1__McpServerRequest
+{
+  ProtobufCMessage base;
+  char *server;
+  /*
+   * tool names from the server's tools/list
+   */
+  size_t n_tools;
+  char **tools;
+};
+#define LANYARD__V1__MCP_SERVER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__mcp_server_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Lanyard__V1__McpServerResponse
+{
+  ProtobufCMessage base;
+  /*
+   * one per requested tool, in order
+   */
+  size_t n_tools;
+  Lanyard__V1__McpTool **tools;
+  size_t n_credentials;
+  Lanyard__V1__McpCredential **credentials;
+};
+#define LANYARD__V1__MCP_SERVER_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__mcp_server_response__descriptor) \
+    , 0,NULL, 0,NULL }
+
+
+struct  Lanyard__V1__McpTool
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * "" when the tool maps to no capability of the policy
+   */
+  char *capability;
+  /*
+   * for this agent; UNSPECIFIED: not granted
+   */
+  Lanyard__V1__RiskLevel risk;
+  /*
+   * listed in tools/list (granted, or the policy shows ungranted tools)
+   */
+  protobuf_c_boolean visible;
+};
+#define LANYARD__V1__MCP_TOOL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__mcp_tool__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, 0 }
+
+
+/*
+ * A credential the gateway provisions (as the calling agent) before it starts the server.
+ */
+struct  Lanyard__V1__McpCredential
+{
+  ProtobufCMessage base;
+  /*
+   * put the secret in this environment variable, or
+   */
+  char *env;
+  /*
+   * in this file of the server's $CREDENTIALS_DIRECTORY
+   */
+  char *file;
+  char *service;
+  size_t n_scope;
+  char **scope;
+  /*
+   * 0: the service's default
+   */
+  uint64_t ttl_seconds;
+};
+#define LANYARD__V1__MCP_CREDENTIAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__mcp_credential__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
+
+
 /* Lanyard__V1__Request methods */
 void   lanyard__v1__request__init
                      (Lanyard__V1__Request         *message);
@@ -607,6 +735,25 @@ Lanyard__V1__AuthorizeRequest *
                       const uint8_t       *data);
 void   lanyard__v1__authorize_request__free_unpacked
                      (Lanyard__V1__AuthorizeRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__ToolCall methods */
+void   lanyard__v1__tool_call__init
+                     (Lanyard__V1__ToolCall         *message);
+size_t lanyard__v1__tool_call__get_packed_size
+                     (const Lanyard__V1__ToolCall   *message);
+size_t lanyard__v1__tool_call__pack
+                     (const Lanyard__V1__ToolCall   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__tool_call__pack_to_buffer
+                     (const Lanyard__V1__ToolCall   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__ToolCall *
+       lanyard__v1__tool_call__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__tool_call__free_unpacked
+                     (Lanyard__V1__ToolCall *message,
                       ProtobufCAllocator *allocator);
 /* Lanyard__V1__AuthorizeResponse methods */
 void   lanyard__v1__authorize_response__init
@@ -991,6 +1138,82 @@ Lanyard__V1__ListLeasesResponse *
 void   lanyard__v1__list_leases_response__free_unpacked
                      (Lanyard__V1__ListLeasesResponse *message,
                       ProtobufCAllocator *allocator);
+/* Lanyard__V1__McpServerRequest methods */
+void   lanyard__v1__mcp_server_request__init
+                     (Lanyard__V1__McpServerRequest         *message);
+size_t lanyard__v1__mcp_server_request__get_packed_size
+                     (const Lanyard__V1__McpServerRequest   *message);
+size_t lanyard__v1__mcp_server_request__pack
+                     (const Lanyard__V1__McpServerRequest   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__mcp_server_request__pack_to_buffer
+                     (const Lanyard__V1__McpServerRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__McpServerRequest *
+       lanyard__v1__mcp_server_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__mcp_server_request__free_unpacked
+                     (Lanyard__V1__McpServerRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__McpServerResponse methods */
+void   lanyard__v1__mcp_server_response__init
+                     (Lanyard__V1__McpServerResponse         *message);
+size_t lanyard__v1__mcp_server_response__get_packed_size
+                     (const Lanyard__V1__McpServerResponse   *message);
+size_t lanyard__v1__mcp_server_response__pack
+                     (const Lanyard__V1__McpServerResponse   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__mcp_server_response__pack_to_buffer
+                     (const Lanyard__V1__McpServerResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__McpServerResponse *
+       lanyard__v1__mcp_server_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__mcp_server_response__free_unpacked
+                     (Lanyard__V1__McpServerResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__McpTool methods */
+void   lanyard__v1__mcp_tool__init
+                     (Lanyard__V1__McpTool         *message);
+size_t lanyard__v1__mcp_tool__get_packed_size
+                     (const Lanyard__V1__McpTool   *message);
+size_t lanyard__v1__mcp_tool__pack
+                     (const Lanyard__V1__McpTool   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__mcp_tool__pack_to_buffer
+                     (const Lanyard__V1__McpTool   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__McpTool *
+       lanyard__v1__mcp_tool__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__mcp_tool__free_unpacked
+                     (Lanyard__V1__McpTool *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__McpCredential methods */
+void   lanyard__v1__mcp_credential__init
+                     (Lanyard__V1__McpCredential         *message);
+size_t lanyard__v1__mcp_credential__get_packed_size
+                     (const Lanyard__V1__McpCredential   *message);
+size_t lanyard__v1__mcp_credential__pack
+                     (const Lanyard__V1__McpCredential   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__mcp_credential__pack_to_buffer
+                     (const Lanyard__V1__McpCredential   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__McpCredential *
+       lanyard__v1__mcp_credential__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__mcp_credential__free_unpacked
+                     (Lanyard__V1__McpCredential *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Lanyard__V1__Request_Closure)
@@ -1010,6 +1233,9 @@ typedef void (*Lanyard__V1__AuthorizeRequest__ArgsEntry_Closure)
                   void *closure_data);
 typedef void (*Lanyard__V1__AuthorizeRequest_Closure)
                  (const Lanyard__V1__AuthorizeRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__ToolCall_Closure)
+                 (const Lanyard__V1__ToolCall *message,
                   void *closure_data);
 typedef void (*Lanyard__V1__AuthorizeResponse_Closure)
                  (const Lanyard__V1__AuthorizeResponse *message,
@@ -1074,6 +1300,18 @@ typedef void (*Lanyard__V1__LeaseInfo_Closure)
 typedef void (*Lanyard__V1__ListLeasesResponse_Closure)
                  (const Lanyard__V1__ListLeasesResponse *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__McpServerRequest_Closure)
+                 (const Lanyard__V1__McpServerRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__McpServerResponse_Closure)
+                 (const Lanyard__V1__McpServerResponse *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__McpTool_Closure)
+                 (const Lanyard__V1__McpTool *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__McpCredential_Closure)
+                 (const Lanyard__V1__McpCredential *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1086,6 +1324,7 @@ extern const ProtobufCMessageDescriptor lanyard__v1__hello_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__hello_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__authorize_request__args_entry__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__provision_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__provision_request__args_entry__descriptor;
@@ -1107,6 +1346,10 @@ extern const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descri
 extern const ProtobufCMessageDescriptor lanyard__v1__list_leases_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__lease_info__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__list_leases_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__mcp_server_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__mcp_server_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__mcp_tool__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__mcp_credential__descriptor;
 
 PROTOBUF_C__END_DECLS
 
