@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "lanyardd", targets: ["lanyardd"]),
         .executable(name: "lanyardctl", targets: ["lanyardctl"]),
+        .executable(name: "lanyard-mcp", targets: ["lanyard-mcp"]),
         .library(name: "LanyardClient", targets: ["LanyardClient"]),
     ],
     dependencies: [
@@ -81,6 +82,13 @@ let package = Package(
         ]),
         .executableTarget(name: "lanyardctl", dependencies: [
             "LanyardClient", "LanyardCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+
+        // The MCP gateway (docs/mcp.md): an agent-side program, so the client library only.
+        .executableTarget(name: "lanyard-mcp", dependencies: [
+            "LanyardClient", "LanyardCore", "LanyardWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),

@@ -1,0 +1,170 @@
+import Foundation
+import LanyardClient
+import LanyardWire
+
+/// One run of the real MCP server: the child process, its pipes, and the leases whose
+/// secrets it was started with. A restart makes a new one; the old one is stopped and
+/// its leases revoked.
+final class ServerProcess: @unchecked Sendable {
+    let generation: Int
+    let process: Process
+    let input: LineWriter
+    let output: LineReader
+    let leases: [Lanyard_V1_Lease]
+    /// The private directory of credential files ($CREDENTIALS_DIRECTORY), if any.
+    let credentialsDirectory: String?
+
+    /// The earliest expiry of its leases (unix seconds), or nil when it has none.
+    var expiresAt: Int64? { leases.map(\.expiresAt).min() }
+
+    private init(generation: Int, process: Process, input: LineWriter, output: LineReader, leases: [Lanyard_V1_Lease], credentialsDirectory: String?) {
+        self.generation = generation
+        self.process = process
+        self.input = input
+        self.output = output
+        self.leases = leases
+        self.credentialsDirectory = credentialsDirectory
+    }
+
+    /// Provisions the server's credentials as the calling agent, then starts `command`
+    /// with them in its environment or its credentials directory. On any failure the
+    /// leases already provisioned are revoked.
+    static func start(generation: Int, command: [String], credentials: [Lanyard_V1_McpCredential], client: LanyardClient,
+                      maxLine: Int, onExit: @escaping @Sendable (Int32) -> Void) async throws -> ServerProcess {
+        var leases: [Lanyard_V1_Lease] = []
+        var directory: String?
+        do {
+            var environment = ProcessInfo.processInfo.environment
+            for credential in credentials {
+                let lease = try await provision(credential, client: client)
+                leases.append(lease)
+                if !credential.env.isEmpty {
+                    environment[credential.env] = lease.secret
+                } else {
+                    let dir = try directory ?? makePrivateDirectory()
+                    directory = dir
+                    try writeSecret(lease.secret, to: dir + "/" + credential.file)
+                }
+            }
+            if let directory { environment["CREDENTIALS_DIRECTORY"] = directory }
+
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try resolve(command[0]))
+            process.arguments = Array(command.dropFirst())
+            process.environment = environment
+            let stdin = Pipe(), stdout = Pipe()
+            process.standardInput = stdin
+            process.standardOutput = stdout
+            process.standardError = FileHandle.standardError
+            process.terminationHandler = { onExit($0.terminationStatus) }
+            try process.run()
+            // Our copies of the child's ends are closed by Pipe; keep only ours.
+            try? stdin.fileHandleForReading.close()
+            try? stdout.fileHandleForWriting.close()
+            let input = LineWriter(fd: stdin.fileHandleForWriting.fileDescriptor, limit: maxLine)
+            let output = LineReader(fd: stdout.fileHandleForReading.fileDescriptor, cap: maxLine)
+            // The pipes' FileHandles must outlive their descriptors' use.
+            let server = ServerProcess(generation: generation, process: process, input: input, output: output, leases: leases,
+                                       credentialsDirectory: directory)
+            server.pipes = [stdin, stdout]
+            return server
+        } catch {
+            await revoke(leases, client: client)
+            if let directory { removeDirectory(directory) }
+            throw error
+        }
+    }
+
+    private var pipes: [Pipe] = []
+
+    private static func provision(_ c: Lanyard_V1_McpCredential, client: LanyardClient) async throws -> Lanyard_V1_Lease {
+        var request = Lanyard_V1_Request()
+        request.provision = .with {
+            $0.service = c.service
+            $0.scope = c.scope
+            $0.ttlSeconds = c.ttlSeconds
+        }
+        do {
+            return try await client.call(request).provision.lease
+        } catch let e as LanyardError {
+            throw GatewayError("cannot provision the server's credential \(c.env.isEmpty ? c.file : c.env) (service \(c.service), scope \(c.scope.joined(separator: " "))): \(e.code.name): \(e.message)")
+        }
+    }
+
+    /// Stops the process: closes its input, then SIGTERM and, after `grace`, SIGKILL.
+    func stop(grace: Duration = .seconds(2)) async {
+        input.close()
+        guard process.isRunning else { return }
+        if await exited(within: grace) { return }
+        process.terminate()
+        if await exited(within: grace) { return }
+        kill(process.processIdentifier, SIGKILL)
+        _ = await exited(within: grace)
+    }
+
+    private func exited(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return !process.isRunning
+    }
+
+    /// Revokes this run's leases and removes its credentials directory.
+    func release(client: LanyardClient) async {
+        await Self.revoke(leases, client: client)
+        if let credentialsDirectory { Self.removeDirectory(credentialsDirectory) }
+    }
+
+    static func revoke(_ leases: [Lanyard_V1_Lease], client: LanyardClient) async {
+        for lease in leases {
+            var request = Lanyard_V1_Request()
+            request.revoke = .with { $0.leaseID = lease.leaseID }
+            do { _ = try await client.call(request) } catch {
+                log("could not revoke lease \(lease.leaseID) (\(lease.service)); it ends at its expiry: \(error)")
+            }
+        }
+    }
+
+    /// `name` as execvp would find it: a path as given, else the first executable on $PATH.
+    static func resolve(_ name: String) throws -> String {
+        if name.contains("/") { return name }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") where access("\(dir)/\(name)", X_OK) == 0 { return "\(dir)/\(name)" }
+        throw GatewayError("command '\(name)' is not on PATH; give its absolute path after --")
+    }
+
+    /// A new mode-0700 directory under $XDG_RUNTIME_DIR (else /tmp) for credential files.
+    static func makePrivateDirectory() throws -> String {
+        let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp"
+        var template = Array("\(base)/lanyard-mcp.XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw GatewayError("cannot create a private directory under \(base): \(String(cString: strerror(errno)))") }
+        return String(cString: made)
+    }
+
+    /// Writes a secret to a new file (mode 0600, never through a symlink).
+    static func writeSecret(_ secret: String, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw GatewayError("cannot create credential file \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(secret.utf8)
+        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw GatewayError("cannot write credential file \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func removeDirectory(_ dir: String) {
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: dir) {
+            for name in names { unlink(dir + "/" + name) }
+        }
+        rmdir(dir)
+    }
+}
+
+struct GatewayError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// One line on stderr, which MCP clients keep as the server's log. Never a secret.
+func log(_ message: String) {
+    FileHandle.standardError.write(Data("lanyard-mcp: \(message)\n".utf8))
+}
