@@ -6,16 +6,21 @@ public struct ApprovalSubject: Sendable, Equatable {
     public var resource: String
     public var args: [String: String]
     public var amount: String
+    /// An MCP tool call's `server/tool` ("" for any other operation): two tools mapped to one
+    /// capability are different operations.
+    public var tool: String
 
-    public init(agentID: String, capabilities: [Capability], resource: String, args: [String: String], amount: String) {
+    public init(agentID: String, capabilities: [Capability], resource: String, args: [String: String], amount: String, tool: String = "") {
         self.agentID = agentID
         self.capabilities = capabilities.sorted()
         self.resource = resource
         self.args = args
         self.amount = amount
+        self.tool = tool
     }
 
-    /// Canonical bytes for the digest: sorted capabilities and args, each length-prefixed.
+    /// Canonical bytes for the digest: sorted capabilities and args, each length-prefixed,
+    /// then the tool (when set).
     public var canonicalBytes: [UInt8] {
         var out: [UInt8] = Array("lanyard-approval-v1\n".utf8)
         func put(_ s: String) {
@@ -33,6 +38,8 @@ public struct ApprovalSubject: Sendable, Equatable {
             put(args[key]!)
         }
         put(amount)
+        // Only when set, so every other operation's digest is what it always was.
+        if !tool.isEmpty { put(tool) }
         return out
     }
 

@@ -18,12 +18,17 @@ public struct AuditRecord: Sendable, Equatable {
     public var approvalID: String = ""
     public var approver: String = ""
     public var policyVersion: String = ""
+    /// An MCP tool call (event `tool_call`): the mcp_servers entry, the tool, and the
+    /// SHA-256 (hex) of its arguments' canonical JSON. Empty for every other record.
+    public var mcpServer: String = ""
+    public var mcpTool: String = ""
+    public var argsDigest: String = ""
     public var prevHash: String = ""
     public var hash: String = ""
 
     public init(event: String) { self.event = event }
 
-    /// The most bytes any text field holds: with 14 text fields a record always fits in
+    /// The most bytes any text field holds: with 17 text fields a record always fits in
     /// one reply page, whatever an agent sent.
     public static let maxFieldBytes = 2048
 
@@ -31,7 +36,7 @@ public struct AuditRecord: Sendable, Equatable {
     public var capped: AuditRecord {
         var r = self
         for field in [\AuditRecord.event, \.agentID, \.agent, \.capability, \.resource, \.decision, \.reason, \.outcome,
-                      \.leaseID, \.approvalID, \.approver, \.policyVersion, \.prevHash, \.hash] {
+                      \.leaseID, \.approvalID, \.approver, \.policyVersion, \.mcpServer, \.mcpTool, \.argsDigest, \.prevHash, \.hash] {
             r[keyPath: field] = Inert.capped(r[keyPath: field], limit: Self.maxFieldBytes)
         }
         return r
@@ -67,6 +72,12 @@ public struct AuditRecord: Sendable, Equatable {
         put("approval_id", approvalID)
         put("approver", approver)
         put("policy_version", policyVersion)
+        // Only a tool call's record has these: every record written before them hashes as it did.
+        if !(mcpServer.isEmpty && mcpTool.isEmpty && argsDigest.isEmpty) {
+            put("mcp_server", mcpServer)
+            put("mcp_tool", mcpTool)
+            put("args_digest", argsDigest)
+        }
         put("prev_hash", prevHash)
         return out
     }

@@ -1,8 +1,11 @@
 /// A minimal JSON writer and a strict, bounded reader: CLI `--json` output (numbers stay
-/// numbers, unlike proto3 JSON's int64), JWT headers and claims. Keys keep their order.
+/// numbers, unlike proto3 JSON's int64), JWT headers and claims, MCP tool arguments.
+/// Keys keep their order.
 public enum JSON: Sendable {
     case string(String)
     case int(Int64)
+    /// A number as written (RFC 8259 grammar), from `read(_:maxDepth:numbers: .asWritten)`.
+    case number(String)
     case bool(Bool)
     case array([JSON])
     case object([(String, JSON)])
@@ -12,6 +15,7 @@ public enum JSON: Sendable {
         switch self {
         case .string(let s): return Self.quote(s)
         case .int(let n): return String(n)
+        case .number(let n): return n
         case .bool(let b): return b ? "true" : "false"
         case .null: return "null"
         case .array(let items): return "[" + items.map(\.text).joined(separator: ",") + "]"
@@ -61,22 +65,28 @@ extension JSON {
     /// it starts). Stricter than the RFC where leniency has bitten JOSE: duplicate member
     /// names, invalid UTF-8 and lone surrogates are refused, and a number must be an
     /// integer that fits in 64 bits (no fraction or exponent: no `Double` to convert).
-    public static func read(_ bytes: [UInt8], maxDepth: Int) throws(JSONReadError) -> JSON {
-        var reader = Reader(bytes: bytes, maxDepth: maxDepth)
+    public static func read(_ bytes: [UInt8], maxDepth: Int, numbers: Numbers = .integers) throws(JSONReadError) -> JSON {
+        var reader = Reader(bytes: bytes, maxDepth: maxDepth, numbers: numbers)
         let value = try reader.value(depth: 1)
         reader.skipSpace()
         guard reader.at == bytes.count else { throw reader.fail("trailing bytes after the value") }
         return value
     }
 
+    /// How numbers are read: 64-bit integers only (`.int`), or any RFC 8259 number kept
+    /// as written (`.number`, never converted: nothing is lost or rounded).
+    public enum Numbers: Sendable { case integers, asWritten }
+
     private struct Reader {
         let bytes: [UInt8]
         let maxDepth: Int
+        let numbers: Numbers
         var at = 0
 
-        init(bytes: [UInt8], maxDepth: Int) {
+        init(bytes: [UInt8], maxDepth: Int, numbers: Numbers) {
             self.bytes = bytes
             self.maxDepth = maxDepth
+            self.numbers = numbers
         }
 
         func fail(_ reason: String) -> JSONReadError { JSONReadError(reason: reason, offset: at) }
@@ -103,7 +113,8 @@ extension JSON {
             case UInt8(ascii: "t"): try literal("true"); return .bool(true)
             case UInt8(ascii: "f"): try literal("false"); return .bool(false)
             case UInt8(ascii: "n"): try literal("null"); return .null
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .int(try integer())
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                return numbers == .integers ? .int(try integer()) : .number(try numberAsWritten())
             default: throw fail("not a JSON value")
             }
         }
@@ -173,6 +184,30 @@ extension JSON {
             if negative { return n }
             guard n != .min else { throw JSONReadError(reason: "a number out of the 64-bit integer range", offset: start) }
             return -n
+        }
+
+        /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, returned as written.
+        mutating func numberAsWritten() throws(JSONReadError) -> String {
+            let start = at
+            func isDigit(_ b: UInt8?) -> Bool { b.map { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") } ?? false }
+            func digits() throws(JSONReadError) {
+                guard isDigit(next) else { throw fail("a number needs digits") }
+                while isDigit(next) { at += 1 }
+            }
+            if next == UInt8(ascii: "-") { at += 1 }
+            if next == UInt8(ascii: "0") {
+                at += 1
+                if isDigit(next) { throw fail("a number has a leading zero") }
+            } else {
+                try digits()
+            }
+            if next == UInt8(ascii: ".") { at += 1; try digits() }
+            if next == UInt8(ascii: "e") || next == UInt8(ascii: "E") {
+                at += 1
+                if next == UInt8(ascii: "+") || next == UInt8(ascii: "-") { at += 1 }
+                try digits()
+            }
+            return String(decoding: bytes[start..<at], as: UTF8.self)
         }
 
         mutating func string() throws(JSONReadError) -> String {

@@ -7,6 +7,8 @@ public struct Policy: Sendable {
     public var services: [String: Service]
     public var capabilities: [Capability: RiskLevel]
     public var agents: [Agent]
+    /// The MCP servers of `lanyard-mcp --server NAME`, by name.
+    public var mcpServers: [String: McpServer] = [:]
 
     /// The policy's version: SHA-256 (hex) of its source bytes, set by the loader.
     public var version: String = ""

@@ -46,7 +46,7 @@ private struct Reader {
             throw PolicyError(file: file, path: "", line: nil, message: "not valid YAML: \(error)")
         }
         guard let root else { throw fail("", nil, "the policy is empty; it needs at least trust_domain") }
-        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents"])
+        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers"])
 
         guard let td = top["trust_domain"] else { throw fail("trust_domain", root, "is required (for example: example.internal)") }
         let trustDomain = try string(td, "trust_domain")
@@ -57,11 +57,14 @@ private struct Reader {
         let admins = try top["admins"].map { n throws(PolicyError) in try principals(n, "admins", extra: []) } ?? .init()
         let approvers = try top["approvers"].map { n throws(PolicyError) in try self.approvers(n) }
         let services = try top["services"].map { n throws(PolicyError) in try self.services(n) } ?? [:]
-        let catalog = try top["capabilities"].map { n throws(PolicyError) in try self.catalog(n, services: services) } ?? [:]
+        // MCP server names first: a capability's service may be one of them.
+        let serverNames = try top["mcp_servers"].map { n throws(PolicyError) in try mcpServerNames(n, services: services) } ?? []
+        let catalog = try top["capabilities"].map { n throws(PolicyError) in try self.catalog(n, services: services, mcpServers: serverNames) } ?? [:]
+        let mcpServers = try top["mcp_servers"].map { n throws(PolicyError) in try self.mcpServers(n, services: services, catalog: catalog) } ?? [:]
         let agents = try top["agents"].map { n throws(PolicyError) in try self.agents(n, catalog: catalog, approvers: approvers) } ?? []
 
         var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
-                            services: services, capabilities: catalog, agents: agents)
+                            services: services, capabilities: catalog, agents: agents, mcpServers: mcpServers)
         policy.buildIndexes()
         return policy
     }
@@ -261,20 +264,179 @@ private struct Reader {
         return s
     }
 
-    func catalog(_ node: Node, services: [String: Policy.Service]) throws(PolicyError) -> [Capability: RiskLevel] {
+    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>) throws(PolicyError) -> [Capability: RiskLevel] {
         var out: [Capability: RiskLevel] = [:]
         for (key, value) in try pairs(node, "capabilities") {
             let raw = try string(key, "capabilities")
             let path = "capabilities.\(raw)"
             let cap = try capability(raw, path, key)
-            guard services[cap.service] != nil else {
-                throw fail(path, key, "service '\(cap.service)' is not declared under services")
+            guard services[cap.service] != nil || mcpServers.contains(cap.service) else {
+                throw fail(path, key, "service '\(cap.service)' is not declared under services (nor is it an MCP server under mcp_servers)")
             }
             let m = try mapping(value, path, allowed: ["risk", "description"])
             guard let riskNode = m["risk"] else { throw fail("\(path).risk", value, "is required: low, medium or high") }
             out[cap] = try risk(riskNode, "\(path).risk")
         }
         return out
+    }
+
+    /// The names of `mcp_servers:` (slugs, none also a service's name).
+    func mcpServerNames(_ node: Node, services: [String: Policy.Service]) throws(PolicyError) -> Set<String> {
+        var names: Set<String> = []
+        for (key, _) in try pairs(node, "mcp_servers") {
+            let name = try string(key, "mcp_servers")
+            let path = "mcp_servers.\(name)"
+            guard Capability.isValidService(name), name.utf8.count <= 63 else {
+                throw fail(path, key, "MCP server name '\(name)' is malformed: lowercase [a-z0-9_-], at most 63 characters (it is the first segment of its tools' capabilities)")
+            }
+            guard services[name] == nil else {
+                throw fail(path, key, "'\(name)' is also a service under services: capabilities '\(name):...' would mean both; name the server differently (for example \(name)-mcp)")
+            }
+            names.insert(name)
+        }
+        return names
+    }
+
+    func mcpServers(_ node: Node, services: [String: Policy.Service], catalog: [Capability: RiskLevel]) throws(PolicyError) -> [String: Policy.McpServer] {
+        var out: [String: Policy.McpServer] = [:]
+        for (key, value) in try pairs(node, "mcp_servers") {
+            let name = try string(key, "mcp_servers")
+            let path = "mcp_servers.\(name)"
+            var server = Policy.McpServer(name: name)
+            if case .scalar(let s) = value, s.string.isEmpty || s.string == "~" || s.string == "null" {
+                out[name] = server  // `files:` alone: every tool by its default capability
+                continue
+            }
+            let m = try mapping(value, path, allowed: ["show_ungranted_tools", "tools", "env", "files"])
+            if let n = m["show_ungranted_tools"] {
+                guard case .scalar = n, let b = n.bool else { throw fail("\(path).show_ungranted_tools", n, "expected true or false") }
+                server.showUngrantedTools = b
+            }
+            if let n = m["tools"] {
+                let tools = try pairs(n, "\(path).tools")
+                guard tools.count <= Policy.McpServer.maxTools else {
+                    throw fail("\(path).tools", n, "lists \(tools.count) tools (limit \(Policy.McpServer.maxTools)); tools not listed map to \(name):TOOL")
+                }
+                for (k, v) in tools {
+                    let tool = try string(k, "\(path).tools")
+                    server.tools[tool] = try mcpTool(tool, v, server: name, "\(path).tools.\(tool)", k, catalog: catalog)
+                }
+            }
+            for (field, target) in [("env", Policy.McpServer.Credential.Target.env), ("files", Policy.McpServer.Credential.Target.file)] {
+                guard let n = m[field] else { continue }
+                for (k, v) in try pairs(n, "\(path).\(field)") {
+                    let targetName = try string(k, "\(path).\(field)")
+                    let cpath = "\(path).\(field).\(targetName)"
+                    if field == "env" { try envName(targetName, cpath, k) } else { try fileName(targetName, cpath, k) }
+                    server.credentials.append(try mcpCredential(target(targetName), v, cpath, services: services, catalog: catalog))
+                    guard server.credentials.count <= Policy.McpServer.maxCredentials else {
+                        throw fail(cpath, k, "more than \(Policy.McpServer.maxCredentials) credentials for one server")
+                    }
+                }
+            }
+            out[name] = server
+        }
+        return out
+    }
+
+    func mcpTool(_ tool: String, _ node: Node, server: String, _ path: String, _ key: Node,
+                 catalog: [Capability: RiskLevel]) throws(PolicyError) -> Policy.McpServer.Tool {
+        guard Policy.McpServer.isToolName(tool) else {
+            throw fail(path, key, "'\(tool)' is not an MCP tool name: 1 to 128 of A-Z a-z 0-9 _ . -")
+        }
+        let m = try mapping(node, path, allowed: ["capability", "resource", "bind"])
+        let cap: Capability
+        if let c = m["capability"] {
+            cap = try capability(try string(c, "\(path).capability"), "\(path).capability", c)
+        } else {
+            guard let d = try? Capability(parsing: "\(server):\(tool)") else {
+                throw fail(path, key, "tool name '\(tool)' is no capability segment (lowercase [a-z0-9_-]): give it a capability")
+            }
+            cap = d
+        }
+        guard catalog[cap] != nil else {
+            throw fail(m["capability"] == nil ? path : "\(path).capability", m["capability"] ?? key,
+                       "capability '\(cap)' is not in the capabilities catalog: add it there with its risk")
+        }
+        var spec = Policy.McpServer.Tool(capability: cap)
+        if let n = m["resource"] { spec.resource = try argumentName(n, "\(path).resource") }
+        if let n = m["bind"] {
+            var names: [String] = []
+            for (i, item) in try sequence(n, "\(path).bind").enumerated() {
+                let arg = try argumentName(item, "\(path).bind[\(i)]")
+                guard !names.contains(where: { $0.sameBytes(as: arg) }) else { throw fail("\(path).bind[\(i)]", item, "argument '\(arg)' is listed twice") }
+                names.append(arg)
+            }
+            guard names.count <= Policy.McpServer.maxTools else { throw fail("\(path).bind", n, "binds \(names.count) arguments (limit \(Policy.McpServer.maxTools))") }
+            spec.bind = names
+        }
+        return spec
+    }
+
+    /// The name of a tool's argument (a key of its arguments object).
+    func argumentName(_ node: Node, _ path: String) throws(PolicyError) -> String {
+        let s = try string(node, path)
+        guard (1...128).contains(s.utf8.count), !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw fail(path, node, "an argument name is 1 to 128 bytes without control characters")
+        }
+        return s
+    }
+
+    /// Names a credential must never take: the loader's, the shell's and interpreters'
+    /// start-up hooks, and what the gateway sets itself.
+    static let refusedEnvNames: Set<String> = [
+        "PATH", "HOME", "IFS", "ENV", "BASH_ENV", "SHELL", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE", "PS4", "PROMPT_COMMAND",
+        "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYOPT", "RUBYLIB",
+        "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "TMPDIR",
+        "CREDENTIALS_DIRECTORY",
+    ]
+    static let refusedEnvPrefixes = ["LD_", "DYLD_", "BASH_FUNC_", "MALLOC_", "GLIBC_"]
+
+    func envName(_ name: String, _ path: String, _ node: Node) throws(PolicyError) {
+        let bytes = Array(name.utf8)
+        let ok = (1...128).contains(bytes.count) && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9")) && bytes.allSatisfy {
+            ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_")
+        }
+        guard ok else { throw fail(path, node, "'\(name)' is not an environment variable name: [A-Z_][A-Z0-9_]*, at most 128 characters") }
+        guard !Self.refusedEnvNames.contains(name), !Self.refusedEnvPrefixes.contains(where: name.hasPrefix) else {
+            throw fail(path, node, "'\(name)' changes how programs load or start (loader, shell or interpreter); a credential cannot take it, choose another name")
+        }
+    }
+
+    func fileName(_ name: String, _ path: String, _ node: Node) throws(PolicyError) {
+        let ok = (1...128).contains(name.utf8.count) && name != "." && name != ".." && name.utf8.allSatisfy {
+            ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z"))
+                || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+        }
+        guard ok else { throw fail(path, node, "'\(name)' is not a file name: 1 to 128 of A-Z a-z 0-9 _ . - (one path component, not . or ..)") }
+    }
+
+    func mcpCredential(_ target: Policy.McpServer.Credential.Target, _ node: Node, _ path: String, services: [String: Policy.Service],
+                       catalog: [Capability: RiskLevel]) throws(PolicyError) -> Policy.McpServer.Credential {
+        let m = try mapping(node, path, allowed: ["service", "scope", "ttl_seconds"])
+        guard let sn = m["service"] else { throw fail("\(path).service", node, "is required: the service whose credential the server gets") }
+        let name = try string(sn, "\(path).service")
+        guard let service = services[name] else { throw fail("\(path).service", sn, "service '\(name)' is not declared under services") }
+        guard let scopeNode = m["scope"] else { throw fail("\(path).scope", node, "is required: the capabilities of \(name) the credential carries") }
+        var scope: [Capability] = []
+        for (i, item) in try sequence(scopeNode, "\(path).scope").enumerated() {
+            let ipath = "\(path).scope[\(i)]"
+            let cap = try capability(try string(item, ipath), ipath, item)
+            guard cap.service == name else { throw fail(ipath, item, "capability '\(cap)' is not one of service '\(name)'") }
+            guard catalog[cap] != nil else { throw fail(ipath, item, "capability '\(cap)' is not in the capabilities catalog: add it there with its risk") }
+            guard !scope.contains(cap) else { throw fail(ipath, item, "capability '\(cap)' is listed twice") }
+            scope.append(cap)
+        }
+        guard !scope.isEmpty else { throw fail("\(path).scope", scopeNode, "needs at least one capability of \(name)") }
+        var credential = Policy.McpServer.Credential(target: target, service: name, scope: scope)
+        if let n = m["ttl_seconds"] {
+            let ttl = try int(n, "\(path).ttl_seconds")
+            guard (1...service.maxTTLSeconds).contains(ttl) else {
+                throw fail("\(path).ttl_seconds", n, "must be between 1 and the service's max_ttl_seconds (\(service.maxTTLSeconds)), got \(ttl)")
+            }
+            credential.ttlSeconds = ttl
+        }
+        return credential
     }
 
     func agents(_ node: Node, catalog: [Capability: RiskLevel], approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {

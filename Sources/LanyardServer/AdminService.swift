@@ -386,6 +386,9 @@ extension AuditRecord {
         w.policyVersion = policyVersion
         w.prevHash = prevHash
         w.hash = hash
+        w.mcpServer = mcpServer
+        w.mcpTool = mcpTool
+        w.argsDigest = argsDigest
         return w
     }
 }

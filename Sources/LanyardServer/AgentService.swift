@@ -67,7 +67,7 @@ final class AgentService: Sendable {
                 var response = Lanyard_V1_Response()
                 response.awaitApproval = try await approvals.await(c, agent: agent)
                 return response
-            case .mcpServer: throw CallError(.unimplemented, "McpServer is not implemented yet")
+            case .mcpServer(let c): return try mcpServer(c, caller.snapshot.policy, agent)
             case .hello, .authorize: throw CallError(.internal, "unreachable")
             }
         }
@@ -118,48 +118,70 @@ final class AgentService: Sendable {
         return response
     }
 
+    /// What an Authorize decides: the capability, resource and args it names, or as the
+    /// policy maps its MCP tool call.
+    private struct Operation {
+        var capability: Capability
+        var resource: String
+        var args: [String: String]
+        /// A tool call's `server/tool`, bound into its approval ("" otherwise).
+        var tool = ""
+    }
+
+    /// Why an Authorize is answered before any verdict: INVALID_ARGUMENT, or a DENY answer.
+    private enum Refusal: Error {
+        case invalid(String)
+        case deny(String)
+    }
+
     private func authorize(_ call: Lanyard_V1_AuthorizeRequest, _ caller: Caller) async throws -> Lanyard_V1_Response {
-        guard let agent = caller.agent else { return try await unauthenticated("authorize", caller, capability: call.capability) }
-        var record = caller.record("authorize")
-        record.capability = String(call.capability.prefix(256))
-        record.resource = String(call.resource.prefix(1024))
-        if let problem = approvals.limits.fieldProblem(resource: call.resource, args: call.args, unit: call.amount.unit) {
+        guard let agent = caller.agent else {
+            return try await unauthenticated(call.hasToolCall ? "tool_call" : "authorize", caller, capability: call.capability)
+        }
+        var record = caller.record(call.hasToolCall ? "tool_call" : "authorize")
+        var result = Lanyard_V1_AuthorizeResponse()
+        let operation: Operation
+        do {
+            operation = try self.operation(call, caller.snapshot.policy, &record, &result)
+        } catch .invalid(let problem) {
             record.decision = Decision.deny.rawValue
             record.reason = problem
             record.outcome = "invalid_argument"
             try await store.audit.append(record)
             throw CallError(.invalidArgument, problem)
-        }
-
-        let capability: Capability
-        do {
-            capability = try Capability(parsing: call.capability)
-        } catch {
+        } catch .deny(let reason) {
             record.decision = Decision.deny.rawValue
-            record.reason = error.description
-            record.outcome = "invalid_argument"
+            record.reason = reason
+            record.outcome = Decision.deny.rawValue
             try await store.audit.append(record)
-            throw CallError(.invalidArgument, error.description)
+            result.decision = .deny
+            result.reason = reason
+            var response = Lanyard_V1_Response()
+            response.authorize = result
+            return response
         }
+        let capability = operation.capability
 
         var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
-        var result = Lanyard_V1_AuthorizeResponse()
         var change: Mutation?
         var created: StoredApproval?
         if verdict.decision == .pending {
-            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: call.resource,
-                                          args: call.args, amount: call.hasAmount ? call.amount.text : "")
+            let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: operation.resource,
+                                          args: operation.args, amount: call.hasAmount ? call.amount.text : "", tool: operation.tool)
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
-            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, reuse: call.hasToolCall)
             verdict = route.verdict
             change = route.change
-            if let approved = route.approved { record.approver = approved.decidedReason }
-            if let approval = route.created {
+            if let approved = route.approved {
+                record.approvalID = approved.id
+                record.approver = approved.decidedReason
+            }
+            if let approval = route.created ?? route.waiting {
                 record.approvalID = approval.id
                 result.approvalID = approval.id
                 result.bindingCode = approval.bindingCode
                 result.approvalExpiresAt = approval.machine.expiresMicros / 1_000_000
-                created = approval
+                created = route.created
             }
         }
         record.decision = verdict.decision.rawValue
@@ -173,6 +195,98 @@ final class AgentService: Sendable {
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
         var response = Lanyard_V1_Response()
         response.authorize = result
+        return response
+    }
+
+    /// The operation `call` names (a tool call: as the policy maps it), with what it names
+    /// noted in `record` and `result`, within the field bounds.
+    private func operation(_ call: Lanyard_V1_AuthorizeRequest, _ policy: Policy, _ record: inout AuditRecord,
+                           _ result: inout Lanyard_V1_AuthorizeResponse) throws(Refusal) -> Operation {
+        let operation: Operation
+        if call.hasToolCall {
+            let tc = call.toolCall
+            record.mcpServer = String(tc.server.prefix(64))
+            record.mcpTool = String(tc.tool.prefix(128))
+            guard call.capability.isEmpty, call.resource.isEmpty, call.args.isEmpty, !call.hasAmount else {
+                throw .invalid("a tool call names no capability, resource, args or amount: the policy's mcp_servers section maps them; send only tool_call")
+            }
+            guard let server = policy.mcpServers[tc.server], server.name.sameBytes(as: tc.server) else {
+                throw .deny("MCP server '\(record.mcpServer)' is not in the policy: add it under mcp_servers: \(record.mcpServer) (and its tools' capabilities)")
+            }
+            let mapping: ToolMapping
+            do {
+                mapping = try server.map(tool: tc.tool, argumentsJSON: tc.argumentsJson, catalog: policy.capabilities,
+                                         maxArgs: approvals.limits.maxArgs, sha256Hex: { SHA256.hex($0) })
+            } catch {
+                throw .invalid(error.description)
+            }
+            record.argsDigest = mapping.argsDigest
+            result.argsDigest = mapping.argsDigest
+            record.resource = String(mapping.resource.prefix(1024))
+            guard let cap = mapping.capability else { throw .deny(mapping.unmappedReason) }
+            if let problem = approvals.limits.fieldProblem(resource: mapping.resource, args: mapping.args, unit: "") { throw .invalid(problem) }
+            operation = Operation(capability: cap, resource: mapping.resource, args: mapping.args, tool: "\(server.name)/\(tc.tool)")
+        } else {
+            record.capability = String(call.capability.prefix(256))
+            record.resource = String(call.resource.prefix(1024))
+            if let problem = approvals.limits.fieldProblem(resource: call.resource, args: call.args, unit: call.amount.unit) { throw .invalid(problem) }
+            do {
+                operation = Operation(capability: try Capability(parsing: call.capability), resource: call.resource, args: call.args)
+            } catch {
+                throw .invalid(error.description)
+            }
+        }
+        record.capability = operation.capability.name
+        result.capability = operation.capability.name
+        return operation
+    }
+
+    static let maxMcpTools = 1024
+
+    /// What the policy says of one MCP server for this agent: which of the requested tools
+    /// tools/list shows, and the credentials the server's process gets. Metadata only (not
+    /// audited): it decides nothing, and every tools/call is authorized and audited.
+    private func mcpServer(_ call: Lanyard_V1_McpServerRequest, _ policy: Policy, _ agent: Agent) throws -> Lanyard_V1_Response {
+        guard let server = policy.mcpServers[call.server], server.name.sameBytes(as: call.server) else {
+            throw CallError(.notFound, "MCP server '\(Inert.capped(call.server, limit: 64))' is not in the policy: add it under mcp_servers: in the policy")
+        }
+        guard call.tools.count <= Self.maxMcpTools else {
+            throw CallError(.invalidArgument, "\(call.tools.count) tools asked for (limit \(Self.maxMcpTools)); ask in several calls")
+        }
+        var budget = ReplyBudget()
+        var answer = Lanyard_V1_McpServerResponse()
+        answer.credentials = server.credentials.map { c in
+            .with {
+                switch c.target {
+                case .env(let name): $0.env = name
+                case .file(let name): $0.file = name
+                }
+                $0.service = c.service
+                $0.scope = c.scope.map(\.name)
+                $0.ttlSeconds = UInt64(c.ttlSeconds ?? 0)
+            }
+        }
+        answer.credentials.forEach { _ = budget.take($0) }
+        for name in call.tools {
+            guard name.utf8.count <= 128 else {
+                throw CallError(.invalidArgument, "a tool name is \(name.utf8.count) bytes (limit 128)")
+            }
+            var tool = Lanyard_V1_McpTool()
+            tool.name = name
+            if Policy.McpServer.isToolName(name), case .success(let cap) = server.capability(of: name, catalog: policy.capabilities) {
+                tool.capability = cap.name
+                tool.risk = policy.grantedRisk(cap, to: agent)?.wire ?? .unspecified
+                // Granted and callable (a HIGH one without approvers never is).
+                tool.visible = Authorizer.decide(cap, for: agent, in: policy).decision != .deny
+            }
+            tool.visible = tool.visible || server.showUngrantedTools
+            guard budget.take(tool) else {
+                throw CallError(.invalidArgument, "the answer for \(call.tools.count) tools does not fit one reply; ask for fewer tools per call")
+            }
+            answer.tools.append(tool)
+        }
+        var response = Lanyard_V1_Response()
+        response.mcpServer = answer
         return response
     }
 

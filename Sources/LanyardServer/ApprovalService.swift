@@ -44,7 +44,7 @@ final class ApprovalService: Sendable {
             bindingCode: ApprovalSubject.bindingCode(digestHex: digest), agentID: agent.id, agent: agent.name,
             uid: caller.credentials.uid, pid: caller.credentials.pid, exe: caller.connection.peer.facts.exe ?? "",
             capabilities: subject.capabilities.map(\.name), resource: subject.resource, args: subject.args, amount: subject.amount,
-            reason: verdict.reason, createdMicros: now, decidedReason: "")
+            reason: subject.tool.isEmpty ? verdict.reason : "MCP tool call \(subject.tool): \(verdict.reason)", createdMicros: now, decidedReason: "")
         let insert = store.insertApproval(approval)
         let (store, limit) = (self.store, limits.maxPendingApprovalsPerAgent)
         return (approval, { db in
@@ -96,25 +96,37 @@ final class ApprovalService: Sendable {
     struct Route {
         var verdict: Verdict
         var change: Mutation?
-        /// The approval used up, and the one opened (at most one of them is set).
+        /// The approval used up, the one opened, or the one still pending that was found
+        /// again (at most one of them is set).
         var approved: StoredApproval?
         var created: StoredApproval?
+        var waiting: StoredApproval?
     }
 
-    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller) throws -> Route {
-        if !approvalID.isEmpty {
-            do {
-                let (approved, consume) = try use(approvalID, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: caller.snapshot.policy)
-                return Route(verdict: Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason), change: consume, approved: approved)
-            } catch {
-                return Route(verdict: Verdict(.deny, risk: verdict.risk, reason: error.description))
-            }
-        }
+    /// `reuse` (a retried MCP tool call): without an `approvalID`, the agent's live approval
+    /// for exactly this operation is used if approved, or answered again if still pending,
+    /// before a new one is opened.
+    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false) throws -> Route {
+        if !approvalID.isEmpty { return consume(approvalID, verdict, subject, agent: agent, caller: caller) }
         if verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
             return Route(verdict: Verdict(.allow, risk: .medium, reason: standing))
         }
+        if reuse, let live = try store.liveApproval(agentID: agent.id, digest: SHA256.hex(subject.canonicalBytes), nowMicros: clock.nowMicros()) {
+            if live.machine.state == .approved { return consume(live.id, verdict, subject, agent: agent, caller: caller) }
+            return Route(verdict: verdict, waiting: live)
+        }
         let (approval, insert) = create(subject, agent: agent, caller: caller, verdict: verdict)
         return Route(verdict: verdict, change: insert, created: approval)
+    }
+
+    /// Uses up approval `id` for `subject` (ALLOW), or says why it cannot be (DENY).
+    private func consume(_ id: String, _ verdict: Verdict, _ subject: ApprovalSubject, agent: Agent, caller: Caller) -> Route {
+        do {
+            let (approved, consume) = try use(id, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: caller.snapshot.policy)
+            return Route(verdict: Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason), change: consume, approved: approved)
+        } catch {
+            return Route(verdict: Verdict(.deny, risk: verdict.risk, reason: error.description))
+        }
     }
 
     /// Standing approvals cover a MEDIUM operation when every MEDIUM capability in it has

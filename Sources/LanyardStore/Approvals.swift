@@ -86,6 +86,13 @@ extension Store {
                       order: "created_us DESC", limit: limit)
     }
 
+    /// The live approval of `agentID` for the operation with `digest` (approved and unused
+    /// first, else pending), if any: what a retried MCP tool call finds instead of a new one.
+    public func liveApproval(agentID: String, digest: String, nowMicros: Int64) throws -> StoredApproval? {
+        try approvals(where: "agent_id = ? AND digest = ? AND state IN ('pending', 'approved') AND expires_us > ?",
+                      [.text(agentID), .text(digest), .int(nowMicros)], order: "state = 'approved' DESC, created_us DESC", limit: 1).first
+    }
+
     /// Pending or approved approvals whose expiry has passed but whose row does not say so yet.
     public func approvalsToExpire(nowMicros: Int64, limit: Int = 500) throws -> [StoredApproval] {
         try approvals(where: "state IN ('pending', 'approved') AND expires_us <= ?", [.int(nowMicros)], order: "expires_us", limit: limit)

@@ -157,13 +157,15 @@ public final class AuditLog: Sendable {
     private static func insert(_ r: AuditRecord, _ db: SQLiteConnection) throws(StoreError) {
         try db.prepare("""
             INSERT INTO audit(seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource,
-                              decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash,
+                              mcp_server, mcp_tool, args_digest)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
             .bind(.int(Int64(r.seq)), .int(r.timeMicros), .text(r.event), .text(r.agentID), .text(r.agent),
                   .optional(r.uid), .optional(r.gid), .optional(r.pid), .text(r.capability), .text(r.resource),
                   .text(r.decision), .text(r.reason), .text(r.outcome), .text(r.leaseID), .text(r.approvalID),
-                  .text(r.approver), .text(r.policyVersion), .text(r.prevHash), .text(r.hash))
+                  .text(r.approver), .text(r.policyVersion), .text(r.prevHash), .text(r.hash),
+                  .text(r.mcpServer), .text(r.mcpTool), .text(r.argsDigest))
             .run()
     }
 }
@@ -253,7 +255,8 @@ extension Store {
     }
 
     private var auditColumns: String {
-        "seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource, decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash"
+        "seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource, decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash, "
+            + "mcp_server, mcp_tool, args_digest"
     }
 
     private static func record(_ s: Statement) -> AuditRecord {
@@ -276,6 +279,9 @@ extension Store {
         r.policyVersion = s.text(16)
         r.prevHash = s.text(17)
         r.hash = s.text(18)
+        r.mcpServer = s.text(19)
+        r.mcpTool = s.text(20)
+        r.argsDigest = s.text(21)
         return r
     }
 }

@@ -170,6 +170,14 @@ enum Schema {
         CREATE INDEX leases_service_page ON leases(service, state, issued_us, id);
         CREATE INDEX leases_page ON leases(state, issued_us, id);
         """,
+        """
+        -- MCP tool calls (lanyard-mcp): the audit record names server, tool and the
+        -- arguments' digest; a retried call finds its live approval by digest.
+        ALTER TABLE audit ADD COLUMN mcp_server TEXT NOT NULL DEFAULT '';
+        ALTER TABLE audit ADD COLUMN mcp_tool TEXT NOT NULL DEFAULT '';
+        ALTER TABLE audit ADD COLUMN args_digest TEXT NOT NULL DEFAULT '';
+        CREATE INDEX approvals_digest ON approvals(agent_id, digest, state);
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -77,6 +77,7 @@ extension Lanyard_V1_AuditRecord {
             ("decision", .string(decision)), ("reason", .string(reason)), ("outcome", .string(outcome)),
             ("lease_id", .string(leaseID)), ("approval_id", .string(approvalID)), ("approver", .string(approver)),
             ("policy_version", .string(policyVersion)), ("prev_hash", .string(prevHash)), ("hash", .string(hash)),
+            ("mcp_server", .string(mcpServer)), ("mcp_tool", .string(mcpTool)), ("args_digest", .string(argsDigest)),
         ])
     }
 }

@@ -211,7 +211,8 @@ struct AuditCommand: AsyncParsableCommand {
     /// escaped and delimited.
     static func line(_ r: Lanyard_V1_AuditRecord) -> String {
         let who = r.agent.isEmpty ? "uid \(r.uid)" : r.agent.field
-        return "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event.field)  \(who)  \(r.capability.field)  \(r.decision.field)  \(r.outcome.field)  \(r.reason.quoted)"
+        let tool = r.mcpServer.isEmpty && r.mcpTool.isEmpty ? "" : "  tool \(r.mcpServer.field)/\(r.mcpTool.field) args \(String(r.argsDigest.prefix(16)).field)"
+        return "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event.field)  \(who)  \(r.capability.field)  \(r.decision.field)  \(r.outcome.field)\(tool)  \(r.reason.quoted)"
     }
 
     struct Query: AsyncParsableCommand {
