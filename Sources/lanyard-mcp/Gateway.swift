@@ -35,6 +35,8 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
         /// The id of a replayed initialize and who waits for its answer.
         var replay: (id: RequestID, done: CheckedContinuation<Void, Never>)?
         var stopping = false
+        /// The run being replaced: its exit is expected.
+        var retiring: Int?
         var dropped = 0
     }
 
@@ -77,29 +79,31 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     }
 
     private func serverExited(generation: Int, status: Int32) {
-        let current = state.withLockedValue { $0.server?.generation == generation && !$0.stopping }
+        let current = state.withLockedValue { $0.server?.generation == generation && !$0.stopping && $0.retiring != generation }
         if current { finished(1, "the MCP server exited (status \(status))") }
     }
 
-    /// Restarts the server before its earliest lease ends: at 3/4 of the lease's life
-    /// (at most a minute early), once no forwarded call is in flight; at the lease's end
-    /// whatever is in flight.
+    /// Restarts the server before its earliest lease ends — a quarter of the lease's life
+    /// early (at least half of it or 10 s, for the new server's start; at most a minute) —
+    /// once no forwarded call is in flight; at the lease's end whatever is in flight.
     private func scheduleRenewal(_ server: ServerProcess) {
         guard let expires = server.expiresAt, let issued = server.leases.map(\.issuedAt).min() else { return }
         let life = max(expires - issued, 1)
-        let margin = min(60, max(life / 4, 1))
+        let margin = min(60, max(life / 4, min(life / 2, 10)))
         Task { [self] in
             try? await Task.sleep(until: .unixSeconds(expires - margin))
             guard isCurrent(server) else { return }
             let idle = state.withLockedValue { s -> Bool in s.restartWanted = true; return s.inFlight.isEmpty }
             if idle { await restart(from: server) }
             try? await Task.sleep(until: .unixSeconds(expires))
-            if isCurrent(server) {
+            if isCurrent(server), !restarting {
                 abandonInFlight("the MCP server was restarted because its credential lease ended before this call finished; retry the call")
                 await restart(from: server)
             }
         }
     }
+
+    private var restarting: Bool { state.withLockedValue { $0.held != nil } }
 
     private func isCurrent(_ server: ServerProcess) -> Bool {
         state.withLockedValue { $0.server === server && !$0.stopping }
@@ -122,6 +126,10 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
             finished(1, "cannot restart the MCP server with a fresh credential: \(error)")
             return
         }
+        // The old run ends and its leases are revoked before the new one takes a call.
+        state.withLockedValue { $0.retiring = old.generation }
+        await old.stop()
+        await old.release(client: daemon)
         let held = state.withLockedValue { s -> [[UInt8]] in
             s.server = new
             s.restartWanted = false
@@ -131,8 +139,6 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
         for line in held { new.input.send(line) }
         log("restarted the MCP server with a fresh credential (run \(new.generation))")
         scheduleRenewal(new)
-        await old.stop()
-        await old.release(client: daemon)
     }
 
     private func replayHandshake(to server: ServerProcess) async throws {
@@ -351,8 +357,14 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
                         let state = try await awaitApproval(approvalID, wait: min(left, .seconds(10)))
                         if state.state == .approved { approved = true; break }
                         if state.state != .pending {
-                            toClient.send(Reply.toolError(id, Text.decided(tool: tool, answer, state)))
-                            return
+                            // Asked once more with the approval, so the daemon records how this call ended.
+                            let final = try await authorize(call, approvalID: approvalID)
+                            guard final.decision == .allow else {
+                                toClient.send(Reply.toolError(id, Text.decided(tool: tool, answer, state)))
+                                return
+                            }
+                            approved = true
+                            break
                         }
                     }
                     guard !cancelled(id) else { return }

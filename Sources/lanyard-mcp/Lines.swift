@@ -79,10 +79,14 @@ final class LineWriter: Sendable {
     private let room = NSCondition()
     let fd: Int32
     let limit: Int
+    /// Closes the descriptor once everything queued before `close()` is written (the
+    /// reader then sees end of file); nil leaves it open.
+    let closer: (@Sendable () -> Void)?
 
-    init(fd: Int32, limit: Int) {
+    init(fd: Int32, limit: Int, closer: (@Sendable () -> Void)? = nil) {
         self.fd = fd
         self.limit = limit
+        self.closer = closer
     }
 
     func start(name: String, onFailure: @escaping @Sendable () -> Void) {
@@ -93,18 +97,22 @@ final class LineWriter: Sendable {
                     defer { s.queue = [] }
                     return (s.queue, s.closed)
                 }
-                ready.unlock(withValue: 0)
+                ready.unlock(withValue: closed ? 1 : 0)
                 for line in batch {
                     guard writeAll(line + [UInt8(ascii: "\n")]) else {
                         state.withLockedValue { $0.failed = true; $0.queue = [] }
                         signalRoom()
+                        closer?()
                         onFailure()
                         return
                     }
                     state.withLockedValue { $0.queuedBytes -= line.count }
                     signalRoom()
                 }
-                if closed && batch.isEmpty { return }
+                if closed && batch.isEmpty {
+                    closer?()
+                    return
+                }
             }
         }
         thread.name = name

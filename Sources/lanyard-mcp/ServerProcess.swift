@@ -61,7 +61,8 @@ final class ServerProcess: @unchecked Sendable {
             // Our copies of the child's ends are closed by Pipe; keep only ours.
             try? stdin.fileHandleForReading.close()
             try? stdout.fileHandleForWriting.close()
-            let input = LineWriter(fd: stdin.fileHandleForWriting.fileDescriptor, limit: maxLine)
+            let writing = stdin.fileHandleForWriting
+            let input = LineWriter(fd: writing.fileDescriptor, limit: maxLine) { try? writing.close() }
             let output = LineReader(fd: stdout.fileHandleForReading.fileDescriptor, cap: maxLine)
             // The pipes' FileHandles must outlive their descriptors' use.
             let server = ServerProcess(generation: generation, process: process, input: input, output: output, leases: leases,
