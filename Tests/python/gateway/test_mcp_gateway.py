@@ -46,9 +46,14 @@ capabilities:
   github:read: {{ risk: low }}
   github:introspect: {{ risk: low }}
 agents:
-  mcp-agent:
+  mcp-agent:                       # only the gateway binary is this agent
     uid: {agent}
-    grants: [rec:read, rec:write, rec:deploy, rec:credentials, rec:hang, github:read, github:introspect]
+    exe: {bin}/lanyard-mcp
+    grants: [rec:read, rec:write, rec:deploy, rec:credentials, rec:hang, github:read]
+  inspector:                       # the same uid running lanyardctl: checks the leases
+    uid: {agent}
+    exe: {bin}/lanyardctl
+    grants: [github:introspect]
 mcp_servers:
   rec:
     tools:
@@ -126,7 +131,7 @@ class Setup:
 
 def make_setup(approvers: bool) -> Iterator[Setup]:
     agent, approver = user("lanyard-test-a"), user("lanyard-test-b")
-    policy = POLICY.format(agent=agent.uid, approvers=f"approvers: {{ uids: [{approver.uid}] }}" if approvers else "")
+    policy = POLICY.format(agent=agent.uid, bin=os.path.realpath(bin_dir()), approvers=f"approvers: {{ uids: [{approver.uid}] }}" if approvers else "")
     d = Daemon(policy).start()
     workdir = tempfile.mkdtemp(prefix="lanyard-mcp-test.")
     os.chmod(workdir, 0o777)
@@ -184,6 +189,14 @@ def test_low_runs_ungranted_and_unlisted_are_refused_and_tools_list_is_filtered(
     for r in records:
         assert r["mcp_server"] == "rec" and len(r["args_digest"]) == 64, r
     setup.daemon.ctl_ok(["audit", "verify"])
+
+
+def test_the_agent_is_the_gateway_binary_not_its_uid(setup: Setup) -> None:
+    # The agent's uid running another program (lanyardctl) is not the gateway's agent:
+    # it cannot make the calls the gateway makes.
+    r = setup.daemon.ctl(["authorize", "rec:read", "--json"], as_user=setup.agent)
+    assert r.returncode != 0 and json.loads(r.stdout)["decision"] == "DENY", (r.stdout, r.stderr)
+    assert "inspector" in setup.daemon.ctl_ok(["whoami"], as_user=setup.agent)
 
 
 def test_high_without_approvers_is_denied(setup_without_approvers: Setup) -> None:
