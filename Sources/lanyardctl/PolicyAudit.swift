@@ -27,7 +27,7 @@ struct PolicyCommand: AsyncParsableCommand {
                                   ("mcp_servers", .int(Int64(policy.mcpServers.count))),
                                   ("warnings", .array(review.warnings.map { .string($0.description) }))])) {
                 "\(file.field): valid (\(policy.agents.count) agents, \(policy.capabilities.count) capabilities, \(grants) grants"
-                    + (policy.mcpServers.isEmpty ? ")" : ", \(policy.mcpServers.count) MCP servers)")
+                    + (policy.mcpServers.isEmpty ? ")" : ", \(policy.mcpServers.count) MCP server\(policy.mcpServers.count == 1 ? "" : "s"))")
                     + (review.warnings.isEmpty ? "" : ", \(review.warnings.count) warnings")
             }
         }
