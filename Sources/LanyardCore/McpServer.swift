@@ -9,6 +9,8 @@ extension Policy {
         public var tools: [String: Tool] = [:]
         public var credentials: [Credential] = []
 
+        public init(name: String) { self.name = name }
+
         public static let maxTools = 64
         public static let maxCredentials = 16
 
@@ -18,6 +20,12 @@ extension Policy {
             public var resource: String?
             /// The arguments bound into the approval digest (nil: all of them).
             public var bind: [String]?
+
+            public init(capability: Capability, resource: String? = nil, bind: [String]? = nil) {
+                self.capability = capability
+                self.resource = resource
+                self.bind = bind
+            }
         }
 
         /// A credential the gateway provisions, as the calling agent, before it starts the server.
@@ -33,6 +41,13 @@ extension Policy {
             public var scope: [Capability]
             /// Nil: the service's default.
             public var ttlSeconds: Int?
+
+            public init(target: Target, service: String, scope: [Capability], ttlSeconds: Int? = nil) {
+                self.target = target
+                self.service = service
+                self.scope = scope
+                self.ttlSeconds = ttlSeconds
+            }
         }
     }
 }

@@ -15,6 +15,10 @@ public enum PolicyDiff {
         }
         diff(Dictionary(uniqueKeysWithValues: old.capabilities.map { ($0.key.name, $0.value) }),
              Dictionary(uniqueKeysWithValues: new.capabilities.map { ($0.key.name, $0.value) }), "capability", &out) { "risk \($0) -> \($1)" }
+        diff(old.mcpServers, new.mcpServers, "mcp_server", &out) { a, b in
+            "\(a.tools.count) tools, \(a.credentials.count) credentials -> \(b.tools.count) tools, \(b.credentials.count) credentials"
+                + (a.tools == b.tools && a.credentials == b.credentials ? " (show_ungranted_tools \(a.showUngrantedTools) -> \(b.showUngrantedTools))" : "")
+        }
         let oldAgents = Dictionary(uniqueKeysWithValues: old.agents.map { ($0.name, $0) })
         let newAgents = Dictionary(uniqueKeysWithValues: new.agents.map { ($0.name, $0) })
         for name in Set(oldAgents.keys).union(newAgents.keys).sorted() {

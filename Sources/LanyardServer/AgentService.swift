@@ -224,6 +224,8 @@ final class AgentService: Sendable {
             result.argsDigest = mapping.argsDigest
             record.resource = String(mapping.resource.prefix(1024))
             guard let cap = mapping.capability else { throw .deny(mapping.unmappedReason) }
+            record.capability = cap.name
+            result.capability = cap.name
             if let problem = approvals.limits.fieldProblem(resource: mapping.resource, args: mapping.args, unit: "") { throw .invalid(problem) }
             operation = Operation(capability: cap, resource: mapping.resource, args: mapping.args, tool: "\(server.name)/\(tc.tool)")
         } else {
@@ -235,9 +237,8 @@ final class AgentService: Sendable {
             } catch {
                 throw .invalid(error.description)
             }
+            result.capability = operation.capability.name
         }
-        record.capability = operation.capability.name
-        result.capability = operation.capability.name
         return operation
     }
 

@@ -24,8 +24,10 @@ struct PolicyCommand: AsyncParsableCommand {
             if !sockets.json { for w in review.warnings { FileHandleStderr.write("lanyardctl: warning: \(w)\n") } }
             sockets.emit(.object([("valid", .bool(true)), ("file", .string(file)), ("agents", .int(Int64(policy.agents.count))),
                                   ("capabilities", .int(Int64(policy.capabilities.count))), ("grants", .int(Int64(grants))),
+                                  ("mcp_servers", .int(Int64(policy.mcpServers.count))),
                                   ("warnings", .array(review.warnings.map { .string($0.description) }))])) {
-                "\(file.field): valid (\(policy.agents.count) agents, \(policy.capabilities.count) capabilities, \(grants) grants)"
+                "\(file.field): valid (\(policy.agents.count) agents, \(policy.capabilities.count) capabilities, \(grants) grants"
+                    + (policy.mcpServers.isEmpty ? ")" : ", \(policy.mcpServers.count) MCP server\(policy.mcpServers.count == 1 ? "" : "s"))")
                     + (review.warnings.isEmpty ? "" : ", \(review.warnings.count) warnings")
             }
         }

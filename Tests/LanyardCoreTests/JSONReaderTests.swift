@@ -49,6 +49,22 @@ struct JSONReaderTests {
         #expect(refusal(text)?.reason == reason)
     }
 
+    /// MCP tool arguments (issue 17): any RFC 8259 number, kept as written, never converted.
+    @Test func numbersAsWrittenFollowTheGrammar() throws {
+        for text in ["0", "-0", "12", "-1.50", "1e300", "2E-7", "0.0e+0", "123456789012345678901234567890"] {
+            guard case .number(let n) = try JSON.read(Array(text.utf8), maxDepth: 1, numbers: .asWritten) else {
+                Issue.record("\(text) was not read as a number")
+                continue
+            }
+            #expect(n == text)
+        }
+        for (text, reason) in [("01", "a number has a leading zero"), ("1.", "a number needs digits"), ("1e", "a number needs digits"),
+                               ("-", "a number needs digits"), (".5", "not a JSON value"), ("+1", "not a JSON value"), ("1.5.2", "trailing bytes after the value")] {
+            #expect(throws: JSONReadError.self, "\(text)") { try JSON.read(Array(text.utf8), maxDepth: 1, numbers: .asWritten) }
+            do { _ = try JSON.read(Array(text.utf8), maxDepth: 1, numbers: .asWritten) } catch { #expect(error.reason == reason, "\(text)") }
+        }
+    }
+
     @Test func invalidUTF8IsRefused() {
         #expect(throws: JSONReadError.self) { try JSON.read([0x22, 0xC3, 0x28, 0x22], maxDepth: 1) }
         #expect(throws: JSONReadError.self) { try JSON.read([0x22, 0xED, 0xA0, 0x80, 0x22], maxDepth: 1) }  // an encoded surrogate
