@@ -10,7 +10,7 @@ Tests need root (to create uids and switch to them); without it they skip.
         d.ctl(["approvals", "approve", approval_id], as_user=approver_user)
         records = d.audit()
 
-- `Daemon(policy, extra_args=())`: `start()`, `stop()`, `restart()` (same state dir and
+- `Daemon(policy, extra_args=())`: `start()`, `stop()` (SIGTERM), `kill()` (SIGKILL), `restart()` (same state dir and
   key), `agent_socket`, `admin_socket`, `env` (LANYARD_SOCKET/LANYARD_ADMIN_SOCKET),
   `ctl(args, as_user=None, stdin=None)`, `audit()` (the audit export as dicts),
   `log()`, `next_approval(as_user)` (waits for a pending approval via `approvals watch`).
@@ -18,6 +18,7 @@ Tests need root (to create uids and switch to them); without it they skip.
 - `run_as(user, func, *args, timeout=...)`: calls `func` in a forked child that has
   switched to the user's uid and gid (no supplementary groups); returns its result or
   re-raises its exception (both pickled back).
+- `Channel()`: words passed between a test and its `run_as` child, to step through a scenario.
 - `command_as(user, argv, ...)`: runs a program as the user (subprocess, env of your choice).
 - `bin_dir()`: `$LANYARD_BIN_DIR`, else `.build/debug` of the repository.
 - Fixtures: `root` (skips unless root), `agent_user`, `approver_user`, `stranger_user`
@@ -137,6 +138,42 @@ def _read_all(fd: int, timeout: float, pid: int) -> bytes:
             chunks.append(chunk)
 
 
+class Channel:
+    """Two pipes between a test and its `run_as` child, made before the fork: each side
+    says a word and the other waits for it (with a deadline), to step through a scenario
+    (e.g. the child connects, the test restarts the daemon, the child calls again)."""
+
+    def __init__(self) -> None:
+        self._up = os.pipe()
+        self._down = os.pipe()
+
+    def tell_test(self, word: str) -> None:
+        os.write(self._up[1], word.encode() + b"\n")
+
+    def tell_child(self, word: str) -> None:
+        os.write(self._down[1], word.encode() + b"\n")
+
+    def from_child(self, timeout: float = 30.0) -> str:
+        return _read_line(self._up[0], timeout)
+
+    def from_test(self, timeout: float = 30.0) -> str:
+        return _read_line(self._down[0], timeout)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not readable:
+            raise TimeoutError(f"no word from the other side within {timeout} s")
+        byte = os.read(fd, 1)
+        if not byte:
+            raise EOFError("the other side closed the channel")
+        line += byte
+    return line.decode().rstrip("\n")
+
+
 def command_as(u: User | None, argv: Sequence[str], *, env: dict[str, str] | None = None, stdin: str | None = None,
                timeout: float = 120.0, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Runs `argv` (no shell) as `u` (None: as this process), output captured as text."""
@@ -231,6 +268,13 @@ class Daemon:
         except subprocess.TimeoutExpired:
             p.kill()
             return p.wait()
+
+    def kill(self) -> None:
+        """SIGKILL and wait: a crash, every connection cut at once."""
+        p, self.process = self.process, None
+        if p is not None:
+            p.kill()
+            p.wait()
 
     def restart(self) -> Daemon:
         self.stop()

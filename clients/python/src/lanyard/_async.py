@@ -56,6 +56,9 @@ class _Connection:
             try:
                 await self.loop.sock_sendall(self.sock, data)
             except OSError as e:
+                # The daemon closed: the reader finds the refusal it sent first, if any.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._reader), _wire.LAST_WORDS_TIMEOUT)
                 self.fail(_wire.lost(e))
                 raise self.failure from None
 
@@ -66,7 +69,7 @@ class _Connection:
         calls, self.pending = self.pending, {}
         for future in calls.values():
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(self.failure)
         if asyncio.current_task() is not self._reader:
             self._reader.cancel()
 
@@ -193,6 +196,8 @@ class AsyncClient:
             raise DeadlineExceeded(common_pb2.CODE_DEADLINE_EXCEEDED, f"lanyardd did not answer within {self.timeout} s") from None
         finally:
             connection.forget(call.request.id)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a send that failed never awaited it
         return call.answer(response)
 
     async def _connected(self) -> _Connection:

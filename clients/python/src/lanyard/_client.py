@@ -122,8 +122,9 @@ class Client:
                 raise DeadlineExceeded(common_pb2.CODE_DEADLINE_EXCEEDED,
                                        f"lanyardd did not answer within {self.timeout} s; the next call reconnects") from None
             except OSError as e:
+                error = self._last_words(sock) or _wire.lost(e)
                 self._drop()
-                raise _wire.lost(e) from None
+                raise error from None
             except LanyardError:
                 self._drop()
                 raise
@@ -147,6 +148,15 @@ class Client:
             raise _wire.cannot_connect(self.socket_path, e) from None
         self._sock = sock
         return sock
+
+    def _last_words(self, sock: socket.socket) -> LanyardError | None:
+        """The refusal the daemon sent before it closed the connection (too many connections, ...), if any."""
+        try:
+            sock.settimeout(_wire.LAST_WORDS_TIMEOUT)
+            response = self._read(sock)
+        except (OSError, LanyardError):
+            return None
+        return error_for(response) if _wire.refusal(response) else None
 
     def _read(self, sock: socket.socket) -> Any:
         n = _wire.body_length(self._recv(sock, _wire.HEADER), self.max_frame)

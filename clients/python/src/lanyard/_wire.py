@@ -25,6 +25,7 @@ DEFAULT_MAX_FRAME = 65536
 DEFAULT_TIMEOUT = 30.0
 HEADER = 4
 MAX_WAIT_MS = 2**32 - 1
+LAST_WORDS_TIMEOUT = 2.0  # reading a refusal left on a connection the daemon closed
 
 
 def socket_path(path: str | None) -> str:
