@@ -253,7 +253,7 @@ def reconnect_async(path: str, channel: Any) -> dict[str, Any]:
         async with lanyard.AsyncClient(path) as c:
             first = await c.whoami()
             channel.tell_test("connected")
-            assert await asyncio.to_thread(channel.from_test) == "restarted"
+            assert channel.from_test() == "restarted"  # blocks the loop: nothing else is to run
             restarted = await c.whoami()
             pending = await c.authorize("github:push")
             channel.tell_test("polling")
@@ -263,7 +263,7 @@ def reconnect_async(path: str, channel: Any) -> dict[str, Any]:
             except lanyard.LanyardError as e:
                 broken = e
             channel.tell_test("failed")
-            assert await asyncio.to_thread(channel.from_test) == "restarted"
+            assert channel.from_test() == "restarted"  # blocks the loop: nothing else is to run
             return {"first": first, "restarted": restarted, "broken": broken, "after": await c.whoami(),
                     "again": await c.authorize("github:read_repo")}
     return asyncio.run(body())
