@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,13 +41,16 @@ class AgentIdentity:
         joserfc (`pip install 'lanyard[jose]'`). Raises InvalidToken naming the failed check."""
         try:
             from joserfc import jwt
-            from joserfc.errors import JoseError
+            from joserfc.errors import JoseError, SecurityWarning
             from joserfc.jwk import KeySet
         except ImportError:
             raise ImportError("offline verification needs joserfc: pip install 'lanyard[jose]'") from None
         keys = KeySet.import_key_set(json.loads(jwks) if isinstance(jwks, str) else dict(jwks))
         try:
-            decoded = jwt.decode(token, keys, algorithms=["EdDSA"])
+            with warnings.catch_warnings():
+                # RFC 9864 names the algorithm Ed25519; lanyardd's tokens say EdDSA, as RFC 8037 did.
+                warnings.simplefilter("ignore", SecurityWarning)
+                decoded = jwt.decode(token, keys, algorithms=["EdDSA"])
         except (JoseError, ValueError) as e:
             raise InvalidToken("signature", type(e).__name__) from None
         if decoded.header.get("typ") != "JWT":
