@@ -12,11 +12,15 @@ ensure_venv  # the Python SDK's authorize figure (bench/python_authorize.py)
 
 if [[ " $* " == *" --smoke "* ]]; then
   swift build --product lanyardd >&2
+  swift build --product lanyard-mcp >&2
   bin="$(swift build --show-bin-path)"
 else
   swift build -c release --product lanyardd >&2
+  swift build -c release --product lanyard-mcp >&2
   bin="$(swift build -c release --show-bin-path)"
 fi
 make -s -C clients/c >&2
 make -s -C bench >&2
-exec python3 bench/run.py "$bin" "$@"
+python3 bench/run.py "$bin" "$@"
+# The MCP gateway: tool calls through lanyard-mcp against the same server called directly.
+"$LANYARD_VENV/bin/python" bench/mcp_gateway.py "$bin" "$@"

