@@ -1,7 +1,8 @@
 """lanyard-bench: Lanyard against the physical limits of this machine (issue 7).
 
 Starts its own lanyardd on temp sockets and drives it with bench/build/loadgen (C,
-protobuf-c, closed loop, one request in flight per connection); in the same run it
+protobuf-c, closed loop, one request in flight per connection) and, for the Python SDK's
+authorize figure, bench/python_authorize.py (on the project venv); in the same run it
 measures the reference servers of bench/refserver.c — an echo server with the same
 framing (the transport ceiling) and the same server with a group-committed, fdatasync'ed
 append per request (the durable ceiling) — and prints Lanyard's figures as ratios of
@@ -21,6 +22,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "bench/build/loadgen")
 REFSERVER = os.path.join(ROOT, "bench/build/refserver")
+# The Python SDK's figures: bench/python_authorize.py on the project venv (scripts/lib.sh ensure_venv).
+PYTHON_BENCH = os.path.join(ROOT, "bench/python_authorize.py")
+VENV_PYTHON = os.path.join(os.environ.get("LANYARD_VENV") or os.path.join(ROOT, ".build-tools/venv"), "bin/python")
+PYTHON_CELLS = [("blocking", 1), ("blocking", 16), ("asyncio", 1), ("asyncio", 16)]
 
 
 def agent_identity():
@@ -102,15 +107,21 @@ def load(as_agent, socket, scenario, conns, seconds, check=False):
     return json.loads(out)
 
 
-def measure(as_agent, socket, scenario, conns, seconds, runs, check):
+def python_load(as_agent, socket, mode, in_flight, seconds, check=False):
+    """One run of the Python SDK's authorize loop (it always checks every answer)."""
+    cmd = as_agent + [VENV_PYTHON, PYTHON_BENCH, socket, mode, str(in_flight), str(seconds)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def measure(as_agent, socket, scenario, conns, seconds, runs, check, loader=load):
     """Median of `runs` runs by requests/s, with the min and max. With `check`, a short
     warm-up first unpacks every answer and fails on any error status; the timed runs
     then only read frames, as they do against the reference servers."""
     if check:
-        warm = load(as_agent, socket, scenario, conns, 0.2, True)
+        warm = loader(as_agent, socket, scenario, conns, 0.2, True)
         if warm["errors"] or not warm["requests"]:
             sys.exit(f"lanyard-bench: {scenario} with {conns} connections failed its check: {warm}")
-    results = sorted((load(as_agent, socket, scenario, conns, seconds) for _ in range(runs)), key=lambda r: r["rps"])
+    results = sorted((loader(as_agent, socket, scenario, conns, seconds) for _ in range(runs)), key=lambda r: r["rps"])
     median = results[len(results) // 2]
     errors = sum(r["errors"] for r in results)
     return {**median, "min": results[0]["rps"], "max": results[-1]["rps"], "errors": errors}
@@ -150,6 +161,11 @@ def main():
         for n in conn_counts:
             authorize_small[n] = measure(as_agent, daemon.socket, "authorize", n, seconds, runs, True)
             row("authorize-low", n, authorize_small[n], ceilings[("durable", n)]["rps"], "of durable")
+        for mode, n in PYTHON_CELLS:
+            c = authorize_small.get(n)
+            row("python authorize-low, " + ("Client per thread" if mode == "blocking" else "one AsyncClient, tasks"), n,
+                measure(as_agent, daemon.socket, mode, n, seconds, runs, True, python_load),
+                c["rps"] if c else None, "of C authorize-low" if c else "")
         for n in conn_counts:
             row("provision-opaque", n, measure(as_agent, daemon.socket, "provision", n, seconds, runs, True), ceilings[("durable", n)]["rps"], "of durable")
         for n in conn_counts:

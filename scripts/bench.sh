@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_debs "${LANYARD_DEBS[@]}" util-linux passwd python3
+ensure_venv  # the Python SDK's authorize figure (bench/python_authorize.py)
 
 if [[ " $* " == *" --smoke "* ]]; then
   swift build --product lanyardd >&2

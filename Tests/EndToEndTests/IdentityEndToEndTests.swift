@@ -18,10 +18,10 @@ struct IdentityEndToEndTests {
         TestSupport.write(jwks.stdout, to: d.dir + "/jwks.json")
 
         let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/verify_jwt.py").path
-        let verified = try run(["/usr/bin/env", "python3", script, d.dir + "/jwks.json", d.dir + "/token", "billing-agent", "spiffe://e2e.internal"])
+        let verified = try run([TestSupport.venv + "/bin/python", script, d.dir + "/jwks.json", d.dir + "/token", "billing-agent", "spiffe://e2e.internal"])
         #expect(verified.status == 0, "joserfc refused the token: \(verified.stderr)")
         #expect(verified.stdout == "spiffe://e2e.internal/agent/a\n")
-        let wrongAudience = try run(["/usr/bin/env", "python3", script, d.dir + "/jwks.json", d.dir + "/token", "someone-else", "spiffe://e2e.internal"])
+        let wrongAudience = try run([TestSupport.venv + "/bin/python", script, d.dir + "/jwks.json", d.dir + "/token", "someone-else", "spiffe://e2e.internal"])
         #expect(wrongAudience.status != 0)
 
         let validated = try d.ctl(["identity", "validate", "-", "--audience", "billing-agent"], as: E2EUsers.agent!, stdin: issued.stdout)
@@ -44,7 +44,7 @@ struct IdentityEndToEndTests {
         func joserfc(_ jwks: String, _ token: String, _ audience: String, typ: String = "JWT") throws -> RunResult {
             TestSupport.write(jwks, to: d.dir + "/jwks.json")
             TestSupport.write(token, to: d.dir + "/token")
-            return try run(["/usr/bin/env", "python3", script, d.dir + "/jwks.json", d.dir + "/token", audience, "spiffe://e2e.internal", typ])
+            return try run([TestSupport.venv + "/bin/python", script, d.dir + "/jwks.json", d.dir + "/token", audience, "spiffe://e2e.internal", typ])
         }
         let identity = try d.ctlSucceeds(["identity", "issue", "--audience", "billing-agent"], as: agent).stdout
         let access = try d.ctlSucceeds(["provision", "deploy", "--scope", "deploy:read"], as: agent).stdout

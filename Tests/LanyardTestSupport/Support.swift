@@ -18,6 +18,11 @@ public enum TestSupport {
     public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+    /// The project's Python venv, which scripts/lib.sh `ensure_venv` makes (joserfc, `bao`,
+    /// the SDK): `$LANYARD_VENV`, else `.build-tools/venv` of the repository.
+    public static let venv: String = ProcessInfo.processInfo.environment["LANYARD_VENV"]
+        ?? packageRoot.appendingPathComponent(".build-tools/venv").path
+
     /// A fresh directory others can traverse (sockets inside are reached by test uids).
     public static func tempDir(_ tag: String = "t") -> String {
         var template = Array("/tmp/lanyard-\(tag).XXXXXX".utf8CString)

@@ -1,0 +1,1 @@
+"""Generated protobuf code for the lanyard.v1 wire protocol (scripts/gen-proto.sh)."""
