@@ -1,9 +1,12 @@
-"""What the adapter tests share: three tools, their rules, and an approver who approves.
+"""What the adapter tests share: a daemon, three tools, their rules, and an approver who approves.
 
 Each test runs a framework's real agent loop, with the framework's offline test model, as
 a created agent uid against a real lanyardd (the harness's `run_as`). Three calls:
 `read_file` (LOW: allowed), `delete` (not granted: denied) and `push` (MEDIUM: held for
 approval, approved by the approver uid with `lanyardctl approvals approve`).
+
+Test modules import the `daemon` fixture from here (no conftest.py: the SDK's tests
+import their own `conftest` by name).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lanyard_harness import Daemon, User, run_as
+import pytest
+from lanyard_harness import Daemon, User, policy_for, run_as
 
 import lanyard
 from lanyard.adapters import ToolRule
@@ -31,6 +35,17 @@ RULES = {
 # What the daemon's approval must show for HELD: the capability, resource and the args
 # canonicalised (a JSON false becomes "false").
 HELD_APPROVAL = {"capabilities": ["repo:push"], "resource": "main", "args": {"branch": "main", "force": "false"}}
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., Daemon], agent_user: User, approver_user: User) -> Daemon:
+    """A lanyardd where the agent may read (LOW) and push (MEDIUM), and may not delete."""
+    return daemon_factory(policy_for(
+        {"adapter": (agent_user, ["repo:read", "repo:push"])},
+        capabilities={"repo:read": "low", "repo:push": "medium", "repo:delete": "low"},
+        services={"repo": "{ kind: opaque }"},
+        approvers=[approver_user],
+    ))
 
 
 class Repo:

@@ -23,6 +23,7 @@ from adapter_support import (
     approval_state,
     approvals,
     assert_held_approval,
+    daemon,
     daemon_reason,
     run_with_approval,
 )

@@ -19,6 +19,7 @@ from adapter_support import (
     Repo,
     approval_state,
     assert_held_approval,
+    daemon,
     daemon_reason,
     run_with_approval,
 )

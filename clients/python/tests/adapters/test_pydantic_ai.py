@@ -20,11 +20,12 @@ from adapter_support import (
     Repo,
     approval_state,
     assert_held_approval,
+    daemon,
     daemon_reason,
     run_with_approval,
 )
 from lanyard_harness import run_as
-from pydantic_ai import Agent, DeferredToolRequests, FunctionToolset
+from pydantic_ai import Agent, DeferredToolRequests, FunctionToolset, ToolApproved
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -32,9 +33,10 @@ import lanyard
 from lanyard.adapters.pydantic_ai import LanyardToolset, resolve
 
 
-def run_agent(socket: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def run_agent(socket: str, tool: str, arguments: dict[str, Any], *, edit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Agent runs whose model calls ``tool`` once, then answers; a run that ends with
-    deferred approvals is resolved (waiting for the approver) and continued."""
+    deferred approvals is resolved (waiting for the approver) and continued — with the
+    approved call's arguments replaced by ``edit`` if given."""
     repo = Repo()
     outputs: list[str] = []  # what the model was told about call-1
 
@@ -60,6 +62,8 @@ def run_agent(socket: str, tool: str, arguments: dict[str, Any]) -> dict[str, An
                 deferred.append(result.output.metadata)
                 assert repo.ran == []  # deferred before the tool body
                 results = await resolve(gate, result.output)
+                if edit is not None:
+                    results.approvals = {call_id: ToolApproved(override_args=edit) for call_id in results.approvals}
                 result = await agent.run(message_history=result.all_messages(), deferred_tool_results=results)
             assert result.output == "done"
             return {"ran": repo.ran, "outputs": outputs, "deferred": deferred}
@@ -89,3 +93,12 @@ def test_a_held_call_is_deferred_then_runs_once_after_the_approver_approves(daem
     assert metadata["call-1"]["lanyard"]["approval_id"] == approval["approval_id"]
     assert metadata["call-1"]["lanyard"]["binding_code"] == approval["binding_code"]
     assert approval_state(daemon, approval["approval_id"]) == "CONSUMED"
+
+
+def test_arguments_changed_after_approval_are_refused_by_the_daemon(daemon, agent_user, approver_user) -> None:
+    edited = {"branch": "release", "force": True}
+    seen, approval = run_with_approval(daemon, agent_user, approver_user, run_agent, daemon.agent_socket, *HELD, edit=edited)
+    assert seen["ran"] == []
+    [told] = seen["outputs"]
+    assert "Lanyard denied repo:push for tool push: " in told
+    assert approval_state(daemon, approval["approval_id"]) == "APPROVED"  # not consumed by the edited call

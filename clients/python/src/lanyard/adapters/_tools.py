@@ -66,6 +66,14 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def require_client(gate: ApprovalGate, kind: type, adapter: str) -> ApprovalGate:
+    """``gate`` if its client is a ``kind`` (``Client`` or ``AsyncClient``): a blocking
+    adapter cannot drive an ``AsyncClient``, nor an async one a ``Client``."""
+    if not isinstance(gate.client, kind):
+        raise TypeError(f"{adapter} needs an ApprovalGate over a lanyard.{kind.__name__}, not {type(gate.client).__name__}")
+    return gate
+
+
 @dataclass(frozen=True)
 class Hold:
     """A call lanyardd holds for an approver: what a person needs to find and approve it."""

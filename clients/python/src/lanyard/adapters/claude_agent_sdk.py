@@ -39,8 +39,8 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
         "lanyard.adapters.claude_agent_sdk needs the Claude Agent SDK: pip install 'lanyard[claude-agent-sdk]'"
     ) from error
 
-from lanyard import ApprovalGate, ApprovalPending, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool
+from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
+from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool, require_client
 
 __all__ = ["LanyardPermissions"]
 
@@ -49,7 +49,7 @@ class LanyardPermissions:
     """Claude Agent SDK permission hooks whose every answer is lanyardd's."""
 
     def __init__(self, gate: ApprovalGate, rules: Rules, *, wait: float | None = None) -> None:
-        self._gate = gate
+        self._gate = require_client(gate, AsyncClient, "LanyardPermissions")
         self._rules = rules
         self._wait = wait
         self._held: dict[str, tuple[ToolCall, Hold]] = {}  # by tool_use_id, from hook to callback

@@ -34,8 +34,8 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
         "lanyard.adapters.langchain needs langchain-core and langgraph: pip install 'lanyard[langchain]'"
     ) from error
 
-from lanyard import ApprovalGate, ApprovalPending, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, ToolRule, UnmappedTool
+from lanyard import ApprovalGate, ApprovalPending, Client, LanyardError, UnauthorizedToolCall
+from lanyard.adapters._tools import Hold, Rules, ToolCall, ToolRule, UnmappedTool, require_client
 
 __all__ = ["approval_request", "guard", "interceptor"]
 
@@ -46,6 +46,7 @@ def guard(tool: BaseTool, gate: ApprovalGate, rule: str | ToolRule, *, wait: flo
     """``tool`` behind lanyardd: same name, description and arguments; ``rule`` is its
     capability or a :class:`~lanyard.adapters.ToolRule`. ``gate`` is over a blocking
     ``Client`` (``ainvoke`` runs the wrapper in an executor)."""
+    require_client(gate, Client, "lanyard.adapters.langchain.guard")
     rules = {tool.name: rule}
 
     def run(**arguments: Any) -> Any:
@@ -93,6 +94,7 @@ def interceptor(
     """A ``wrap_tool_call`` for LangGraph's ``ToolNode`` (gate over a blocking
     ``Client``). On resume it waits up to ``wait`` seconds (default: not at all) for an
     approval that is still pending. Tools missing from ``rules`` are refused."""
+    require_client(gate, Client, "lanyard.adapters.langchain.interceptor")
     held: dict[str, Hold] = {}
 
     def wrap(request: ToolCallRequest, execute: Callable[[ToolCallRequest], ToolResult]) -> ToolResult:

@@ -27,8 +27,8 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
         "lanyard.adapters.openai_agents needs the OpenAI Agents SDK: pip install 'lanyard[openai-agents]'"
     ) from error
 
-from lanyard import ApprovalGate, ApprovalPending, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Resource, Rules, ToolCall, ToolRule, UnmappedTool
+from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
+from lanyard.adapters._tools import Hold, Resource, Rules, ToolCall, ToolRule, UnmappedTool, require_client
 
 __all__ = ["guardrail", "protect", "requires"]
 
@@ -37,6 +37,7 @@ def guardrail(gate: ApprovalGate, rules: Rules, *, wait: float | None = None) ->
     """A tool input guardrail that asks lanyardd, through ``gate`` (over an
     ``AsyncClient``), for each call of a tool named in ``rules``; ``wait`` overrides the
     gate's wait for PENDING."""
+    require_client(gate, AsyncClient, "the OpenAI Agents SDK adapter")
 
     async def lanyard(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
         context = data.context

@@ -41,8 +41,8 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
         "lanyard.adapters.pydantic_ai needs PydanticAI: pip install 'lanyard[pydantic-ai]'"
     ) from error
 
-from lanyard import ApprovalGate, ApprovalPending, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool
+from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
+from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool, require_client
 
 __all__ = ["LanyardToolset", "resolve"]
 
@@ -57,6 +57,9 @@ class LanyardToolset(WrapperToolset[Any]):
 
     gate: ApprovalGate = field(kw_only=True)
     rules: Rules = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        require_client(self.gate, AsyncClient, "LanyardToolset")
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]) -> Any:
         try:
