@@ -6,7 +6,7 @@ import pytest
 
 import lanyard
 from lanyard.adapters import ToolCall, ToolRule, canonical_args
-from lanyard.adapters._tools import UnmappedTool, require_client
+from lanyard.adapters._tools import BadToolCall, require_client
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_a_rule_maps_a_tool_to_its_capability_resource_and_args() -> None:
 
 
 def test_a_tool_without_a_rule_is_refused_with_what_to_do() -> None:
-    with pytest.raises(UnmappedTool, match="no Lanyard capability is mapped for tool 'rm': add it to the adapter's rules"):
+    with pytest.raises(BadToolCall, match="no Lanyard capability is mapped for tool 'rm': add it to the adapter's rules"):
         ToolCall.of({"read": "repo:read"}, "rm", {})
 
 
@@ -49,3 +49,9 @@ def test_an_adapter_refuses_a_gate_over_the_other_kind_of_client() -> None:
     with pytest.raises(TypeError, match="needs an ApprovalGate over a lanyard.AsyncClient, not Client"):
         require_client(blocking, lanyard.AsyncClient, "this adapter")
     assert require_client(blocking, lanyard.Client, "this adapter") is blocking
+
+
+def test_a_resource_function_that_fails_refuses_the_call() -> None:
+    rules = {"push": ToolRule("repo:push", resource=lambda a: a["branch"])}
+    with pytest.raises(BadToolCall, match="the resource of tool 'push' cannot be found in its arguments \\(KeyError\\)"):
+        ToolCall.of(rules, "push", {"force": True})

@@ -41,14 +41,9 @@ Rules = Mapping[str, Union[str, ToolRule]]
 """Tool name → capability (a string) or a :class:`ToolRule`."""
 
 
-class UnmappedTool(Exception):
-    """A tool call that no rule maps to a capability: every adapter denies it."""
-
-    def __init__(self, tool: str) -> None:
-        self.tool = tool
-        super().__init__(
-            f"no Lanyard capability is mapped for tool {tool!r}: add it to the adapter's rules"
-        )
+class BadToolCall(Exception):
+    """A tool call the rules cannot turn into a request (no rule names the tool, or the
+    rule's resource function failed on its arguments): every adapter refuses it."""
 
 
 def canonical_args(arguments: Mapping[str, Any], bind: Sequence[str] | None = None) -> dict[str, str]:
@@ -105,14 +100,17 @@ class ToolCall:
     @classmethod
     def of(cls, rules: Rules, tool: str, arguments: Mapping[str, Any]) -> ToolCall:
         """The call of ``tool`` with ``arguments`` under ``rules``; raises
-        :class:`UnmappedTool` when no rule names the tool."""
+        :class:`BadToolCall` when there is none."""
         rule = rules.get(tool)
         if rule is None:
-            raise UnmappedTool(tool)
+            raise BadToolCall(f"no Lanyard capability is mapped for tool {tool!r}: add it to the adapter's rules")
         if isinstance(rule, str):
             rule = ToolRule(rule)
-        resource = rule.resource(arguments) if callable(rule.resource) else rule.resource
-        return cls(tool, rule.capability, resource, canonical_args(arguments, rule.bind))
+        try:
+            resource = rule.resource(arguments) if callable(rule.resource) else rule.resource
+        except Exception as error:
+            raise BadToolCall(f"the resource of tool {tool!r} cannot be found in its arguments ({type(error).__name__})") from None
+        return cls(tool, rule.capability, str(resource), canonical_args(arguments, rule.bind))
 
     def decide(self, gate: ApprovalGate, *, approval_id: str = "") -> Authorization:
         """One Authorize (gate over a blocking ``Client``), no waiting; with

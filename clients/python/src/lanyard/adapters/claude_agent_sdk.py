@@ -22,7 +22,7 @@ of rules (tool name → capability; MCP tools are named ``mcp__<server>__<tool>`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 try:
     from claude_agent_sdk import (
@@ -33,14 +33,14 @@ try:
         PermissionResultDeny,
         ToolPermissionContext,
     )
-    from claude_agent_sdk.types import HookEvent, PermissionResult
+    from claude_agent_sdk.types import HookEvent, PermissionResult, PreToolUseHookSpecificOutput
 except ImportError as error:  # pragma: no cover - depends on what is installed
     raise ImportError(
         "lanyard.adapters.claude_agent_sdk needs the Claude Agent SDK: pip install 'lanyard[claude-agent-sdk]'"
     ) from error
 
 from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool, require_client
+from lanyard.adapters._tools import Hold, Rules, ToolCall, BadToolCall, require_client
 
 __all__ = ["LanyardPermissions"]
 
@@ -65,7 +65,7 @@ class LanyardPermissions:
         tool = str(input_data.get("tool_name", ""))
         try:
             call = ToolCall.of(self._rules, tool, input_data.get("tool_input") or {})
-        except UnmappedTool as error:
+        except BadToolCall as error:
             return _hook("deny", str(error))
         try:
             decision = await call.adecide(self._gate)
@@ -83,7 +83,7 @@ class LanyardPermissions:
         """The ``can_use_tool`` callback: allow once lanyardd allows this exact call."""
         try:
             call = ToolCall.of(self._rules, tool_name, tool_input)
-        except UnmappedTool as error:
+        except BadToolCall as error:
             return PermissionResultDeny(message=str(error))
         held = self._held.pop(context.tool_use_id or "", None)
         try:
@@ -100,11 +100,10 @@ class LanyardPermissions:
         return PermissionResultAllow()
 
 
-def _hook(decision: str, reason: str) -> HookJSONOutput:
-    return {
-        "hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": decision,
-            "permissionDecisionReason": reason,
-        }
+def _hook(decision: Literal["allow", "deny", "ask"], reason: str) -> HookJSONOutput:
+    output: PreToolUseHookSpecificOutput = {
+        "hookEventName": "PreToolUse",
+        "permissionDecision": decision,
+        "permissionDecisionReason": reason,
     }
+    return {"hookSpecificOutput": output}

@@ -35,11 +35,11 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
     ) from error
 
 from lanyard import ApprovalGate, ApprovalPending, Client, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, ToolRule, UnmappedTool, require_client
+from lanyard.adapters._tools import Hold, Rules, ToolCall, ToolRule, BadToolCall, require_client
 
 __all__ = ["approval_request", "guard", "interceptor"]
 
-ToolResult = Union[ToolMessage, Command]
+ToolResult = Union[ToolMessage, Command[Any]]
 
 
 def guard(tool: BaseTool, gate: ApprovalGate, rule: str | ToolRule, *, wait: float | None = None) -> BaseTool:
@@ -50,7 +50,10 @@ def guard(tool: BaseTool, gate: ApprovalGate, rule: str | ToolRule, *, wait: flo
     rules = {tool.name: rule}
 
     def run(**arguments: Any) -> Any:
-        call = ToolCall.of(rules, tool.name, arguments)
+        try:
+            call = ToolCall.of(rules, tool.name, arguments)
+        except BadToolCall as error:
+            raise ToolException(str(error)) from None
         try:
             call.check(gate, wait=wait)
         except UnauthorizedToolCall as denied:
@@ -106,7 +109,7 @@ def interceptor(
 
         try:
             call = ToolCall.of(rules, tool_call["name"], tool_call["args"])
-        except UnmappedTool as error:
+        except BadToolCall as error:
             return refuse(str(error))
         try:
             hold = held.get(call_id)

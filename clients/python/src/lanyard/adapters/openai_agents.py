@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 try:
     from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail, ToolInputGuardrailData
@@ -28,12 +29,12 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
     ) from error
 
 from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Resource, Rules, ToolCall, ToolRule, UnmappedTool, require_client
+from lanyard.adapters._tools import Hold, Resource, Rules, ToolCall, ToolRule, BadToolCall, require_client
 
 __all__ = ["guardrail", "protect", "requires"]
 
 
-def guardrail(gate: ApprovalGate, rules: Rules, *, wait: float | None = None) -> ToolInputGuardrail:
+def guardrail(gate: ApprovalGate, rules: Rules, *, wait: float | None = None) -> ToolInputGuardrail[Any]:
     """A tool input guardrail that asks lanyardd, through ``gate`` (over an
     ``AsyncClient``), for each call of a tool named in ``rules``; ``wait`` overrides the
     gate's wait for PENDING."""
@@ -44,7 +45,7 @@ def guardrail(gate: ApprovalGate, rules: Rules, *, wait: float | None = None) ->
         try:
             arguments = json.loads(context.tool_arguments or "{}")
             call = ToolCall.of(rules, context.tool_name, arguments)
-        except (ValueError, UnmappedTool) as error:
+        except (ValueError, BadToolCall) as error:
             return ToolGuardrailFunctionOutput.reject_content(f"Lanyard denied tool {context.tool_name}: {error}")
         try:
             decision = await call.acheck(gate, wait=wait)

@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
     ) from error
 
 from lanyard import ApprovalGate, ApprovalPending, AsyncClient, LanyardError, UnauthorizedToolCall
-from lanyard.adapters._tools import Hold, Rules, ToolCall, UnmappedTool, require_client
+from lanyard.adapters._tools import Hold, Rules, ToolCall, BadToolCall, require_client
 
 __all__ = ["LanyardToolset", "resolve"]
 
@@ -64,7 +64,7 @@ class LanyardToolset(WrapperToolset[Any]):
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]) -> Any:
         try:
             call = ToolCall.of(self.rules, name, tool_args)
-        except UnmappedTool as error:
+        except BadToolCall as error:
             raise ToolFailed(str(error)) from None
         hold = _hold(ctx.tool_call_metadata) if ctx.tool_call_approved else None
         try:
