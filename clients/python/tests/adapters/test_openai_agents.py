@@ -1,5 +1,7 @@
 """The OpenAI Agents SDK adapter in a real `Runner` loop with the SDK's `ScriptedModel`
-(a `Model` that emits the tool calls it is given), as the agent uid against lanyardd."""
+(a `Model` that emits the tool calls it is given), as the agent uid against lanyardd:
+PENDING waits in the guardrail, or (`interrupt=True`) interrupts the run, which resumes
+after the approver approved."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from adapter_support import (
     RULES,
     Repo,
     approval_state,
+    approvals,
     assert_held_approval,
     daemon,
     daemon_reason,
@@ -28,14 +31,14 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from lanyard_harness import run_as
 
 import lanyard
-from lanyard.adapters.openai_agents import protect, requires
+from lanyard.adapters.openai_agents import LanyardGuard, protect, requires
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")  # offline: no trace export
 
 
 def run_agent(socket: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """One agent run whose model calls ``tool`` once, then answers; what ran and what the
-    model was given as the tool's output."""
+    """One agent run whose model calls ``tool`` once, then answers (PENDING waits in the
+    guardrail); what ran and what the model was given as the tool's output."""
     repo = Repo()
 
     async def main() -> list[Any]:
@@ -66,23 +69,67 @@ def run_agent(socket: str, tool: str, arguments: dict[str, Any]) -> dict[str, An
     return {"ran": repo.ran, "outputs": outputs}
 
 
-def test_an_allowed_call_runs(daemon, agent_user) -> None:
-    seen = run_as(agent_user, run_agent, daemon.agent_socket, *ALLOWED)
-    assert seen == {"ran": [ALLOWED], "outputs": ["contents of README.md"]}
+def run_interrupted(socket: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The same run with ``LanyardGuard.protect(interrupt=True)``: a held call interrupts
+    the run; ``resolve`` waits for the approver; the run resumes from its state."""
+    repo = Repo()
+    interruptions: list[str] = []
+
+    async def main() -> list[Any]:
+        async with lanyard.AsyncClient(socket) as client:
+            guard = LanyardGuard(lanyard.ApprovalGate(client, wait=60), RULES)
+
+            @function_tool
+            def read_file(path: str) -> str:
+                return repo.read_file(path)
+
+            @function_tool
+            def delete(path: str) -> str:
+                return repo.delete(path)
+
+            @function_tool
+            def push(branch: str, force: bool) -> str:
+                return repo.push(branch, force)
+
+            model = ScriptedModel([[function_call(tool, arguments, call_id="call-1")], [assistant_message("done")]])
+            agent = Agent(name="coder", model=model, tools=guard.protect([read_file, delete, push], interrupt=True))
+            config = RunConfig(tracing_disabled=True)
+            result = await Runner.run(agent, "work on the repository", run_config=config)
+            while result.interruptions:
+                interruptions.extend(item.tool_name or "" for item in result.interruptions)
+                assert repo.ran == []  # interrupted before the tool body
+                result = await Runner.run(agent, await guard.resolve(result), run_config=config)
+            assert result.final_output == "done"
+            return [item.output for item in result.new_items if isinstance(item, ToolCallOutputItem)]
+
+    outputs = asyncio.run(main())
+    return {"ran": repo.ran, "outputs": outputs, "interruptions": interruptions}
 
 
-def test_a_denied_call_never_runs_and_the_model_sees_the_reason(daemon, agent_user) -> None:
-    seen = run_as(agent_user, run_agent, daemon.agent_socket, *DENIED)
+@pytest.mark.parametrize("run", [run_agent, run_interrupted])
+def test_an_allowed_call_runs(daemon, agent_user, run) -> None:
+    seen = run_as(agent_user, run, daemon.agent_socket, *ALLOWED)
+    assert seen["ran"] == [ALLOWED]
+    assert seen["outputs"] == ["contents of README.md"]
+
+
+@pytest.mark.parametrize("run", [run_agent, run_interrupted])
+def test_a_denied_call_never_runs_and_the_model_sees_the_reason(daemon, agent_user, run) -> None:
+    seen = run_as(agent_user, run, daemon.agent_socket, *DENIED)
     assert seen["ran"] == []
     reason = daemon_reason(daemon, agent_user, "repo:delete")
     assert seen["outputs"] == [f"Lanyard denied repo:delete for tool delete: {reason}"]
 
 
-def test_a_held_call_runs_once_after_the_approver_approves(daemon, agent_user, approver_user) -> None:
-    seen, approval = run_with_approval(daemon, agent_user, approver_user, run_agent, daemon.agent_socket, *HELD)
+@pytest.mark.parametrize("run", [run_agent, run_interrupted])
+def test_a_held_call_runs_once_after_the_approver_approves(daemon, agent_user, approver_user, run) -> None:
+    seen, approval = run_with_approval(daemon, agent_user, approver_user, run, daemon.agent_socket, *HELD)
     assert_held_approval(approval)
-    assert seen == {"ran": [HELD], "outputs": ["pushed main"]}
+    assert seen["ran"] == [HELD]
+    assert seen["outputs"] == ["pushed main"]
+    assert seen.get("interruptions", ["push"]) == ["push"]
     assert approval_state(daemon, approval["approval_id"]) == "CONSUMED"
+    assert len(approvals(daemon)) == 1  # the resumed run used the interruption's approval
 
 
 def test_protect_refuses_a_tool_without_a_rule() -> None:
