@@ -13,7 +13,7 @@ Tests need root (to create uids and switch to them); without it they skip.
 - `Daemon(policy, extra_args=())`: `start()`, `stop()` (SIGTERM), `kill()` (SIGKILL), `restart()` (same state dir and
   key), `agent_socket`, `admin_socket`, `env` (LANYARD_SOCKET/LANYARD_ADMIN_SOCKET),
   `ctl(args, as_user=None, stdin=None)`, `audit()` (the audit export as dicts),
-  `log()`, `next_approval(as_user)` (waits for a pending approval via `approvals watch`).
+  `log()`, `next_approval(as_user)` (waits for a pending approval: the admin long poll).
 - `user(name)`: a system user (created with useradd when missing) as a `User`.
 - `run_as(user, func, *args, timeout=...)`: calls `func` in a forked child that has
   switched to the user's uid and gid (no supplementary groups); returns its result or
@@ -33,6 +33,7 @@ import pickle
 import pwd
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,37 +82,47 @@ def _become(u: User) -> None:
     os.setresuid(u.uid, u.uid, u.uid)
 
 
+# Held from a run_as pipe's creation until the parent closed its write end, so a child
+# forked by another thread never inherits it (the parent would then wait for that child).
+_FORK_LOCK = threading.Lock()
+
+
 def run_as(u: User, func: Callable[..., Any], *args: Any, timeout: float = 120.0, **kwargs: Any) -> Any:
     """`func(*args, **kwargs)` in a forked child running as `u`; its result, or its exception re-raised."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        os.close(read_end)
-        try:
-            _become(u)
-            outcome: tuple[bool, Any] = (True, func(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
-            e.__traceback__ = None
-            outcome = (False, e) if _picklable(e) else (False, RuntimeError(traceback.format_exc()))
-        try:
-            data = pickle.dumps(outcome)
-        except Exception:
-            data = pickle.dumps((False, RuntimeError("the result does not pickle: " + repr(outcome[1])[:500])))
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(data)
-        os._exit(0)
-    os.close(write_end)
+    with _FORK_LOCK:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            os.close(read_end)
+            _child(u, write_end, func, args, kwargs)
+        os.close(write_end)
     try:
-        data = _read_all(read_end, timeout, pid)
+        data = _read_message(read_end, timeout, pid)
     finally:
         os.close(read_end)
         _, status = os.waitpid(pid, 0)
-    if not data:
+    if data is None:
         raise RuntimeError(f"the child running as {u.name} died without an answer (wait status {status})")
     ok, value = pickle.loads(data)
     if ok:
         return value
     raise value
+
+
+def _child(u: User, write_end: int, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    try:
+        _become(u)
+        outcome: tuple[bool, Any] = (True, func(*args, **kwargs))
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        e.__traceback__ = None
+        outcome = (False, e) if _picklable(e) else (False, RuntimeError(traceback.format_exc()))
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:
+        data = pickle.dumps((False, RuntimeError("the result does not pickle: " + repr(outcome[1])[:500])))
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(len(data).to_bytes(8, "big") + data)
+    os._exit(0)
 
 
 def _picklable(e: BaseException) -> bool:
@@ -122,20 +133,21 @@ def _picklable(e: BaseException) -> bool:
         return False
 
 
-def _read_all(fd: int, timeout: float, pid: int) -> bytes:
+def _read_message(fd: int, timeout: float, pid: int) -> bytes | None:
+    """The child's length-prefixed answer (None if it exited without one)."""
     deadline = time.monotonic() + timeout
-    chunks = []
-    while True:
+    data = b""
+    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "big"):
         left = deadline - time.monotonic()
-        if left <= 0:
+        readable, _, _ = select.select([fd], [], [], max(left, 0))
+        if not readable:
             os.kill(pid, 9)
             raise TimeoutError(f"the child did not finish within {timeout} s")
-        readable, _, _ = select.select([fd], [], [], left)
-        if readable:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+    return data[8:]
 
 
 class Channel:
@@ -301,20 +313,51 @@ class Daemon:
         return [json.loads(line) for line in self.ctl_ok(["audit", "export"]).splitlines() if line.strip()]
 
     def next_approval(self, as_user: User | None = None, timeout: float = 30.0) -> dict[str, Any]:
-        """The first pending approval (`lanyardctl approvals watch --json`), waiting for one."""
-        watch = subprocess.Popen([os.path.join(bin_dir(), "lanyardctl"), "approvals", "watch", "--json"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **self.env},
-                                 **(dict(user=as_user.uid, group=as_user.gid, extra_groups=[]) if as_user else {}))
-        try:
-            assert watch.stdout is not None
-            readable, _, _ = select.select([watch.stdout], [], [], timeout)
-            line = watch.stdout.readline() if readable else b""
-            if not line:
-                raise TimeoutError(f"no pending approval within {timeout} s")
-            return json.loads(line)
-        finally:
-            watch.kill()
-            watch.wait()
+        """The newest pending approval, waiting for one: the admin socket's ApprovalsList long
+        poll (what `lanyardctl approvals watch` uses), as `as_user` (None: root)."""
+        from lanyard.v1 import admin_pb2
+        deadline = time.monotonic() + timeout
+        version = 0
+        while (left := deadline - time.monotonic()) > 0:
+            request = admin_pb2.AdminRequest(id=1, approvals_list=admin_pb2.ApprovalsListRequest(
+                wait_ms=int(min(left, 30.0) * 1000), since_version=version))
+            reply = run_as(as_user, _admin_call, self.admin_socket, request) if as_user else _admin_call(self.admin_socket, request)
+            if reply.status.code != 0:
+                raise RuntimeError(f"ApprovalsList failed: {reply.status.message}")
+            if reply.approvals_list.approvals:
+                return _approval_dict(reply.approvals_list.approvals[0])
+            version = reply.approvals_list.version
+        raise TimeoutError(f"no pending approval within {timeout} s")
+
+
+def _admin_call(path: str, request: Any) -> Any:
+    """One AdminRequest on the admin socket; its AdminResponse."""
+    from lanyard.v1 import admin_pb2
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(path)
+        body = request.SerializeToString()
+        s.sendall(len(body).to_bytes(4, "big") + body)
+        n = int.from_bytes(_recv_exactly(s, 4), "big")
+        return admin_pb2.AdminResponse.FromString(_recv_exactly(s, n))
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise EOFError("lanyardd closed the admin connection")
+        data += chunk
+    return data
+
+
+def _approval_dict(a: Any) -> dict[str, Any]:
+    """An Approval as `lanyardctl approvals list --json` shows it (the fields tests read)."""
+    from lanyard.v1 import common_pb2
+    return {"approval_id": a.approval_id, "state": common_pb2.ApprovalState.Name(a.state).removeprefix("APPROVAL_STATE_"),
+            "agent": a.agent, "uid": a.uid, "pid": a.pid, "exe": a.exe, "capabilities": list(a.capabilities),
+            "resource": a.resource, "args": dict(a.args), "binding_code": a.binding_code}
 
 
 def policy_for(agents: dict[str, tuple[User, Sequence[str]]], *, capabilities: dict[str, str],
@@ -369,4 +412,7 @@ def daemon_factory(root: None) -> Iterator[Callable[..., Daemon]]:
 
     yield start
     for d in started:
+        d.stop()
+        # Captured by pytest and shown only when the test failed.
+        print(f"--- lanyardd log ({d.dir}) ---\n{d.log()[-20000:]}")
         d.cleanup()

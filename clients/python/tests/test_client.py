@@ -338,3 +338,37 @@ def test_the_client_frame_cap(daemon_factory: Any, agent_user: User) -> None:
     assert out["reconnected"].authenticated and out["async_reconnected"].authenticated
     assert "outside this client's 1...40" in out["async_oversized"].message
     assert out["daemon_cap"].code == common_pb2.CODE_RESOURCE_EXHAUSTED and out["daemon_after"].allowed
+
+
+def test_close_fails_calls_in_flight_and_a_later_call_reconnects(daemon: Daemon, agent_user: User,
+                                                                 approver_user: User) -> None:
+    def body() -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            c = lanyard.AsyncClient(daemon.agent_socket)
+            pending = await c.authorize("github:push")
+            poll = asyncio.ensure_future(c.await_approval(pending.approval_id, wait=30))
+            await asyncio.sleep(0)  # let the poll be sent: one turn of the loop, not a wait for time
+            await c.close()
+            try:
+                await poll
+                closed: BaseException | None = None
+            except lanyard.LanyardError as e:
+                closed = e
+            after = await c.whoami()
+            await c.close()
+            return {"closed": closed, "after": after, "approval_id": pending.approval_id}
+
+        out = asyncio.run(run())
+        sync = lanyard.Client(daemon.agent_socket)
+        first = sync.whoami()
+        sync.close()
+        sync.close()  # closing twice is fine
+        out["sync"] = (first, sync.whoami())
+        sync.close()
+        return out
+
+    out = run_as(agent_user, body, timeout=20)
+    # The daemon still holds the closed connection's long poll (a stop would wait for it): end it.
+    daemon.ctl_ok(["approvals", "deny", out["approval_id"]], as_user=approver_user)
+    assert isinstance(out["closed"], lanyard.Unavailable) and "closed" in out["closed"].message
+    assert out["after"].authenticated and all(i.authenticated for i in out["sync"])

@@ -59,19 +59,19 @@ class _Connection:
                 # The daemon closed: the reader finds the refusal it sent first, if any.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self._reader), _wire.LAST_WORDS_TIMEOUT)
-                self.fail(_wire.lost(e))
-                raise self.failure from None
+                raise self.fail(_wire.lost(e)) from None
 
-    def fail(self, error: LanyardError) -> None:
-        """Fails every call in flight with `error`; the reader task closes the socket."""
-        if self.failure is None:
-            self.failure = error
+    def fail(self, error: LanyardError) -> LanyardError:
+        """Fails every call in flight with the connection's first failure (returned);
+        the reader task closes the socket."""
+        failure = self.failure = self.failure or error
         calls, self.pending = self.pending, {}
         for future in calls.values():
             if not future.done():
-                future.set_exception(self.failure)
+                future.set_exception(failure)
         if asyncio.current_task() is not self._reader:
             self._reader.cancel()
+        return failure
 
     async def close(self) -> None:
         self.fail(_wire.lost("the client was closed"))

@@ -45,7 +45,8 @@ class AgentIdentity:
             from joserfc.jwk import KeySet
         except ImportError:
             raise ImportError("offline verification needs joserfc: pip install 'lanyard[jose]'") from None
-        keys = KeySet.import_key_set(json.loads(jwks) if isinstance(jwks, str) else dict(jwks))
+        key_set: Any = json.loads(jwks) if isinstance(jwks, str) else dict(jwks)
+        keys = KeySet.import_key_set(key_set)
         try:
             with warnings.catch_warnings():
                 # RFC 9864 names the algorithm Ed25519; lanyardd's tokens say EdDSA, as RFC 8037 did.

@@ -58,7 +58,7 @@ def stale(sock: socket.socket) -> bool:
 
 def frame(request: Any, max_frame: int) -> bytes:
     """`request` framed, refused before sending when it is over this client's cap."""
-    body = request.SerializeToString()
+    body: bytes = request.SerializeToString()
     if len(body) > max_frame:
         raise ResourceExhausted(common_pb2.CODE_RESOURCE_EXHAUSTED,
                                 f"the request is {len(body)} bytes, over this client's max_frame of {max_frame}; "
@@ -85,7 +85,7 @@ def decode(body: bytes) -> Any:
 
 def refusal(response: Any) -> bool:
     """A connection-level error (id 0): the daemon fails every call and closes."""
-    return response.id == 0 and response.status.code != common_pb2.CODE_OK
+    return bool(response.id == 0 and response.status.code != common_pb2.CODE_OK)
 
 
 @dataclass
