@@ -83,16 +83,12 @@ def daemon_reason(daemon: Daemon, agent: User, capability: str) -> str:
 def run_with_approval(
     daemon: Daemon, agent: User, approver: User, func: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> tuple[Any, dict[str, Any]]:
-    """Runs ``func(*args, **kwargs)`` as ``agent`` while ``approver`` approves the approval it opens
-    (once the daemon logs the pending decision: seen with `lanyardctl approvals watch`,
-    approved with `approvals approve`). Returns func's result and the approval as the
-    approver saw it."""
-    mark = len(daemon.log())
+    """Runs ``func(*args, **kwargs)`` as ``agent`` while ``approver`` approves the first
+    approval it opens (seen with the admin long poll, approved with `lanyardctl approvals
+    approve`). Returns func's result and the approval as the approver saw it."""
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(run_as, agent, func, *args, **kwargs)
-        if not daemon.wait_for_log("policy.decision=pending", timeout=60, since=mark):
-            raise AssertionError(f"no pending decision: {running.result(timeout=120)!r}")
-        approval = daemon.next_approval(as_user=approver, timeout=30)
+        approval = daemon.next_approval(as_user=approver, timeout=60)
         daemon.ctl_ok(["approvals", "approve", approval["approval_id"]], as_user=approver)
         return running.result(timeout=120), approval
 
