@@ -5,8 +5,8 @@ a created agent uid against a real lanyardd (the harness's `run_as`). Three call
 `read_file` (LOW: allowed), `delete` (not granted: denied) and `push` (MEDIUM: held for
 approval, approved by the approver uid with `lanyardctl approvals approve`).
 
-Test modules import the `daemon` fixture from here (no conftest.py: the SDK's tests
-import their own `conftest` by name).
+Test modules import the `daemon` fixture (`adapter_daemon`) from here: no conftest.py,
+since the SDK's tests import their own `conftest` by name.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ RULES = {
 HELD_APPROVAL = {"capabilities": ["repo:push"], "resource": "main", "args": {"branch": "main", "force": "false"}}
 
 
-@pytest.fixture
-def daemon(daemon_factory: Callable[..., Daemon], agent_user: User, approver_user: User) -> Daemon:
+@pytest.fixture(name="daemon")
+def adapter_daemon(daemon_factory: Callable[..., Daemon], agent_user: User, approver_user: User) -> Daemon:
     """A lanyardd where the agent may read (LOW) and push (MEDIUM), and may not delete."""
     return daemon_factory(policy_for(
         {"adapter": (agent_user, ["repo:read", "repo:push"])},

@@ -20,8 +20,8 @@ from adapter_support import (
     Repo,
     approval_state,
     approvals,
+    adapter_daemon,  # noqa: F401 - the `daemon` fixture
     assert_held_approval,
-    daemon,
     daemon_reason,
     run_with_approval,
 )

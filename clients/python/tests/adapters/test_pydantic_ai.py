@@ -19,8 +19,8 @@ from adapter_support import (
     RULES,
     Repo,
     approval_state,
+    adapter_daemon,  # noqa: F401 - the `daemon` fixture
     assert_held_approval,
-    daemon,
     daemon_reason,
     run_with_approval,
 )

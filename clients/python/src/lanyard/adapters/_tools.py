@@ -13,13 +13,13 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from lanyard import ApprovalGate, ApprovalPending, ApprovalState, ApprovalStatus, Authorization, UnauthorizedToolCall
 from lanyard._flow import Flow, arun, run
 from lanyard._patterns import _POLL
 
-Resource = Union[str, Callable[[Mapping[str, Any]], str]]
+Resource = str | Callable[[Mapping[str, Any]], str]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ToolRule:
     bind: Sequence[str] | None = None
 
 
-Rules = Mapping[str, Union[str, ToolRule]]
+Rules = Mapping[str, str | ToolRule]
 """Tool name → capability (a string) or a :class:`ToolRule`."""
 
 
@@ -108,7 +108,7 @@ class ToolCall:
             rule = ToolRule(rule)
         try:
             resource = rule.resource(arguments) if callable(rule.resource) else rule.resource
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - whatever the rule's function raises refuses the call
             raise BadToolCall(f"the resource of tool {tool!r} cannot be found in its arguments ({type(error).__name__})") from None
         return cls(tool, rule.capability, str(resource), canonical_args(arguments, rule.bind))
 
@@ -150,9 +150,9 @@ class ToolCall:
 
     def _approved(self, hold: Hold, wait: float) -> Flow[None]:
         deadline = time.monotonic() + wait
-        status: ApprovalStatus = yield ("await_approval", dict(approval_id=hold.approval_id, wait=min(wait, _POLL)))
+        status: ApprovalStatus = yield ("await_approval", {"approval_id": hold.approval_id, "wait": min(wait, _POLL)})
         while status.state is ApprovalState.PENDING and (left := deadline - time.monotonic()) > 0:
-            status = yield ("await_approval", dict(approval_id=hold.approval_id, wait=min(left, _POLL)))
+            status = yield ("await_approval", {"approval_id": hold.approval_id, "wait": min(left, _POLL)})
         if status.state is ApprovalState.PENDING:
             raise ApprovalPending(self.capability, hold.approval_id, hold.binding_code, hold.expires_at)
         if status.state is not ApprovalState.APPROVED:
@@ -163,7 +163,7 @@ class ToolCall:
         yield from self._approved(hold, wait)
         final: Authorization = yield (
             "authorize",
-            dict(capability=self.capability, resource=self.resource, args=self.args, approval_id=hold.approval_id),
+            {"capability": self.capability, "resource": self.resource, "args": self.args, "approval_id": hold.approval_id},
         )
         if not final.allowed:
             raise UnauthorizedToolCall(self.capability, final.reason, final)

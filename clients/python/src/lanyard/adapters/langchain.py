@@ -22,7 +22,7 @@ approval by tool call id so that no second approval is opened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 try:
     from langchain_core.messages import ToolMessage
@@ -39,7 +39,7 @@ from lanyard.adapters._tools import Hold, Rules, ToolCall, ToolRule, BadToolCall
 
 __all__ = ["approval_request", "guard", "interceptor"]
 
-ToolResult = Union[ToolMessage, Command[Any]]
+ToolResult = ToolMessage | Command[Any]
 
 
 def guard(tool: BaseTool, gate: ApprovalGate, rule: str | ToolRule, *, wait: float | None = None) -> BaseTool:
