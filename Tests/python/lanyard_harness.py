@@ -246,7 +246,8 @@ class Daemon:
                 self._log += line.decode(errors="replace")
                 self._log_changed.notify_all()
         with self._log_changed:
-            self._stderr_closed = True  # the process ended
+            if process is self.process:  # not a stopped one's drain ending after a restart
+                self._stderr_closed = True
             self._log_changed.notify_all()
 
     def _log_mark(self) -> int:
