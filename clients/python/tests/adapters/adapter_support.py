@@ -26,6 +26,9 @@ ALLOWED = ("read_file", {"path": "README.md"})
 DENIED = ("delete", {"path": "README.md"})
 HELD = ("push", {"branch": "main", "force": False})
 
+UNREACHABLE = "/nonexistent/agent.sock"
+"""A socket no daemon listens on: every adapter must refuse the call."""
+
 RULES = {
     "read_file": "repo:read",
     "delete": "repo:delete",

@@ -19,6 +19,7 @@ from adapter_support import (
     DENIED,
     HELD,
     RULES,
+    UNREACHABLE,
     Repo,
     approval_state,
     approvals,
@@ -115,7 +116,7 @@ def test_can_use_tool_alone_waits_for_the_approver(daemon, agent_user, approver_
 
 def test_an_unmapped_tool_or_an_unreachable_daemon_is_denied() -> None:
     async def main() -> tuple[Any, Any, Any]:
-        permissions = LanyardPermissions(lanyard.ApprovalGate(lanyard.AsyncClient("/nonexistent/agent.sock")), RULES)
+        permissions = LanyardPermissions(lanyard.ApprovalGate(lanyard.AsyncClient(UNREACHABLE)), RULES)
         unmapped = await permissions.pre_tool_use(hook_input("Bash", {"command": "rm -rf /"}), "toolu_1", {"signal": None})
         unreachable = await permissions.pre_tool_use(hook_input(*ALLOWED), "toolu_2", {"signal": None})
         callback = await permissions.can_use_tool("Bash", {"command": "ls"}, ToolPermissionContext(tool_use_id="toolu_3"))

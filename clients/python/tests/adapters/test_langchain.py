@@ -17,6 +17,7 @@ from adapter_support import (
     HELD,
     HELD_APPROVAL,
     RULES,
+    UNREACHABLE,
     Repo,
     approval_state,
     approvals,
@@ -138,3 +139,11 @@ def test_the_interrupt_carries_the_approval_and_resuming_opens_no_second_one(dae
     assert held["binding_code"] == approval["binding_code"]
     assert held["args"] == HELD_APPROVAL["args"]
     assert [a["approval_id"] for a in approvals(daemon)] == [approval["approval_id"]]
+
+
+@pytest.mark.parametrize("run", [run_guarded, run_interrupted])
+def test_an_unreachable_daemon_refuses_the_call(run) -> None:
+    seen = run(UNREACHABLE, *ALLOWED)
+    assert seen["ran"] == []
+    [told] = seen["outputs"]
+    assert told.startswith("Lanyard denied repo:read for tool read_file: lanyardd could not decide: ")

@@ -18,6 +18,7 @@ from adapter_support import (
     DENIED,
     HELD,
     RULES,
+    UNREACHABLE,
     Repo,
     approval_state,
     approvals,
@@ -141,3 +142,11 @@ def test_protect_refuses_a_tool_without_a_rule() -> None:
     with pytest.raises(ValueError, match="unlisted"):
         protect([unlisted], gate, RULES)
     assert isinstance(unlisted, FunctionTool)
+
+
+@pytest.mark.parametrize("run", [run_agent, run_interrupted])
+def test_an_unreachable_daemon_refuses_the_call(run) -> None:
+    seen = run(UNREACHABLE, *ALLOWED)
+    assert seen["ran"] == []
+    [told] = seen["outputs"]
+    assert told.startswith("Lanyard denied repo:read for tool read_file: lanyardd could not decide: ")

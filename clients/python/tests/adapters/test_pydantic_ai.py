@@ -17,6 +17,7 @@ from adapter_support import (
     DENIED,
     HELD,
     RULES,
+    UNREACHABLE,
     Repo,
     approval_state,
     adapter_daemon,  # noqa: F401 - the `daemon` fixture
@@ -102,3 +103,10 @@ def test_arguments_changed_after_approval_are_refused_by_the_daemon(daemon, agen
     [told] = seen["outputs"]
     assert "Lanyard denied repo:push for tool push: " in told
     assert approval_state(daemon, approval["approval_id"]) == "APPROVED"  # not consumed by the edited call
+
+
+def test_an_unreachable_daemon_refuses_the_call() -> None:
+    seen = run_agent(UNREACHABLE, *ALLOWED)
+    assert seen["ran"] == []
+    [told] = seen["outputs"]
+    assert "Lanyard denied repo:read for tool read_file: lanyardd could not decide: " in told
