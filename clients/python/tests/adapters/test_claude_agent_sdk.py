@@ -49,14 +49,18 @@ def hook_input(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_cli(socket: str, tool: str, arguments: dict[str, Any], *, hook: bool = True) -> dict[str, Any]:
+def run_cli(
+    socket: str, tool: str, arguments: dict[str, Any], *, hook: bool = True, asked: dict[str, Any] | None = None,
+    wait: float = 60,
+) -> dict[str, Any]:
     """What the CLI does with one tool use: the PreToolUse hook (when ``hook``), then, on
-    "ask" or without the hook, the permission callback; the tool runs only if allowed."""
+    "ask" or without the hook, the permission callback (given ``asked`` as the input if
+    set); the tool runs only if allowed."""
     repo = Repo()
 
     async def main() -> dict[str, Any]:
         async with lanyard.AsyncClient(socket) as client:
-            permissions = LanyardPermissions(lanyard.ApprovalGate(client, wait=60), RULES)
+            permissions = LanyardPermissions(lanyard.ApprovalGate(client, wait=wait), RULES)
             answer: dict[str, Any] = {}
             decision = "ask"
             if hook:
@@ -66,9 +70,9 @@ def run_cli(socket: str, tool: str, arguments: dict[str, Any], *, hook: bool = T
             if decision == "ask":
                 reason = answer.get("hookSpecificOutput", {}).get("permissionDecisionReason")
                 context = ToolPermissionContext(tool_use_id="toolu_1", decision_reason=reason)
-                permission = await permissions.can_use_tool(tool, arguments, context)
+                permission = await permissions.can_use_tool(tool, asked or arguments, context)
             if decision == "allow" or isinstance(permission, PermissionResultAllow):
-                getattr(repo, tool)(**arguments)
+                getattr(repo, tool)(**(asked or arguments))
             return {"hook": answer, "permission": permission, "ran": repo.ran}
 
     return asyncio.run(main())
@@ -112,6 +116,16 @@ def test_can_use_tool_alone_waits_for_the_approver(daemon, agent_user, approver_
     assert_held_approval(approval)
     assert seen["permission"] == PermissionResultAllow()
     assert seen["ran"] == [HELD]
+
+
+def test_input_changed_after_the_hook_asked_is_a_new_request_not_the_held_one(daemon, agent_user) -> None:
+    changed = {"branch": "release", "force": True}
+    seen = run_as(agent_user, run_cli, daemon.agent_socket, *HELD, asked=changed, wait=0)
+    assert seen["hook"]["hookSpecificOutput"]["permissionDecision"] == "ask"
+    assert isinstance(seen["permission"], PermissionResultDeny)
+    assert seen["permission"].message.startswith("Lanyard is holding repo:push for tool push")
+    assert seen["ran"] == []
+    assert sorted(a["resource"] for a in approvals(daemon)) == ["main", "release"]  # each input its own approval
 
 
 def test_an_unmapped_tool_or_an_unreachable_daemon_is_denied() -> None:
