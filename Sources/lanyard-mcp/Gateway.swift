@@ -23,11 +23,13 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     private struct State {
         var server: ServerProcess?
         var generation = 0
-        var inFlight: [RequestID: Pending] = [:]
+        var inFlight: [RequestID: (kind: Pending, serial: Int)] = [:]
+        var serial = 0
         /// tools/call requests waiting for lanyardd (or a human); true once cancelled.
         var deciding: [RequestID: Bool] = [:]
         /// Non-nil while the server restarts: messages for it wait here, in order.
         var held: [[UInt8]]?
+        var heldBytes = 0
         var restartWanted = false
         /// The client's handshake, replayed to a restarted server.
         var initialize: Message?
@@ -44,6 +46,8 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     let daemon: LanyardClient
     let toClient: LineWriter
     private let state = NIOLockedValueBox(State())
+    /// Signalled when a restart has sent the held messages on (the client's reader waits on it).
+    private let resumed = NSCondition()
     /// The credentials the policy declares for this server.
     let credentials: [Lanyard_V1_McpCredential]
     /// Fulfilled once, with the exit status, when the gateway has to stop.
@@ -103,6 +107,13 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
         }
     }
 
+    /// Wakes the client's reader if it waits for held messages to drain.
+    private nonisolated func wakeClientReader() {
+        resumed.lock()
+        resumed.broadcast()
+        resumed.unlock()
+    }
+
     private var restarting: Bool { state.withLockedValue { $0.held != nil } }
 
     private func isCurrent(_ server: ServerProcess) -> Bool {
@@ -133,10 +144,11 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
         let held = state.withLockedValue { s -> [[UInt8]] in
             s.server = new
             s.restartWanted = false
-            defer { s.held = nil }
+            defer { s.held = nil; s.heldBytes = 0 }
             return s.held ?? []
         }
         for line in held { new.input.send(line) }
+        wakeClientReader()
         log("restarted the MCP server with a fresh credential (run \(new.generation))")
         scheduleRenewal(new)
     }
@@ -163,7 +175,18 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
 
     // MARK: Client → server
 
+    /// Tool calls waiting for lanyardd or a human, and requests waiting for the server, at most.
+    static let maxDeciding = 64
+    static let maxInFlight = 1024
+
     func fromClient(_ line: Line) {
+        // Backpressure: a client that stops reading, or a server that stops reading, stops
+        // this thread from reading the client, instead of filling memory.
+        toClient.waitForRoom()
+        state.withLockedValue { $0.server }?.input.waitForRoom()
+        resumed.lock()
+        while state.withLockedValue({ $0.heldBytes > options.maxLine }) { resumed.wait() }
+        resumed.unlock()
         guard case .message(let raw) = line else {
             if case .oversized(let n) = line {
                 log("dropped a message of \(n) bytes from the client (over --max-line-bytes \(options.maxLine))")
@@ -180,15 +203,26 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
             if ids.isEmpty { toClient.send(Reply.error(nil, code: RPCCode.invalidRequest, "lanyard-mcp does not relay JSON-RPC batches: send one message per line")) }
             return
         }
-        guard let message = Message(raw) else {
-            log("dropped a line from the client that is not a JSON object")
-            toClient.send(Reply.error(nil, code: RPCCode.parseError, "lanyard-mcp: the message is not a JSON-RPC object"))
+        guard let message = Message(client: raw) else {
+            let problem = Message.strictProblem(raw)
+            log("dropped a message from the client that is not strict JSON: \(problem)")
+            toClient.send(Reply.error(nil, code: RPCCode.parseError, "lanyard-mcp relays only strict JSON objects (one per line; no duplicate member names, "
+                                      + "valid UTF-8, no lone surrogates); this message was dropped: \(problem)"))
             return
         }
         switch message.method {
         case "tools/call" where message.id != nil:
             let id = message.id!
-            state.withLockedValue { $0.deciding[id] = false }
+            let admitted = state.withLockedValue { s -> Bool in
+                guard s.deciding.count < Self.maxDeciding, s.deciding[id] == nil else { return false }
+                s.deciding[id] = false
+                return true
+            }
+            guard admitted else {
+                toClient.send(Reply.error(id, code: RPCCode.busy, "lanyard-mcp: \(Self.maxDeciding) tool calls already wait for lanyardd or a human, "
+                                          + "or one with this id does; retry when one has been answered"))
+                return
+            }
             Task { [self] in await toolCall(message, id: id) }
         case "initialize" where message.id != nil:
             state.withLockedValue { $0.initialize = message }
@@ -216,19 +250,34 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     /// Sends a message to the current run (or holds it during a restart); a request is
     /// remembered until the server answers it or `callTimeout` passes.
     private func toServer(_ raw: [UInt8], pending: (RequestID, Pending)?) {
-        let target = state.withLockedValue { s -> ServerProcess? in
-            if let (id, kind) = pending { s.inFlight[id] = kind }
+        let (admitted, target, serial) = state.withLockedValue { s -> (Bool, ServerProcess?, Int) in
+            if let (id, kind) = pending {
+                guard s.inFlight.count < Self.maxInFlight else { return (false, nil, 0) }
+                s.serial += 1
+                s.inFlight[id] = (kind, s.serial)
+            }
             if s.held != nil {
                 s.held!.append(raw)
-                return nil
+                s.heldBytes += raw.count
+                return (true, nil, s.serial)
             }
-            return s.server
+            return (true, s.server, s.serial)
+        }
+        guard admitted else {
+            if let (id, _) = pending {
+                toClient.send(Reply.error(id, code: RPCCode.busy, "lanyard-mcp: \(Self.maxInFlight) requests already wait for the MCP server; retry when it has answered some"))
+            }
+            return
         }
         target?.input.send(raw)
         if let (id, _) = pending {
             Task { [self] in
                 try? await Task.sleep(for: options.callTimeout)
-                let overdue = state.withLockedValue { $0.inFlight.removeValue(forKey: id) != nil }
+                let overdue = state.withLockedValue { s -> Bool in
+                    guard s.inFlight[id]?.serial == serial else { return false }  // answered (the id may be in use again)
+                    s.inFlight[id] = nil
+                    return true
+                }
                 if overdue {
                     log("the server did not answer request \(id) within --call-timeout-seconds; answered the client with an error")
                     toClient.send(Reply.error(id, code: RPCCode.timeout, "the MCP server did not answer within \(options.callTimeout) (lanyard-mcp --call-timeout-seconds)"))
@@ -249,6 +298,7 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     // MARK: Server → client
 
     private func fromServer(_ line: Line, generation: Int) {
+        toClient.waitForRoom()  // a client that stops reading stops this run's reader, not memory
         guard case .message(let raw) = line, let message = Message(raw) else {
             let n = state.withLockedValue { s in s.dropped += 1; return s.dropped }
             if n <= 5 || n % 1000 == 0 {
@@ -265,7 +315,7 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
                     return (r.done, nil)
                 }
                 guard s.server?.generation == generation || s.held != nil else { return (nil, nil) }
-                return (nil, s.inFlight.removeValue(forKey: id))
+                return (nil, s.inFlight.removeValue(forKey: id)?.kind)
             }
             if let replay { replay.resume(); return }
             if case .toolsList? = pending {
@@ -321,15 +371,16 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
             toClient.send(Reply.error(id, code: -32602, "tools/call needs params.name"))
             return
         }
-        let arguments = params["arguments"] ?? [String: Any]()
-        guard arguments is [String: Any] else {
+        // The arguments as written (strict JSON: what the server reads too), for the daemon to bind.
+        let arguments = message.strict?[member: "params"]?[member: "arguments"] ?? .object([])
+        guard case .object = arguments else {
             toClient.send(Reply.error(id, code: -32602, "tools/call params.arguments must be an object"))
             return
         }
         let call = Lanyard_V1_ToolCall.with {
             $0.server = options.server
             $0.tool = tool
-            $0.argumentsJson = Reply.json(arguments)
+            $0.argumentsJson = arguments.canonicalText
         }
         let progressToken = (params["_meta"] as? [String: Any])?["progressToken"]
         let deadline = ContinuousClock.now + options.approvalWait

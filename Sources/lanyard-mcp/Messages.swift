@@ -1,4 +1,5 @@
 import Foundation
+import LanyardCore
 
 /// One JSON-RPC 2.0 message as MCP's stdio transport carries it: a JSON object per line.
 /// The gateway reads only what it routes by (method, id, params) and relays the original
@@ -6,6 +7,13 @@ import Foundation
 struct Message: @unchecked Sendable {  // immutable JSON values
     let raw: [UInt8]
     let object: [String: Any]
+    /// The message as LanyardCore's strict reader reads it (client messages only): numbers
+    /// as written, and no duplicate member names, invalid UTF-8 or lone surrogates — where
+    /// JSON parsers disagree, so the gateway could decide on one message and the server
+    /// run another.
+    let strict: JSON?
+
+    static let maxDepth = 64
 
     /// Nil when the line is not a JSON object (a batch array, a scalar, or not JSON).
     init?(_ raw: [UInt8]) {
@@ -13,6 +21,25 @@ struct Message: @unchecked Sendable {  // immutable JSON values
               let object = value as? [String: Any] else { return nil }
         self.raw = raw
         self.object = object
+        strict = nil
+    }
+
+    /// A client's message: only strict JSON (`strictProblem` says why not).
+    init?(client raw: [UInt8]) {
+        guard let strict = try? JSON.read(raw, maxDepth: Self.maxDepth, numbers: .asWritten), case .object = strict,
+              let plain = Message(raw) else { return nil }
+        self.raw = raw
+        object = plain.object
+        self.strict = strict
+    }
+
+    static func strictProblem(_ raw: [UInt8]) -> String {
+        do {
+            guard case .object = try JSON.read(raw, maxDepth: maxDepth, numbers: .asWritten) else { return "the message is not a JSON object" }
+            return "the message cannot be read"
+        } catch {
+            return "\(error)"
+        }
     }
 
     var method: String? { object["method"] as? String }
@@ -88,13 +115,6 @@ enum Reply {
     static func request(_ id: RequestID, method: String, params: [String: Any]) -> [UInt8] {
         encode(["jsonrpc": "2.0", "id": id.json, "method": method, "params": params])
     }
-
-    /// `object` as compact JSON with sorted keys (a tool call's arguments, for the daemon).
-    static func json(_ object: Any) -> String {
-        guard JSONSerialization.isValidJSONObject(object),
-              let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
-    }
 }
 
 /// JSON-RPC error codes the gateway answers with.
@@ -104,4 +124,6 @@ enum RPCCode {
     static let internalError = -32603
     /// MCP SDKs' "request timeout".
     static let timeout = -32001
+    /// Implementation-defined server error: a bound of the gateway's.
+    static let busy = -32000
 }

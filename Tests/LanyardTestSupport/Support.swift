@@ -62,7 +62,7 @@ public enum TestSupport {
 
     /// A system user for tests (created when missing; root only). Returns (uid, gid).
     public static func user(_ name: String) -> (uid: UInt32, gid: UInt32)? {
-        if let pw = getpwnam(name) { return (pw.pointee.pw_uid, pw.pointee.pw_gid) }
+        if let found = lookUp(name) { return found }
         guard isRoot else { return nil }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/sbin/useradd")
@@ -71,8 +71,17 @@ public enum TestSupport {
         p.standardError = FileHandle.nullDevice
         try? p.run()
         p.waitUntilExit()
-        guard let pw = getpwnam(name) else { return nil }
-        return (pw.pointee.pw_uid, pw.pointee.pw_gid)
+        return lookUp(name)
+    }
+
+    /// getpwnam_r: the suites' static users are looked up from several threads at once, and
+    /// getpwnam's one static buffer then hands one thread another's user.
+    private static func lookUp(_ name: String) -> (uid: UInt32, gid: UInt32)? {
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else { return nil }
+        return (entry.pw_uid, entry.pw_gid)
     }
 
     /// Connects to a Unix socket as another uid: the kernel records the effective ids

@@ -387,10 +387,20 @@ def test_hostile_client_lines_leave_the_gateway_up(setup: Setup) -> None:
     gw.send(b'{"x":"' + b"y" * (10 << 20) + b'"}')
     big = gw.read_until(lambda m: "error" in m)
     assert big["id"] is None and "max-line-bytes" in big["error"]["message"]
+    # Where JSON parsers disagree (duplicate names: the first or the last wins), the gateway
+    # could decide one call and the server run another: such messages are refused.
+    gw.send(b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read","name":"secret","arguments":{}}}')
+    dup = gw.read_until(lambda m: "error" in m)
+    assert dup["error"]["code"] == -32700 and "duplicate member names" in dup["error"]["message"], dup
+    gw.send(b'{"jsonrpc":"2.0","id":8,"method":"ping","method":"tools/call","params":{"name":"secret","arguments":{}}}')
+    assert gw.read_until(lambda m: "error" in m)["error"]["code"] == -32700
+    gw.send(b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read","arguments":{"path":"\\ud800"}}}')
+    assert gw.read_until(lambda m: "error" in m)["error"]["code"] == -32700
     gw.send(b'[{"jsonrpc":"2.0","id":"b1","method":"ping"}]')
     batch = gw.read_until(lambda m: m.get("id") == "b1")
     assert "batch" in batch["error"]["message"]
     assert gw.call("read", {"path": "/srv/ok"})["result"]["content"][0]["text"] == "contents of /srv/ok"
+    assert [c["tool"] for c in setup.calls()] == ["read"]
     assert gw.process.poll() is None
     gw.process.send_signal(signal.SIGTERM)
     assert gw.wait() == 0
