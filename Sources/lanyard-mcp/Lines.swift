@@ -132,6 +132,9 @@ final class LineWriter: Sendable {
         return ok
     }
 
+    /// Whether at most `limit` bytes wait (and the stream still works).
+    var hasRoom: Bool { state.withLockedValue { $0.queuedBytes <= limit && !$0.failed && !$0.closed } }
+
     /// Blocks the calling (non-cooperative) thread while more than `limit` bytes wait.
     func waitForRoom() {
         room.lock()

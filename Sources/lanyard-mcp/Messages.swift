@@ -1,119 +1,128 @@
 import Foundation
 import LanyardCore
 
-/// One JSON-RPC 2.0 message as MCP's stdio transport carries it: a JSON object per line.
-/// The gateway reads only what it routes by (method, id, params) and relays the original
-/// bytes unchanged, except for the replies it writes itself and the tools/list it filters.
-struct Message: @unchecked Sendable {  // immutable JSON values
-    let raw: [UInt8]
-    let object: [String: Any]
-    /// The message as LanyardCore's strict reader reads it (client messages only): numbers
-    /// as written, and no duplicate member names, invalid UTF-8 or lone surrogates — where
-    /// JSON parsers disagree, so the gateway could decide on one message and the server
-    /// run another.
-    let strict: JSON?
+/// A client's JSON-RPC message (MCP's stdio transport: one JSON object per line), read by
+/// LanyardCore's strict reader: numbers as written, and no duplicate member names, invalid
+/// UTF-8 or lone surrogates — where JSON parsers disagree, so the gateway could decide on
+/// one message and the server run another. What the server receives is this tree written
+/// again (`forwarded`): one line whatever whitespace the client used (a bare CR is a line
+/// break to some readers), exactly what was decided.
+struct ClientMessage: Sendable {
+    let json: JSON
+    let method: String?
+    /// A string or integer id; nil for a notification (or an id of another type: `badID`).
+    let id: RequestID?
+    let badID: Bool
 
     static let maxDepth = 64
 
-    /// Nil when the line is not a JSON object (a batch array, a scalar, or not JSON).
+    /// Throws why the line is not a message the gateway relays.
+    init(_ raw: [UInt8]) throws(GatewayError) {
+        let json: JSON
+        do { json = try JSON.read(raw, maxDepth: Self.maxDepth, numbers: .asWritten) } catch { throw GatewayError("\(error)") }
+        guard case .object = json else { throw GatewayError("the message is not a JSON object") }
+        self.json = json
+        if case .string(let m)? = json[member: "method"] { method = m } else { method = nil }
+        let idMember = json[member: "id"]
+        id = idMember.flatMap(RequestID.init(strict:))
+        badID = idMember != nil && id == nil
+    }
+
+    var params: JSON? { json[member: "params"] }
+    var forwarded: [UInt8] { Array(json.text.utf8) }
+}
+
+/// A server's message, read by Foundation: the gateway routes server output by id only,
+/// and relays it as written (but for tools/list, which it filters).
+struct ServerMessage: @unchecked Sendable {  // immutable JSON values
+    let raw: [UInt8]
+    let object: [String: Any]
+
     init?(_ raw: [UInt8]) {
-        guard let value = try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed]),
-              let object = value as? [String: Any] else { return nil }
+        guard let value = try? JSONSerialization.jsonObject(with: Data(raw)), let object = value as? [String: Any] else { return nil }
         self.raw = raw
         self.object = object
-        strict = nil
     }
 
-    /// A client's message: only strict JSON (`strictProblem` says why not).
-    init?(client raw: [UInt8]) {
-        guard let strict = try? JSON.read(raw, maxDepth: Self.maxDepth, numbers: .asWritten), case .object = strict,
-              let plain = Message(raw) else { return nil }
-        self.raw = raw
-        object = plain.object
-        self.strict = strict
-    }
+    var id: RequestID? { object["id"].flatMap(RequestID.init(foundation:)) }
+    var isResponse: Bool { object["method"] == nil && (object["result"] != nil || object["error"] != nil) }
 
-    static func strictProblem(_ raw: [UInt8]) -> String {
-        do {
-            guard case .object = try JSON.read(raw, maxDepth: maxDepth, numbers: .asWritten) else { return "the message is not a JSON object" }
-            return "the message cannot be read"
-        } catch {
-            return "\(error)"
+    /// A CR, NEL, LINE or PARAGRAPH SEPARATOR inside a line: one line to us, two to a client
+    /// whose reader breaks lines there.
+    static func hasHiddenLineBreak(_ raw: [UInt8]) -> Bool {
+        for i in raw.indices {
+            switch raw[i] {
+            case 0x0D: return true
+            case 0xC2 where i + 1 < raw.count && raw[i + 1] == 0x85: return true
+            case 0xE2 where i + 2 < raw.count && raw[i + 1] == 0x80 && (raw[i + 2] == 0xA8 || raw[i + 2] == 0xA9): return true
+            default: continue
+            }
         }
-    }
-
-    var method: String? { object["method"] as? String }
-    var id: RequestID? { object["id"].flatMap(RequestID.init) }
-    var params: [String: Any] { object["params"] as? [String: Any] ?? [:] }
-    var isRequest: Bool { method != nil && id != nil }
-    var isResponse: Bool { method == nil && id != nil && (object["result"] != nil || object["error"] != nil) }
-
-    /// Whether the line is a JSON array: a JSON-RPC batch.
-    static func isBatch(_ raw: [UInt8]) -> Bool {
-        raw.first { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") } == UInt8(ascii: "[")
-    }
-
-    /// The ids of the requests in a batch (to refuse each).
-    static func batchIDs(_ raw: [UInt8]) -> [RequestID] {
-        guard let items = try? JSONSerialization.jsonObject(with: Data(raw)) as? [Any] else { return [] }
-        return items.compactMap { ($0 as? [String: Any]).flatMap { $0["method"] != nil ? $0["id"].flatMap(RequestID.init) : nil } }
+        return false
     }
 }
 
-/// A JSON-RPC request id: a string or a number (null ids are not requests).
-struct RequestID: Hashable, CustomStringConvertible, @unchecked Sendable {  // an immutable String or NSNumber
-    let json: Any
+/// A JSON-RPC request id, as MCP allows it: a string or an integer.
+struct RequestID: Hashable, Sendable, CustomStringConvertible {
+    let json: JSON
     let key: String
 
-    init?(_ value: Any) {
+    init?(strict value: JSON) {
         switch value {
-        case let s as String:
-            json = s
-            key = "s:" + s
-        case let n as NSNumber:
-            json = n
-            key = "n:" + n.stringValue
-        default:
-            return nil
+        case .string(let s): (json, key) = (value, "s:" + s)
+        case .int(let n): (json, key) = (value, "n:\(n)")
+        case .number(let text):  // numbers as written: an integer only
+            guard let n = Int64(text) else { return nil }
+            (json, key) = (.int(n), "n:\(n)")
+        default: return nil
         }
     }
 
-    init(string: String) {
-        json = string
-        key = "s:" + string
+    init?(foundation value: Any) {
+        switch value {
+        case let s as String: (json, key) = (.string(s), "s:" + s)
+        case let n as NSNumber where n.doubleValue == n.doubleValue.rounded() && abs(n.doubleValue) < 9e15:
+            (json, key) = (.int(n.int64Value), "n:\(n.int64Value)")
+        default: return nil
+        }
     }
 
     static func == (a: RequestID, b: RequestID) -> Bool { a.key == b.key }
     func hash(into h: inout Hasher) { h.combine(key) }
-    var description: String { String(key.dropFirst(2)) }
+    /// For logs: inert and short whatever the client chose.
+    var description: String { Inert.text(String(key.dropFirst(2)), limit: 64) }
 }
 
 /// The messages the gateway writes itself.
 enum Reply {
-    static func encode(_ object: [String: Any]) -> [UInt8] {
-        // .withoutEscapingSlashes keeps paths readable; sorted keys keep output stable.
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        return [UInt8](data)
+    static func message(_ members: [(String, JSON)]) -> [UInt8] {
+        Array(JSON.object([("jsonrpc", .string("2.0"))] + members).text.utf8)
     }
 
     /// A tool result with `isError: true`: what a model sees when its call did not run.
     static func toolError(_ id: RequestID, _ text: String) -> [UInt8] {
-        encode(["jsonrpc": "2.0", "id": id.json,
-                "result": ["content": [["type": "text", "text": text]], "isError": true] as [String: Any]])
+        message([("id", id.json), ("result", .object([
+            ("content", .array([.object([("type", .string("text")), ("text", .string(text))])])), ("isError", .bool(true))]))])
     }
 
     /// A JSON-RPC error; `id` nil answers a message whose id could not be read.
-    static func error(_ id: RequestID?, code: Int, _ message: String) -> [UInt8] {
-        encode(["jsonrpc": "2.0", "id": id?.json ?? NSNull(), "error": ["code": code, "message": message] as [String: Any]])
+    static func error(_ id: RequestID?, code: Int, _ text: String) -> [UInt8] {
+        message([("id", id?.json ?? .null), ("error", .object([("code", .int(Int64(code))), ("message", .string(text))]))])
     }
 
-    static func progress(token: Any, progress: Int, message: String) -> [UInt8] {
-        encode(["jsonrpc": "2.0", "method": "notifications/progress",
-                "params": ["progressToken": token, "progress": progress, "message": message] as [String: Any]])
+    static func progress(token: JSON, progress: Int, text: String) -> [UInt8] {
+        message([("method", .string("notifications/progress")),
+                 ("params", .object([("progressToken", token), ("progress", .int(Int64(progress))), ("message", .string(text))]))])
     }
 
-    static func request(_ id: RequestID, method: String, params: [String: Any]) -> [UInt8] {
-        encode(["jsonrpc": "2.0", "id": id.json, "method": method, "params": params])
+    static func request(_ id: RequestID, method: String, params: JSON) -> [UInt8] {
+        message([("id", id.json), ("method", .string(method)), ("params", params)])
+    }
+
+    /// A server's message with a member replaced (Foundation values; sorted keys).
+    static func encode(_ object: [String: Any]) -> [UInt8] {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return [UInt8](data)
     }
 }
 
@@ -121,9 +130,18 @@ enum Reply {
 enum RPCCode {
     static let parseError = -32700
     static let invalidRequest = -32600
+    static let invalidParams = -32602
     static let internalError = -32603
-    /// MCP SDKs' "request timeout".
-    static let timeout = -32001
     /// Implementation-defined server error: a bound of the gateway's.
     static let busy = -32000
+    /// MCP SDKs' "request timeout".
+    static let timeout = -32001
+}
+
+extension JSON {
+    /// `self` without member `name` (an object), else `self`.
+    func removing(_ name: String) -> JSON {
+        guard case .object(let pairs) = self else { return self }
+        return .object(pairs.filter { !$0.0.sameBytes(as: name) })
+    }
 }

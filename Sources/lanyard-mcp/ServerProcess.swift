@@ -34,7 +34,10 @@ final class ServerProcess: @unchecked Sendable {
         var leases: [Lanyard_V1_Lease] = []
         var directory: String?
         do {
+            // What the client's environment says of these names never reaches the server.
             var environment = ProcessInfo.processInfo.environment
+            environment["CREDENTIALS_DIRECTORY"] = nil
+            for credential in credentials where !credential.env.isEmpty { environment[credential.env] = nil }
             for credential in credentials {
                 let lease = try await provision(credential, client: client)
                 leases.append(lease)

@@ -72,6 +72,11 @@ mcp_servers:
     tools:
       read: {{ capability: rec:read }}
       hang: {{ capability: rec:hang }}
+  hostile-short:
+    tools:
+      credentials: {{ capability: rec:credentials }}
+    env:
+      GITHUB_TOKEN: {{ service: github, scope: [github:read], ttl_seconds: 4 }}
 """
 
 
@@ -271,11 +276,13 @@ def test_a_retried_call_finds_its_approval(setup: Setup) -> None:
 class RawGateway:
     """The gateway driven line by line (for exits and hostile traffic the SDK hides)."""
 
-    def __init__(self, setup: Setup, server: str = "rec", *options: str, command: str = RECORDING) -> None:
-        self.process = subprocess.Popen(setup.argv(server, *options, command=command), env=setup.env,
+    def __init__(self, setup: Setup, server: str = "rec", *options: str, command: str = RECORDING,
+                 env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(setup.argv(server, *options, command=command), env={**setup.env, **(env or {})},
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.next_id = 0
         self.buffer = b""
+        self.seen: list[dict[str, Any]] = []  # every message the gateway wrote
 
     def send(self, line: bytes) -> None:
         assert self.process.stdin is not None
@@ -295,6 +302,7 @@ class RawGateway:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 message = json.loads(line)
+                self.seen.append(message)
                 if done(message):
                     return message
             left = deadline - time.monotonic()
@@ -406,6 +414,42 @@ def test_hostile_client_lines_leave_the_gateway_up(setup: Setup) -> None:
     assert gw.wait() == 0
 
 
+def test_messages_the_server_would_read_otherwise_are_refused(setup: Setup) -> None:
+    """The attacks of the review: a carriage return hides a second message from the gateway
+    (a Python reader breaks lines there); ids of other types; each leaves the server unaware."""
+    gw = RawGateway(setup)
+    gw.handshake()
+    hidden = b'{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"secret","arguments":{}}}'
+    gw.send(b'{"jsonrpc":"2.0","id":20,"method":"ping","params":{"x":\r' + hidden + b'\r}}')
+    for bad_id in (b"null", b'{"a":1}', b"[1]", b"1.5"):
+        gw.send(b'{"jsonrpc":"2.0","id":' + bad_id + b',"method":"tools/call","params":{"name":"secret","arguments":{}}}')
+        refused = gw.read_until(lambda m: "error" in m and m["id"] is None)
+        assert "string or an integer" in refused["error"]["message"], refused
+    gw.send(b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"secret","arguments":{}}}')
+    gw.read_until(lambda m: "error" in m and m["id"] is None)
+    # The server reads in order: once it answered this, it had read everything before.
+    assert gw.call("read", {"path": "/srv/after"})["result"]["content"][0]["text"] == "contents of /srv/after"
+    assert [c["tool"] for c in setup.calls()] == ["read"], setup.calls()
+    assert [r["mcp_tool"] for r in tool_records(setup.daemon)] == ["read"]
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.wait() == 0
+
+
+def test_a_restarted_server_that_never_answers_ends_the_gateway_and_its_leases(setup: Setup) -> None:
+    marker = os.path.join(setup.workdir, "first-run-done")
+    gw = RawGateway(setup, "hostile-short", command=HOSTILE, env={"HOSTILE_MARKER": marker})
+    gw.handshake()
+    first = gw.call("credentials")["result"]["content"][0]["text"]
+    assert first and setup.introspect(first)["active"] is True
+    # The restart before the lease ends starts a server that never answers initialize.
+    assert gw.wait(timeout=60) == 1
+    assert "cannot restart the MCP server" in gw.stderr()
+    records = setup.daemon.audit()
+    provisioned = [r["lease_id"] for r in records if r["event"] == "provision" and r["outcome"] == "issued"]
+    revoked = {r["lease_id"] for r in records if r["event"] == "revoke"}
+    assert len(provisioned) == 2 and set(provisioned) <= revoked, records
+
+
 def test_a_server_writing_garbage_or_never_answering_leaves_the_client_answered(setup: Setup) -> None:
     gw = RawGateway(setup, "hostile", "--call-timeout-seconds", "2", command=HOSTILE)
     gw.handshake()
@@ -414,6 +458,8 @@ def test_a_server_writing_garbage_or_never_answering_leaves_the_client_answered(
     hang = gw.call("hang")
     assert hang["error"]["code"] == -32001 and "did not answer" in hang["error"]["message"], hang
     assert gw.call("read")["result"]["content"][0]["text"] == "read ok"
+    # Answers to requests nobody made, and messages hidden behind a carriage return, never reach the client.
+    assert not [m for m in gw.seen if m.get("id") in ("forged", "hidden")], gw.seen
     assert gw.process.poll() is None
     gw.process.send_signal(signal.SIGTERM)
     assert gw.wait() == 0
