@@ -67,6 +67,9 @@ class Daemon:
                                       "--state-dir", os.path.join(self.dir, "state"), "--agent-socket", self.socket,
                                       "--admin-socket", os.path.join(self.dir, "admin.sock"), "--admin-group", "",
                                       "--master-key-file", key, "--max-connections-per-uid", "4096", "--max-connections", "4096",
+                                      # provision-opaque keeps every lease it makes (TTL 300 s): a full run makes
+                                      # ~250,000, and at the default bound of 1,000 the rest would be refusals
+                                      "--max-leases-per-agent", "1000000",
                                       ],
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60

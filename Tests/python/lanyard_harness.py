@@ -4,16 +4,22 @@ processes on temp sockets, created uids, and code run as those uids.
 Loaded for every suite by the root pytest.ini (`-p lanyard_harness`, `pythonpath`).
 Tests need root (to create uids and switch to them); without it they skip.
 
-    def test_something(daemon_factory, agent_user, approver_user):
-        d = daemon_factory(policy_for(agent_user, approvers=[approver_user]))
-        auth = run_as(agent_user, lambda: lanyard.Client(d.agent_socket).authorize("github:read_repo"))
-        d.ctl(["approvals", "approve", approval_id], as_user=approver_user)
-        records = d.audit()
+    from lanyard_harness import policy_for, run_as
 
-- `Daemon(policy, extra_args=())`: `start()`, `stop()` (SIGTERM), `kill()` (SIGKILL), `restart()` (same state dir and
-  key), `agent_socket`, `admin_socket`, `env` (LANYARD_SOCKET/LANYARD_ADMIN_SOCKET),
-  `ctl(args, as_user=None, stdin=None)`, `audit()` (the audit export as dicts),
-  `log()`, `next_approval(as_user)` (waits for a pending approval: the admin long poll).
+    def test_push_needs_a_human(daemon_factory, agent_user, approver_user):
+        d = daemon_factory(policy_for({"a": (agent_user, ["github:push"])}, capabilities={"github:push": "medium"},
+                                      services={"github": "{ kind: opaque }"}, approvers=[approver_user]))
+        auth = run_as(agent_user, lambda: lanyard.Client(d.agent_socket).authorize("github:push"))
+        d.ctl_ok(["approvals", "approve", auth.approval_id], as_user=approver_user)
+        assert [r["event"] for r in d.audit()][-1] == "approval.approve"
+
+- `Daemon(policy, extra_args=())` (extra lanyardd flags, e.g. limits): `start()`, `stop()`
+  (SIGTERM), `kill()` (SIGKILL), `restart()` (same state dir and key), `agent_socket`,
+  `admin_socket`, `dir`, `state_dir`, `env` (LANYARD_SOCKET, LANYARD_ADMIN_SOCKET),
+  `ctl(args, as_user=None, stdin=None)` and `ctl_ok(...)` (lanyardctl against it; None:
+  root, an admin), `audit()` (`audit export` as dicts), `log()` (its stderr, shown when a
+  test fails), `wait_for_log(text)`, `next_approval(as_user)` (waits for a pending one).
+- `policy_for(agents, capabilities=, services=, approvers=)`: a policy YAML.
 - `user(name)`: a system user (created with useradd when missing) as a `User`.
 - `run_as(user, func, *args, timeout=...)`: calls `func` in a forked child that has
   switched to the user's uid and gid (no supplementary groups); returns its result or

@@ -36,11 +36,13 @@ def pipelined(path: str, channel: Channel) -> dict[str, Any]:
                 task = asyncio.ensure_future(call)
                 task.add_done_callback(lambda _, i=i: done_order.append(i))
                 tasks.append(task)
+            await asyncio.sleep(0)  # one turn: every task has sent its request (nothing in a send waits)
+            sent = len(connection.pending) + sum(t.done() for t in tasks)
             await asyncio.wait(tasks[LONG_POLLS:])
             polls_done_early = sum(t.done() for t in tasks[:LONG_POLLS])
             channel.tell_test(" ".join(p.approval_id for p in pending))  # the quick ones are answered
             results = await asyncio.gather(*tasks)
-            return {"pending": pending, "results": results, "order": done_order, "early": polls_done_early,
+            return {"pending": pending, "results": results, "order": done_order, "early": polls_done_early, "sent": sent,
                     "one_connection": c._connection is connection}
     return asyncio.run(body())
 
@@ -57,7 +59,7 @@ def test_100_calls_in_flight_are_answered_out_of_order_and_matched(daemon: Daemo
     child.join(60)
     out = result["out"]
 
-    assert out["one_connection"] and len(out["results"]) == CALLS
+    assert out["one_connection"] and len(out["results"]) == CALLS and out["sent"] == CALLS
     # Every quick call was answered before any long poll sent ahead of it: out of order.
     assert out["early"] == 0 and set(out["order"][-LONG_POLLS:]) == set(range(LONG_POLLS))
     # Each answer is its own call's: the token names the audience that call asked for ...

@@ -372,3 +372,17 @@ def test_close_fails_calls_in_flight_and_a_later_call_reconnects(daemon: Daemon,
     daemon.ctl_ok(["approvals", "deny", out["approval_id"]], as_user=approver_user)
     assert isinstance(out["closed"], lanyard.Unavailable) and "closed" in out["closed"].message
     assert out["after"].authenticated and all(i.authenticated for i in out["sync"])
+
+
+def test_one_client_shared_by_threads(daemon: Daemon, agent_user: User) -> None:
+    """The blocking client serializes its calls: each thread gets its own call's answer."""
+    def body() -> list[tuple[str, str]]:
+        from concurrent.futures import ThreadPoolExecutor
+        with lanyard.Client(daemon.agent_socket) as c, ThreadPoolExecutor(8) as pool:
+            def one(i: int) -> tuple[str, str]:
+                token = c.issue_identity(f"aud-{i}", ttl=60).token
+                return f"aud-{i}", json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["aud"]
+            return list(pool.map(one, range(40)))
+
+    pairs = run_as(agent_user, body)
+    assert len(pairs) == 40 and all(asked == got for asked, got in pairs)
