@@ -35,7 +35,7 @@ extension LanyardClient {
 /// Builds tokens an attacker might send.
 struct Forge {
     var kid: String
-    var key: Ed25519PrivateKey
+    var key: SigningKey
 
     static let jti = "0123456789abcdef0123456789abcdef"
 
