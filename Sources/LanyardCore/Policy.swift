@@ -125,6 +125,11 @@ public struct Agent: Sendable, Equatable {
         public var maxDepth: Int
         /// The HIGH grants that may be delegated (every lower grant may be).
         public var highRisk: Set<Capability>
+
+        public init(maxDepth: Int, highRisk: Set<Capability>) {
+            self.maxDepth = maxDepth
+            self.highRisk = highRisk
+        }
     }
 
     public func uri(trustDomain: String) -> String { "spiffe://\(trustDomain)/agent/\(name)" }

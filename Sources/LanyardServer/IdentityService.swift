@@ -168,12 +168,14 @@ final class IdentityService: Sendable {
 
     /// The capabilities of a sub-agent's token: `requested` (all the parent's if empty), each
     /// one the parent token carries and the agent is still granted, a HIGH grant only when
-    /// the policy lists it as delegable. An empty request leaves out what may not be delegated.
+    /// the policy lists it as delegable. An empty request leaves out what may not be delegated;
+    /// the reason names the first capability asked for that may not.
     func delegatedCapabilities(_ requested: [String], parent: Parent, _ agent: Agent) -> Result<[String], Failure> {
         var chosen = Set<String>()
         for name in requested.isEmpty ? parent.capabilities : requested {
             guard let own = parent.capabilities.first(where: { $0.sameBytes(as: name) }),
                   let (capability, risk) = agent.grants.first(where: { $0.key.name.sameBytes(as: own) }) else {
+                if requested.isEmpty { continue }  // a grant the policy has since taken away
                 return .failure(Failure("the parent does not hold '\(name.prefix(128))': a sub-agent's token carries only capabilities its parent holds"))
             }
             if risk == .high, agent.delegation?.highRisk.contains(capability) != true {
