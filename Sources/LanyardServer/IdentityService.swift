@@ -66,11 +66,11 @@ final class IdentityService: Sendable {
             let parent: Parent
             switch delegationParent(c, agent, policy) {
             case .success(let p): parent = p
-            case .failure(let refusal): try await deny(.permissionDenied, refusal.check)
+            case .failure(let refusal): try await deny(.permissionDenied, refusal.reason)
             }
             switch delegatedCapabilities(c.capabilities, parent: parent, agent) {
             case .success(let chosen): capabilities = chosen
-            case .failure(let refusal): try await deny(.permissionDenied, refusal.check)
+            case .failure(let refusal): try await deny(.permissionDenied, refusal.reason)
             }
             if let parentExp = parent.exp, exp > parentExp {
                 guard c.ttlSeconds == 0 else {
@@ -132,13 +132,13 @@ final class IdentityService: Sendable {
     /// The parent of a delegation request, or why there is none: the agent may not delegate,
     /// the name is not a slug, the parent token is not valid or not the caller's, or the
     /// chain would be deeper than the policy allows.
-    func delegationParent(_ c: Lanyard_V1_IssueIdentityRequest, _ agent: Agent, _ policy: Policy) -> Result<Parent, Failure> {
+    func delegationParent(_ c: Lanyard_V1_IssueIdentityRequest, _ agent: Agent, _ policy: Policy) -> Result<Parent, Refusal> {
         guard let delegation = agent.delegation else {
-            return .failure(Failure("agent '\(agent.name)' may not delegate: the policy gives it no delegation (agents.\(agent.name).delegation: {max_depth, capabilities})"))
+            return .failure(Refusal("agent '\(agent.name)' may not delegate: the policy gives it no delegation (agents.\(agent.name).delegation: {max_depth, capabilities})"))
         }
         let name = c.delegation.name
         guard PolicyParser.isValidAgentName(name) else {
-            return .failure(Failure("sub-agent name '\(name.prefix(64))' is not a slug: lowercase [a-z0-9-], starting with a letter, at most 63 characters"))
+            return .failure(Refusal("sub-agent name '\(name.prefix(64))' is not a slug: lowercase [a-z0-9-], starting with a letter, at most 63 characters"))
         }
         let own = agent.uri(trustDomain: policy.trustDomain)
         var parent = Parent(sub: own, act: .object([("sub", .string(own))]), capabilities: agent.grants.keys.map(\.name).sorted(), exp: nil, depth: 1)
@@ -147,10 +147,10 @@ final class IdentityService: Sendable {
             let act: JSON?
             switch verified(c.delegation.parentToken, audience: nil, policy: policy) {
             case .success(let v): (claims, act) = v
-            case .failure(let failure): return .failure(Failure("the parent token is not valid (failed check: \(failure.check)): present a live token of yours"))
+            case .failure(let failure): return .failure(Refusal("the parent token is not valid (failed check: \(failure.check)): present a live token of yours"))
             }
             guard claims.agentID.sameBytes(as: agent.id) else {
-                return .failure(Failure("the parent token is not agent '\(agent.name)''s: an agent delegates only its own identity"))
+                return .failure(Refusal("the parent token is not agent '\(agent.name)''s: an agent delegates only its own identity"))
             }
             parent.sub = claims.sub
             parent.capabilities = claims.capabilities
@@ -161,7 +161,7 @@ final class IdentityService: Sendable {
             parent.act = .object(inner)
         }
         guard parent.depth <= delegation.maxDepth else {
-            return .failure(Failure("a sub-agent token at depth \(parent.depth) exceeds agent '\(agent.name)''s delegation max_depth \(delegation.maxDepth)"))
+            return .failure(Refusal("a sub-agent token at depth \(parent.depth) exceeds agent '\(agent.name)''s delegation max_depth \(delegation.maxDepth)"))
         }
         return .success(parent)
     }
@@ -170,21 +170,27 @@ final class IdentityService: Sendable {
     /// one the parent token carries and the agent is still granted, a HIGH grant only when
     /// the policy lists it as delegable. An empty request leaves out what may not be delegated;
     /// the reason names the first capability asked for that may not.
-    func delegatedCapabilities(_ requested: [String], parent: Parent, _ agent: Agent) -> Result<[String], Failure> {
+    func delegatedCapabilities(_ requested: [String], parent: Parent, _ agent: Agent) -> Result<[String], Refusal> {
         var chosen = Set<String>()
         for name in requested.isEmpty ? parent.capabilities : requested {
             guard let own = parent.capabilities.first(where: { $0.sameBytes(as: name) }),
                   let (capability, risk) = agent.grants.first(where: { $0.key.name.sameBytes(as: own) }) else {
                 if requested.isEmpty { continue }  // a grant the policy has since taken away
-                return .failure(Failure("the parent does not hold '\(name.prefix(128))': a sub-agent's token carries only capabilities its parent holds"))
+                return .failure(Refusal("the parent does not hold '\(name.prefix(128))': a sub-agent's token carries only capabilities its parent holds"))
             }
             if risk == .high, agent.delegation?.highRisk.contains(capability) != true {
                 if requested.isEmpty { continue }
-                return .failure(Failure("'\(own)' is a HIGH grant agent '\(agent.name)' may not delegate: list it in agents.\(agent.name).delegation.capabilities to allow that"))
+                return .failure(Refusal("'\(own)' is a HIGH grant agent '\(agent.name)' may not delegate: list it in agents.\(agent.name).delegation.capabilities to allow that"))
             }
             chosen.insert(own)
         }
         return .success(chosen.sorted())
+    }
+
+    /// Why a delegation is refused, as the caller and the audit read it.
+    struct Refusal: Error {
+        var reason: String
+        init(_ reason: String) { self.reason = reason }
     }
 
     func validate(_ c: Lanyard_V1_ValidateIdentityRequest, _ caller: Caller) async throws -> Lanyard_V1_Response {

@@ -73,7 +73,11 @@ struct PolicyParserTests {
         #expect(p.identityAlgorithm == "ES256")
         #expect(p.agent(named: "a")?.delegation == Agent.Delegation(maxDepth: 3, highRisk: [try Capability(parsing: "github:push")]))
         #expect(p.agent(named: "b")?.delegation == nil)
-        #expect(try PolicyParser.parse(Self.header, file: "p.yaml").identityAlgorithm == "EdDSA")
+        let plain = try PolicyParser.parse(Self.header + "agents:\n  a: { uid: 1001 }\n  b: { uid: 1002 }\n", file: "p.yaml")
+        #expect(plain.identityAlgorithm == "EdDSA")
+        let changes = PolicyDiff.changes(from: plain, to: p)
+        #expect(changes.contains { $0.hasPrefix("~ identity.alg: EdDSA -> ES256") })
+        #expect(changes.contains("~ agent a: delegation none -> max_depth 3, HIGH [\"github:push\"]"))
     }
 
     @Test func notYAMLIsReportedWithItsLine() {

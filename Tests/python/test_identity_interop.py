@@ -24,8 +24,9 @@ TD = "py.internal"
 PARENT = f"spiffe://{TD}/agent/planner"
 
 
-def policy(agent: User, *, alg: str = "EdDSA", max_depth: int = 3) -> str:
-    """`planner` may delegate (HIGH `github:admin` too, never HIGH `github:delete`); without delegation when `max_depth` is 0."""
+def policy(agent: User, *, alg: str = "EdDSA", max_depth: int = 3, other: User | None = None) -> str:
+    """`planner` may delegate (HIGH `github:admin` too, never HIGH `github:delete`); without delegation
+    when `max_depth` is 0. `other`: a second agent, `other`, that may delegate too."""
     return f"""trust_domain: {TD}
 identity: {{ alg: {alg} }}
 services:
@@ -39,7 +40,8 @@ agents:
   planner:
     uid: {agent.uid}
     grants: [github:read, github:write, github:admin, github:delete]
-""" + (f"    delegation: {{ max_depth: {max_depth}, capabilities: [github:admin] }}\n" if max_depth else "")
+""" + (f"    delegation: {{ max_depth: {max_depth}, capabilities: [github:admin] }}\n" if max_depth else "") + (
+        f"  other: {{ uid: {other.uid}, grants: [github:read], delegation: {{ max_depth: 1 }} }}\n" if other else "")
 
 
 def issue(d: Daemon, agent: User, audience: str, *, delegate: str = "", parent: str = "", ttl: int = 0,
@@ -94,8 +96,8 @@ def test_sub_agent_tokens_carry_their_chain_and_never_more_than_the_parent(daemo
     assert s["valid"] and s["actors"] == [PARENT] and s["capabilities"] == ["github:admin", "github:read", "github:write"], s
 
 
-def test_delegation_refusals_say_why(daemon_factory, agent_user: User) -> None:
-    d = daemon_factory(policy(agent_user))
+def test_delegation_refusals_say_why(daemon_factory, agent_user: User, stranger_user: User) -> None:
+    d = daemon_factory(policy(agent_user, other=stranger_user))
     parent = issue(d, agent_user, "orchestrator", capabilities=("github:read",), ttl=120)
     refused(issue(d, agent_user, "p", delegate="sub", parent=parent["token"], capabilities=("github:write",)),
             "the parent does not hold 'github:write'")
@@ -104,6 +106,8 @@ def test_delegation_refusals_say_why(daemon_factory, agent_user: User) -> None:
     refused(issue(d, agent_user, "p", delegate="sub", parent=parent["token"], ttl=600),
             "ttl_seconds 600 would outlive the parent token")
     refused(issue(d, agent_user, "p", delegate="Not_A_Slug"), "is not a slug")
+    others = issue(d, stranger_user, "planner")["token"]
+    refused(issue(d, agent_user, "p", delegate="sub", parent=others), "the parent token is not agent 'planner''s")
     refused(issue(d, agent_user, "p", delegate="sub", parent=parent["token"] + "x"), "the parent token is not valid (failed check: signature)")
     # Depth: agent -> a -> b -> c is 3 hops (the policy's max_depth); a fourth is refused.
     token = parent["token"]
