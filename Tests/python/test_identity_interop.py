@@ -174,6 +174,13 @@ def test_py_spiffe_validates_an_es256_token_as_a_jwt_svid_for_its_audience_only(
     # A delegated sub-agent's token is a JWT-SVID too, for the sub-agent's SPIFFE ID.
     child = issue(d, agent_user, "billing", delegate="worker")["token"]
     assert str(JwtSvid.parse_and_validate(child, bundle, {"billing"}).spiffe_id) == f"{PARENT}/sub/worker"
+    # The P-256 key is sealed and reopened: after a restart the same key signs (no new kid) and both tokens hold.
+    d.restart()
+    again = issue(d, agent_user, "billing")["token"]
+    assert pyjwt.get_unverified_header(again)["kid"] == pyjwt.get_unverified_header(token)["kid"]
+    assert jwks(d) == published
+    for t in (token, again):
+        assert JwtSvid.parse_and_validate(t, bundle, {"billing"}) and validate(d, agent_user, t, "billing")["valid"]
 
 
 def test_eddsa_tokens_keep_validating_with_pyjwt_joserfc_and_lanyard(daemon_factory, agent_user: User) -> None:
