@@ -9,6 +9,10 @@ public struct Policy: Sendable {
     public var agents: [Agent]
     /// The MCP servers of `lanyard-mcp --server NAME`, by name.
     public var mcpServers: [String: McpServer] = [:]
+    /// The JWS `alg` identity tokens are signed with (`identity: {alg: ...}`): `EdDSA`
+    /// (Ed25519, the default) or `ES256` (P-256, what SPIFFE JWT-SVID verifiers accept).
+    public var identityAlgorithm = Policy.identityAlgorithms[0]
+    public static let identityAlgorithms = ["EdDSA", "ES256"]
 
     /// The policy's version: SHA-256 (hex) of its source bytes, set by the loader.
     public var version: String = ""
@@ -109,8 +113,24 @@ public struct Agent: Sendable, Equatable {
     public var selector: Selector
     /// Each granted capability with its effective risk (catalog risk, possibly raised).
     public var grants: [Capability: RiskLevel]
+    /// Whether and how far the agent may delegate its identity to sub-agents (nil: never).
+    public var delegation: Delegation?
     /// Where the agent and each of its fields ("" for the agent's key) are in the policy file.
     public var lines: [String: Int] = [:]
+
+    /// `delegation: {max_depth, capabilities}`: sub-agent tokens chained at most `maxDepth`
+    /// deep, carrying grants of the agent; a HIGH grant only when `highRisk` lists it.
+    public struct Delegation: Sendable, Equatable {
+        public static let depthLimit = 3
+        public var maxDepth: Int
+        /// The HIGH grants that may be delegated (every lower grant may be).
+        public var highRisk: Set<Capability>
+
+        public init(maxDepth: Int, highRisk: Set<Capability>) {
+            self.maxDepth = maxDepth
+            self.highRisk = highRisk
+        }
+    }
 
     public func uri(trustDomain: String) -> String { "spiffe://\(trustDomain)/agent/\(name)" }
 }

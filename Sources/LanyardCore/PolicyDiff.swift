@@ -6,6 +6,9 @@ public enum PolicyDiff {
         if old.trustDomain != new.trustDomain {
             out.append("~ trust_domain: \(old.trustDomain) -> \(new.trustDomain) (every agent URI changes)")
         }
+        if old.identityAlgorithm != new.identityAlgorithm {
+            out.append("~ identity.alg: \(old.identityAlgorithm) -> \(new.identityAlgorithm) (the current identity key is retired; its tokens validate until they expire)")
+        }
         if old.admins != new.admins { out.append("~ admins: \(describe(old.admins)) -> \(describe(new.admins))") }
         if old.approvers != new.approvers {
             out.append("~ approvers: \(old.approvers.map(describe) ?? "none") -> \(new.approvers.map(describe) ?? "none")")
@@ -27,6 +30,7 @@ public enum PolicyDiff {
             case (_?, nil): out.append("- agent \(name)")
             case (let a?, let b?):
                 if a.selector != b.selector { out.append("~ agent \(name): selectors changed") }
+                if a.delegation != b.delegation { out.append("~ agent \(name): delegation \(describe(a.delegation)) -> \(describe(b.delegation))") }
                 let caps = Set(a.grants.keys).union(b.grants.keys).sorted()
                 for cap in caps {
                     switch (a.grants[cap], b.grants[cap]) {
@@ -53,6 +57,9 @@ public enum PolicyDiff {
         }
     }
 
+    private static func describe(_ d: Agent.Delegation?) -> String {
+        d.map { "max_depth \($0.maxDepth), HIGH \($0.highRisk.map(\.name).sorted())" } ?? "none"
+    }
     private static func describe(_ p: Policy.Principals) -> String { "uids \(p.uids) groups \(p.groups)" }
     private static func describe(_ a: Policy.Approvers) -> String {
         "\(describe(a.principals)) quorum \(a.highRiskQuorum) timeout \(a.timeoutSeconds)s"

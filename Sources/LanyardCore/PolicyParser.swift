@@ -27,6 +27,9 @@ public enum PolicyParser {
         var reader = Reader(file: file)
         return try reader.policy(yaml)
     }
+
+    /// An agent (or sub-agent) name: lowercase [a-z0-9-], starting with a letter, at most 63 bytes.
+    public static func isValidAgentName(_ s: String) -> Bool { Reader.isValidAgentName(s) }
 }
 
 private struct Reader {
@@ -46,7 +49,7 @@ private struct Reader {
             throw PolicyError(file: file, path: "", line: nil, message: "not valid YAML: \(error)")
         }
         guard let root else { throw fail("", nil, "the policy is empty; it needs at least trust_domain") }
-        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers"])
+        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers", "identity"])
 
         guard let td = top["trust_domain"] else { throw fail("trust_domain", root, "is required (for example: example.internal)") }
         let trustDomain = try string(td, "trust_domain")
@@ -65,6 +68,7 @@ private struct Reader {
 
         var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
                             services: services, capabilities: catalog, agents: agents, mcpServers: mcpServers)
+        if let n = top["identity"] { policy.identityAlgorithm = try identityAlgorithm(n) }
         policy.buildIndexes()
         return policy
     }
@@ -448,7 +452,7 @@ private struct Reader {
             guard Self.isValidAgentName(name) else {
                 throw fail(path, key, "agent name '\(name)' is not a slug: lowercase [a-z0-9-], starting with a letter, at most 63 characters")
             }
-            let m = try mapping(value, path, allowed: ["uid", "gid", "exe", "exe_sha256", "unit", "user_unit", "grants"])
+            let m = try mapping(value, path, allowed: ["uid", "gid", "exe", "exe_sha256", "unit", "user_unit", "grants", "delegation"])
             guard let uidNode = m["uid"] else { throw fail("\(path).uid", value, "is required: the uid the agent runs as") }
             let uid = try self.uid(uidNode, "\(path).uid")
             guard uid != 0 else { throw fail("\(path).uid", uidNode, "uid 0 (root) can never be an agent: run the agent as its own user") }
@@ -489,6 +493,7 @@ private struct Reader {
                 }
             }
             var agent = Agent(name: name, selector: selector, grants: grants)
+            agent.delegation = try m["delegation"].map { n throws(PolicyError) in try delegation(n, "\(path).delegation", grants: grants) }
             agent.lines[""] = key.mark?.line
             for (field, n) in m { agent.lines[field] = n.mark?.line }
             if let other = out.first(where: { $0.selector.overlaps(selector) }) {
@@ -498,6 +503,39 @@ private struct Reader {
             out.append(agent)
         }
         return out
+    }
+
+    /// `identity: {alg: EdDSA | ES256}`.
+    func identityAlgorithm(_ node: Node) throws(PolicyError) -> String {
+        let m = try mapping(node, "identity", allowed: ["alg"])
+        guard let n = m["alg"] else { throw fail("identity.alg", node, "is required: EdDSA or ES256 (SPIFFE JWT-SVID verifiers need ES256)") }
+        let alg = try string(n, "identity.alg")
+        guard Policy.identityAlgorithms.contains(alg) else {
+            throw fail("identity.alg", n, "'\(alg)' is not an identity token algorithm: use EdDSA or ES256 (SPIFFE JWT-SVID verifiers need ES256)")
+        }
+        return alg
+    }
+
+    /// An agent's `delegation: {max_depth, capabilities}`; `capabilities` lists HIGH grants
+    /// that may be delegated, so each must be a HIGH grant of the agent.
+    func delegation(_ node: Node, _ path: String, grants: [Capability: RiskLevel]) throws(PolicyError) -> Agent.Delegation {
+        let m = try mapping(node, path, allowed: ["max_depth", "capabilities"])
+        guard let n = m["max_depth"] else { throw fail("\(path).max_depth", node, "is required: how deep sub-agents may chain (1 to \(Agent.Delegation.depthLimit))") }
+        let depth = try int(n, "\(path).max_depth")
+        guard (1...Agent.Delegation.depthLimit).contains(depth) else {
+            throw fail("\(path).max_depth", n, "\(depth) is out of range: 1 to \(Agent.Delegation.depthLimit)")
+        }
+        var high: Set<Capability> = []
+        if let list = m["capabilities"] {
+            for (i, item) in try sequence(list, "\(path).capabilities").enumerated() {
+                let ipath = "\(path).capabilities[\(i)]"
+                let cap = try capability(try string(item, ipath), ipath, item)
+                guard let risk = grants[cap] else { throw fail(ipath, item, "'\(cap)' is not granted to this agent: only its own grants can be delegated") }
+                guard risk == .high else { throw fail(ipath, item, "'\(cap)' is \(risk) risk, delegable without being listed: list only HIGH grants here") }
+                high.insert(cap)
+            }
+        }
+        return Agent.Delegation(maxDepth: depth, highRisk: high)
     }
 
     /// `NAME.service` (a unit of system.slice) or a whole cgroup path such as

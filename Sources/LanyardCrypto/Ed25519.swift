@@ -47,9 +47,9 @@ public struct Ed25519PrivateKey: Sendable {
     }
 }
 
-/// Owns an EVP_PKEY. libcrypto allows concurrent signing with one key (each signature has
-/// its own EVP_MD_CTX), and nothing mutates it after creation.
-private final class PKey: @unchecked Sendable {
+/// Owns an EVP_PKEY (Ed25519 or P-256). libcrypto allows concurrent signing with one key
+/// (each signature has its own EVP_MD_CTX), and nothing mutates it after creation.
+final class PKey: @unchecked Sendable {
     let pointer: OpaquePointer
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
     deinit { EVP_PKEY_free(pointer) }

@@ -1,6 +1,6 @@
 import LanyardCore
 
-/// Compact JWS with EdDSA (Ed25519), the daemon's token format.
+/// Compact JWS with EdDSA (Ed25519) or ES256 (P-256), the daemon's token format.
 public enum JWT {
     /// The most base64url a protected header may take (the daemon's own take about 110).
     public static let maxHeaderBytes = 512
@@ -14,9 +14,24 @@ public enum JWT {
         return Base64URL.encode(SHA256.hash(Array(canonical.utf8)))
     }
 
+    /// RFC 7638 thumbprint of a public key of `alg` (for ES256, an uncompressed point).
+    public static func thumbprint(publicKey pub: [UInt8], alg: JWSAlgorithm) -> String {
+        switch alg {
+        case .eddsa: return thumbprint(ed25519PublicKey: pub)
+        case .es256:
+            let (x, y) = (Base64URL.encode(pub.dropFirst().prefix(32)), Base64URL.encode(pub.suffix(32)))
+            return Base64URL.encode(SHA256.hash(Array("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"\(x)\",\"y\":\"\(y)\"}".utf8)))
+        }
+    }
+
     /// Signs `claims` (a JSON object) with `key`, header `{"alg":"EdDSA","typ":typ,"kid":kid}`.
     public static func sign(claims: JSON, kid: String, key: Ed25519PrivateKey, typ: String) throws -> String {
-        let header = JSON.object([("alg", .string("EdDSA")), ("typ", .string(typ)), ("kid", .string(kid))])
+        try sign(claims: claims, kid: kid, key: .ed25519(key), typ: typ)
+    }
+
+    /// Signs `claims` (a JSON object) with `key`, header `{"alg":ALG,"typ":typ,"kid":kid}`.
+    public static func sign(claims: JSON, kid: String, key: SigningKey, typ: String) throws -> String {
+        let header = JSON.object([("alg", .string(key.alg.rawValue)), ("typ", .string(typ)), ("kid", .string(kid))])
         let input = Base64URL.encode(Array(header.text.utf8)) + "." + Base64URL.encode(Array(claims.text.utf8))
         let signature = try key.signature(for: Array(input.utf8))
         return input + "." + Base64URL.encode(signature)
@@ -48,6 +63,17 @@ public enum JWT {
     public struct HeaderRefusal: Error, Equatable {
         public var check: String
         init(_ reason: String) { check = "header: " + reason }
+    }
+
+    /// The JWK of a public key of `alg`, with its `alg` (RFC 8037 OKP, or RFC 7518 EC P-256).
+    public static func jwk(publicKey pub: [UInt8], alg: JWSAlgorithm) -> JSON {
+        switch alg {
+        case .eddsa: return jwk(ed25519PublicKey: pub)
+        case .es256:
+            return .object([("kty", .string("EC")), ("crv", .string("P-256")), ("x", .string(Base64URL.encode(pub.dropFirst().prefix(32)))),
+                            ("y", .string(Base64URL.encode(pub.suffix(32)))), ("kid", .string(thumbprint(publicKey: pub, alg: alg))),
+                            ("alg", .string(alg.rawValue)), ("use", .string("sig"))])
+        }
     }
 
     /// The JWK (RFC 8037) of an Ed25519 public key.

@@ -1,4 +1,5 @@
 import LanyardCore
+import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import Logging
@@ -120,25 +121,27 @@ final class AdminService: Sendable {
             response.approvalDecide = .with { $0.approval = approval }
         case .jwks(let c):
             var purpose = IdentityService.purpose
+            var alg = IdentityService.algorithm(snapshot.policy)
             if !c.service.isEmpty {
                 guard let service = snapshot.policy.services[c.service], service.kind == .jwt else {
                     throw CallError(.notFound, "'\(c.service.prefix(64))' is not a jwt service of the policy: only jwt services sign access tokens; "
                                     + "without --service, jwks prints the identity keys")
                 }
                 purpose = service.signingPurpose
+                alg = .eddsa
             }
-            let json = try identities.jwks(purpose: purpose)
+            let json = try identities.jwks(purpose: purpose, alg: alg)
             response.jwks = .with { $0.json = json }
         case .keysRotate(let c):
             var r = record("keys.rotate", connection, snapshot)
             r.decision = Decision.allow.rawValue
             if c.compromised {
-                let (kid, dropped) = try store.rotateCompromisedSigningKey(purpose: IdentityService.purpose)
+                let (kid, dropped) = try store.rotateCompromisedSigningKey(purpose: IdentityService.purpose, alg: IdentityService.algorithm(snapshot.policy))
                 r.outcome = "new kid \(kid)"
                 r.reason = "compromised: dropped \(dropped.isEmpty ? "no key" : dropped.joined(separator: ", ")) from the JWKS; tokens they signed no longer validate"
                 response.keysRotate = .with { $0.kid = kid }
             } else {
-                let (kid, _) = try store.rotateSigningKey(purpose: IdentityService.purpose)
+                let (kid, _) = try store.rotateSigningKey(purpose: IdentityService.purpose, alg: IdentityService.algorithm(snapshot.policy))
                 r.outcome = "new kid \(kid)"
                 response.keysRotate = .with { $0.kid = kid }
             }

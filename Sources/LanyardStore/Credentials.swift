@@ -288,52 +288,53 @@ extension Store {
 
     static let signingKeyRemedy = "an admin must replace it (lanyardctl keys rotate for identities, secret rotate SERVICE for a jwt service)"
 
-    /// The current Ed25519 signing key for `purpose` (a service's tokens, or identities),
-    /// created on first use. Retired keys stay for verification until their tokens expire.
-    /// A current key whose row does not authenticate (altered, or inserted without the
-    /// master key) is never used: it throws until a rotation replaces it.
-    public func signingKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
-        if let current = openedSigningKeys.withLockedValue({ $0[purpose] }) { return current }
-        if let (kid, sealed) = try read({ db in
+    /// The current signing key for `purpose` (a service's tokens, or identities), of `alg`:
+    /// created on first use, and when the current key is of another algorithm (the policy
+    /// changed it) that one is retired like in a rotation. Retired keys stay for verification
+    /// until their tokens expire. A current key whose row does not authenticate (altered, or
+    /// inserted without the master key) is never used: it throws until a rotation replaces it.
+    public func signingKey(purpose: String, alg: JWSAlgorithm = .eddsa) throws -> (kid: String, key: SigningKey) {
+        if let current = openedSigningKeys.withLockedValue({ $0[purpose] }), current.key.alg == alg { return current }
+        if let (kid, rowAlg, sealed) = try read({ db in
             try db.prepare("SELECT \(AuthenticatedTable.signingKeys.selection) FROM signing_keys WHERE purpose = ? AND retired_us IS NULL ORDER BY created_us DESC LIMIT 1")
-                .bind(.text(purpose)).one { try authentic(.signingKeys, $0, remedy: Self.signingKeyRemedy) { ($0.text(0), $0.blob(4)) } }
-        }) {
-            let opened: (kid: String, key: Ed25519PrivateKey)
+                .bind(.text(purpose)).one { try authentic(.signingKeys, $0, remedy: Self.signingKeyRemedy) { ($0.text(0), $0.text(2), $0.blob(4)) } }
+        }), rowAlg == alg.rawValue {
+            let opened: (kid: String, key: SigningKey)
             do {
-                opened = (kid, try Ed25519PrivateKey(rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
+                opened = (kid, try SigningKey(alg: alg, rawRepresentation: sealer.open(sealed, associatedData: Self.aad("signing_keys", kid, 1))))
             } catch {
                 throw SealError(what: "signing key \(kid)", remedy: Self.signingKeyRemedy)
             }
             // A rotation that raced this read has already put its newer key there: keep it.
             return openedSigningKeys.withLockedValue { cache in
-                if let newer = cache[purpose] { return newer }
+                if let newer = cache[purpose], newer.key.alg == alg { return newer }
                 cache[purpose] = opened
                 return opened
             }
         }
-        return try rotateSigningKey(purpose: purpose)
+        return try rotateSigningKey(purpose: purpose, alg: alg)
     }
 
-    /// Adds a new signing key for `purpose` and retires the current one (its public key
-    /// still verifies the tokens it signed until they expire). Rows of `purpose` that do not
-    /// authenticate are deleted (and logged): a rotation is the remedy for them.
+    /// Adds a new signing key of `alg` for `purpose` and retires the current one (its public
+    /// key still verifies the tokens it signed until they expire). Rows of `purpose` that do
+    /// not authenticate are deleted (and logged): a rotation is the remedy for them.
     @discardableResult
-    public func rotateSigningKey(purpose: String) throws -> (kid: String, key: Ed25519PrivateKey) {
-        let (kid, key, _) = try installSigningKey(purpose: purpose, dropEarlier: false)
+    public func rotateSigningKey(purpose: String, alg: JWSAlgorithm = .eddsa) throws -> (kid: String, key: SigningKey) {
+        let (kid, key, _) = try installSigningKey(purpose: purpose, alg: alg, dropEarlier: false)
         return (kid, key)
     }
 
-    /// A compromise rotation: adds a new signing key for `purpose` and deletes every earlier
-    /// one in the same transaction, so none is published or verifies anything any more:
-    /// every token they signed stops verifying at once. Returns the new kid and the dropped ones.
-    public func rotateCompromisedSigningKey(purpose: String) throws -> (kid: String, dropped: [String]) {
-        let (kid, _, dropped) = try installSigningKey(purpose: purpose, dropEarlier: true)
+    /// A compromise rotation: adds a new signing key of `alg` for `purpose` and deletes every
+    /// earlier one in the same transaction, so none is published or verifies anything any
+    /// more: every token they signed stops verifying at once. Returns the new kid and the dropped ones.
+    public func rotateCompromisedSigningKey(purpose: String, alg: JWSAlgorithm = .eddsa) throws -> (kid: String, dropped: [String]) {
+        let (kid, _, dropped) = try installSigningKey(purpose: purpose, alg: alg, dropEarlier: true)
         return (kid, dropped)
     }
 
-    private func installSigningKey(purpose: String, dropEarlier: Bool) throws -> (kid: String, key: Ed25519PrivateKey, dropped: [String]) {
-        let key = try Ed25519PrivateKey()
-        let kid = JWT.thumbprint(ed25519PublicKey: key.publicKey)
+    private func installSigningKey(purpose: String, alg: JWSAlgorithm, dropEarlier: Bool) throws -> (kid: String, key: SigningKey, dropped: [String]) {
+        let key = try SigningKey(generating: alg)
+        let kid = JWT.thumbprint(publicKey: key.publicKey, alg: alg)
         let sealed = try sealer.seal(key.rawRepresentation, associatedData: Self.aad("signing_keys", kid, 1))
         let now = clock.nowMicros()
         var dropped: [String] = []
@@ -352,8 +353,8 @@ extension Store {
                 } else {
                     try update(db, .signingKeys, set: "retired_us = ?", [.int(now)], where: "purpose = ? AND retired_us IS NULL", [.text(purpose)])
                 }
-                try db.prepare("INSERT INTO signing_keys(kid, purpose, alg, public_key, sealed_private, created_us) VALUES (?, ?, 'EdDSA', ?, ?, ?)")
-                    .bind(.text(kid), .text(purpose), .blob(key.publicKey), .blob(sealed), .int(now)).run()
+                try db.prepare("INSERT INTO signing_keys(kid, purpose, alg, public_key, sealed_private, created_us) VALUES (?, ?, ?, ?, ?, ?)")
+                    .bind(.text(kid), .text(purpose), .text(alg.rawValue), .blob(key.publicKey), .blob(sealed), .int(now)).run()
                 try authenticate(db, .signingKeys, key: [.text(kid)])
             }
         }
@@ -362,15 +363,17 @@ extension Store {
     }
 
     /// Public keys for verification and the JWKS: current and retired, newest first. Only
-    /// rows that authenticate: a key inserted without the master key verifies nothing.
-    public func publicKeys(purpose: String? = nil) throws -> [(kid: String, publicKey: [UInt8], retiredMicros: Int64?)] {
+    /// rows that authenticate, of an algorithm the daemon knows: a key inserted without the
+    /// master key verifies nothing.
+    public func publicKeys(purpose: String? = nil) throws -> [(kid: String, alg: JWSAlgorithm, publicKey: [UInt8], retiredMicros: Int64?)] {
         try read { db in
-            var out: [(String, [UInt8], Int64?)] = []
+            var out: [(String, JWSAlgorithm, [UInt8], Int64?)] = []
             let columns = AuthenticatedTable.signingKeys.selection
             let s = try purpose.map { try db.prepare("SELECT \(columns) FROM signing_keys WHERE purpose = ? ORDER BY created_us DESC").bind(.text($0)) }
                 ?? db.prepare("SELECT \(columns) FROM signing_keys ORDER BY created_us DESC")
             try s.rows { row in
-                if rows.isAuthentic(.signingKeys, row) { out.append((row.text(0), row.blob(3), row.optionalInt(6))) } else { reportTampered(.signingKeys, row) }
+                if !rows.isAuthentic(.signingKeys, row) { reportTampered(.signingKeys, row) }
+                else if let alg = JWSAlgorithm(rawValue: row.text(2)) { out.append((row.text(0), alg, row.blob(3), row.optionalInt(6))) }
                 return true
             }
             return out

@@ -17,7 +17,7 @@ public final class Store: Sendable {
     let rows: RowAuthenticator
     let logger: Logger
     /// The current signing key of each purpose, opened once (rotation replaces it).
-    let openedSigningKeys = NIOLockedValueBox<[String: (kid: String, key: Ed25519PrivateKey)]>([:])
+    let openedSigningKeys = NIOLockedValueBox<[String: (kid: String, key: SigningKey)]>([:])
     let clock: any WallClock
 
     /// Opens (or creates) the database in `directory`. The first start of a Lanyard that

@@ -13,13 +13,25 @@ struct IdentityCommand: AsyncParsableCommand {
         @Option(help: "Who the token is for.") var audience: String
         @Option(help: "Lifetime in seconds (default 300, at most 900).") var ttl: UInt32 = 0
         @Option(name: .customLong("capability"), help: "Carry only these of your grants (repeatable; default all).") var capabilities: [String] = []
+        @Option(help: "A token for this sub-agent of yours instead (sub .../sub/NAME, act naming you; the policy must allow delegation).")
+        var delegate: String = ""
+        @Flag(help: "With --delegate: read the parent token (yours, or a sub-agent's) from stdin; the new token expires no later and carries no more.")
+        var parentTokenStdin = false
 
         func run() async throws {
+            guard !parentTokenStdin || !delegate.isEmpty else { throw ValidationError("--parent-token-stdin needs --delegate NAME") }
+            let parent = parentTokenStdin ? String(decoding: try readSecretFromStdin("parent token"), as: UTF8.self) : ""
             var req = Lanyard_V1_Request()
             req.issueIdentity = .with {
                 $0.audience = audience
                 $0.ttlSeconds = ttl
                 $0.capabilities = capabilities
+                if !delegate.isEmpty {
+                    $0.delegation = .with {
+                        $0.name = delegate
+                        $0.parentToken = parent
+                    }
+                }
             }
             let r = try await sockets.agent.call(req).issueIdentity
             sockets.emit(.object([("token", .string(r.token)), ("expires_at", .int(r.expiresAt))])) { r.token }
@@ -43,8 +55,9 @@ struct IdentityCommand: AsyncParsableCommand {
             let c = r.claims
             sockets.emit(.object([("valid", .bool(r.valid)), ("failed_check", .string(r.failedCheck)), ("sub", .string(c.sub)),
                                   ("agent_id", .string(c.agentID)), ("aud", .string(c.aud)), ("capabilities", .array(c.capabilities.map { .string($0) })),
-                                  ("exp", .int(c.exp)), ("jti", .string(c.jti))])) {
+                                  ("exp", .int(c.exp)), ("jti", .string(c.jti)), ("actors", .array(c.actors.map { .string($0) }))])) {
                 r.valid ? "valid: \(c.sub.field) for \(c.aud.field), capabilities \(c.capabilities.fields(",")), expires \(rfc3339(micros: c.exp * 1_000_000))"
+                    + (c.actors.isEmpty ? "" : ", delegated by \(c.actors.fields(" <- "))")
                         : "invalid: failed check \(r.failedCheck.quoted)"
             }
             if !r.valid { throw ExitCode(2) }

@@ -32,6 +32,13 @@ struct PolicyParserTests {
         (header + "agents:\n  a: { uid: 1001, grants: [github:push, github:push] }\n", "agents.a.grants[1]", "granted twice", 8),
         (header + "agents:\n  Bad_Name: { uid: 1001 }\n", "agents.Bad_Name", "not a slug", 8),
         (header + "agentz: {}\n", "agentz", "unknown field", 7),
+        (header + "identity: { alg: HS256 }\n", "identity.alg", "not an identity token algorithm", 7),
+        (header + "identity: {}\n", "identity.alg", "is required", 7),
+        (header + "agents:\n  a: { uid: 1001, delegation: { max_depth: 4 } }\n", "agents.a.delegation.max_depth", "out of range", 8),
+        (header + "agents:\n  a: { uid: 1001, delegation: {} }\n", "agents.a.delegation.max_depth", "is required", 8),
+        (header + "agents:\n  a: { uid: 1001, delegation: { max_depth: 1, capabilities: [github:push] } }\n", "agents.a.delegation.capabilities[0]", "not granted", 8),
+        (header + "agents:\n  a: { uid: 1001, grants: [github:push], delegation: { max_depth: 1, capabilities: [github:push] } }\n",
+         "agents.a.delegation.capabilities[0]", "list only HIGH grants", 8),
         ("trust_domain: t\nservices: { github: { kind: opaque } }\ncapabilities:\n  other:read: { risk: low }\n", "capabilities.other:read", "not declared under services", 4),
         ("trust_domain: t\nservices:\n  github: { kind: opaque, max_ttl_seconds: 901 }\n", "services.github.max_ttl_seconds", "ceiling cannot be raised", 3),
         ("trust_domain: t\nservices:\n  github: { kind: magic }\n", "services.github.kind", "unknown kind", 3),
@@ -54,6 +61,23 @@ struct PolicyParserTests {
             #expect(error.line == line)
             #expect(error.description.hasPrefix("/etc/lanyard/policy.yaml:\(line): \(path): "))
         }
+    }
+
+    @Test func identityAlgorithmAndDelegationParse() throws {
+        let p = try PolicyParser.parse(Self.header + """
+        identity: { alg: ES256 }
+        agents:
+          a: { uid: 1001, grants: [{ capability: github:push, risk: high }, github:read_repo], delegation: { max_depth: 3, capabilities: [github:push] } }
+          b: { uid: 1002 }
+        """, file: "p.yaml")
+        #expect(p.identityAlgorithm == "ES256")
+        #expect(p.agent(named: "a")?.delegation == Agent.Delegation(maxDepth: 3, highRisk: [try Capability(parsing: "github:push")]))
+        #expect(p.agent(named: "b")?.delegation == nil)
+        let plain = try PolicyParser.parse(Self.header + "agents:\n  a: { uid: 1001 }\n  b: { uid: 1002 }\n", file: "p.yaml")
+        #expect(plain.identityAlgorithm == "EdDSA")
+        let changes = PolicyDiff.changes(from: plain, to: p)
+        #expect(changes.contains { $0.hasPrefix("~ identity.alg: EdDSA -> ES256") })
+        #expect(changes.contains("~ agent a: delegation none -> max_depth 3, HIGH [\"github:push\"]"))
     }
 
     @Test func notYAMLIsReportedWithItsLine() {

@@ -35,7 +35,7 @@ extension LanyardClient {
 /// Builds tokens an attacker might send.
 struct Forge {
     var kid: String
-    var key: Ed25519PrivateKey
+    var key: SigningKey
 
     static let jti = "0123456789abcdef0123456789abcdef"
 
@@ -87,6 +87,25 @@ struct IdentityTests {
         await d.stop()
     }
 
+    /// Issue 20: ES256 identity tokens (the policy's `identity.alg`) validate; the key's
+    /// algorithm is pinned, so an ES256 key's token relabelled EdDSA does not.
+    @Test func es256TokensValidateAndTheirAlgorithmIsPinned() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy() + "identity: { alg: ES256 }\n")
+        let a = d.client(as: Users.agent!)
+        let token = try await a.issueIdentity("svc").token
+        #expect(try await a.validateIdentity(token, "svc").valid)
+        let (kid, key) = try d.daemon.store.signingKey(purpose: IdentityService.purpose, alg: .es256)
+        #expect(key.alg == .es256 && key.publicKey.count == 65)
+        let parts = token.split(separator: ".")
+        let relabelled = Forge.part(#"{"alg":"EdDSA","typ":"JWT","kid":"\#(kid)"}"#) + "." + parts[1] + "." + parts[2]
+        #expect(try await a.validateIdentity(relabelled, "svc").failedCheck == "alg")
+        var flipped = Base64URL.decode(String(parts[2]))!
+        flipped[5] ^= 1
+        #expect(try await a.validateIdentity(parts[0] + "." + parts[1] + "." + Base64URL.encode(flipped), "svc").failedCheck == "signature")
+        await a.close()
+        await d.stop()
+    }
+
     /// Acceptance 2: each attack vector is rejected with its reason.
     @Test func attackVectorsAreRejectedWithTheFailedCheck() async throws {
         let clock = ManualClock()
@@ -103,6 +122,8 @@ struct IdentityTests {
         try await d.daemon.store.audit.append(AuditRecord(event: "test"),
                                               with: d.daemon.store.recordIdentity(jti: Forge.jti, agentID: "x", audience: "svc", expiresMicros: .max))
         #expect(try await a.validateIdentity(try forge.token(claims: good), "svc").valid)
+        // RFC 9864's fully specified name for the same algorithm.
+        #expect(try await a.validateIdentity(try forge.token(header: #"{"alg":"Ed25519","typ":"JWT","kid":"\#(kid)"}"#, claims: good), "svc").valid)
 
         let hmacWithPublicKey: (String) -> String = { Base64URL.encode(HMAC.sha256(key: key.publicKey, message: Array($0.utf8))) }
         let cases: [(String, String)] = [
@@ -125,6 +146,11 @@ struct IdentityTests {
             (try forge.token(header: #"{"alg":"EdDSA","typ":"at+jwt","kid":"\#(kid)"}"#, claims: good), "typ"),
             (try forge.token(claims: Forge.claims(now: now, extra: #""pad":"\#(String(repeating: "x", count: 8192))""#)), "size"),
             ("not.a.jwt.at-all", "format"),
+            // A delegation chain is read whole: malformed, too deep, or naming a token this daemon never issued.
+            (try forge.token(claims: Forge.claims(now: now, extra: #""act":"spiffe://test.internal/agent/a""#)), "act"),
+            (try forge.token(claims: Forge.claims(now: now, extra: #""act":{"sub":"spiffe://test.internal/agent/a","jti":"short"}"#)), "act"),
+            (try forge.token(claims: Forge.claims(now: now, extra: #""act":{"sub":"s","act":{"sub":"s","act":{"sub":"s","act":{"sub":"s"}}}}"#)), "act"),
+            (try forge.token(claims: Forge.claims(now: now, extra: #""act":{"sub":"s","jti":"\#(String(repeating: "f", count: 32))"}"#)), "revoked"),
         ]
         for (token, check) in cases {
             let v = try await a.validateIdentity(token, "svc")

@@ -578,8 +578,39 @@ public nonisolated struct Lanyard_V1_IssueIdentityRequest: Sendable {
 
   public var ttlSeconds: UInt32 = 0
 
-  /// empty: all of the caller's grants
+  /// empty: all of the caller's grants (a delegation: all of the parent token's)
   public var capabilities: [String] = []
+
+  /// set: a token for a sub-agent of the caller
+  public var delegation: Lanyard_V1_Delegation {
+    get {_delegation ?? Lanyard_V1_Delegation()}
+    set {_delegation = newValue}
+  }
+  /// Returns true if `delegation` has been explicitly set.
+  public var hasDelegation: Bool {self._delegation != nil}
+  /// Clears the value of `delegation`. Subsequent reads from it will return its default value.
+  public mutating func clearDelegation() {self._delegation = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _delegation: Lanyard_V1_Delegation? = nil
+}
+
+/// A sub-agent's token (RFC 8693 delegation): sub spiffe://TD/agent/AGENT[/sub/NAME...]/sub/NAME,
+/// act naming the parent (nested for deeper chains), capabilities a subset of the parent's,
+/// expiry no later than the parent token's. Revoking the parent token revokes it.
+public nonisolated struct Lanyard_V1_Delegation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the sub-agent: a slug, lowercase [a-z0-9-], at most 63 characters
+  public var name: String = String()
+
+  /// optional: a token of the caller's to delegate from (its own, or a sub-agent's)
+  public var parentToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -636,6 +667,9 @@ public nonisolated struct Lanyard_V1_Claims: Sendable {
   public var exp: Int64 = 0
 
   public var jti: String = String()
+
+  /// a delegated token's chain (act claims), nearest first: the parent, ..., the agent
+  public var actors: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1927,7 +1961,7 @@ nonisolated extension Lanyard_V1_AwaitApprovalResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Lanyard_V1_IssueIdentityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IssueIdentityRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}audience\0\u{3}ttl_seconds\0\u{1}capabilities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}audience\0\u{3}ttl_seconds\0\u{1}capabilities\0\u{2}\u{1b}delegation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1938,12 +1972,17 @@ nonisolated extension Lanyard_V1_IssueIdentityRequest: SwiftProtobuf.Message, Sw
       case 1: try { try decoder.decodeSingularStringField(value: &self.audience) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.ttlSeconds) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
+      case 30: try { try decoder.decodeSingularMessageField(value: &self._delegation) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.audience.isEmpty {
       try visitor.visitSingularStringField(value: self.audience, fieldNumber: 1)
     }
@@ -1953,6 +1992,9 @@ nonisolated extension Lanyard_V1_IssueIdentityRequest: SwiftProtobuf.Message, Sw
     if !self.capabilities.isEmpty {
       try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 3)
     }
+    try { if let v = self._delegation {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1960,6 +2002,42 @@ nonisolated extension Lanyard_V1_IssueIdentityRequest: SwiftProtobuf.Message, Sw
     if lhs.audience != rhs.audience {return false}
     if lhs.ttlSeconds != rhs.ttlSeconds {return false}
     if lhs.capabilities != rhs.capabilities {return false}
+    if lhs._delegation != rhs._delegation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_Delegation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Delegation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}parent_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.parentToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.parentToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.parentToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_Delegation, rhs: Lanyard_V1_Delegation) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.parentToken != rhs.parentToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2037,7 +2115,7 @@ nonisolated extension Lanyard_V1_ValidateIdentityRequest: SwiftProtobuf.Message,
 
 nonisolated extension Lanyard_V1_Claims: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Claims"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}iss\0\u{1}sub\0\u{3}agent_id\0\u{1}aud\0\u{1}capabilities\0\u{1}iat\0\u{1}nbf\0\u{1}exp\0\u{1}jti\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}iss\0\u{1}sub\0\u{3}agent_id\0\u{1}aud\0\u{1}capabilities\0\u{1}iat\0\u{1}nbf\0\u{1}exp\0\u{1}jti\0\u{2}\u{15}actors\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2054,6 +2132,7 @@ nonisolated extension Lanyard_V1_Claims: SwiftProtobuf.Message, SwiftProtobuf._M
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.nbf) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.exp) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.jti) }()
+      case 30: try { try decoder.decodeRepeatedStringField(value: &self.actors) }()
       default: break
       }
     }
@@ -2087,6 +2166,9 @@ nonisolated extension Lanyard_V1_Claims: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.jti.isEmpty {
       try visitor.visitSingularStringField(value: self.jti, fieldNumber: 9)
     }
+    if !self.actors.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.actors, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2100,6 +2182,7 @@ nonisolated extension Lanyard_V1_Claims: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.nbf != rhs.nbf {return false}
     if lhs.exp != rhs.exp {return false}
     if lhs.jti != rhs.jti {return false}
+    if lhs.actors != rhs.actors {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -784,6 +784,51 @@ void   lanyard__v1__issue_identity_request__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__issue_identity_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   lanyard__v1__delegation__init
+                     (Lanyard__V1__Delegation         *message)
+{
+  static const Lanyard__V1__Delegation init_value = LANYARD__V1__DELEGATION__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__delegation__get_packed_size
+                     (const Lanyard__V1__Delegation *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__delegation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__delegation__pack
+                     (const Lanyard__V1__Delegation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__delegation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__delegation__pack_to_buffer
+                     (const Lanyard__V1__Delegation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__delegation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__Delegation *
+       lanyard__v1__delegation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__Delegation *)
+     protobuf_c_message_unpack (&lanyard__v1__delegation__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__delegation__free_unpacked
+                     (Lanyard__V1__Delegation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__delegation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   lanyard__v1__issue_identity_response__init
                      (Lanyard__V1__IssueIdentityResponse         *message)
 {
@@ -2835,7 +2880,7 @@ const ProtobufCMessageDescriptor lanyard__v1__await_approval_response__descripto
   (ProtobufCMessageInit) lanyard__v1__await_approval_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__issue_identity_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor lanyard__v1__issue_identity_request__field_descriptors[4] =
 {
   {
     "audience",
@@ -2873,16 +2918,30 @@ static const ProtobufCFieldDescriptor lanyard__v1__issue_identity_request__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "delegation",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IssueIdentityRequest, delegation),
+    &lanyard__v1__delegation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__issue_identity_request__field_indices_by_name[] = {
   0,   /* field[0] = audience */
   2,   /* field[2] = capabilities */
+  3,   /* field[3] = delegation */
   1,   /* field[1] = ttl_seconds */
 };
-static const ProtobufCIntRange lanyard__v1__issue_identity_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__issue_identity_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 30, 3 },
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__issue_identity_request__descriptor =
 {
@@ -2892,11 +2951,62 @@ const ProtobufCMessageDescriptor lanyard__v1__issue_identity_request__descriptor
   "Lanyard__V1__IssueIdentityRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__IssueIdentityRequest),
-  3,
+  4,
   lanyard__v1__issue_identity_request__field_descriptors,
   lanyard__v1__issue_identity_request__field_indices_by_name,
-  1,  lanyard__v1__issue_identity_request__number_ranges,
+  2,  lanyard__v1__issue_identity_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__issue_identity_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__delegation__field_descriptors[2] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__Delegation, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parent_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__Delegation, parent_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__delegation__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+  1,   /* field[1] = parent_token */
+};
+static const ProtobufCIntRange lanyard__v1__delegation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__delegation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.Delegation",
+  "Delegation",
+  "Lanyard__V1__Delegation",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__Delegation),
+  2,
+  lanyard__v1__delegation__field_descriptors,
+  lanyard__v1__delegation__field_indices_by_name,
+  1,  lanyard__v1__delegation__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__delegation__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor lanyard__v1__issue_identity_response__field_descriptors[2] =
@@ -3001,7 +3111,7 @@ const ProtobufCMessageDescriptor lanyard__v1__validate_identity_request__descrip
   (ProtobufCMessageInit) lanyard__v1__validate_identity_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__claims__field_descriptors[9] =
+static const ProtobufCFieldDescriptor lanyard__v1__claims__field_descriptors[10] =
 {
   {
     "iss",
@@ -3111,8 +3221,21 @@ static const ProtobufCFieldDescriptor lanyard__v1__claims__field_descriptors[9] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "actors",
+    30,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Lanyard__V1__Claims, n_actors),
+    offsetof(Lanyard__V1__Claims, actors),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__claims__field_indices_by_name[] = {
+  9,   /* field[9] = actors */
   2,   /* field[2] = agent_id */
   3,   /* field[3] = aud */
   4,   /* field[4] = capabilities */
@@ -3123,10 +3246,11 @@ static const unsigned lanyard__v1__claims__field_indices_by_name[] = {
   6,   /* field[6] = nbf */
   1,   /* field[1] = sub */
 };
-static const ProtobufCIntRange lanyard__v1__claims__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__claims__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 30, 9 },
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__claims__descriptor =
 {
@@ -3136,10 +3260,10 @@ const ProtobufCMessageDescriptor lanyard__v1__claims__descriptor =
   "Lanyard__V1__Claims",
   "lanyard.v1",
   sizeof(Lanyard__V1__Claims),
-  9,
+  10,
   lanyard__v1__claims__field_descriptors,
   lanyard__v1__claims__field_indices_by_name,
-  1,  lanyard__v1__claims__number_ranges,
+  2,  lanyard__v1__claims__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__claims__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

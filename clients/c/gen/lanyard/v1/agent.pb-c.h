@@ -35,6 +35,7 @@ typedef struct Lanyard__V1__RotateResponse Lanyard__V1__RotateResponse;
 typedef struct Lanyard__V1__AwaitApprovalRequest Lanyard__V1__AwaitApprovalRequest;
 typedef struct Lanyard__V1__AwaitApprovalResponse Lanyard__V1__AwaitApprovalResponse;
 typedef struct Lanyard__V1__IssueIdentityRequest Lanyard__V1__IssueIdentityRequest;
+typedef struct Lanyard__V1__Delegation Lanyard__V1__Delegation;
 typedef struct Lanyard__V1__IssueIdentityResponse Lanyard__V1__IssueIdentityResponse;
 typedef struct Lanyard__V1__ValidateIdentityRequest Lanyard__V1__ValidateIdentityRequest;
 typedef struct Lanyard__V1__Claims Lanyard__V1__Claims;
@@ -396,14 +397,40 @@ struct  Lanyard__V1__IssueIdentityRequest
   char *audience;
   uint32_t ttl_seconds;
   /*
-   * empty: all of the caller's grants
+   * empty: all of the caller's grants (a delegation: all of the parent token's)
    */
   size_t n_capabilities;
   char **capabilities;
+  /*
+   * set: a token for a sub-agent of the caller
+   */
+  Lanyard__V1__Delegation *delegation;
 };
 #define LANYARD__V1__ISSUE_IDENTITY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__issue_identity_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, NULL }
+
+
+/*
+ * A sub-agent's token (RFC 8693 delegation): sub spiffe://TD/agent/AGENT[/sub/NAME...]/sub/NAME,
+ * act naming the parent (nested for deeper chains), capabilities a subset of the parent's,
+ * expiry no later than the parent token's. Revoking the parent token revokes it.
+ */
+struct  Lanyard__V1__Delegation
+{
+  ProtobufCMessage base;
+  /*
+   * the sub-agent: a slug, lowercase [a-z0-9-], at most 63 characters
+   */
+  char *name;
+  /*
+   * optional: a token of the caller's to delegate from (its own, or a sub-agent's)
+   */
+  char *parent_token;
+};
+#define LANYARD__V1__DELEGATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__delegation__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__IssueIdentityResponse
@@ -441,10 +468,15 @@ struct  Lanyard__V1__Claims
   int64_t nbf;
   int64_t exp;
   char *jti;
+  /*
+   * a delegated token's chain (act claims), nearest first: the parent, ..., the agent
+   */
+  size_t n_actors;
+  char **actors;
 };
 #define LANYARD__V1__CLAIMS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__claims__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 struct  Lanyard__V1__ValidateIdentityResponse
@@ -967,6 +999,25 @@ Lanyard__V1__IssueIdentityRequest *
 void   lanyard__v1__issue_identity_request__free_unpacked
                      (Lanyard__V1__IssueIdentityRequest *message,
                       ProtobufCAllocator *allocator);
+/* Lanyard__V1__Delegation methods */
+void   lanyard__v1__delegation__init
+                     (Lanyard__V1__Delegation         *message);
+size_t lanyard__v1__delegation__get_packed_size
+                     (const Lanyard__V1__Delegation   *message);
+size_t lanyard__v1__delegation__pack
+                     (const Lanyard__V1__Delegation   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__delegation__pack_to_buffer
+                     (const Lanyard__V1__Delegation   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__Delegation *
+       lanyard__v1__delegation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__delegation__free_unpacked
+                     (Lanyard__V1__Delegation *message,
+                      ProtobufCAllocator *allocator);
 /* Lanyard__V1__IssueIdentityResponse methods */
 void   lanyard__v1__issue_identity_response__init
                      (Lanyard__V1__IssueIdentityResponse         *message);
@@ -1273,6 +1324,9 @@ typedef void (*Lanyard__V1__AwaitApprovalResponse_Closure)
 typedef void (*Lanyard__V1__IssueIdentityRequest_Closure)
                  (const Lanyard__V1__IssueIdentityRequest *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__Delegation_Closure)
+                 (const Lanyard__V1__Delegation *message,
+                  void *closure_data);
 typedef void (*Lanyard__V1__IssueIdentityResponse_Closure)
                  (const Lanyard__V1__IssueIdentityResponse *message,
                   void *closure_data);
@@ -1337,6 +1391,7 @@ extern const ProtobufCMessageDescriptor lanyard__v1__rotate_response__descriptor
 extern const ProtobufCMessageDescriptor lanyard__v1__await_approval_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__await_approval_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__issue_identity_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__delegation__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__issue_identity_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__validate_identity_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__claims__descriptor;
