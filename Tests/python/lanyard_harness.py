@@ -237,10 +237,11 @@ class Daemon:
                 "--admin-socket", self.admin_socket, "--admin-socket-mode", "0666", "--admin-group", "",
                 "--master-key-file", self.key_path]
         self._stderr_closed = False
+        mark = self._log_mark()  # before the drain thread can append this run's "ready"
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # A thread drains stderr into the log (a daemon blocked on a full pipe stalls every peer).
         threading.Thread(target=self._drain, args=(self.process,), daemon=True).start()
-        if not self.wait_for_log("lanyardd ready", START_TIMEOUT, since=self._log_mark()):
+        if not self.wait_for_log("lanyardd ready", START_TIMEOUT, since=mark):
             self.stop()
             raise RuntimeError(f"lanyardd did not become ready:\n{self.log()}")
         return self
