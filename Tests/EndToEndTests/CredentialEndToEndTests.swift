@@ -27,7 +27,7 @@ struct CredentialEndToEndTests {
         expectRefusal(try start(d.dir + "/absent.key"), "cannot be read")
 
         let short = d.dir + "/short.key"
-        FileManager.default.createFile(atPath: short, contents: Data(repeating: 7, count: 16), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: short, contents: Data(repeating: 7, count: 16), attributes: [.posixPermissions: 0o600])
         expectRefusal(try start(short), "must be exactly 32 bytes")
 
         chmod(key, 0o640)
