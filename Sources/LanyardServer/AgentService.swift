@@ -160,8 +160,19 @@ final class AgentService: Sendable {
             response.authorize = result
             return response
         }
-        let capability = operation.capability
+        do {
+            return try await decide(call, operation, agent, caller, record, result)
+        } catch is ApprovalAlreadyOpen {
+            // An identical tool call opened the approval first: this one finds it now.
+            return try await decide(call, operation, agent, caller, record, result)
+        }
+    }
 
+    /// Decides `operation`, routes a PENDING verdict, commits the record with what changed.
+    private func decide(_ call: Lanyard_V1_AuthorizeRequest, _ operation: Operation, _ agent: Agent, _ caller: Caller,
+                        _ record: AuditRecord, _ result: Lanyard_V1_AuthorizeResponse) async throws -> Lanyard_V1_Response {
+        var (record, result) = (record, result)
+        let capability = operation.capability
         var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
         var change: Mutation?
         var created: StoredApproval?

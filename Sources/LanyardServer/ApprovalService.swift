@@ -30,7 +30,9 @@ final class ApprovalService: Sendable {
     /// with its audit record). The change fails with `BoundReached` when the agent already
     /// has its `maxPendingApprovalsPerAgent`: checked in the transaction, so pipelined
     /// requests cannot pass it together.
-    func create(_ subject: ApprovalSubject, agent: Agent, caller: Caller, verdict: Verdict) -> (StoredApproval, Mutation) {
+    /// `unique`: the change fails with `ApprovalAlreadyOpen` when a live approval of this
+    /// operation appeared meanwhile (a concurrent identical call opened it first).
+    func create(_ subject: ApprovalSubject, agent: Agent, caller: Caller, verdict: Verdict, unique: Bool = false) -> (StoredApproval, Mutation) {
         let now = clock.nowMicros()
         let approvers = caller.snapshot.policy.approvers
         let timeout = Int64(approvers?.timeoutSeconds ?? 300) * 1_000_000
@@ -48,6 +50,7 @@ final class ApprovalService: Sendable {
         let insert = store.insertApproval(approval)
         let (store, limit) = (self.store, limits.maxPendingApprovalsPerAgent)
         return (approval, { db in
+            if unique, try store.countLiveApprovals(agentID: agent.id, digest: digest, nowMicros: now, on: db) > 0 { throw ApprovalAlreadyOpen() }
             guard try store.countPendingApprovals(agentID: agent.id, nowMicros: now, on: db) < limit else {
                 throw BoundReached("too many pending approvals for agent \(agent.name) (limit \(limit), --max-pending-approvals-per-agent); "
                                    + "wait until an approver decides them or they expire, then ask again")
@@ -115,7 +118,7 @@ final class ApprovalService: Sendable {
             if live.machine.state == .approved { return consume(live.id, verdict, subject, agent: agent, caller: caller) }
             return Route(verdict: verdict, waiting: live)
         }
-        let (approval, insert) = create(subject, agent: agent, caller: caller, verdict: verdict)
+        let (approval, insert) = create(subject, agent: agent, caller: caller, verdict: verdict, unique: reuse)
         return Route(verdict: verdict, change: insert, created: approval)
     }
 
@@ -333,6 +336,9 @@ struct BoundReached: Error {
         return r
     }
 }
+
+/// A live approval of the same operation was opened by a concurrent call: route again to find it.
+struct ApprovalAlreadyOpen: Error {}
 
 /// A refusal to use an approval, with the reason given to the agent.
 struct ApprovalRefusal: Error, CustomStringConvertible {

@@ -99,6 +99,16 @@ public final class Store: Sendable {
         try count("leases WHERE state = 'active' AND expires_us > ?", agentID: agentID, nowMicros: nowMicros, on: db)
     }
 
+    /// Live approvals (pending, or approved and unused) of one agent for one operation's
+    /// digest, inside a transaction: what keeps a find-or-open from opening two.
+    package func countLiveApprovals(agentID: String, digest: String, nowMicros: Int64, on db: SQLiteConnection) throws -> UInt64 {
+        let s = try db.prepare("SELECT count(*) FROM approvals WHERE state IN ('pending', 'approved') AND expires_us > ? AND agent_id = ? AND digest = ?")
+            .bind(.int(nowMicros))
+        try s.bindAt(2, .text(agentID))
+        try s.bindAt(3, .text(digest))
+        return UInt64(try s.one { $0.int(0) } ?? 0)
+    }
+
     private func count(_ from: String, agentID: String?, nowMicros: Int64, on db: SQLiteConnection?) throws -> UInt64 {
         let sql = "SELECT count(*) FROM " + from + (agentID == nil ? "" : " AND agent_id = ?")
         func run(_ db: SQLiteConnection) throws -> UInt64 {

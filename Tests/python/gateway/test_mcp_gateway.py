@@ -271,6 +271,23 @@ def test_a_retried_call_finds_its_approval(setup: Setup) -> None:
     assert len(setup.calls()) == 1
 
 
+def test_identical_calls_at_the_same_moment_share_one_approval(setup: Setup) -> None:
+    gw = RawGateway(setup, "rec", "--approval-wait-seconds", "1")
+    gw.handshake()
+    call = {"name": "write", "arguments": {"path": "/srv/same", "content": "S"}}
+    for i in range(8):  # pipelined: decided concurrently
+        gw.send(json.dumps({"jsonrpc": "2.0", "id": f"same-{i}", "method": "tools/call", "params": call}).encode())
+    ids = {f"same-{i}" for i in range(8)}
+    gw.read_until(lambda m: ids <= {x.get("id") for x in gw.seen})
+    answers = [m for m in gw.seen if m.get("id") in ids]
+    assert all(a["result"]["isError"] for a in answers)
+    listed = json.loads(setup.daemon.ctl_ok(["approvals", "list", "--json"], as_user=setup.approver))
+    assert len(listed) == 1, listed
+    assert all(listed[0]["approval_id"] in a["result"]["content"][0]["text"] for a in answers)
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.wait() == 0
+
+
 # Acceptance 2: credentials.
 
 class RawGateway:
