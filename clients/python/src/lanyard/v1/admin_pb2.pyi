@@ -227,17 +227,20 @@ class AuditQueryResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., head_seq: _Optional[int] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ["agent", "agent_id", "approval_id", "approver", "capability", "decision", "event", "gid", "hash", "lease_id", "outcome", "pid", "policy_version", "prev_hash", "reason", "resource", "seq", "time_us", "uid"]
+    __slots__ = ["agent", "agent_id", "approval_id", "approver", "args_digest", "capability", "decision", "event", "gid", "hash", "lease_id", "mcp_server", "mcp_tool", "outcome", "pid", "policy_version", "prev_hash", "reason", "resource", "seq", "time_us", "uid"]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVER_FIELD_NUMBER: _ClassVar[int]
+    ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
+    MCP_TOOL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -251,12 +254,15 @@ class AuditRecord(_message.Message):
     agent_id: str
     approval_id: str
     approver: str
+    args_digest: str
     capability: str
     decision: str
     event: str
     gid: int
     hash: str
     lease_id: str
+    mcp_server: str
+    mcp_tool: str
     outcome: str
     pid: int
     policy_version: str
@@ -266,7 +272,7 @@ class AuditRecord(_message.Message):
     seq: int
     time_us: int
     uid: int
-    def __init__(self, seq: _Optional[int] = ..., time_us: _Optional[int] = ..., event: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., capability: _Optional[str] = ..., resource: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., lease_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., approver: _Optional[str] = ..., policy_version: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_us: _Optional[int] = ..., event: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., capability: _Optional[str] = ..., resource: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., lease_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., approver: _Optional[str] = ..., policy_version: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., mcp_server: _Optional[str] = ..., mcp_tool: _Optional[str] = ..., args_digest: _Optional[str] = ...) -> None: ...
 
 class AuditVerifyRequest(_message.Message):
     __slots__ = []

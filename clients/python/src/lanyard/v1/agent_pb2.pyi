@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ["amount", "approval_id", "args", "capability", "resource"]
+    __slots__ = ["amount", "approval_id", "args", "capability", "resource", "tool_call"]
     class ArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,28 +20,34 @@ class AuthorizeRequest(_message.Message):
     ARGS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     amount: _common_pb2.Amount
     approval_id: str
     args: _containers.ScalarMap[str, str]
     capability: str
     resource: str
-    def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ...) -> None: ...
+    tool_call: ToolCall
+    def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ["approval_expires_at", "approval_id", "binding_code", "decision", "reason", "risk"]
+    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "reason", "risk"]
     APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     BINDING_CODE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
     approval_expires_at: int
     approval_id: str
+    args_digest: str
     binding_code: str
+    capability: str
     decision: _common_pb2.Decision
     reason: str
     risk: _common_pb2.RiskLevel
-    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ...) -> None: ...
 
 class AwaitApprovalRequest(_message.Message):
     __slots__ = ["approval_id", "wait_ms"]
@@ -209,8 +215,50 @@ class ListLeasesResponse(_message.Message):
     next_page_token: str
     def __init__(self, leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class McpCredential(_message.Message):
+    __slots__ = ["env", "file", "scope", "service", "ttl_seconds"]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    env: str
+    file: str
+    scope: _containers.RepeatedScalarFieldContainer[str]
+    service: str
+    ttl_seconds: int
+    def __init__(self, env: _Optional[str] = ..., file: _Optional[str] = ..., service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class McpServerRequest(_message.Message):
+    __slots__ = ["server", "tools"]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    server: str
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, server: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class McpServerResponse(_message.Message):
+    __slots__ = ["credentials", "tools"]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    credentials: _containers.RepeatedCompositeFieldContainer[McpCredential]
+    tools: _containers.RepeatedCompositeFieldContainer[McpTool]
+    def __init__(self, tools: _Optional[_Iterable[_Union[McpTool, _Mapping]]] = ..., credentials: _Optional[_Iterable[_Union[McpCredential, _Mapping]]] = ...) -> None: ...
+
+class McpTool(_message.Message):
+    __slots__ = ["capability", "name", "risk", "visible"]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    capability: str
+    name: str
+    risk: _common_pb2.RiskLevel
+    visible: bool
+    def __init__(self, name: _Optional[str] = ..., capability: _Optional[str] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., visible: bool = ...) -> None: ...
+
 class ProvisionRequest(_message.Message):
-    __slots__ = ["amount", "approval_id", "args", "resource", "scope", "service", "ttl_seconds"]
+    __slots__ = ["amount", "approval_id", "args", "bind_to_process", "resource", "scope", "service", "ttl_seconds"]
     class ArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +269,7 @@ class ProvisionRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
+    BIND_TO_PROCESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -228,11 +277,12 @@ class ProvisionRequest(_message.Message):
     amount: _common_pb2.Amount
     approval_id: str
     args: _containers.ScalarMap[str, str]
+    bind_to_process: bool
     resource: str
     scope: _containers.RepeatedScalarFieldContainer[str]
     service: str
     ttl_seconds: int
-    def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., bind_to_process: bool = ...) -> None: ...
 
 class ProvisionResponse(_message.Message):
     __slots__ = ["approval_id", "binding_code", "lease"]
@@ -245,7 +295,7 @@ class ProvisionResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "provision", "revoke", "rotate", "validate_identity"]
+    __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "mcp_server", "provision", "revoke", "rotate", "validate_identity"]
     AUTHORIZE_FIELD_NUMBER: _ClassVar[int]
     AWAIT_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +303,7 @@ class Request(_message.Message):
     INTROSPECT_FIELD_NUMBER: _ClassVar[int]
     ISSUE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     LIST_LEASES_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
     PROVISION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
     ROTATE_FIELD_NUMBER: _ClassVar[int]
@@ -264,14 +315,15 @@ class Request(_message.Message):
     introspect: IntrospectRequest
     issue_identity: IssueIdentityRequest
     list_leases: ListLeasesRequest
+    mcp_server: McpServerRequest
     provision: ProvisionRequest
     revoke: RevokeRequest
     rotate: RotateRequest
     validate_identity: ValidateIdentityRequest
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[HelloRequest, _Mapping]] = ..., authorize: _Optional[_Union[AuthorizeRequest, _Mapping]] = ..., provision: _Optional[_Union[ProvisionRequest, _Mapping]] = ..., revoke: _Optional[_Union[RevokeRequest, _Mapping]] = ..., rotate: _Optional[_Union[RotateRequest, _Mapping]] = ..., await_approval: _Optional[_Union[AwaitApprovalRequest, _Mapping]] = ..., issue_identity: _Optional[_Union[IssueIdentityRequest, _Mapping]] = ..., validate_identity: _Optional[_Union[ValidateIdentityRequest, _Mapping]] = ..., introspect: _Optional[_Union[IntrospectRequest, _Mapping]] = ..., list_leases: _Optional[_Union[ListLeasesRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[HelloRequest, _Mapping]] = ..., authorize: _Optional[_Union[AuthorizeRequest, _Mapping]] = ..., provision: _Optional[_Union[ProvisionRequest, _Mapping]] = ..., revoke: _Optional[_Union[RevokeRequest, _Mapping]] = ..., rotate: _Optional[_Union[RotateRequest, _Mapping]] = ..., await_approval: _Optional[_Union[AwaitApprovalRequest, _Mapping]] = ..., issue_identity: _Optional[_Union[IssueIdentityRequest, _Mapping]] = ..., validate_identity: _Optional[_Union[ValidateIdentityRequest, _Mapping]] = ..., introspect: _Optional[_Union[IntrospectRequest, _Mapping]] = ..., list_leases: _Optional[_Union[ListLeasesRequest, _Mapping]] = ..., mcp_server: _Optional[_Union[McpServerRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "provision", "revoke", "rotate", "status", "validate_identity"]
+    __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "mcp_server", "provision", "revoke", "rotate", "status", "validate_identity"]
     AUTHORIZE_FIELD_NUMBER: _ClassVar[int]
     AWAIT_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +331,7 @@ class Response(_message.Message):
     INTROSPECT_FIELD_NUMBER: _ClassVar[int]
     ISSUE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     LIST_LEASES_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
     PROVISION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
     ROTATE_FIELD_NUMBER: _ClassVar[int]
@@ -291,12 +344,13 @@ class Response(_message.Message):
     introspect: IntrospectResponse
     issue_identity: IssueIdentityResponse
     list_leases: ListLeasesResponse
+    mcp_server: McpServerResponse
     provision: ProvisionResponse
     revoke: RevokeResponse
     rotate: RotateResponse
     status: _common_pb2.Status
     validate_identity: ValidateIdentityResponse
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., authorize: _Optional[_Union[AuthorizeResponse, _Mapping]] = ..., provision: _Optional[_Union[ProvisionResponse, _Mapping]] = ..., revoke: _Optional[_Union[RevokeResponse, _Mapping]] = ..., rotate: _Optional[_Union[RotateResponse, _Mapping]] = ..., await_approval: _Optional[_Union[AwaitApprovalResponse, _Mapping]] = ..., issue_identity: _Optional[_Union[IssueIdentityResponse, _Mapping]] = ..., validate_identity: _Optional[_Union[ValidateIdentityResponse, _Mapping]] = ..., introspect: _Optional[_Union[IntrospectResponse, _Mapping]] = ..., list_leases: _Optional[_Union[ListLeasesResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., hello: _Optional[_Union[HelloResponse, _Mapping]] = ..., authorize: _Optional[_Union[AuthorizeResponse, _Mapping]] = ..., provision: _Optional[_Union[ProvisionResponse, _Mapping]] = ..., revoke: _Optional[_Union[RevokeResponse, _Mapping]] = ..., rotate: _Optional[_Union[RotateResponse, _Mapping]] = ..., await_approval: _Optional[_Union[AwaitApprovalResponse, _Mapping]] = ..., issue_identity: _Optional[_Union[IssueIdentityResponse, _Mapping]] = ..., validate_identity: _Optional[_Union[ValidateIdentityResponse, _Mapping]] = ..., introspect: _Optional[_Union[IntrospectResponse, _Mapping]] = ..., list_leases: _Optional[_Union[ListLeasesResponse, _Mapping]] = ..., mcp_server: _Optional[_Union[McpServerResponse, _Mapping]] = ...) -> None: ...
 
 class RevokeRequest(_message.Message):
     __slots__ = ["lease_id"]
@@ -323,6 +377,16 @@ class RotateResponse(_message.Message):
     revoked_leases: int
     version: int
     def __init__(self, version: _Optional[int] = ..., revoked_leases: _Optional[int] = ...) -> None: ...
+
+class ToolCall(_message.Message):
+    __slots__ = ["arguments_json", "server", "tool"]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    arguments_json: str
+    server: str
+    tool: str
+    def __init__(self, server: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
 
 class ValidateIdentityRequest(_message.Message):
     __slots__ = ["audience", "token"]
