@@ -167,7 +167,11 @@ public final class Daemon: Service {
         let notifier = self.notifier
         let agentService = self.agentService, adminService = self.adminService
         // Before serving: a lease whose process died while lanyardd was down ends now.
-        await credentials.rebindProcesses()
+        do {
+            try await credentials.reconcileProcessBindings(reason: "the process it was bound to was gone when lanyardd started")
+        } catch {
+            logger.critical("cannot check process-bound leases at startup; the maintenance pass retries", metadata: ["error": "\(error)"])
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { tasks in
                 tasks.addTask { await agent.run(agentService.handle) }
@@ -236,7 +240,7 @@ public final class Daemon: Service {
         do {
             let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
             if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
-            try credentials.pruneProcessWatches()
+            try await credentials.reconcileProcessBindings(reason: "the process it was bound to exited")
             _ = try await credentials.rotateDue(snapshot.policy)
             await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
         } catch {

@@ -28,6 +28,8 @@ final class ProcessWatcher: Sendable {
 
     var hasRoom: Bool { count < limit }
 
+    func isWatching(_ leaseID: String) -> Bool { watches.withLockedValue { $0.values.contains { $0.leases.contains(leaseID) } } }
+
     /// Calls `onExit` with the leases bound to `pidfd`'s process once it has exited (at once
     /// if it already has). False when the bound is reached or epoll refuses the descriptor.
     func watch(_ leaseID: String, _ pidfd: PidFD, onExit: @escaping @Sendable ([String]) -> Void) -> Bool {
@@ -97,11 +99,14 @@ extension CredentialService {
     /// Watches the process of a lease just made durable; if it cannot be watched, the lease
     /// ends at once (a binding that is not enforced is no binding).
     func watchProcess(of leaseID: String, _ pidfd: PidFD) async throws {
-        if processWatcher.watch(leaseID, pidfd, onExit: { ids in Task { await self.endForProcessExit(ids, reason: "the process it was bound to exited") } }) {
-            return
-        }
+        if processWatcher.watch(leaseID, pidfd, onExit: processExited) { return }
         await endForProcessExit([leaseID], reason: "the process it was bound to could not be watched")
         throw CallError(.resourceExhausted, "lanyardd cannot watch this process (limit \(processWatcher.limit) process-bound leases, or epoll refused it); the lease was revoked: provision again later")
+    }
+
+    /// What the watcher calls (on its thread) when a bound process has exited.
+    private var processExited: @Sendable ([String]) -> Void {
+        { ids in Task { await self.endForProcessExit(ids, reason: "the process it was bound to exited") } }
     }
 
     /// Ends those of `ids` still active, one `lease.process_exit` record each.
@@ -112,11 +117,8 @@ extension CredentialService {
             guard !ending.isEmpty else { return }
             var actor = AuditRecord(event: "lease.process_exit")
             actor.policyVersion = policyVersion()
-            let records = ending.map { lease in
-                var r = Self.records(ending: [lease], by: actor, outcome: "revoked", reason: reason)[0]
-                r.pid = lease.process.map { Int64($0.pid) }
-                return r
-            }
+            var records = Self.records(ending: ending, by: actor, outcome: "revoked", reason: reason)
+            for i in records.indices { records[i].pid = ending[i].process.map { Int64($0.pid) } }
             try await store.audit.append(records, with: store.endLeases(ending.map(\.id), as: .revoked, reason: reason, nowMicros: now))
             revoker.poke()
             logger.info("process-bound leases revoked", metadata: ["leases": "\(ending.map(\.id))", "reason": "\(reason)"])
@@ -125,30 +127,18 @@ extension CredentialService {
         }
     }
 
-    /// At startup: leases whose process is gone (exited while lanyardd was down, or its pid
-    /// now names another process) are revoked at once; the others are watched again.
-    func rebindProcesses() async {
-        let bound: [Lease]
-        do {
-            bound = try store.processBoundLeases()
-        } catch {
-            logger.critical("cannot read process-bound leases at startup", metadata: ["error": "\(error)"])
-            return
-        }
+    /// Makes the watches match the active bound leases: those ended otherwise are no longer
+    /// watched; an unwatched one (at startup: all of them) is watched again if its process
+    /// is still the recorded one, else revoked at once — its process exited while lanyardd
+    /// was down, or its pid now names another process, or an earlier revocation failed.
+    func reconcileProcessBindings(reason: String) async throws {
+        let bound = try store.processBoundLeases()
+        processWatcher.keep(only: Set(bound.map(\.id)))
         var gone: [String] = []
-        for lease in bound {
-            guard let process = lease.process, let pidfd = reopenPidFD(process),
-                  processWatcher.watch(lease.id, pidfd, onExit: { ids in Task { await self.endForProcessExit(ids, reason: "the process it was bound to exited") } })
-            else {
-                gone.append(lease.id)
-                continue
-            }
+        for lease in bound where !processWatcher.isWatching(lease.id) {
+            if let process = lease.process, let pidfd = reopenPidFD(process), processWatcher.watch(lease.id, pidfd, onExit: processExited) { continue }
+            gone.append(lease.id)
         }
-        if !gone.isEmpty { await endForProcessExit(gone, reason: "the process it was bound to was gone when lanyardd started") }
-    }
-
-    /// Maintenance: stop watching for leases that ended otherwise.
-    func pruneProcessWatches() throws {
-        processWatcher.keep(only: Set(try store.processBoundLeases().map(\.id)))
+        if !gone.isEmpty { await endForProcessExit(gone, reason: reason) }
     }
 }
