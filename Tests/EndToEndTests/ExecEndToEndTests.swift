@@ -43,11 +43,25 @@ struct ExecEndToEndTests {
         return try condition()
     }
 
-    /// Seconds from now until `secret` is no longer a live lease (fails after 10 s).
-    static func secondsUntilInactive(_ d: DaemonProcess, _ secret: String) throws -> Double {
-        let start = Date()
+    /// The wall clock in microseconds, as lanyardd records times.
+    static func nowMicros() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+
+    /// The lease id of live `secret` (Introspect).
+    static func leaseID(_ d: DaemonProcess, _ secret: String) throws -> String {
+        let r = try d.ctl(["introspect", "--json"], as: E2EUsers.agent, stdin: secret)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r)")
+        return try #require(json["lease_id"] as? String)
+    }
+
+    /// Waits (10 s at most) until Introspect says `secret` is inactive, then how many seconds
+    /// after `since` (µs; nil: the lease's issue, which precedes any exit of its process)
+    /// lanyardd ended lease `id`. Measured on the daemon's record, not on this test's polling:
+    /// `since` is taken before the process is made to exit, so this bounds exit → revocation.
+    static func revocationDelay(_ d: DaemonProcess, lease id: String, secret: String, since: Int64? = nil) throws -> Double {
         #expect(try eventually(within: 10) { try !isActive(d, secret) }, "the lease stayed active")
-        return Date().timeIntervalSince(start)
+        let row = try d.sql("SELECT ended_us - \(since.map(String.init) ?? "issued_us"), ended_reason FROM leases WHERE id = '\(id)'").split(separator: "|")
+        #expect(row.count == 2 && row[1].hasPrefix("the process it was bound to"), "\(row)")
+        return Double(row.first.flatMap { Int64($0) } ?? .max) / 1_000_000
     }
 
     /// `lanyardctl exec ARGS -- /bin/sh -c SCRIPT` as the agent uid; stdout and stderr go to `log`.
@@ -97,13 +111,15 @@ struct ExecEndToEndTests {
             let bytes = try #require(TestSupport.read("/proc/\(ctl.pid)/\(file)"))
             #expect(!bytes.isEmpty && bytes.range(of: Data(secret.utf8)) == nil, "/proc/PID/\(file) of lanyardctl holds the secret")
         }
-        #expect(try Self.isActive(d, secret))
+        let lease = try Self.leaseID(d, secret)
 
         // Let the command finish: its exit status comes back; its lease ends within a second.
+        let released = Self.nowMicros()
         let writer = open(fifo, O_WRONLY)
         close(writer)
         #expect(ctl.stop(0) == 7)
-        #expect(try Self.secondsUntilInactive(d, secret) < 1.0)
+        let delay = try Self.revocationDelay(d, lease: lease, secret: secret, since: released)
+        #expect(delay < 1.0, "revoked \(delay) s after the command was let go")
         let output = try #require(TestSupport.read(log))
         #expect(output.range(of: Data(secret.utf8)) == nil, "lanyardctl's output holds the secret")
         #expect(try Self.processExitRecords(d).contains("|revoked|the process it was bound to exited"))
@@ -117,10 +133,11 @@ struct ExecEndToEndTests {
         let ctl = try Self.exec(d, ["--service", "github", "--scope", "github:read_repo", "--env", "TOKEN"],
                                 script: Self.announce(work) + "exec sleep 600", log: work + "/log")
         let (child, secret) = try Self.announced(work)
-        #expect(try Self.isActive(d, secret))
+        let lease = try Self.leaseID(d, secret)
+        let killed = Self.nowMicros()
         kill(child, SIGKILL)
-        let elapsed = try Self.secondsUntilInactive(d, secret)
-        #expect(elapsed < 1.0, "inactive after \(elapsed) s")
+        let delay = try Self.revocationDelay(d, lease: lease, secret: secret, since: killed)
+        #expect(delay < 1.0, "revoked \(delay) s after SIGKILL")
         #expect(ctl.stop(0) == 137)
         #expect(try Self.processExitRecords(d).contains("|revoked|"))
     }
@@ -144,7 +161,8 @@ struct ExecEndToEndTests {
         #expect(TestSupport.readText(work + "/filemode")?.hasPrefix("600") == true)
         let dir = try #require(TestSupport.readText(work + "/dir")?.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(!FileManager.default.fileExists(atPath: dir), "the credentials directory was left behind")
-        for secret in secrets { #expect(try Self.secondsUntilInactive(d, secret) < 1.0) }
+        for secret in secrets { #expect(try Self.eventually(within: 10) { try !Self.isActive(d, secret) }) }
+        #expect(try d.sql("SELECT count(*) FROM leases WHERE ended_reason = 'the process it was bound to exited'") == "3")
     }
 
     /// A MEDIUM capability: lanyardctl prints the approval and its binding code, waits, and runs
@@ -164,7 +182,7 @@ struct ExecEndToEndTests {
         #expect(ctl.stop(0) == 0, "\(TestSupport.readText(log) ?? "")")
         let (_, secret) = try Self.announced(work)
         #expect(secret.hasPrefix("lyt_"))
-        #expect(try Self.secondsUntilInactive(d, secret) < 1.0)
+        #expect(try Self.eventually(within: 10) { try !Self.isActive(d, secret) })
 
         let notFound = try run([Bin.lanyardctl, "exec", "--agent-socket", d.agentSocket, "--service", "github", "--scope", "github:read_repo",
                                 "--env", "TOKEN", "--", "/nonexistent/command"], as: E2EUsers.agent)
@@ -180,10 +198,12 @@ struct ExecEndToEndTests {
         defer { d.cleanup() }
         let agent = E2EUsers.agent!
         for args in [["provision", "github", "--scope", "github:read_repo", "--bind-to-process"], ["provision", "bound", "--scope", "bound:use"]] {
-            let r = try d.ctl(args, as: agent)
+            let r = try d.ctl(args + ["--json"], as: agent)
             #expect(r.status == 0, "\(r)")
-            let secret = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(try Self.secondsUntilInactive(d, secret) < 1.0)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            let (lease, secret) = (try #require(json["lease_id"] as? String), try #require(json["secret"] as? String))
+            let delay = try Self.revocationDelay(d, lease: lease, secret: secret)
+            #expect(delay < 1.0, "revoked \(delay) s after it was issued to a process that exits at once")
         }
         // Not bound: outlives the process.
         let unbound = try d.ctl(["provision", "github", "--scope", "github:read_repo"], as: agent).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -214,12 +234,14 @@ struct ExecEndToEndTests {
         // Revoked before the daemon serves: the first answer already says inactive.
         #expect(try !Self.isActive(d, deadSecret))
         #expect(try Self.processExitRecords(d).contains("|revoked|the process it was bound to was gone when lanyardd started"))
-        #expect(try Self.isActive(d, aliveSecret))
+        let aliveLease = try Self.leaseID(d, aliveSecret)
 
+        let released = Self.nowMicros()
         let writer = open(fifo, O_WRONLY)
         close(writer)
         #expect(staying.stop(0) == 0)
-        #expect(try Self.secondsUntilInactive(d, aliveSecret) < 1.0)
+        let delay = try Self.revocationDelay(d, lease: aliveLease, secret: aliveSecret, since: released)
+        #expect(delay < 1.0, "revoked \(delay) s after the command was let go")
         try d.ctlSucceeds(["audit", "verify"])
     }
 }
