@@ -128,6 +128,19 @@ struct CredentialTests {
         await d.stop()
     }
 
+    /// At startup a recorded process is taken back only if it is the same one: its pid alive
+    /// with the recorded start time. A recycled pid (another start time) or an exited process is gone.
+    @Test func aRecordedProcessIsReopenedOnlyIfItIsTheSameOne() throws {
+        let me = getpid()
+        let start = try #require(ProcAttestor.startTime(me))
+        #expect(reopenPidFD(BoundProcess(pid: me, startTime: start)) != nil)
+        #expect(reopenPidFD(BoundProcess(pid: me, startTime: start + 1)) == nil)
+        let child = try SpawnedProcess(["/bin/true"])
+        let childStart = ProcAttestor.startTime(child.pid) ?? 0
+        _ = child.stop(0)
+        #expect(reopenPidFD(BoundProcess(pid: child.pid, startTime: childStart)) == nil)
+    }
+
     @Test func provisionIsDeniedAsTheDesignSays() async throws {
         let d = try TestDaemon(policy: Users.credentialPolicy())
         let a = d.client(as: Users.agent!)
