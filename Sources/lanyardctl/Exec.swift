@@ -38,7 +38,7 @@ struct Exec: AsyncParsableCommand {
 
     /// One credential to provision, and where COMMAND finds it.
     struct Credential {
-        enum Place { case env(String), file(String) }
+        enum Place: Equatable { case env(String), file(String) }
         var place: Place
         var service: String
         var scope: [String]
@@ -80,7 +80,11 @@ struct Exec: AsyncParsableCommand {
             } else {
                 guard CredentialFiles.isPlainName(name) else { throw ValidationError("--file '\(spec)': the file name must be one path component (no '/')") }
             }
-            out.append(Credential(place: isEnv ? .env(name) : .file(name), service: service, scope: scope))
+            let place: Credential.Place = isEnv ? .env(name) : .file(name)
+            guard !out.contains(where: { $0.place == place }) else {
+                throw ValidationError("\(isEnv ? "--env" : "--file") \(name) is given twice: one credential per name")
+            }
+            out.append(Credential(place: place, service: service, scope: scope))
         }
         guard !out.isEmpty else { throw ValidationError("say where the credential goes: --env VAR or --file NAME (with --service and --scope), or --env VAR=CAP") }
         return out
