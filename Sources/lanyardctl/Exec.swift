@@ -23,7 +23,7 @@ struct Exec: AsyncParsableCommand {
             NAME in a private mode-0700 directory passed as $CREDENTIALS_DIRECTORY, removed when COMMAND ends. \
             The leases are bound to COMMAND's process: they are revoked when it exits, even killed. \
             When an approval is needed, the binding code is printed on stderr and lanyardctl waits for it \
-            (--approval-timeout). Exit status: COMMAND's; 1 when a credential could not be had; 127 when COMMAND cannot run.
+            (--approval-timeout). Exit status: COMMAND's (128 + N when killed by signal N); 1 when a credential could not be had; 3 when its approval is denied or not given in time; 127 when COMMAND cannot run.
             """)
     @OptionGroup var sockets: Sockets
     @Option(help: "The service of the credential (with --scope and a bare --env VAR or --file NAME).") var service: String?
