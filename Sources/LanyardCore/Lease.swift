@@ -14,9 +14,12 @@ public struct Lease: Sendable, Equatable {
     public var expiresMicros: Int64
     public var state: State
     public var singleUse: Bool = false
+    /// The process the lease is bound to (`bind_to_process`): it ends when that process exits.
+    public var process: BoundProcess?
 
     public init(id: String, agentID: String, agent: String, service: String, kind: Policy.Service.Kind, scope: [String],
-                version: Int, issuedMicros: Int64, expiresMicros: Int64, state: State = .active, singleUse: Bool = false) {
+                version: Int, issuedMicros: Int64, expiresMicros: Int64, state: State = .active, singleUse: Bool = false,
+                process: BoundProcess? = nil) {
         self.id = id
         self.agentID = agentID
         self.agent = agent
@@ -28,6 +31,7 @@ public struct Lease: Sendable, Equatable {
         self.expiresMicros = expiresMicros
         self.state = state
         self.singleUse = singleUse
+        self.process = process
     }
 
     /// Active means not revoked, not expired, and not past its expiry even if the reaper
@@ -39,6 +43,18 @@ public struct Lease: Sendable, Equatable {
     /// The state as of `now` (an unreaped lease past its expiry reads as expired).
     public func state(atMicros now: Int64) -> State {
         state == .active && now >= expiresMicros ? .expired : state
+    }
+}
+
+/// A process, named so that a recycled pid is never taken for it: pid and its start time
+/// (field 22 of /proc/PID/stat, clock ticks since boot).
+public struct BoundProcess: Sendable, Equatable {
+    public var pid: Int32
+    public var startTime: UInt64
+
+    public init(pid: Int32, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
     }
 }
 

@@ -45,6 +45,8 @@ public struct Policy: Sendable {
         public var singleUse: Bool = false
         /// Where an `openbao` service's credentials come from (set exactly for that kind).
         public var openbao: OpenBao?
+        /// Every lease of this service is bound to the provisioning process (`bind_to_process: true`).
+        public var requiresProcessBinding: Bool = false
     }
 
     /// An OpenBao / HashiCorp Vault backend (DESIGN.md section 7).

@@ -137,7 +137,7 @@ private struct Reader {
             guard Capability.isValidService(name) else {
                 throw fail(path, key, "service name '\(name)' is malformed: lowercase [a-z0-9_-]+")
             }
-            let m = try mapping(value, path, allowed: ["kind", "default_ttl_seconds", "max_ttl_seconds", "rotation_days", "single_use", "openbao"])
+            let m = try mapping(value, path, allowed: ["kind", "default_ttl_seconds", "max_ttl_seconds", "rotation_days", "single_use", "openbao", "bind_to_process"])
             guard let kindNode = m["kind"] else { throw fail("\(path).kind", value, "is required: one of opaque, jwt, static, openbao") }
             let kindName = try string(kindNode, "\(path).kind")
             guard let kind = Policy.Service.Kind(rawValue: kindName) else {
@@ -171,6 +171,10 @@ private struct Reader {
                 singleUse = b
             }
             out[name] = .init(name: name, kind: kind, defaultTTLSeconds: defaultTTL, maxTTLSeconds: maxTTL, rotationDays: rotation, singleUse: singleUse, openbao: openbao)
+            if let n = m["bind_to_process"] {
+                guard case .scalar = n, let b = n.bool else { throw fail("\(path).bind_to_process", n, "expected true or false") }
+                out[name]?.requiresProcessBinding = b
+            }
         }
         return out
     }

@@ -14,9 +14,13 @@ final class CredentialService: Sendable {
     let revoker: UpstreamRevoker
     let clock: any WallClock
     let logger: Logger
+    let processWatcher = ProcessWatcher()
+    /// The active policy's version, for records no request carries (a process exit).
+    let policyVersion: @Sendable () -> String
 
     init(store: Store, approvals: ApprovalService, backend: OpenBaoBackend, revoker: UpstreamRevoker,
-         clock: any WallClock, logger: Logger) {
+         clock: any WallClock, policyVersion: @escaping @Sendable () -> String, logger: Logger) {
+        self.policyVersion = policyVersion
         self.store = store
         self.approvals = approvals
         self.backend = backend
@@ -102,6 +106,14 @@ final class CredentialService: Sendable {
             break
         }
 
+        var binding: (process: BoundProcess, pidfd: PidFD)?
+        if call.bindToProcess || service.requiresProcessBinding {
+            switch bindableProcess(caller) {
+            case .success(let b): binding = b
+            case .failure(let e): try await deny(e.code, "not_bindable", e.message)
+            }
+        }
+
         let now = clock.nowMicros()
         let leaseBound = leaseBound(agent)
         if try store.countActiveLeases(agentID: agent.id, nowMicros: now) >= UInt64(approvals.limits.maxLeasesPerAgent) {
@@ -110,7 +122,7 @@ final class CredentialService: Sendable {
         let (version, _) = try store.serviceVersion(service.name)
         var lease = Lease(id: SecureRandom.uuid(), agentID: agent.id, agent: agent.name, service: service.name, kind: service.kind,
                           scope: scope.map(\.name), version: version, issuedMicros: now, expiresMicros: now + Int64(ttl) * 1_000_000,
-                          singleUse: service.singleUse)
+                          singleUse: service.singleUse, process: binding?.process)
         let secret: String
         let secretHash: String?
         var upstream = ""
@@ -183,7 +195,9 @@ final class CredentialService: Sendable {
             if !upstream.isEmpty, let config = service.openbao { try? await backend.revoke(accessor: upstream, config) }
             throw error
         }
-        logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)"])
+        if let binding { try await watchProcess(of: lease.id, binding.pidfd) }
+        logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)",
+                                              "bound.pid": "\(binding.map { "\($0.process.pid)" } ?? "")"])
 
         var response = Lanyard_V1_Response()
         response.provision = .with {

@@ -116,8 +116,9 @@ public final class Daemon: Service {
         backend = OpenBaoBackend(http: openbaoHTTP, logger: logger)
         revoker = UpstreamRevoker(store: store, backend: backend, policy: policy, clock: clock, logger: logger)
         approvals = ApprovalService(store: store, notifier: notifier, limits: config.limits, clock: clock, logger: logger)
+        let holder = policy
         credentials = CredentialService(store: store, approvals: approvals, backend: backend, revoker: revoker,
-                                        clock: clock, logger: logger)
+                                        clock: clock, policyVersion: { holder.current.version }, logger: logger)
         let identities = IdentityService(store: store, clock: clock, logger: logger)
         agentService = AgentService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
                                     attestor: attestor, clock: clock, logger: logger)
@@ -165,6 +166,12 @@ public final class Daemon: Service {
         let registry = self.registry
         let notifier = self.notifier
         let agentService = self.agentService, adminService = self.adminService
+        // Before serving: a lease whose process died while lanyardd was down ends now.
+        do {
+            try await credentials.reconcileProcessBindings(reason: "the process it was bound to was gone when lanyardd started")
+        } catch {
+            logger.critical("cannot check process-bound leases at startup; the maintenance pass retries", metadata: ["error": "\(error)"])
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { tasks in
                 tasks.addTask { await agent.run(agentService.handle) }
@@ -233,6 +240,7 @@ public final class Daemon: Service {
         do {
             let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
             if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
+            try await credentials.reconcileProcessBindings(reason: "the process it was bound to exited")
             _ = try await credentials.rotateDue(snapshot.policy)
             await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
         } catch {

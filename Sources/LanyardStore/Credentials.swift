@@ -13,12 +13,14 @@ extension Store {
     package func insertLease(_ l: Lease, secretHash: String?, upstream: String = "") -> Mutation {
         { db in
             try db.prepare("""
-                INSERT INTO leases(id, agent_id, agent, service, kind, scope, secret_hash, version, issued_us, expires_us, state, single_use, upstream)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+                INSERT INTO leases(id, agent_id, agent, service, kind, scope, secret_hash, version, issued_us, expires_us, state, single_use, upstream,
+                                   process_pid, process_start)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)
                 """)
                 .bind(.text(l.id), .text(l.agentID), .text(l.agent), .text(l.service), .text(l.kind.rawValue),
                       .text(l.scope.joined(separator: " ")), secretHash.map { .text($0) } ?? .null, .int(Int64(l.version)),
-                      .int(l.issuedMicros), .int(l.expiresMicros), .int(l.singleUse ? 1 : 0), .text(upstream))
+                      .int(l.issuedMicros), .int(l.expiresMicros), .int(l.singleUse ? 1 : 0), .text(upstream),
+                      l.process.map { .int(Int64($0.pid)) } ?? .null, l.process.map { .int(Int64(bitPattern: $0.startTime)) } ?? .null)
                 .run()
             try self.authenticate(db, .leases, key: [.text(l.id)])
         }
@@ -123,6 +125,13 @@ extension Store {
         }
     }
 
+    /// Active leases bound to a process (checked, and watched again, at startup).
+    public func processBoundLeases() throws -> [Lease] {
+        try read { db in
+            try authenticLeases(db.prepare("SELECT \(leaseColumns) FROM leases WHERE state = 'active' AND process_pid IS NOT NULL ORDER BY issued_us"))
+        }
+    }
+
     /// Active leases whose expiry has passed (for the reaper).
     public func expiredLeases(nowMicros: Int64, limit: Int = 500) throws -> [Lease] {
         try read { db in
@@ -138,7 +147,14 @@ extension Store {
               kind: Policy.Service.Kind(rawValue: s.text(4)) ?? .opaque,
               scope: s.text(5).split(separator: " ").map(String.init), version: Int(s.int(6)),
               issuedMicros: s.int(7), expiresMicros: s.int(8), state: Lease.State(rawValue: s.text(9)) ?? .revoked,
-              singleUse: s.int(10) != 0)
+              singleUse: s.int(10) != 0, process: boundProcess(s))
+    }
+
+    /// The `added` columns of a lease row: the process it is bound to, if any.
+    private static func boundProcess(_ s: Statement) -> BoundProcess? {
+        let at = Int32(AuthenticatedTable.leases.columns.count)
+        guard let pid = s.optionalInt(at), let start = s.optionalInt(at + 1), let pid32 = Int32(exactly: pid) else { return nil }
+        return BoundProcess(pid: pid32, startTime: UInt64(bitPattern: start))
     }
 
     // MARK: Upstream revocations

@@ -9,19 +9,27 @@ package struct AuthenticatedTable: Sendable, Equatable {
     package let key: [String]
     /// Columns deliberately left out of the MAC: informational only, never decide anything.
     package let unauthenticated: [String]
+    /// Columns added after rows were first MAC'd, selected after `columns`: each is in the MAC
+    /// (with its place) when not NULL, so rows written before it keep their MACs, and a value
+    /// set, changed or cleared at rest fails the check.
+    package let added: [String]
 
-    init(_ name: String, key: [String], columns: [String], unauthenticated: [String] = []) {
+    init(_ name: String, key: [String], columns: [String], added: [String] = [], unauthenticated: [String] = []) {
         precondition(Array(columns.prefix(key.count)) == key)
         self.name = name
         self.key = key
         self.columns = columns
+        self.added = added
         self.unauthenticated = unauthenticated
     }
 
-    /// `columns, mac`, for a SELECT.
-    var selection: String { (columns + ["mac"]).joined(separator: ", ") }
+    /// `columns, added, mac`, for a SELECT.
+    var selection: String { (columns + added + ["mac"]).joined(separator: ", ") }
+    /// `selection` for the migration that introduces MACs, which runs before the `added`
+    /// columns exist: they are NULL, as in every row written before them.
+    var selectionBeforeAdded: String { (columns + added.map { _ in "NULL" } + ["mac"]).joined(separator: ", ") }
     var keyMatch: String { key.map { "\($0) = ?" }.joined(separator: " AND ") }
-    var macColumn: Int32 { Int32(columns.count) }
+    var macColumn: Int32 { Int32(columns.count + added.count) }
 
     /// An agent's stable id: swapping two would hand one agent the other's approvals and leases.
     static let agents = AuthenticatedTable("agents", key: ["name"], columns: ["name", "id", "created_us"])
@@ -35,7 +43,7 @@ package struct AuthenticatedTable: Sendable, Equatable {
     static let leases = AuthenticatedTable("leases", key: ["id"], columns: [
         "id", "agent_id", "agent", "service", "kind", "scope", "version", "issued_us", "expires_us", "state", "single_use",
         "secret_hash", "ended_us", "ended_reason", "upstream", "upstream_revoked_us",
-    ])
+    ], added: ["process_pid", "process_start"])
     static let upstreamRevocations = AuthenticatedTable("upstream_revocations", key: ["lease_id"], columns: [
         "lease_id", "service", "upstream", "queued_us", "attempts", "next_us",
     ], unauthenticated: ["last_error"])
@@ -76,7 +84,11 @@ package struct RowAuthenticator: Sendable {
     /// The MAC of columns `0..<table.columns.count` of the current row of `row`.
     func mac(_ table: AuthenticatedTable, _ row: Statement) -> [UInt8] {
         var bytes = Self.header(table.name)
-        for col in 0..<table.macColumn { row.appendCanonical(col, to: &bytes) }
+        for col in 0..<Int32(table.columns.count) { row.appendCanonical(col, to: &bytes) }
+        for (i, col) in (Int32(table.columns.count)..<table.macColumn).enumerated() where !row.isNull(col) {
+            bytes += Array("+\(i)".utf8)
+            row.appendCanonical(col, to: &bytes)
+        }
         return HMAC.sha256(key: key, message: bytes)
     }
 

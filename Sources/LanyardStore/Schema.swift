@@ -178,6 +178,14 @@ enum Schema {
         ALTER TABLE audit ADD COLUMN args_digest TEXT NOT NULL DEFAULT '';
         CREATE INDEX approvals_digest ON approvals(agent_id, digest, state);
         """,
+        """
+        -- Leases bound to a process (bind_to_process): pid and start time, so that a lease
+        -- whose process died while lanyardd was down is found at startup. In the row's MAC
+        -- when set (AuthenticatedTable.added).
+        ALTER TABLE leases ADD COLUMN process_pid INTEGER;
+        ALTER TABLE leases ADD COLUMN process_start INTEGER;
+        CREATE INDEX leases_bound ON leases(state, process_pid);
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -201,7 +201,7 @@ extension Store {
         }
         for table in AuthenticatedTable.all {
             var macs: [(Int64, [UInt8])] = []
-            try db.prepare("SELECT \(table.selection), rowid FROM \(table.name)").rows { row in
+            try db.prepare("SELECT \(table.selectionBeforeAdded), rowid FROM \(table.name)").rows { row in
                 macs.append((row.int(table.macColumn + 1), rows.mac(table, row)))
                 return true
             }

@@ -44,9 +44,9 @@ final class ServerProcess: @unchecked Sendable {
                 if !credential.env.isEmpty {
                     environment[credential.env] = lease.secret
                 } else {
-                    let dir = try directory ?? makePrivateDirectory()
+                    let dir = try directory ?? CredentialFiles.makePrivateDirectory(prefix: "lanyard-mcp")
                     directory = dir
-                    try writeSecret(lease.secret, to: dir + "/" + credential.file)
+                    try CredentialFiles.writeSecret(lease.secret, to: dir + "/" + credential.file)
                 }
             }
             if let directory { environment["CREDENTIALS_DIRECTORY"] = directory }
@@ -74,7 +74,7 @@ final class ServerProcess: @unchecked Sendable {
             return server
         } catch {
             await revoke(leases, client: client)
-            if let directory { removeDirectory(directory) }
+            if let directory { CredentialFiles.removeDirectory(directory) }
             throw error
         }
     }
@@ -87,6 +87,8 @@ final class ServerProcess: @unchecked Sendable {
             $0.service = c.service
             $0.scope = c.scope
             $0.ttlSeconds = c.ttlSeconds
+            // The lease dies with the gateway, even killed: a crashed gateway leaves no live credentials behind.
+            $0.bindToProcess = true
         }
         do {
             return try await client.call(request).provision.lease
@@ -115,7 +117,7 @@ final class ServerProcess: @unchecked Sendable {
     /// Revokes this run's leases and removes its credentials directory.
     func release(client: LanyardClient) async {
         await Self.revoke(leases, client: client)
-        if let credentialsDirectory { Self.removeDirectory(credentialsDirectory) }
+        if let credentialsDirectory { CredentialFiles.removeDirectory(credentialsDirectory) }
     }
 
     static func revoke(_ leases: [Lanyard_V1_Lease], client: LanyardClient) async {
@@ -134,32 +136,6 @@ final class ServerProcess: @unchecked Sendable {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in path.split(separator: ":") where access("\(dir)/\(name)", X_OK) == 0 { return "\(dir)/\(name)" }
         throw GatewayError("command '\(name)' is not on PATH; give its absolute path after --")
-    }
-
-    /// A new mode-0700 directory under $XDG_RUNTIME_DIR (else /tmp) for credential files.
-    static func makePrivateDirectory() throws -> String {
-        let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp"
-        var template = Array("\(base)/lanyard-mcp.XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw GatewayError("cannot create a private directory under \(base): \(String(cString: strerror(errno)))") }
-        return String(cString: made)
-    }
-
-    /// Writes a secret to a new file (mode 0600, never through a symlink).
-    static func writeSecret(_ secret: String, to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw GatewayError("cannot create credential file \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(secret.utf8)
-        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-            throw GatewayError("cannot write credential file \(path): \(String(cString: strerror(errno)))")
-        }
-    }
-
-    static func removeDirectory(_ dir: String) {
-        if let names = try? FileManager.default.contentsOfDirectory(atPath: dir) {
-            for name in names { unlink(dir + "/" + name) }
-        }
-        rmdir(dir)
     }
 }
 

@@ -84,6 +84,8 @@ struct Provision: AsyncParsableCommand {
     @Option(help: "Lifetime in seconds (0: the service default; at most 900).") var ttl: UInt64 = 0
     @Option(help: "The resource acted on.") var resource: String = ""
     @Option(name: .customLong("approval"), help: "An approved approval id.") var approval: String = ""
+    @Flag(help: "Bind the lease to this lanyardctl process: it is revoked when lanyardctl exits (see `exec` for a command's own process).")
+    var bindToProcess = false
 
     func run() async throws {
         var req = Lanyard_V1_Request()
@@ -93,6 +95,7 @@ struct Provision: AsyncParsableCommand {
             $0.ttlSeconds = ttl
             $0.resource = resource
             $0.approvalID = approval
+            $0.bindToProcess = bindToProcess
         }
         let client = sockets.agent
         let lease: Lanyard_V1_Lease

@@ -45,6 +45,7 @@ struct PolicyParserTests {
         // 200,000,000 days in microseconds overflows 64 bits: it trapped the maintenance pass.
         ("trust_domain: t\nservices:\n  github: { kind: opaque, rotation_days: 200000000 }\n", "services.github.rotation_days", "between 1 and 36500 days", 3),
         ("trust_domain: t\nservices:\n  github: { kind: jwt, single_use: true }\n", "services.github.single_use", "only opaque tokens", 3),
+        ("trust_domain: t\nservices:\n  github: { kind: opaque, bind_to_process: sometimes }\n", "services.github.bind_to_process", "expected true or false", 3),
         ("trust_domain: t\napprovers: { uids: [5], high_risk_quorum: 3 }\n", "approvers.high_risk_quorum", "must be 1 or 2", 2),
         ("trust_domain: t\napprovers: { uids: [5], timeout_seconds: 1 }\n", "approvers.timeout_seconds", "between 5 and 86400", 2),
         ("services: {}\n", "trust_domain", "is required", 1),

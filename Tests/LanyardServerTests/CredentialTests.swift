@@ -1,5 +1,6 @@
 import Foundation
 import LanyardClient
+import LanyardCore
 import LanyardCrypto
 import LanyardStore
 import LanyardTestSupport
@@ -103,6 +104,41 @@ struct CredentialTests {
         #expect(leases.allSatisfy { $0.expiresMicros - $0.issuedMicros <= 900_000_000 })
         await a.close()
         await d.stop()
+    }
+
+    /// Issue 20: a bound lease names the calling process (pid and start time, as /proc has
+    /// them); a bound lease ended otherwise is no longer watched after the next maintenance pass.
+    @Test func boundLeaseRecordsTheCallerAndEndedOnesAreNoLongerWatched() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        var r = Lanyard_V1_Request()
+        r.provision = .with {
+            $0.service = "github"
+            $0.scope = ["github:read_repo"]
+            $0.bindToProcess = true
+        }
+        let lease = try await a.call(r).provision.lease
+        let stored = try #require(try d.daemon.store.lease(id: lease.leaseID))
+        #expect(stored.process == BoundProcess(pid: getpid(), startTime: try #require(ProcAttestor.startTime(getpid()))))
+        #expect(d.daemon.credentials.processWatcher.count == 1)
+        #expect(try await a.revoke(lease.leaseID))
+        await d.daemon.maintenance()
+        #expect(d.daemon.credentials.processWatcher.count == 0)
+        await a.close()
+        await d.stop()
+    }
+
+    /// At startup a recorded process is taken back only if it is the same one: its pid alive
+    /// with the recorded start time. A recycled pid (another start time) or an exited process is gone.
+    @Test func aRecordedProcessIsReopenedOnlyIfItIsTheSameOne() throws {
+        let me = getpid()
+        let start = try #require(ProcAttestor.startTime(me))
+        #expect(reopenPidFD(BoundProcess(pid: me, startTime: start)) != nil)
+        #expect(reopenPidFD(BoundProcess(pid: me, startTime: start + 1)) == nil)
+        let child = try SpawnedProcess(["/bin/true"])
+        let childStart = ProcAttestor.startTime(child.pid) ?? 0
+        _ = child.stop(0)
+        #expect(reopenPidFD(BoundProcess(pid: child.pid, startTime: childStart)) == nil)
     }
 
     @Test func provisionIsDeniedAsTheDesignSays() async throws {

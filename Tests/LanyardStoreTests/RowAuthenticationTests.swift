@@ -65,7 +65,7 @@ struct RowAuthenticationTests {
             try db.prepare("SELECT name FROM pragma_table_info('\(name)')").rows { out.insert($0.text(0)); return true }
             return out
         }
-        #expect(columns == Set(table.columns + table.unauthenticated + ["mac"]))
+        #expect(columns == Set(table.columns + table.added + table.unauthenticated + ["mac"]))
     }
 
     /// Changing any one column of any authenticated row, or its MAC, is detected; restored,
@@ -78,7 +78,7 @@ struct RowAuthenticationTests {
         for table in AuthenticatedTable.all {
             let key = try key(table, store)
             #expect(try store.rowIsAuthentic(table, key: key) == true, "\(table.name): the untouched row")
-            for column in table.columns + ["mac"] {
+            for column in table.columns + table.added + ["mac"] {
                 let change = """
                     UPDATE \(table.name) SET \(column) = CASE
                       WHEN \(column) IS NULL THEN 0 WHEN typeof(\(column)) = 'integer' THEN \(column) + 1
@@ -263,6 +263,43 @@ struct RowAuthenticationTests {
         #expect(try store.approval(id: "ap")?.args == args)
         #expect(ApprovalArgs.decode(ApprovalArgs.encode(args)) == args)
         #expect(ApprovalArgs.decode("5:abc") == nil)
+    }
+
+    /// The process a lease is bound to is covered by its MAC (set, changed or cleared at rest,
+    /// the row fails), and leases written before those columns existed keep authenticating
+    /// after the migration that adds them.
+    @Test func boundProcessIsCoveredAndOlderLeasesSurviveTheMigration() throws {
+        let dir = TestSupport.tempDir("rows")
+        defer { TestSupport.remove(dir) }
+        var store: Store? = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        func commit(_ m: Mutation) throws { try store!.read { db in try db.transaction { try m(db) } } }
+        let bound = Lease(id: "bound", agentID: "i", agent: "a", service: "github", kind: .opaque, scope: ["github:push"], version: 1,
+                          issuedMicros: 1, expiresMicros: 2, process: BoundProcess(pid: 4242, startTime: 99))
+        try commit(store!.insertLease(bound, secretHash: "h-bound"))
+        #expect(try store!.lease(id: "bound")?.process == BoundProcess(pid: 4242, startTime: 99))
+        for change in ["process_pid = NULL", "process_start = NULL", "process_pid = 4243", "process_start = 100"] {
+            try store!.read { db in try db.exec("SAVEPOINT flip; UPDATE leases SET \(change)") }
+            #expect(throws: SealError.self, "\(change) still authenticates") { try store!.lease(id: "bound") }
+            try store!.read { db in try db.exec("ROLLBACK TO flip; RELEASE flip") }
+        }
+        #expect(try store!.processBoundLeases().map(\.id) == ["bound"])
+
+        // An unbound lease, then the database as it was before the migration that adds the columns.
+        try commit(store!.insertLease(Lease(id: "old", agentID: "i", agent: "a", service: "github", kind: .opaque, scope: ["github:push"],
+                                            version: 1, issuedMicros: 1, expiresMicros: 2), secretHash: "h-old"))
+        try store!.read { db in
+            try db.exec("""
+                DELETE FROM leases WHERE id = 'bound'; DROP INDEX leases_bound;
+                ALTER TABLE leases DROP COLUMN process_pid; ALTER TABLE leases DROP COLUMN process_start;
+                PRAGMA user_version = \(Schema.migrations.count - 1);
+                """)
+        }
+        store!.audit.close()
+        store = nil
+        let upgraded = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        defer { upgraded.audit.close() }
+        #expect(try upgraded.rowIsAuthentic(.leases, key: [.text("old")]) == true)
+        #expect(try upgraded.lease(id: "old")?.process == nil)
     }
 
     /// A database from before row MACs is adopted at the first start with the key: its rows

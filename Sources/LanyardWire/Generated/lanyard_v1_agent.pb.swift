@@ -429,6 +429,9 @@ public nonisolated struct Lanyard_V1_ProvisionRequest: Sendable {
 
   public var approvalID: String = String()
 
+  /// The lease ends when the calling process exits (audited as lease.process_exit).
+  public var bindToProcess: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1588,7 +1591,7 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lanyard_V1_ProvisionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProvisionRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}scope\0\u{3}ttl_seconds\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}scope\0\u{3}ttl_seconds\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0\u{4}!bind_to_process\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1603,6 +1606,7 @@ nonisolated extension Lanyard_V1_ProvisionRequest: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.args) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._amount) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
+      case 40: try { try decoder.decodeSingularBoolField(value: &self.bindToProcess) }()
       default: break
       }
     }
@@ -1634,6 +1638,9 @@ nonisolated extension Lanyard_V1_ProvisionRequest: SwiftProtobuf.Message, SwiftP
     if !self.approvalID.isEmpty {
       try visitor.visitSingularStringField(value: self.approvalID, fieldNumber: 7)
     }
+    if self.bindToProcess != false {
+      try visitor.visitSingularBoolField(value: self.bindToProcess, fieldNumber: 40)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1645,6 +1652,7 @@ nonisolated extension Lanyard_V1_ProvisionRequest: SwiftProtobuf.Message, SwiftP
     if lhs.args != rhs.args {return false}
     if lhs._amount != rhs._amount {return false}
     if lhs.approvalID != rhs.approvalID {return false}
+    if lhs.bindToProcess != rhs.bindToProcess {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

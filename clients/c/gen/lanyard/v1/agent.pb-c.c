@@ -2291,7 +2291,7 @@ const ProtobufCMessageDescriptor lanyard__v1__provision_request__args_entry__des
   (ProtobufCMessageInit) lanyard__v1__provision_request__args_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__provision_request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor lanyard__v1__provision_request__field_descriptors[8] =
 {
   {
     "service",
@@ -2377,20 +2377,34 @@ static const ProtobufCFieldDescriptor lanyard__v1__provision_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bind_to_process",
+    40,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ProvisionRequest, bind_to_process),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__provision_request__field_indices_by_name[] = {
   5,   /* field[5] = amount */
   6,   /* field[6] = approval_id */
   4,   /* field[4] = args */
+  7,   /* field[7] = bind_to_process */
   3,   /* field[3] = resource */
   1,   /* field[1] = scope */
   0,   /* field[0] = service */
   2,   /* field[2] = ttl_seconds */
 };
-static const ProtobufCIntRange lanyard__v1__provision_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__provision_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 40, 7 },
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__provision_request__descriptor =
 {
@@ -2400,10 +2414,10 @@ const ProtobufCMessageDescriptor lanyard__v1__provision_request__descriptor =
   "Lanyard__V1__ProvisionRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__ProvisionRequest),
-  7,
+  8,
   lanyard__v1__provision_request__field_descriptors,
   lanyard__v1__provision_request__field_indices_by_name,
-  1,  lanyard__v1__provision_request__number_ranges,
+  2,  lanyard__v1__provision_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__provision_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

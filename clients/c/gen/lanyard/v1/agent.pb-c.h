@@ -285,10 +285,14 @@ struct  Lanyard__V1__ProvisionRequest
   Lanyard__V1__ProvisionRequest__ArgsEntry **args;
   Lanyard__V1__Amount *amount;
   char *approval_id;
+  /*
+   * The lease ends when the calling process exits (audited as lease.process_exit).
+   */
+  protobuf_c_boolean bind_to_process;
 };
 #define LANYARD__V1__PROVISION_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__provision_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Lanyard__V1__Lease

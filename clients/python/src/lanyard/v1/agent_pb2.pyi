@@ -270,7 +270,7 @@ class McpTool(_message.Message):
     def __init__(self, name: _Optional[str] = ..., capability: _Optional[str] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., visible: bool = ...) -> None: ...
 
 class ProvisionRequest(_message.Message):
-    __slots__ = ["amount", "approval_id", "args", "resource", "scope", "service", "ttl_seconds"]
+    __slots__ = ["amount", "approval_id", "args", "bind_to_process", "resource", "scope", "service", "ttl_seconds"]
     class ArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +281,7 @@ class ProvisionRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
+    BIND_TO_PROCESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -288,11 +289,12 @@ class ProvisionRequest(_message.Message):
     amount: _common_pb2.Amount
     approval_id: str
     args: _containers.ScalarMap[str, str]
+    bind_to_process: bool
     resource: str
     scope: _containers.RepeatedScalarFieldContainer[str]
     service: str
     ttl_seconds: int
-    def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., bind_to_process: bool = ...) -> None: ...
 
 class ProvisionResponse(_message.Message):
     __slots__ = ["approval_id", "binding_code", "lease"]
