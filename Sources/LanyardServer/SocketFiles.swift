@@ -53,9 +53,10 @@ public final class StateLock: Sendable {
 let O_PATH_: Int32 = 0o10000000
 
 public func makeListeningSocket(path: String, mode: mode_t, group: gid_t?, backlog: Int32 = 256) throws -> Int32 {
+    guard path.hasPrefix("/") else { throw StartupError("socket path '\(path)' is not absolute; give one such as /run/lanyard/agent.sock") }
     guard path.utf8.count < 108 else { throw StartupError("socket path \(path) is longer than 107 bytes; choose a shorter path") }
     let dir = TrustedPath.parent(of: path)
-    let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.index(before: path.startIndex))...])
+    let name = String(path[path.index(after: path.lastIndex(of: "/")!)...])
     try TrustedPath.checkDirectory(dir, what: "the socket directory", sticky: true)
     var st = stat()
     if lstat(path, &st) == 0 {
