@@ -49,8 +49,21 @@ struct Await: AsyncParsableCommand {
     @Option(help: "How long to wait, in seconds (at most 60 per request; repeated until then).") var timeout: UInt32 = 300
 
     func run() async throws {
-        let client = sockets.agent
-        var left = Int(timeout) * 1000
+        let r = try await Self.decision(of: approval, within: timeout, client: sockets.agent)
+        sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
+                              ("expires_at", .int(r.expiresAt))])) {
+            "\(r.state.name)" + (r.reason.isEmpty ? "" : ": \(r.reason.shown)")
+        }
+        switch r.state {
+        case .approved: return
+        case .pending: throw ExitCode(3)
+        default: throw ExitCode(2)
+        }
+    }
+
+    /// The approval's state once decided, or still PENDING after `seconds` (long polls of at most 60 s).
+    static func decision(of approval: String, within seconds: UInt32, client: LanyardClient) async throws -> Lanyard_V1_AwaitApprovalResponse {
+        var left = Int(seconds) * 1000
         var r = Lanyard_V1_AwaitApprovalResponse()
         repeat {
             let wait = UInt32(min(left, 60_000))
@@ -62,15 +75,7 @@ struct Await: AsyncParsableCommand {
             r = try await client.call(req).awaitApproval
             left -= Int(wait)
         } while r.state == .pending && left > 0
-        sockets.emit(.object([("state", .string(r.state.name)), ("reason", .string(r.reason)), ("binding_code", .string(r.bindingCode)),
-                              ("expires_at", .int(r.expiresAt))])) {
-            "\(r.state.name)" + (r.reason.isEmpty ? "" : ": \(r.reason.shown)")
-        }
-        switch r.state {
-        case .approved: return
-        case .pending: throw ExitCode(3)
-        default: throw ExitCode(2)
-        }
+        return r
     }
 }
 

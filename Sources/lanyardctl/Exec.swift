@@ -223,18 +223,7 @@ struct Exec: AsyncParsableCommand {
 
     /// Returns once `approval` is approved; throws (exit 3) when it is denied, expires or the wait times out.
     private func awaitApproval(_ approval: String, _ client: LanyardClient) async throws {
-        var left = Int(approvalTimeout) * 1000
-        var r = Lanyard_V1_AwaitApprovalResponse()
-        repeat {
-            let wait = UInt32(min(left, 60_000))
-            var req = Lanyard_V1_Request()
-            req.awaitApproval = .with {
-                $0.approvalID = approval
-                $0.waitMs = wait
-            }
-            r = try await client.call(req).awaitApproval
-            left -= Int(wait)
-        } while r.state == .pending && left > 0
+        let r = try await Await.decision(of: approval, within: approvalTimeout, client: client)
         guard r.state == .approved else {
             let why = r.state == .pending ? "was not decided within \(approvalTimeout) s (--approval-timeout)" : "is \(r.state.name)"
             throw Failure("approval \(approval) \(why)\(r.reason.isEmpty ? "" : ": \(r.reason)"); COMMAND was not run", code: 3)

@@ -54,14 +54,18 @@ struct ToolCallAuditTests {
             for i in 1...3 { try await store.audit.append(Self.plain(i)) }
             store.audit.close()
         }
-        // Back to the schema before this migration, as an older lanyardd left it.
+        // Back to the schema before this migration (and the ones after it), as an older lanyardd left it.
+        let mcp = try #require(Schema.migrations.firstIndex { $0.contains("ADD COLUMN mcp_server") })
         let db = try SQLiteConnection(path: dir + "/lanyard.db")
         try db.exec("""
             ALTER TABLE audit DROP COLUMN mcp_server;
             ALTER TABLE audit DROP COLUMN mcp_tool;
             ALTER TABLE audit DROP COLUMN args_digest;
             DROP INDEX approvals_digest;
-            PRAGMA user_version = \(Schema.migrations.count - 1);
+            DROP INDEX IF EXISTS leases_bound;
+            ALTER TABLE leases DROP COLUMN process_pid;
+            ALTER TABLE leases DROP COLUMN process_start;
+            PRAGMA user_version = \(mcp);
             """)
 
         let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
