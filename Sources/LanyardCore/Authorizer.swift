@@ -7,11 +7,13 @@ public struct Verdict: Sendable, Equatable {
     public var decision: Decision
     public var risk: RiskLevel?
     public var reason: String
+    public var code: ReasonCode
 
-    public init(_ decision: Decision, risk: RiskLevel?, reason: String) {
+    public init(_ decision: Decision, risk: RiskLevel?, reason: String, code: ReasonCode = .unclassified) {
         self.decision = decision
         self.risk = risk
         self.reason = reason
+        self.code = code
     }
 }
 
