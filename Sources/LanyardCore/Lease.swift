@@ -48,7 +48,7 @@ public struct Lease: Sendable, Equatable {
 
 /// A process, named so that a recycled pid is never taken for it: pid and its start time
 /// (field 22 of /proc/PID/stat, clock ticks since boot).
-public struct BoundProcess: Sendable, Equatable {
+public struct BoundProcess: Sendable, Hashable {
     public var pid: Int32
     public var startTime: UInt64
 

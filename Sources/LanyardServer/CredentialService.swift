@@ -195,7 +195,7 @@ final class CredentialService: Sendable {
             if !upstream.isEmpty, let config = service.openbao { try? await backend.revoke(accessor: upstream, config) }
             throw error
         }
-        if let binding { try await watchProcess(of: lease.id, binding.pidfd) }
+        if let binding { try await watchProcess(of: lease.id, binding, uid: caller.credentials.uid) }
         logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)",
                                               "bound.pid": "\(binding.map { "\($0.process.pid)" } ?? "")"])
 

@@ -48,8 +48,9 @@ public struct ServerLimits: Sendable {
     /// What one reply may take, so it fits in the clients' default 64 KiB frame cap.
     static let replyBudget = 48 * 1024
 
-    /// Open files the connection limits need: a socket and a pidfd per connection, plus the daemon's own.
-    public var descriptorsNeeded: Int { 2 * (maxConnections + maxAdminConnections) + 128 }
+    /// Open files the limits need: a socket and a pidfd per connection, a pidfd per process
+    /// with bound leases, plus the daemon's own.
+    public var descriptorsNeeded: Int { 2 * (maxConnections + maxAdminConnections) + ProcessWatcher.defaultLimit + 128 }
 
     func budget(_ socket: ConnectionRegistry.Socket) -> (total: Int, reserve: Int) {
         socket == .agent ? (maxConnections, 0) : (maxAdminConnections, adminReserve)

@@ -7,62 +7,80 @@ import LanyardStore
 import NIOConcurrencyHelpers
 
 /// Watches the processes that leases are bound to (`bind_to_process`): a pidfd polls
-/// readable when its process exits, so each one is a oneshot registration on the shared
-/// epoll thread (`SocketReactor`). Bounded: at most `limit` leases are watched at once.
+/// readable when its process exits, so each process is one oneshot registration on the
+/// shared epoll thread (`SocketReactor`), holding one pidfd however many connections or
+/// leases it has. Bounded: at most `limit` leases in all, and a uid at most `perUIDLimit`
+/// of them, so one agent cannot take binding away from the others.
 final class ProcessWatcher: Sendable {
     private struct Watch {
         var pidfd: PidFD
         var token: UInt64
+        var uid: UInt32?
         var leases: Set<String>
         var onExit: @Sendable ([String]) -> Void
     }
 
-    /// Watched processes by pidfd number (unique while we hold the pidfd open).
-    private let watches = NIOLockedValueBox<[Int32: Watch]>([:])
+    /// Watched processes by identity (pid and start time: never two processes at once).
+    private let watches = NIOLockedValueBox<[BoundProcess: Watch]>([:])
     let limit: Int
+    let perUIDLimit: Int
 
-    init(limit: Int = 4096) { self.limit = limit }
+    /// Process-bound leases watched at once, host-wide (each distinct process holds one pidfd).
+    static let defaultLimit = 1024
+
+    init(limit: Int = defaultLimit) {
+        self.limit = limit
+        perUIDLimit = max(limit / 8, 1)
+    }
 
     /// Leases watched now.
     var count: Int { watches.withLockedValue { $0.values.reduce(0) { $0 + $1.leases.count } } }
 
-    var hasRoom: Bool { count < limit }
+    /// Whether a lease of `uid` can be watched now.
+    func hasRoom(uid: UInt32) -> Bool { watches.withLockedValue { Self.room(in: $0, uid: uid, limit: limit, perUID: perUIDLimit) } }
+
+    private static func room(in all: [BoundProcess: Watch], uid: UInt32?, limit: Int, perUID: Int) -> Bool {
+        guard all.values.reduce(0, { $0 + $1.leases.count }) < limit else { return false }
+        guard let uid else { return true }
+        return all.values.filter { $0.uid == uid }.reduce(0) { $0 + $1.leases.count } < perUID
+    }
 
     func isWatching(_ leaseID: String) -> Bool { watches.withLockedValue { $0.values.contains { $0.leases.contains(leaseID) } } }
 
-    /// Calls `onExit` with the leases bound to `pidfd`'s process once it has exited (at once
-    /// if it already has). False when the bound is reached or epoll refuses the descriptor.
-    func watch(_ leaseID: String, _ pidfd: PidFD, onExit: @escaping @Sendable ([String]) -> Void) -> Bool {
+    /// Calls `onExit` with the leases bound to `process` once it has exited (at once if it
+    /// already has). `pidfd` is kept only for a process not watched yet. False when a bound
+    /// is reached or epoll refuses the descriptor. `uid` nil: not counted against a uid's share
+    /// (leases re-watched at startup, which were counted when they were made).
+    func watch(_ leaseID: String, _ process: BoundProcess, _ pidfd: PidFD, uid: UInt32?, onExit: @escaping @Sendable ([String]) -> Void) -> Bool {
         let reactor = SocketReactor.shared
-        let fd = pidfd.fd
         return watches.withLockedValue { all in
-            guard all.values.reduce(0, { $0 + $1.leases.count }) < limit else { return false }
-            if all[fd] != nil {
-                all[fd]!.leases.insert(leaseID)
+            guard Self.room(in: all, uid: uid, limit: limit, perUID: perUIDLimit) else { return false }
+            if all[process] != nil {
+                all[process]!.leases.insert(leaseID)
                 return true
             }
-            let token = reactor.register(fd, persistent: false) { [weak self] in self?.exited(fd) }
+            let token = reactor.register(pidfd.fd, persistent: false) { [weak self] in self?.exited(process) }
             guard token != 0 else { return false }
-            all[fd] = Watch(pidfd: pidfd, token: token, leases: [leaseID], onExit: onExit)
-            reactor.arm(fd, token: token)
+            all[process] = Watch(pidfd: pidfd, token: token, uid: uid, leases: [leaseID], onExit: onExit)
+            reactor.arm(pidfd.fd, token: token)
             return true
         }
     }
 
-    private func exited(_ fd: Int32) {
-        guard let watch = watches.withLockedValue({ $0.removeValue(forKey: fd) }) else { return }
-        SocketReactor.shared.deregister(fd, token: watch.token)
+    private func exited(_ process: BoundProcess) {
+        guard let watch = watches.withLockedValue({ $0.removeValue(forKey: process) }) else { return }
+        SocketReactor.shared.deregister(watch.pidfd.fd, token: watch.token)
         watch.onExit(watch.leases.sorted())
     }
 
     /// Stops watching leases that are no longer in `active` (ended otherwise); a process
-    /// left with none is no longer watched.
+    /// left with none is no longer watched (and its pidfd closed).
     func keep(only active: Set<String>) {
         let dropped = watches.withLockedValue { all -> [Watch] in
             var dropped: [Watch] = []
-            for (fd, var watch) in all {
+            for (process, var watch) in all {
                 watch.leases.formIntersection(active)
-                if watch.leases.isEmpty { dropped.append(watch); all[fd] = nil } else { all[fd] = watch }
+                if watch.leases.isEmpty { dropped.append(watch); all[process] = nil } else { all[process] = watch }
             }
             return dropped
         }
@@ -89,19 +107,21 @@ extension CredentialService {
                 "this lease must be bound to the calling process, but the kernel gave lanyardd no pidfd for it (SO_PEERPIDFD needs Linux 6.5 or later); "
                 + "run lanyardd on a newer kernel, or provision without bind_to_process where the policy allows it"))
         }
-        guard processWatcher.hasRoom else {
+        guard processWatcher.hasRoom(uid: caller.credentials.uid) else {
             return .failure(CallError(.resourceExhausted,
-                "lanyardd already watches \(processWatcher.limit) process-bound leases; revoke leases no longer needed or let them expire, then provision again"))
+                "lanyardd already watches \(processWatcher.limit) process-bound leases, or \(processWatcher.perUIDLimit) of uid \(caller.credentials.uid); "
+                + "revoke leases no longer needed or let them expire, then provision again"))
         }
         return .success((BoundProcess(pid: peer.facts.pid, startTime: start), pidfd))
     }
 
     /// Watches the process of a lease just made durable; if it cannot be watched, the lease
     /// ends at once (a binding that is not enforced is no binding).
-    func watchProcess(of leaseID: String, _ pidfd: PidFD) async throws {
-        if processWatcher.watch(leaseID, pidfd, onExit: processExited) { return }
+    func watchProcess(of leaseID: String, _ binding: (process: BoundProcess, pidfd: PidFD), uid: UInt32) async throws {
+        if processWatcher.watch(leaseID, binding.process, binding.pidfd, uid: uid, onExit: processExited) { return }
         await endForProcessExit([leaseID], reason: "the process it was bound to could not be watched")
-        throw CallError(.resourceExhausted, "lanyardd cannot watch this process (limit \(processWatcher.limit) process-bound leases, or epoll refused it); the lease was revoked: provision again later")
+        throw CallError(.resourceExhausted, "lanyardd cannot watch this process (limit \(processWatcher.limit) process-bound leases, \(processWatcher.perUIDLimit) per uid, "
+                        + "or epoll refused it); the lease was revoked: provision again later")
     }
 
     /// What the watcher calls (on its thread) when a bound process has exited.
@@ -136,7 +156,7 @@ extension CredentialService {
         processWatcher.keep(only: Set(bound.map(\.id)))
         var gone: [String] = []
         for lease in bound where !processWatcher.isWatching(lease.id) {
-            if let process = lease.process, let pidfd = reopenPidFD(process), processWatcher.watch(lease.id, pidfd, onExit: processExited) { continue }
+            if let process = lease.process, let pidfd = reopenPidFD(process), processWatcher.watch(lease.id, process, pidfd, uid: nil, onExit: processExited) { continue }
             gone.append(lease.id)
         }
         if !gone.isEmpty { await endForProcessExit(gone, reason: reason) }

@@ -181,6 +181,10 @@ struct Exec: AsyncParsableCommand {
             throw error
         }
         let path = resolve(command[0], path: environment["PATH"])
+        do { try Self.closeOnExecAboveStderr() } catch {
+            await revoke(leases, client)
+            throw error
+        }
         var cArgs = command.map { strdup($0) } + [nil]
         var cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         execve(path, &cArgs, &cEnv)
@@ -189,6 +193,21 @@ struct Exec: AsyncParsableCommand {
         for a in cArgs { free(a) }
         await revoke(leases, client)
         throw Failure("cannot run \(command[0]): \(reason); its credentials were revoked", code: 127)
+    }
+
+    /// Marks every descriptor above stderr close-on-exec, so COMMAND inherits none of ours:
+    /// not the daemon connection (which would answer it as this agent), not NIO's epoll.
+    private static func closeOnExecAboveStderr() throws {
+        guard let dir = opendir("/proc/self/fd") else {
+            throw Failure("cannot list /proc/self/fd to keep lanyardctl's descriptors from COMMAND: \(String(cString: strerror(errno)))")
+        }
+        var fds: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if let fd = Int32(name), fd > 2 { fds.append(fd) }
+        }
+        closedir(dir)
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // the listing's own fd is closed by now: EBADF
     }
 
     private static func environCount() -> Int {

@@ -111,6 +111,13 @@ struct ExecEndToEndTests {
             let bytes = try #require(TestSupport.read("/proc/\(ctl.pid)/\(file)"))
             #expect(!bytes.isEmpty && bytes.range(of: Data(secret.utf8)) == nil, "/proc/PID/\(file) of lanyardctl holds the secret")
         }
+        // COMMAND inherits no descriptor of the stage's: not its connection to lanyardd (which
+        // would answer it as the agent), not NIO's epoll — only stdin, stdout, stderr and the fifo's shell.
+        let inherited = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(child)/fd")) ?? []
+        let sockets = inherited.compactMap { Int32($0) }.filter { $0 > 2 }.compactMap { fd in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child)/fd/\(fd)")).flatMap { $0.hasPrefix("socket:") || $0.contains("eventpoll") ? $0 : nil }
+        }
+        #expect(sockets.isEmpty, "COMMAND inherited \(sockets)")
         let lease = try Self.leaseID(d, secret)
 
         // Let the command finish: its exit status comes back; its lease ends within a second.

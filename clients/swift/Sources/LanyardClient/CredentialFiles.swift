@@ -10,14 +10,35 @@ public enum CredentialFiles {
         public var description: String
     }
 
-    /// A new mode-0700 directory under `$XDG_RUNTIME_DIR` (else /tmp), named `prefix.XXXXXX`.
+    /// A new mode-0700 directory named `prefix.XXXXXX`, in memory where the system has it:
+    /// under `$XDG_RUNTIME_DIR` when that is a real directory of this user's that no one else
+    /// can enter (systemd's per-user tmpfs), else /dev/shm (tmpfs, sticky), else /tmp. The
+    /// directory made is checked to be this user's, mode 0700, not a link.
     public static func makePrivateDirectory(prefix: String) throws -> String {
-        let base = getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }.flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp"
+        let runtime = getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }
+        let base = runtime.flatMap { isPrivateDirectory($0) ? $0 : nil } ?? (isDirectory("/dev/shm") ? "/dev/shm" : "/tmp")
         var template = Array("\(base)/\(prefix).XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw Failure(description: "cannot create a private directory under \(base): \(String(cString: strerror(errno)))")
         }
-        return String(cString: made)
+        let dir = String(cString: made)
+        guard isPrivateDirectory(dir) else {
+            rmdir(dir)
+            throw Failure(description: "the private directory \(dir) is not this user's with mode 0700 after it was made; not using it")
+        }
+        return dir
+    }
+
+    /// A directory (not a link) owned by this user that only this user can enter.
+    static func isPrivateDirectory(_ path: String) -> Bool {
+        var st = stat()
+        guard path.hasPrefix("/"), lstat(path, &st) == 0 else { return false }
+        return (st.st_mode & S_IFMT) == S_IFDIR && st.st_uid == geteuid() && st.st_mode & 0o077 == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Whether `name` can be a credential file's name: one path component, not `.` or `..`.
@@ -36,16 +57,20 @@ public enum CredentialFiles {
         }
     }
 
-    /// Removes the directory and the files in it (not recursive: it holds files only).
+    /// Removes the directory and the files in it (not recursive: it holds files only), through
+    /// the directory's own descriptor: a directory swapped for a link is not followed.
     public static func removeDirectory(_ dir: String) {
-        if let d = opendir(dir) {
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd >= 0, let d = fdopendir(fd) {
             var names: [String] = []
             while let entry = readdir(d) {
                 let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
                 if name != "." && name != ".." { names.append(name) }
             }
-            closedir(d)
-            for name in names { unlink(dir + "/" + name) }
+            for name in names { unlinkat(dirfd(d), name, 0) }
+            closedir(d)  // closes fd
+        } else if fd >= 0 {
+            close(fd)
         }
         rmdir(dir)
     }
