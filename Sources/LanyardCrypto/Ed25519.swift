@@ -105,6 +105,10 @@ public enum Base64URL {
             }
         }
         guard values.count % 4 != 1 else { return nil }
+        // The bits past the last byte must be zero: else two strings decode alike (a token
+        // would have several spellings).
+        if values.count % 4 == 2, values.last! & 0x0F != 0 { return nil }
+        if values.count % 4 == 3, values.last! & 0x03 != 0 { return nil }
         var out: [UInt8] = []
         var i = 0
         while i < values.count {

@@ -58,7 +58,7 @@ public struct P256PrivateKey: Sendable {
         guard EVP_DigestSignInit(md, nil, EVP_sha256(), nil, pkey.pointer) == 1,
               EVP_DigestSign(md, &der, &length, message, message.count) == 1,
               let raw = P256.rawSignature(der: Array(der.prefix(length))) else { throw CryptoError("P-256 signing failed") }
-        return raw
+        return P256.lowS(raw)
     }
 }
 
@@ -72,7 +72,8 @@ public enum P256 {
     /// Whether `signature` (r || s, 64 bytes) is an ES256 signature of `message` by
     /// `publicKey` (an uncompressed point). libcrypto checks the point is on the curve.
     public static func isValidSignature(_ signature: [UInt8], for message: [UInt8], publicKey: [UInt8]) -> Bool {
-        guard signature.count == 64, publicKey.count == 65, publicKey[0] == 4, let der = derSignature(raw: signature) else { return false }
+        guard signature.count == 64, publicKey.count == 65, publicKey[0] == 4, isLowS(signature),
+              let der = derSignature(raw: signature) else { return false }
         let spki = spkiPrefix + publicKey
         let pkey: OpaquePointer? = spki.withUnsafeBufferPointer { buffer in
             var p = buffer.baseAddress
@@ -82,6 +83,39 @@ public enum P256 {
         defer { EVP_PKEY_free(pkey); EVP_MD_CTX_free(md) }
         return EVP_DigestVerifyInit(md, nil, EVP_sha256(), nil, pkey) == 1
             && EVP_DigestVerify(md, der, der.count, message, message.count) == 1
+    }
+
+    /// The group order n of P-256, and n / 2 (big-endian).
+    static let order: [UInt8] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+    ]
+    static let halfOrder: [UInt8] = [
+        0x7F, 0xFF, 0xFF, 0xFF, 0x80, 0x00, 0x00, 0x00, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xDE, 0x73, 0x7D, 0x56, 0xD3, 0x8B, 0xCF, 0x42, 0x79, 0xDC, 0xE5, 0x61, 0x7E, 0x31, 0x92, 0xA8,
+    ]
+
+    /// Whether s ≤ n/2: (r, s) and (r, n − s) both verify, so only the low one is accepted
+    /// (one spelling per token).
+    static func isLowS(_ signature: [UInt8]) -> Bool {
+        !halfOrder.lexicographicallyPrecedes(signature[32..<64])
+    }
+
+    /// `signature` with s replaced by n − s when s > n/2.
+    static func lowS(_ signature: [UInt8]) -> [UInt8] {
+        isLowS(signature) ? signature : flippedS(signature)
+    }
+
+    /// The same signature with s replaced by n − s (its malleable twin).
+    public static func flippedS(_ signature: [UInt8]) -> [UInt8] {
+        var out = signature
+        var borrow = 0
+        for i in stride(from: 31, through: 0, by: -1) {
+            let d = Int(order[i]) - Int(signature[32 + i]) - borrow
+            out[32 + i] = UInt8((d + 256) % 256)
+            borrow = d < 0 ? 1 : 0
+        }
+        return out
     }
 
     /// r || s of a DER ECDSA-Sig-Value, each left-padded to 32 bytes.

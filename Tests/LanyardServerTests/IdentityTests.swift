@@ -400,3 +400,24 @@ func kids(_ jwks: String) throws -> [String] {
     let keys = try JSONSerialization.jsonObject(with: Data(jwks.utf8)) as! [String: [[String: Any]]]
     return try #require(keys["keys"]).compactMap { $0["kid"] as? String }
 }
+
+/// One spelling per token (a review finding): signatures and base64url have no twins.
+struct TokenSpellingTests {
+    @Test func es256SignaturesAreLowSAndTheirTwinIsRefused() throws {
+        let key = try P256PrivateKey()
+        for i in 0..<64 {
+            let message = Array("message \(i)".utf8)
+            let signature = try key.signature(for: message)
+            #expect(P256.isValidSignature(signature, for: message, publicKey: key.publicKey))
+            #expect(!P256.isValidSignature(P256.flippedS(signature), for: message, publicKey: key.publicKey), "the high-S twin verified")
+        }
+    }
+
+    @Test func base64urlRefusesBitsPastTheLastByte() {
+        #expect(Base64URL.decode("AA") == [0])
+        #expect(Base64URL.decode("AB") == nil)  // the same byte, with a stray bit
+        #expect(Base64URL.decode("AAA") == [0, 0])
+        #expect(Base64URL.decode("AAB") == nil)
+        #expect(Base64URL.decode(Base64URL.encode([1, 2, 3, 4, 5])) == [1, 2, 3, 4, 5])
+    }
+}
