@@ -82,7 +82,7 @@ public enum PolicyExplain {
         case (.pending, .medium?): return "async approval: one approver, or a standing approval"
         case (.pending, _):
             let quorum = policy.approvers?.highRiskQuorum ?? 1
-            return "blocking quorum: \(quorum) distinct approver\(quorum == 1 ? "" : "s") approve this exact operation, single use"
+            return "blocking quorum: " + (quorum == 1 ? "an approver approves" : "\(quorum) distinct approvers approve") + " this exact operation, single use"
         }
     }
 
