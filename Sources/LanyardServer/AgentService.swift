@@ -95,6 +95,7 @@ final class AgentService: Sendable {
             let code: Lanyard_V1_Code = verdict.decision == .pending ? .failedPrecondition : .permissionDenied
             throw CallError(code, verdict.decision == .pending ? "\(verdict.reason); rotation needing approval is not available in this version" : verdict.reason)
         }
+        record.reasonCode = verdict.code.rawValue
         let (version, revoked) = try await credentials.rotate(service: service, actor: record, reason: "requested by agent '\(agent.name)'")
         var response = Lanyard_V1_Response()
         response.rotate = .with {

@@ -204,6 +204,7 @@ final class ApprovalService: Sendable {
             throw CallError(.failedPrecondition, refusal.description)
         }
         record.decision = Decision.allow.rawValue
+        record.reasonCode = (c.approve ? ReasonCode.approved : .approvalDenied).rawValue
         record.reason = String(c.reason.prefix(512))
         let save = store.saveApproval(stored.id, machine, from: stored.machine.state, decidedReason: c.approve ? "approved by \(who)" : "denied by \(who)" + (c.reason.isEmpty ? "" : ": \(c.reason.prefix(256))"))
         let addStanding = standing
@@ -270,6 +271,7 @@ final class ApprovalService: Sendable {
             r.approvalID = a.id
             r.decision = Decision.deny.rawValue
             r.outcome = "expired"
+            r.reasonCode = ReasonCode.approvalExpired.rawValue
             r.reason = a.machine.state == .approved ? "approved but not used in time" : "no approver decided in time"
             r.policyVersion = policyVersion
             records.append(r)

@@ -35,11 +35,12 @@ final class CredentialService: Sendable {
         var record = caller.record("provision")
         record.resource = String(call.resource.prefix(1024))
         record.capability = String(call.scope.joined(separator: " ").prefix(512))
-        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String, because reasonCode: ReasonCode = .invalidArgument) async throws -> Never {
+        // `because`: the decision's code; otherwise the outcome names it (invalid_argument, no_secret, ...).
+        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String, because reasonCode: ReasonCode? = nil) async throws -> Never {
             record.decision = Decision.deny.rawValue
             record.outcome = outcome
             record.reason = reason
-            record.reasonCode = reasonCode.rawValue
+            record.reasonCode = (reasonCode ?? ReasonCode(rawValue: outcome) ?? .unclassified).rawValue
             try await store.audit.append(record)
             throw CallError(code, reason)
         }

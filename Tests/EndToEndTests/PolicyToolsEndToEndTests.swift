@@ -21,8 +21,8 @@ struct PolicyToolsEndToEndTests {
         #expect(answer["reason_code"] as? String == "granted")
         #expect((answer["path"] as? [String: Any])?["risk_source"] as? String == "catalog")
         let dry = try d.ctl(["authorize", "--dry-run", "github:push"], as: E2EUsers.agent)
-        #expect(dry.status == 3 && dry.stdout.hasPrefix("dry run: PENDING github:push [MEDIUM] needs_approval: "))
-        #expect(dry.stdout.contains("decided by: grant github:push (MEDIUM, from the catalog)"))
+        #expect(dry.status == 3 && dry.stdout.hasPrefix("dry run: PENDING github:push [medium] needs_approval: "))
+        #expect(dry.stdout.contains("decided by: grant github:push (medium, from the catalog)"))
         #expect(try d.ctl(["authorize", "slack:post"], as: E2EUsers.agent).status == 2)
         #expect(try d.sql("SELECT count(*) FROM approvals") == "0")  // the dry run opened none
 
