@@ -28,6 +28,9 @@ swift test --disable-xctest --skip LoadSensitive
 echo "== swift test: latency under attack (LoadSensitive)" >&2
 swift test --disable-xctest --skip-build --filter LoadSensitive
 
+echo "== policy tests (the shipped example's)" >&2
+"$(swift build --show-bin-path)/lanyardctl" policy test examples/policy.yaml examples/policy.tests.yaml
+
 echo "== python tests (pytest.ini: clients/python/tests, Tests/python)" >&2
 # Against the binaries built above; as root they create uids and run as them.
 LANYARD_BIN_DIR="$(swift build --show-bin-path)" "$LANYARD_VENV/bin/python" -m pytest -q

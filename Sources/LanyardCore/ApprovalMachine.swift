@@ -55,6 +55,17 @@ public struct ApprovalMachine: Sendable, Equatable {
             case .quorumRaised(let have, let need): "the approval has \(have) approver(s) and the policy now requires \(need) for this operation: ask for a new approval"
             }
         }
+
+        /// The reason code of a use refused for this reason.
+        public var code: ReasonCode {
+            switch self {
+            case .notApproved(.consumed): .approvalConsumed
+            case .notApproved(.expired): .approvalExpired
+            case .notApproved(.denied): .approvalDenied
+            case .notApproved(.pending): .approvalPending
+            default: .approvalMismatch
+            }
+        }
     }
 
     /// Records `approver`'s approval. Returns true once the quorum is reached.

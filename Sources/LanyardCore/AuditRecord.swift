@@ -23,12 +23,14 @@ public struct AuditRecord: Sendable, Equatable {
     public var mcpServer: String = ""
     public var mcpTool: String = ""
     public var argsDigest: String = ""
+    /// The decision's stable `ReasonCode` name; empty for records that decide nothing.
+    public var reasonCode: String = ""
     public var prevHash: String = ""
     public var hash: String = ""
 
     public init(event: String) { self.event = event }
 
-    /// The most bytes any text field holds: with 17 text fields a record always fits in
+    /// The most bytes any text field holds: with 18 text fields a record always fits in
     /// one reply page, whatever an agent sent.
     public static let maxFieldBytes = 2048
 
@@ -36,7 +38,7 @@ public struct AuditRecord: Sendable, Equatable {
     public var capped: AuditRecord {
         var r = self
         for field in [\AuditRecord.event, \.agentID, \.agent, \.capability, \.resource, \.decision, \.reason, \.outcome,
-                      \.leaseID, \.approvalID, \.approver, \.policyVersion, \.mcpServer, \.mcpTool, \.argsDigest, \.prevHash, \.hash] {
+                      \.leaseID, \.approvalID, \.approver, \.policyVersion, \.mcpServer, \.mcpTool, \.argsDigest, \.reasonCode, \.prevHash, \.hash] {
             r[keyPath: field] = Inert.capped(r[keyPath: field], limit: Self.maxFieldBytes)
         }
         return r
@@ -78,6 +80,8 @@ public struct AuditRecord: Sendable, Equatable {
             put("mcp_tool", mcpTool)
             put("args_digest", argsDigest)
         }
+        // Likewise: only records written since reason codes carry one.
+        if !reasonCode.isEmpty { put("reason_code", reasonCode) }
         put("prev_hash", prevHash)
         return out
     }

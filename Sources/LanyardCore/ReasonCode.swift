@@ -19,6 +19,11 @@ public enum ReasonCode: String, Sendable, CaseIterable {
     case unauthenticated
     case invalidArgument = "invalid_argument"
     case notInPolicy = "not_in_policy"
+    /// Provision refusals after the decision allowed it: a bound, the process, the backend.
+    case resourceExhausted = "resource_exhausted"
+    case notBindable = "not_bindable"
+    case noSecret = "no_secret"
+    case backendUnavailable = "backend_unavailable"
     /// Not yet classified (a decision path that sets no code).
     case unclassified
 }

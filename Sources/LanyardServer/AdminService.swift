@@ -92,6 +92,8 @@ final class AdminService: Sendable {
             r.source = snapshot.source
             r.path = snapshot.path
             response.policyShow = r
+        case .policyExplain(let c):
+            response.policyExplain = try Self.explain(c, snapshot.policy)
         case .agentsList:
             var r = Lanyard_V1_AgentsListResponse()
             r.agents = snapshot.policy.agents.sorted { $0.name < $1.name }.map { agentInfo($0, snapshot.policy) }
@@ -344,12 +346,30 @@ final class AdminService: Sendable {
         return r
     }
 
+    /// `policy explain` against the running policy: the same explanation as offline.
+    static func explain(_ c: Lanyard_V1_PolicyExplainRequest, _ policy: Policy) throws -> Lanyard_V1_PolicyExplainResponse {
+        let subject: PolicyExplain.Subject
+        if !c.facts.isEmpty {
+            do { subject = .facts(try CallerFacts(parsing: c.facts)) } catch { throw CallError(.invalidArgument, "facts: \(error)") }
+        } else {
+            guard !c.agent.isEmpty else { throw CallError(.invalidArgument, "name an agent or give caller facts") }
+            subject = .agent(c.agent)
+        }
+        let e = PolicyExplain.explain(.init(subject: subject, capability: c.capability, resource: c.resource, args: c.args), in: policy)
+        return .with {
+            $0.text = e.text
+            $0.decision = e.agent == nil ? "" : e.verdict.decision.rawValue
+            $0.reasonCode = e.verdict.code.rawValue
+        }
+    }
+
     private static func describe(_ call: Lanyard_V1_AdminRequest.OneOf_Call) -> (String, Role) {
         switch call {
         case .whoami: ("whoami", .anyone)
         case .status: ("status", .adminOrApprover)
         case .policyReload: ("policy_reload", .admin)
         case .policyShow: ("policy_show", .admin)
+        case .policyExplain: ("policy_explain", .admin)
         case .agentsList: ("agents_list", .admin)
         case .secretPut: ("secret_put", .admin)
         case .secretRotate: ("secret_rotate", .admin)
@@ -392,6 +412,7 @@ extension AuditRecord {
         w.mcpServer = mcpServer
         w.mcpTool = mcpTool
         w.argsDigest = argsDigest
+        w.reasonCode = reasonCode
         return w
     }
 }

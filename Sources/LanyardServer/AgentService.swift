@@ -81,6 +81,7 @@ final class AgentService: Sendable {
             record.decision = Decision.deny.rawValue
             record.outcome = "invalid_argument"
             record.reason = "service is not declared in the policy"
+            record.reasonCode = ReasonCode.invalidArgument.rawValue
             try await store.audit.append(record)
             throw CallError(.invalidArgument, "service '\(call.service.prefix(64))' is not declared in the policy")
         }
@@ -89,10 +90,12 @@ final class AgentService: Sendable {
             record.decision = verdict.decision.rawValue
             record.outcome = "denied"
             record.reason = verdict.reason
+            record.reasonCode = verdict.code.rawValue
             try await store.audit.append(record)
             let code: Lanyard_V1_Code = verdict.decision == .pending ? .failedPrecondition : .permissionDenied
             throw CallError(code, verdict.decision == .pending ? "\(verdict.reason); rotation needing approval is not available in this version" : verdict.reason)
         }
+        record.reasonCode = verdict.code.rawValue
         let (version, revoked) = try await credentials.rotate(service: service, actor: record, reason: "requested by agent '\(agent.name)'")
         var response = Lanyard_V1_Response()
         response.rotate = .with {
@@ -147,15 +150,18 @@ final class AgentService: Sendable {
             record.decision = Decision.deny.rawValue
             record.reason = problem
             record.outcome = "invalid_argument"
+            record.reasonCode = ReasonCode.invalidArgument.rawValue
             try await store.audit.append(record)
             throw CallError(.invalidArgument, problem)
         } catch .deny(let reason) {
             record.decision = Decision.deny.rawValue
             record.reason = reason
             record.outcome = Decision.deny.rawValue
+            record.reasonCode = ReasonCode.notInPolicy.rawValue
             try await store.audit.append(record)
             result.decision = .deny
             result.reason = reason
+            result.reasonCode = ReasonCode.notInPolicy.rawValue
             var response = Lanyard_V1_Response()
             response.authorize = result
             return response
@@ -174,6 +180,7 @@ final class AgentService: Sendable {
         var (record, result) = (record, result)
         let capability = operation.capability
         var verdict = Authorizer.decide(capability, for: agent, in: caller.snapshot.policy)
+        verdict.dryRun = call.dryRun
         var change: Mutation?
         var created: StoredApproval?
         if verdict.decision == .pending {
@@ -182,25 +189,31 @@ final class AgentService: Sendable {
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
             let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, reuse: call.hasToolCall)
             verdict = route.verdict
-            change = route.change
+            // A dry run commits nothing the route would change: no approval opened or used.
+            change = call.dryRun ? nil : route.change
             if let approved = route.approved {
                 record.approvalID = approved.id
                 record.approver = approved.decidedReason
             }
-            if let approval = route.created ?? route.waiting {
+            if let approval = call.dryRun ? route.waiting : route.created ?? route.waiting {
                 record.approvalID = approval.id
                 result.approvalID = approval.id
                 result.bindingCode = approval.bindingCode
                 result.approvalExpiresAt = approval.machine.expiresMicros / 1_000_000
-                created = route.created
+                created = call.dryRun ? nil : route.created
             }
         }
         record.decision = verdict.decision.rawValue
         record.reason = verdict.reason
-        record.outcome = verdict.decision == .allow ? (verdict.risk == .low ? "auto_approved" : "approved") : verdict.decision.rawValue
+        record.reasonCode = verdict.code.rawValue
+        record.outcome = call.dryRun ? "dry_run"
+            : verdict.decision == .allow ? (verdict.risk == .low ? "auto_approved" : "approved") : verdict.decision.rawValue
         result.decision = verdict.decision.wire
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
+        result.reasonCode = verdict.code.rawValue
+        result.dryRun = call.dryRun
+        if let path = verdict.path { result.path = path.wire }
         try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
@@ -316,6 +329,7 @@ final class AgentService: Sendable {
         record.decision = Decision.deny.rawValue
         record.outcome = "unauthenticated"
         record.reason = "the process that opened this connection has exited or changed; reconnect"
+        record.reasonCode = ReasonCode.unauthenticated.rawValue
         try await store.audit.append(record)
         return .failure(id: 0, .unauthenticated, record.reason)
     }
@@ -331,6 +345,7 @@ final class AgentService: Sendable {
             var record = caller.record(call)
             record.capability = String(capability.prefix(256))
             record.decision = Decision.deny.rawValue
+            record.reasonCode = ReasonCode.unauthenticated.rawValue
             record.reason = (reason ?? "caller matches no registered agent")
                 + (unrecorded > 0 ? "; \(unrecorded) more calls of this uid were refused since its last record" : "")
             record.outcome = outcome
@@ -433,6 +448,17 @@ extension Decision {
         case .allow: .allow
         case .deny: .deny
         case .pending: .pending
+        }
+    }
+}
+
+extension DecisionPath {
+    var wire: Lanyard_V1_DecisionPath {
+        .with {
+            $0.grant = grant.name
+            $0.risk = risk.wire
+            $0.riskSource = riskSource.rawValue
+            $0.catalogRisk = catalogRisk.wire
         }
     }
 }

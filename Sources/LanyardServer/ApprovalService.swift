@@ -88,7 +88,7 @@ final class ApprovalService: Sendable {
             try machine.consume(digest: SHA256.hex(subject.canonicalBytes), atMicros: clock.nowMicros(), risk: risk,
                                 quorum: policy.approvers?.highRiskQuorum ?? 1)
         } catch {
-            throw ApprovalRefusal("approval '\(id.prefix(64))' cannot be used: \(error)")
+            throw ApprovalRefusal("approval '\(id.prefix(64))' cannot be used: \(error)", code: error.code)
         }
         return (stored, store.saveApproval(id, machine, from: .approved, decidedReason: stored.decidedReason))
     }
@@ -112,11 +112,11 @@ final class ApprovalService: Sendable {
     func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false) throws -> Route {
         if !approvalID.isEmpty { return consume(approvalID, verdict, subject, agent: agent, caller: caller) }
         if verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
-            return Route(verdict: Verdict(.allow, risk: .medium, reason: standing))
+            return Route(verdict: verdict.routed(.allow, reason: standing, code: .standingApproval))
         }
         if reuse, let live = try store.liveApproval(agentID: agent.id, digest: SHA256.hex(subject.canonicalBytes), nowMicros: clock.nowMicros()) {
             if live.machine.state == .approved { return consume(live.id, verdict, subject, agent: agent, caller: caller) }
-            return Route(verdict: verdict, waiting: live)
+            return Route(verdict: verdict.routed(.pending, reason: verdict.reason, code: .approvalPending), waiting: live)
         }
         let (approval, insert) = create(subject, agent: agent, caller: caller, verdict: verdict, unique: reuse)
         return Route(verdict: verdict, change: insert, created: approval)
@@ -126,9 +126,9 @@ final class ApprovalService: Sendable {
     private func consume(_ id: String, _ verdict: Verdict, _ subject: ApprovalSubject, agent: Agent, caller: Caller) -> Route {
         do {
             let (approved, consume) = try use(id, for: subject, agent: agent, risk: verdict.risk ?? .high, policy: caller.snapshot.policy)
-            return Route(verdict: Verdict(.allow, risk: verdict.risk, reason: approved.decidedReason), change: consume, approved: approved)
+            return Route(verdict: verdict.routed(.allow, reason: approved.decidedReason, code: .approved), change: consume, approved: approved)
         } catch {
-            return Route(verdict: Verdict(.deny, risk: verdict.risk, reason: error.description))
+            return Route(verdict: verdict.routed(.deny, reason: error.description, code: error.code))
         }
     }
 
@@ -204,6 +204,7 @@ final class ApprovalService: Sendable {
             throw CallError(.failedPrecondition, refusal.description)
         }
         record.decision = Decision.allow.rawValue
+        record.reasonCode = (c.approve ? ReasonCode.approved : .approvalDenied).rawValue
         record.reason = String(c.reason.prefix(512))
         let save = store.saveApproval(stored.id, machine, from: stored.machine.state, decidedReason: c.approve ? "approved by \(who)" : "denied by \(who)" + (c.reason.isEmpty ? "" : ": \(c.reason.prefix(256))"))
         let addStanding = standing
@@ -270,6 +271,7 @@ final class ApprovalService: Sendable {
             r.approvalID = a.id
             r.decision = Decision.deny.rawValue
             r.outcome = "expired"
+            r.reasonCode = ReasonCode.approvalExpired.rawValue
             r.reason = a.machine.state == .approved ? "approved but not used in time" : "no approver decided in time"
             r.policyVersion = policyVersion
             records.append(r)
@@ -343,5 +345,9 @@ struct ApprovalAlreadyOpen: Error {}
 /// A refusal to use an approval, with the reason given to the agent.
 struct ApprovalRefusal: Error, CustomStringConvertible {
     var description: String
-    init(_ d: String) { description = d }
+    var code: ReasonCode
+    init(_ d: String, code: ReasonCode = .approvalMismatch) {
+        description = d
+        self.code = code
+    }
 }

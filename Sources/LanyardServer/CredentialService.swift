@@ -35,10 +35,12 @@ final class CredentialService: Sendable {
         var record = caller.record("provision")
         record.resource = String(call.resource.prefix(1024))
         record.capability = String(call.scope.joined(separator: " ").prefix(512))
-        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String) async throws -> Never {
+        // `because`: the decision's code; otherwise the outcome names it (invalid_argument, no_secret, ...).
+        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String, because reasonCode: ReasonCode? = nil) async throws -> Never {
             record.decision = Decision.deny.rawValue
             record.outcome = outcome
             record.reason = reason
+            record.reasonCode = (reasonCode ?? ReasonCode(rawValue: outcome) ?? .unclassified).rawValue
             try await store.audit.append(record)
             throw CallError(code, reason)
         }
@@ -76,20 +78,22 @@ final class CredentialService: Sendable {
 
         // Authorization of every capability happens before any credential material is read.
         let verdict = Authorizer.decide(scope, for: agent, in: policy)
+        var granted = verdict  // as routed: auto, approved or standing
         var useApproval: Mutation?
         switch verdict.decision {
         case .deny:
-            try await deny(.permissionDenied, "denied", verdict.reason)
+            try await deny(.permissionDenied, "denied", verdict.reason, because: verdict.code)
         case .pending:
             let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
                                           amount: call.hasAmount ? call.amount.text : "")
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
             let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
-            if route.verdict.decision == .deny { try await deny(.permissionDenied, "denied", route.verdict.reason) }
+            if route.verdict.decision == .deny { try await deny(.permissionDenied, "denied", route.verdict.reason, because: route.verdict.code) }
             if let approval = route.created {
                 record.decision = Decision.pending.rawValue
                 record.outcome = "approval_required"
                 record.reason = verdict.reason
+                record.reasonCode = verdict.code.rawValue
                 record.approvalID = approval.id
                 try await approvals.commit([record], with: route.change, announce: (approval, policy))
                 var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
@@ -97,11 +101,14 @@ final class CredentialService: Sendable {
                 response.provision = .with {
                     $0.approvalID = approval.id
                     $0.bindingCode = approval.bindingCode
+                    $0.reasonCode = verdict.code.rawValue
+                    if let path = verdict.path { $0.path = path.wire }
                 }
                 return response
             }
             record.approver = route.approved?.decidedReason ?? route.verdict.reason  // the approval used, or the standing one
             useApproval = route.change
+            granted = route.verdict
         case .allow:
             break
         }
@@ -177,6 +184,7 @@ final class CredentialService: Sendable {
         record.decision = Decision.allow.rawValue
         record.outcome = "issued"
         record.reason = verdict.reason
+        record.reasonCode = granted.code.rawValue
         record.leaseID = lease.id
         // Durable lease + audit record (+ the approval it consumes) first; the secret leaves
         // only after (invariant 6).
@@ -210,6 +218,8 @@ final class CredentialService: Sendable {
                 $0.issuedAt = lease.issuedMicros / 1_000_000
                 $0.expiresAt = lease.expiresMicros / 1_000_000
             }
+            $0.reasonCode = granted.code.rawValue
+            if let path = granted.path { $0.path = path.wire }
         }
         return response
     }
@@ -290,8 +300,10 @@ final class CredentialService: Sendable {
         guard let lease = try store.lease(secretHash: hash), let capability = introspectable.first(where: { $0.service == lease.service }) else {
             result.decision = .deny
             result.reason = "no live lease of a service this agent may introspect"
+            result.reasonCode = ReasonCode.notGranted.rawValue
             record.decision = Decision.deny.rawValue
             record.outcome = "inactive"
+            record.reasonCode = ReasonCode.notGranted.rawValue
             try await store.audit.append(record)
             response.introspect = result
             return response
@@ -318,8 +330,11 @@ final class CredentialService: Sendable {
         }
         result.decision = verdict.decision.wire
         result.reason = verdict.reason
+        result.reasonCode = verdict.code.rawValue
+        if let path = verdict.path { result.path = path.wire }
         record.decision = verdict.decision.rawValue
         record.reason = verdict.reason
+        record.reasonCode = verdict.code.rawValue
         if verdict.decision == .allow {
             result.active = lease.isActive(atMicros: now)
             if result.active {

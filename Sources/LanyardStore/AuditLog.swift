@@ -158,14 +158,14 @@ public final class AuditLog: Sendable {
         try db.prepare("""
             INSERT INTO audit(seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource,
                               decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash,
-                              mcp_server, mcp_tool, args_digest)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              mcp_server, mcp_tool, args_digest, reason_code)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
             .bind(.int(Int64(r.seq)), .int(r.timeMicros), .text(r.event), .text(r.agentID), .text(r.agent),
                   .optional(r.uid), .optional(r.gid), .optional(r.pid), .text(r.capability), .text(r.resource),
                   .text(r.decision), .text(r.reason), .text(r.outcome), .text(r.leaseID), .text(r.approvalID),
                   .text(r.approver), .text(r.policyVersion), .text(r.prevHash), .text(r.hash),
-                  .text(r.mcpServer), .text(r.mcpTool), .text(r.argsDigest))
+                  .text(r.mcpServer), .text(r.mcpTool), .text(r.argsDigest), .text(r.reasonCode))
             .run()
     }
 }
@@ -256,7 +256,7 @@ extension Store {
 
     private var auditColumns: String {
         "seq, time_us, event, agent_id, agent, uid, gid, pid, capability, resource, decision, reason, outcome, lease_id, approval_id, approver, policy_version, prev_hash, hash, "
-            + "mcp_server, mcp_tool, args_digest"
+            + "mcp_server, mcp_tool, args_digest, reason_code"
     }
 
     private static func record(_ s: Statement) -> AuditRecord {
@@ -282,6 +282,7 @@ extension Store {
         r.mcpServer = s.text(19)
         r.mcpTool = s.text(20)
         r.argsDigest = s.text(21)
+        r.reasonCode = s.text(22)
         return r
     }
 }

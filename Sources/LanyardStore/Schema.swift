@@ -186,6 +186,10 @@ enum Schema {
         ALTER TABLE leases ADD COLUMN process_start INTEGER;
         CREATE INDEX leases_bound ON leases(state, process_pid);
         """,
+        """
+        -- Reason codes (issue 19): the stable machine name of why a decision is what it is.
+        ALTER TABLE audit ADD COLUMN reason_code TEXT NOT NULL DEFAULT '';
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -119,20 +119,20 @@ struct Authorize: AsyncParsableCommand {
     @Option(help: "The resource acted on.") var resource: String = ""
     @Option(name: .customLong("arg"), help: "An argument key=value (repeatable; part of what an approval binds).") var args: [String] = []
     @Option(name: .customLong("approval"), help: "An approval id to use.") var approval: String = ""
+    @Flag(help: "Decide as if asked, changing nothing: no approval opened or used, no limit counted (audited as a dry run).")
+    var dryRun = false
 
     func run() async throws {
-        var map: [String: String] = [:]
-        for a in args {
-            guard let eq = a.firstIndex(of: "=") else { throw Failure("--arg '\(a)' must be key=value") }
-            map[String(a[..<eq])] = String(a[a.index(after: eq)...])
-        }
-        let r = try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval)
+        let map = try keyValues(args)
+        let r = try await sockets.agent.authorize(capability, resource: resource, args: map, approvalID: approval, dryRun: dryRun)
         sockets.emit(.object([
             ("decision", .string(r.decision.name)), ("risk", .string(r.risk.name)), ("reason", .string(r.reason)),
+            ("reason_code", .string(r.reasonCode)), ("path", r.path.json), ("dry_run", .bool(r.dryRun)),
             ("approval_id", .string(r.approvalID)), ("binding_code", .string(r.bindingCode)),
             ("approval_expires_at", .int(r.approvalExpiresAt)),
         ])) {
-            var s = "\(r.decision.name) \(capability.field) [\(r.risk.name)]: \(r.reason.shown)"
+            var s = "\(r.dryRun ? "dry run: " : "")\(r.decision.name) \(capability.field) [\(r.risk.name)] \(r.reasonCode.field): \(r.reason.shown)"
+            if r.hasPath { s += "\ndecided by: \(r.path.text)" }
             if !r.approvalID.isEmpty {
                 s += "\napproval: \(r.approvalID.field) (code \(r.bindingCode.field)); wait with: lanyardctl await \(r.approvalID.field)"
             }

@@ -22,6 +22,8 @@ func rfc3339(micros: Int64) -> String {
 extension String {
     /// Prose as a human may see it (`Inert.text`).
     var shown: String { Inert.text(self) }
+    /// Several lines, each shown (`Inert.text`), kept apart.
+    var shownLines: String { split(separator: "\n", omittingEmptySubsequences: false).map { Inert.text(String($0), limit: 4096) }.joined(separator: "\n") }
     /// One field among others on a line (`Inert.field`).
     var field: String { Inert.field(self) }
     /// A value that may hold anything, between quotes (`Inert.quoted`).
@@ -35,6 +37,16 @@ extension Sequence<String> {
 
 /// Ends the command: `Lanyardctl.main` prints "lanyardctl: <message>" on stderr and
 /// exits with `code` once the connections are closed.
+/// `--arg key=value` options as a map.
+func keyValues(_ args: [String]) throws -> [String: String] {
+    var map: [String: String] = [:]
+    for a in args {
+        guard let eq = a.firstIndex(of: "=") else { throw Failure("--arg '\(a)' must be key=value") }
+        map[String(a[..<eq])] = String(a[a.index(after: eq)...])
+    }
+    return map
+}
+
 struct Failure: Error {
     var message: String
     var code: Int32 = 1
@@ -78,7 +90,20 @@ extension Lanyard_V1_AuditRecord {
             ("lease_id", .string(leaseID)), ("approval_id", .string(approvalID)), ("approver", .string(approver)),
             ("policy_version", .string(policyVersion)), ("prev_hash", .string(prevHash)), ("hash", .string(hash)),
             ("mcp_server", .string(mcpServer)), ("mcp_tool", .string(mcpTool)), ("args_digest", .string(argsDigest)),
+            ("reason_code", .string(reasonCode)),
         ])
+    }
+}
+
+extension Lanyard_V1_DecisionPath {
+    var json: JSON {
+        .object([("grant", .string(grant)), ("risk", .string(risk.name)), ("risk_source", .string(riskSource)),
+                 ("catalog_risk", .string(catalogRisk.name))])
+    }
+
+    /// "grant X (HIGH, raised by the grant from LOW)" or "grant X (LOW, from the catalog)".
+    var text: String {
+        "grant \(grant.field) (\(risk.name), " + (riskSource == "grant" ? "raised by the grant from \(catalogRisk.name))" : "from the catalog)")
     }
 }
 

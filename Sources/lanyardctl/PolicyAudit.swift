@@ -8,7 +8,7 @@ import LanyardWire
 
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "policy", abstract: "Validate, compare, reload and show the policy.",
-                                                    subcommands: [Validate.self, Diff.self, Reload.self, Show.self])
+                                                    subcommands: [Validate.self, Diff.self, Reload.self, Show.self, Explain.self, Test.self])
 
     struct Validate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check a policy file offline (no daemon needed).")
@@ -80,8 +80,17 @@ struct PolicyCommand: AsyncParsableCommand {
         }
     }
 
-    static func parse(_ file: String) throws -> Policy {
-        guard let fp = fopen(file, "r") else { throw Failure("cannot read \(file): \(String(cString: strerror(errno)))") }
+    static func parse(_ file: String, code: Int32 = 1) throws -> Policy {
+        do {
+            return try PolicyParser.parse(read(file, code: code), file: file)
+        } catch let error as PolicyError {
+            throw Failure("invalid policy: \(error)", code: code)
+        }
+    }
+
+    /// The whole of `file` as text.
+    static func read(_ file: String, code: Int32 = 1) throws -> String {
+        guard let fp = fopen(file, "r") else { throw Failure("cannot read \(file): \(String(cString: strerror(errno)))", code: code) }
         defer { fclose(fp) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -90,11 +99,7 @@ struct PolicyCommand: AsyncParsableCommand {
             if n == 0 { break }
             bytes += chunk[0..<n]
         }
-        do {
-            return try PolicyParser.parse(String(decoding: bytes, as: UTF8.self), file: file)
-        } catch {
-            throw Failure("invalid policy: \(error)")
-        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
@@ -214,7 +219,7 @@ struct AuditCommand: AsyncParsableCommand {
     static func line(_ r: Lanyard_V1_AuditRecord) -> String {
         let who = r.agent.isEmpty ? "uid \(r.uid)" : r.agent.field
         let tool = r.mcpServer.isEmpty && r.mcpTool.isEmpty ? "" : "  tool \(r.mcpServer.field)/\(r.mcpTool.field) args \(String(r.argsDigest.prefix(16)).field)"
-        return "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event.field)  \(who)  \(r.capability.field)  \(r.decision.field)  \(r.outcome.field)\(tool)  \(r.reason.quoted)"
+        return "\(r.seq)  \(rfc3339(micros: r.timeUs))  \(r.event.field)  \(who)  \(r.capability.field)  \(r.decision.field)  \(r.outcome.field)\(r.reasonCode.isEmpty ? "" : " \(r.reasonCode.field)")\(tool)  \(r.reason.quoted)"
     }
 
     struct Query: AsyncParsableCommand {

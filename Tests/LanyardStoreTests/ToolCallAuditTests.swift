@@ -65,6 +65,7 @@ struct ToolCallAuditTests {
             DROP INDEX IF EXISTS leases_bound;
             ALTER TABLE leases DROP COLUMN process_pid;
             ALTER TABLE leases DROP COLUMN process_start;
+            ALTER TABLE audit DROP COLUMN reason_code;
             PRAGMA user_version = \(mcp);
             """)
 

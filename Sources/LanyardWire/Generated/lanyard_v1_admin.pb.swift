@@ -173,6 +173,14 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     set {call = .identityRevoke(newValue)}
   }
 
+  public var policyExplain: Lanyard_V1_PolicyExplainRequest {
+    get {
+      if case .policyExplain(let v)? = call {return v}
+      return Lanyard_V1_PolicyExplainRequest()
+    }
+    set {call = .policyExplain(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Call: Equatable, Sendable {
@@ -193,6 +201,7 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     case jwks(Lanyard_V1_JwksRequest)
     case whoami(Lanyard_V1_WhoamiRequest)
     case identityRevoke(Lanyard_V1_IdentityRevokeRequest)
+    case policyExplain(Lanyard_V1_PolicyExplainRequest)
 
   }
 
@@ -353,6 +362,14 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     set {result = .identityRevoke(newValue)}
   }
 
+  public var policyExplain: Lanyard_V1_PolicyExplainResponse {
+    get {
+      if case .policyExplain(let v)? = result {return v}
+      return Lanyard_V1_PolicyExplainResponse()
+    }
+    set {result = .policyExplain(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -373,6 +390,7 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     case jwks(Lanyard_V1_JwksResponse)
     case whoami(Lanyard_V1_WhoamiResponse)
     case identityRevoke(Lanyard_V1_IdentityRevokeResponse)
+    case policyExplain(Lanyard_V1_PolicyExplainResponse)
 
   }
 
@@ -1023,11 +1041,58 @@ public nonisolated struct Lanyard_V1_AuditRecord: @unchecked Sendable {
     set {_uniqueStorage()._argsDigest = newValue}
   }
 
+  /// the decision's stable reason code; empty: none
+  public var reasonCode: String {
+    get {_storage._reasonCode}
+    set {_uniqueStorage()._reasonCode = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How the running policy decides a request (lanyardctl policy explain; admin only).
+public nonisolated struct Lanyard_V1_PolicyExplainRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the agent by name, or
+  public var agent: String = String()
+
+  /// caller facts: uid=N,gid=N,exe=PATH,unit=NAME
+  public var facts: String = String()
+
+  public var capability: String = String()
+
+  public var resource: String = String()
+
+  public var args: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_PolicyExplainResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the explanation, as `policy explain --policy FILE` prints it
+  public var text: String = String()
+
+  /// allow / deny / pending; empty when no agent is selected
+  public var decision: String = String()
+
+  public var reasonCode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Lanyard_V1_AuditQueryRequest: Sendable {
@@ -1216,7 +1281,7 @@ fileprivate nonisolated let _protobuf_package = "lanyard.v1"
 
 nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1446,6 +1511,19 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
           self.call = .identityRevoke(v)
         }
       }()
+      case 60: try {
+        var v: Lanyard_V1_PolicyExplainRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .policyExplain(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .policyExplain(v)
+        }
+      }()
       default: break
       }
     }
@@ -1528,6 +1606,10 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
       guard case .identityRevoke(let v)? = self.call else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
     }()
+    case .policyExplain?: try {
+      guard case .policyExplain(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1543,7 +1625,7 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1774,6 +1856,19 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
           self.result = .identityRevoke(v)
         }
       }()
+      case 60: try {
+        var v: Lanyard_V1_PolicyExplainResponse?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .policyExplain(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .policyExplain(v)
+        }
+      }()
       default: break
       }
     }
@@ -1858,6 +1953,10 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
     case .identityRevoke?: try {
       guard case .identityRevoke(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
+    case .policyExplain?: try {
+      guard case .policyExplain(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
     }()
     case nil: break
     }
@@ -2979,7 +3078,7 @@ nonisolated extension Lanyard_V1_LeasesRevokeResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}time_us\0\u{1}event\0\u{3}agent_id\0\u{1}agent\0\u{1}uid\0\u{1}gid\0\u{1}pid\0\u{1}capability\0\u{1}resource\0\u{1}decision\0\u{1}reason\0\u{1}outcome\0\u{3}lease_id\0\u{3}approval_id\0\u{1}approver\0\u{3}policy_version\0\u{3}prev_hash\0\u{1}hash\0\u{3}mcp_server\0\u{3}mcp_tool\0\u{3}args_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}time_us\0\u{1}event\0\u{3}agent_id\0\u{1}agent\0\u{1}uid\0\u{1}gid\0\u{1}pid\0\u{1}capability\0\u{1}resource\0\u{1}decision\0\u{1}reason\0\u{1}outcome\0\u{3}lease_id\0\u{3}approval_id\0\u{1}approver\0\u{3}policy_version\0\u{3}prev_hash\0\u{1}hash\0\u{3}mcp_server\0\u{3}mcp_tool\0\u{3}args_digest\0\u{4}&reason_code\0")
 
   fileprivate class _StorageClass {
     var _seq: UInt64 = 0
@@ -3004,6 +3103,7 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
     var _mcpServer: String = String()
     var _mcpTool: String = String()
     var _argsDigest: String = String()
+    var _reasonCode: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3036,6 +3136,7 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
       _mcpServer = source._mcpServer
       _mcpTool = source._mcpTool
       _argsDigest = source._argsDigest
+      _reasonCode = source._reasonCode
     }
   }
 
@@ -3076,6 +3177,7 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._mcpServer) }()
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._mcpTool) }()
         case 22: try { try decoder.decodeSingularStringField(value: &_storage._argsDigest) }()
+        case 60: try { try decoder.decodeSingularStringField(value: &_storage._reasonCode) }()
         default: break
         }
       }
@@ -3150,6 +3252,9 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
       if !_storage._argsDigest.isEmpty {
         try visitor.visitSingularStringField(value: _storage._argsDigest, fieldNumber: 22)
       }
+      if !_storage._reasonCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reasonCode, fieldNumber: 60)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3181,10 +3286,101 @@ nonisolated extension Lanyard_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
         if _storage._mcpServer != rhs_storage._mcpServer {return false}
         if _storage._mcpTool != rhs_storage._mcpTool {return false}
         if _storage._argsDigest != rhs_storage._argsDigest {return false}
+        if _storage._reasonCode != rhs_storage._reasonCode {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_PolicyExplainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyExplainRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}facts\0\u{1}capability\0\u{1}resource\0\u{1}args\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.facts) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.resource) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.args) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.agent.isEmpty {
+      try visitor.visitSingularStringField(value: self.agent, fieldNumber: 1)
+    }
+    if !self.facts.isEmpty {
+      try visitor.visitSingularStringField(value: self.facts, fieldNumber: 2)
+    }
+    if !self.capability.isEmpty {
+      try visitor.visitSingularStringField(value: self.capability, fieldNumber: 3)
+    }
+    if !self.resource.isEmpty {
+      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 4)
+    }
+    if !self.args.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.args, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_PolicyExplainRequest, rhs: Lanyard_V1_PolicyExplainRequest) -> Bool {
+    if lhs.agent != rhs.agent {return false}
+    if lhs.facts != rhs.facts {return false}
+    if lhs.capability != rhs.capability {return false}
+    if lhs.resource != rhs.resource {return false}
+    if lhs.args != rhs.args {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_PolicyExplainResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyExplainResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}text\0\u{1}decision\0\u{3}reason_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.decision) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 1)
+    }
+    if !self.decision.isEmpty {
+      try visitor.visitSingularStringField(value: self.decision, fieldNumber: 2)
+    }
+    if !self.reasonCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonCode, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_PolicyExplainResponse, rhs: Lanyard_V1_PolicyExplainResponse) -> Bool {
+    if lhs.text != rhs.text {return false}
+    if lhs.decision != rhs.decision {return false}
+    if lhs.reasonCode != rhs.reasonCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -140,110 +140,116 @@ public nonisolated struct Lanyard_V1_Request: Sendable {
   public init() {}
 }
 
-public nonisolated struct Lanyard_V1_Response: Sendable {
+public nonisolated struct Lanyard_V1_Response: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: UInt64 = 0
+  public var id: UInt64 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
   public var status: Lanyard_V1_Status {
-    get {_status ?? Lanyard_V1_Status()}
-    set {_status = newValue}
+    get {_storage._status ?? Lanyard_V1_Status()}
+    set {_uniqueStorage()._status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {self._status != nil}
+  public var hasStatus: Bool {_storage._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {self._status = nil}
+  public mutating func clearStatus() {_uniqueStorage()._status = nil}
 
-  public var result: Lanyard_V1_Response.OneOf_Result? = nil
+  public var result: OneOf_Result? {
+    get {return _storage._result}
+    set {_uniqueStorage()._result = newValue}
+  }
 
   public var hello: Lanyard_V1_HelloResponse {
     get {
-      if case .hello(let v)? = result {return v}
+      if case .hello(let v)? = _storage._result {return v}
       return Lanyard_V1_HelloResponse()
     }
-    set {result = .hello(newValue)}
+    set {_uniqueStorage()._result = .hello(newValue)}
   }
 
   public var authorize: Lanyard_V1_AuthorizeResponse {
     get {
-      if case .authorize(let v)? = result {return v}
+      if case .authorize(let v)? = _storage._result {return v}
       return Lanyard_V1_AuthorizeResponse()
     }
-    set {result = .authorize(newValue)}
+    set {_uniqueStorage()._result = .authorize(newValue)}
   }
 
   public var provision: Lanyard_V1_ProvisionResponse {
     get {
-      if case .provision(let v)? = result {return v}
+      if case .provision(let v)? = _storage._result {return v}
       return Lanyard_V1_ProvisionResponse()
     }
-    set {result = .provision(newValue)}
+    set {_uniqueStorage()._result = .provision(newValue)}
   }
 
   public var revoke: Lanyard_V1_RevokeResponse {
     get {
-      if case .revoke(let v)? = result {return v}
+      if case .revoke(let v)? = _storage._result {return v}
       return Lanyard_V1_RevokeResponse()
     }
-    set {result = .revoke(newValue)}
+    set {_uniqueStorage()._result = .revoke(newValue)}
   }
 
   public var rotate: Lanyard_V1_RotateResponse {
     get {
-      if case .rotate(let v)? = result {return v}
+      if case .rotate(let v)? = _storage._result {return v}
       return Lanyard_V1_RotateResponse()
     }
-    set {result = .rotate(newValue)}
+    set {_uniqueStorage()._result = .rotate(newValue)}
   }
 
   public var awaitApproval: Lanyard_V1_AwaitApprovalResponse {
     get {
-      if case .awaitApproval(let v)? = result {return v}
+      if case .awaitApproval(let v)? = _storage._result {return v}
       return Lanyard_V1_AwaitApprovalResponse()
     }
-    set {result = .awaitApproval(newValue)}
+    set {_uniqueStorage()._result = .awaitApproval(newValue)}
   }
 
   public var issueIdentity: Lanyard_V1_IssueIdentityResponse {
     get {
-      if case .issueIdentity(let v)? = result {return v}
+      if case .issueIdentity(let v)? = _storage._result {return v}
       return Lanyard_V1_IssueIdentityResponse()
     }
-    set {result = .issueIdentity(newValue)}
+    set {_uniqueStorage()._result = .issueIdentity(newValue)}
   }
 
   public var validateIdentity: Lanyard_V1_ValidateIdentityResponse {
     get {
-      if case .validateIdentity(let v)? = result {return v}
+      if case .validateIdentity(let v)? = _storage._result {return v}
       return Lanyard_V1_ValidateIdentityResponse()
     }
-    set {result = .validateIdentity(newValue)}
+    set {_uniqueStorage()._result = .validateIdentity(newValue)}
   }
 
   public var introspect: Lanyard_V1_IntrospectResponse {
     get {
-      if case .introspect(let v)? = result {return v}
+      if case .introspect(let v)? = _storage._result {return v}
       return Lanyard_V1_IntrospectResponse()
     }
-    set {result = .introspect(newValue)}
+    set {_uniqueStorage()._result = .introspect(newValue)}
   }
 
   public var listLeases: Lanyard_V1_ListLeasesResponse {
     get {
-      if case .listLeases(let v)? = result {return v}
+      if case .listLeases(let v)? = _storage._result {return v}
       return Lanyard_V1_ListLeasesResponse()
     }
-    set {result = .listLeases(newValue)}
+    set {_uniqueStorage()._result = .listLeases(newValue)}
   }
 
   public var mcpServer: Lanyard_V1_McpServerResponse {
     get {
-      if case .mcpServer(let v)? = result {return v}
+      if case .mcpServer(let v)? = _storage._result {return v}
       return Lanyard_V1_McpServerResponse()
     }
-    set {result = .mcpServer(newValue)}
+    set {_uniqueStorage()._result = .mcpServer(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -265,7 +271,7 @@ public nonisolated struct Lanyard_V1_Response: Sendable {
 
   public init() {}
 
-  fileprivate var _status: Lanyard_V1_Status? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Lanyard_V1_HelloRequest: Sendable {
@@ -343,6 +349,10 @@ public nonisolated struct Lanyard_V1_AuthorizeRequest: Sendable {
   /// Clears the value of `toolCall`. Subsequent reads from it will return its default value.
   public mutating func clearToolCall() {self._toolCall = nil}
 
+  /// Decide as if asked, changing nothing: no approval opened or consumed, no limit
+  /// counted; audited with outcome "dry_run".
+  public var dryRun: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -395,6 +405,47 @@ public nonisolated struct Lanyard_V1_AuthorizeResponse: Sendable {
 
   /// a tool call: SHA-256 (hex) of its arguments' canonical JSON
   public var argsDigest: String = String()
+
+  /// stable machine name of why (granted, not_granted, ...)
+  public var reasonCode: String = String()
+
+  /// what decided it: this agent's own grant and its risk
+  public var path: Lanyard_V1_DecisionPath {
+    get {_path ?? Lanyard_V1_DecisionPath()}
+    set {_path = newValue}
+  }
+  /// Returns true if `path` has been explicitly set.
+  public var hasPath: Bool {self._path != nil}
+  /// Clears the value of `path`. Subsequent reads from it will return its default value.
+  public mutating func clearPath() {self._path = nil}
+
+  /// decided as a dry run: nothing changed
+  public var dryRun: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _path: Lanyard_V1_DecisionPath? = nil
+}
+
+/// What decided a verdict, from the caller's own policy only.
+public nonisolated struct Lanyard_V1_DecisionPath: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the granted capability that decided it; empty: none
+  public var grant: String = String()
+
+  /// the risk that routed it
+  public var risk: Lanyard_V1_RiskLevel = .unspecified
+
+  /// "catalog", or "grant" when the grant raised it
+  public var riskSource: String = String()
+
+  /// the catalog's risk of the capability
+  public var catalogRisk: Lanyard_V1_RiskLevel = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -483,11 +534,23 @@ public nonisolated struct Lanyard_V1_ProvisionResponse: Sendable {
 
   public var bindingCode: String = String()
 
+  public var reasonCode: String = String()
+
+  public var path: Lanyard_V1_DecisionPath {
+    get {_path ?? Lanyard_V1_DecisionPath()}
+    set {_path = newValue}
+  }
+  /// Returns true if `path` has been explicitly set.
+  public var hasPath: Bool {self._path != nil}
+  /// Clears the value of `path`. Subsequent reads from it will return its default value.
+  public mutating func clearPath() {self._path = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _lease: Lanyard_V1_Lease? = nil
+  fileprivate var _path: Lanyard_V1_DecisionPath? = nil
 }
 
 public nonisolated struct Lanyard_V1_RevokeRequest: Sendable {
@@ -750,9 +813,22 @@ public nonisolated struct Lanyard_V1_IntrospectResponse: Sendable {
 
   public var bindingCode: String = String()
 
+  public var reasonCode: String = String()
+
+  public var path: Lanyard_V1_DecisionPath {
+    get {_path ?? Lanyard_V1_DecisionPath()}
+    set {_path = newValue}
+  }
+  /// Returns true if `path` has been explicitly set.
+  public var hasPath: Bool {self._path != nil}
+  /// Clears the value of `path`. Subsequent reads from it will return its default value.
+  public mutating func clearPath() {self._path = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _path: Lanyard_V1_DecisionPath? = nil
 }
 
 public nonisolated struct Lanyard_V1_ListLeasesRequest: Sendable {
@@ -1125,227 +1201,267 @@ nonisolated extension Lanyard_V1_Response: SwiftProtobuf.Message, SwiftProtobuf.
   public static let protoMessageName: String = _protobuf_package + ".Response"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{2}\u{8}hello\0\u{1}authorize\0\u{1}provision\0\u{1}revoke\0\u{1}rotate\0\u{3}await_approval\0\u{3}issue_identity\0\u{3}validate_identity\0\u{1}introspect\0\u{3}list_leases\0\u{3}mcp_server\0")
 
+  fileprivate class _StorageClass {
+    var _id: UInt64 = 0
+    var _status: Lanyard_V1_Status? = nil
+    var _result: Lanyard_V1_Response.OneOf_Result?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _status = source._status
+      _result = source._result
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._status) }()
-      case 10: try {
-        var v: Lanyard_V1_HelloResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .hello(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
+        case 10: try {
+          var v: Lanyard_V1_HelloResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .hello(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .hello(v)
+          }
+        }()
+        case 11: try {
+          var v: Lanyard_V1_AuthorizeResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .authorize(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .authorize(v)
+          }
+        }()
+        case 12: try {
+          var v: Lanyard_V1_ProvisionResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .provision(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .provision(v)
+          }
+        }()
+        case 13: try {
+          var v: Lanyard_V1_RevokeResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .revoke(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .revoke(v)
+          }
+        }()
+        case 14: try {
+          var v: Lanyard_V1_RotateResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .rotate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .rotate(v)
+          }
+        }()
+        case 15: try {
+          var v: Lanyard_V1_AwaitApprovalResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .awaitApproval(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .awaitApproval(v)
+          }
+        }()
+        case 16: try {
+          var v: Lanyard_V1_IssueIdentityResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .issueIdentity(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .issueIdentity(v)
+          }
+        }()
+        case 17: try {
+          var v: Lanyard_V1_ValidateIdentityResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .validateIdentity(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .validateIdentity(v)
+          }
+        }()
+        case 18: try {
+          var v: Lanyard_V1_IntrospectResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .introspect(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .introspect(v)
+          }
+        }()
+        case 19: try {
+          var v: Lanyard_V1_ListLeasesResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .listLeases(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .listLeases(v)
+          }
+        }()
+        case 20: try {
+          var v: Lanyard_V1_McpServerResponse?
+          var hadOneofValue = false
+          if let current = _storage._result {
+            hadOneofValue = true
+            if case .mcpServer(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._result = .mcpServer(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .hello(v)
-        }
-      }()
-      case 11: try {
-        var v: Lanyard_V1_AuthorizeResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .authorize(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .authorize(v)
-        }
-      }()
-      case 12: try {
-        var v: Lanyard_V1_ProvisionResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .provision(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .provision(v)
-        }
-      }()
-      case 13: try {
-        var v: Lanyard_V1_RevokeResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .revoke(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .revoke(v)
-        }
-      }()
-      case 14: try {
-        var v: Lanyard_V1_RotateResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .rotate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .rotate(v)
-        }
-      }()
-      case 15: try {
-        var v: Lanyard_V1_AwaitApprovalResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .awaitApproval(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .awaitApproval(v)
-        }
-      }()
-      case 16: try {
-        var v: Lanyard_V1_IssueIdentityResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .issueIdentity(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .issueIdentity(v)
-        }
-      }()
-      case 17: try {
-        var v: Lanyard_V1_ValidateIdentityResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .validateIdentity(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .validateIdentity(v)
-        }
-      }()
-      case 18: try {
-        var v: Lanyard_V1_IntrospectResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .introspect(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .introspect(v)
-        }
-      }()
-      case 19: try {
-        var v: Lanyard_V1_ListLeasesResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .listLeases(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .listLeases(v)
-        }
-      }()
-      case 20: try {
-        var v: Lanyard_V1_McpServerResponse?
-        var hadOneofValue = false
-        if let current = self.result {
-          hadOneofValue = true
-          if case .mcpServer(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.result = .mcpServer(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.id != 0 {
-      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
-    }
-    try { if let v = self._status {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    switch self.result {
-    case .hello?: try {
-      guard case .hello(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .authorize?: try {
-      guard case .authorize(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .provision?: try {
-      guard case .provision(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    }()
-    case .revoke?: try {
-      guard case .revoke(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    }()
-    case .rotate?: try {
-      guard case .rotate(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    }()
-    case .awaitApproval?: try {
-      guard case .awaitApproval(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
-    }()
-    case .issueIdentity?: try {
-      guard case .issueIdentity(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
-    }()
-    case .validateIdentity?: try {
-      guard case .validateIdentity(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
-    }()
-    case .introspect?: try {
-      guard case .introspect(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
-    }()
-    case .listLeases?: try {
-      guard case .listLeases(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
-    }()
-    case .mcpServer?: try {
-      guard case .mcpServer(let v)? = self.result else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._id != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._id, fieldNumber: 1)
+      }
+      try { if let v = _storage._status {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      switch _storage._result {
+      case .hello?: try {
+        guard case .hello(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .authorize?: try {
+        guard case .authorize(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .provision?: try {
+        guard case .provision(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      }()
+      case .revoke?: try {
+        guard case .revoke(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case .rotate?: try {
+        guard case .rotate(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      }()
+      case .awaitApproval?: try {
+        guard case .awaitApproval(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      }()
+      case .issueIdentity?: try {
+        guard case .issueIdentity(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      }()
+      case .validateIdentity?: try {
+        guard case .validateIdentity(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+      }()
+      case .introspect?: try {
+        guard case .introspect(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      }()
+      case .listLeases?: try {
+        guard case .listLeases(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      }()
+      case .mcpServer?: try {
+        guard case .mcpServer(let v)? = _storage._result else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_Response, rhs: Lanyard_V1_Response) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs._status != rhs._status {return false}
-    if lhs.result != rhs.result {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._result != rhs_storage._result {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1427,7 +1543,7 @@ nonisolated extension Lanyard_V1_HelloResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capability\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0\u{3}tool_call\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capability\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{3}approval_id\0\u{3}tool_call\0\u{4},dry_run\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1441,6 +1557,7 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
       case 4: try { try decoder.decodeSingularMessageField(value: &self._amount) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._toolCall) }()
+      case 50: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
       default: break
       }
     }
@@ -1469,6 +1586,9 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
     try { if let v = self._toolCall {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 50)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1479,6 +1599,7 @@ nonisolated extension Lanyard_V1_AuthorizeRequest: SwiftProtobuf.Message, SwiftP
     if lhs._amount != rhs._amount {return false}
     if lhs.approvalID != rhs.approvalID {return false}
     if lhs._toolCall != rhs._toolCall {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1526,7 +1647,7 @@ nonisolated extension Lanyard_V1_ToolCall: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0\u{4}*reason_code\0\u{1}path\0\u{3}dry_run\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1542,12 +1663,19 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.approvalExpiresAt) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.capability) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.argsDigest) }()
+      case 50: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
+      case 51: try { try decoder.decodeSingularMessageField(value: &self._path) }()
+      case 52: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.decision != .unspecified {
       try visitor.visitSingularEnumField(value: self.decision, fieldNumber: 1)
     }
@@ -1572,6 +1700,15 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if !self.argsDigest.isEmpty {
       try visitor.visitSingularStringField(value: self.argsDigest, fieldNumber: 8)
     }
+    if !self.reasonCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonCode, fieldNumber: 50)
+    }
+    try { if let v = self._path {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+    } }()
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 52)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1584,6 +1721,54 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if lhs.approvalExpiresAt != rhs.approvalExpiresAt {return false}
     if lhs.capability != rhs.capability {return false}
     if lhs.argsDigest != rhs.argsDigest {return false}
+    if lhs.reasonCode != rhs.reasonCode {return false}
+    if lhs._path != rhs._path {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_DecisionPath: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecisionPath"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}grant\0\u{1}risk\0\u{3}risk_source\0\u{3}catalog_risk\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.grant) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.risk) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.riskSource) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.catalogRisk) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.grant.isEmpty {
+      try visitor.visitSingularStringField(value: self.grant, fieldNumber: 1)
+    }
+    if self.risk != .unspecified {
+      try visitor.visitSingularEnumField(value: self.risk, fieldNumber: 2)
+    }
+    if !self.riskSource.isEmpty {
+      try visitor.visitSingularStringField(value: self.riskSource, fieldNumber: 3)
+    }
+    if self.catalogRisk != .unspecified {
+      try visitor.visitSingularEnumField(value: self.catalogRisk, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_DecisionPath, rhs: Lanyard_V1_DecisionPath) -> Bool {
+    if lhs.grant != rhs.grant {return false}
+    if lhs.risk != rhs.risk {return false}
+    if lhs.riskSource != rhs.riskSource {return false}
+    if lhs.catalogRisk != rhs.catalogRisk {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1720,7 +1905,7 @@ nonisolated extension Lanyard_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProvisionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0\u{3}approval_id\0\u{3}binding_code\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0\u{3}approval_id\0\u{3}binding_code\0\u{4}/reason_code\0\u{1}path\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1731,6 +1916,8 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularMessageField(value: &self._lease) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
+      case 50: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
+      case 51: try { try decoder.decodeSingularMessageField(value: &self._path) }()
       default: break
       }
     }
@@ -1750,6 +1937,12 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
     if !self.bindingCode.isEmpty {
       try visitor.visitSingularStringField(value: self.bindingCode, fieldNumber: 3)
     }
+    if !self.reasonCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonCode, fieldNumber: 50)
+    }
+    try { if let v = self._path {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1757,6 +1950,8 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
     if lhs._lease != rhs._lease {return false}
     if lhs.approvalID != rhs.approvalID {return false}
     if lhs.bindingCode != rhs.bindingCode {return false}
+    if lhs.reasonCode != rhs.reasonCode {return false}
+    if lhs._path != rhs._path {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2277,7 +2472,7 @@ nonisolated extension Lanyard_V1_IntrospectRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IntrospectResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{1}agent\0\u{3}agent_id\0\u{1}service\0\u{1}scope\0\u{3}expires_at\0\u{3}lease_id\0\u{1}decision\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{1}agent\0\u{3}agent_id\0\u{1}service\0\u{1}scope\0\u{3}expires_at\0\u{3}lease_id\0\u{1}decision\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{4}'reason_code\0\u{1}path\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2296,12 +2491,18 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
       case 9: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.approvalID) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
+      case 50: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
+      case 51: try { try decoder.decodeSingularMessageField(value: &self._path) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.active != false {
       try visitor.visitSingularBoolField(value: self.active, fieldNumber: 1)
     }
@@ -2335,6 +2536,12 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
     if !self.bindingCode.isEmpty {
       try visitor.visitSingularStringField(value: self.bindingCode, fieldNumber: 11)
     }
+    if !self.reasonCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonCode, fieldNumber: 50)
+    }
+    try { if let v = self._path {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2350,6 +2557,8 @@ nonisolated extension Lanyard_V1_IntrospectResponse: SwiftProtobuf.Message, Swif
     if lhs.reason != rhs.reason {return false}
     if lhs.approvalID != rhs.approvalID {return false}
     if lhs.bindingCode != rhs.bindingCode {return false}
+    if lhs.reasonCode != rhs.reasonCode {return false}
+    if lhs._path != rhs._path {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

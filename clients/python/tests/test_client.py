@@ -24,6 +24,7 @@ def every_call_sync(path: str) -> dict[str, Any]:
         out["allow"] = c.authorize("github:read_repo", resource="org/repo", args={"ref": "main"})
         out["deny"] = c.authorize("github:delete")
         out["pending"] = c.authorize("github:push", resource="org/repo")
+        out["dry_run"] = c.authorize("github:push", resource="org/repo", dry_run=True)
         out["await"] = c.await_approval(out["pending"].approval_id, wait=0)
         lease = c.provision("github", scope=["github:read_repo"], ttl=60)
         out["lease"] = lease
@@ -46,6 +47,7 @@ async def every_call_async_body(path: str) -> dict[str, Any]:
         out["allow"] = await c.authorize("github:read_repo", resource="org/repo", args={"ref": "main"})
         out["deny"] = await c.authorize("github:delete")
         out["pending"] = await c.authorize("github:push", resource="org/repo")
+        out["dry_run"] = await c.authorize("github:push", resource="org/repo", dry_run=True)
         out["await"] = await c.await_approval(out["pending"].approval_id, wait=0)
         lease = await c.provision("github", scope=["github:read_repo"], ttl=60)
         out["lease"] = lease
@@ -78,6 +80,11 @@ def test_every_call(daemon: Daemon, agent_user: User, body: Any) -> None:
     pending = out["pending"]
     assert pending.pending and pending.risk is Risk.MEDIUM and pending.approval_id and pending.binding_code
     assert pending.approval_expires_at > 0
+    assert (out["allow"].reason_code, out["deny"].reason_code, pending.reason_code) == ("granted", "not_granted", "needs_approval")
+    assert out["allow"].path == lanyard.DecisionPath("github:read_repo", Risk.LOW, "catalog", Risk.LOW)
+    assert out["deny"].path is None and not pending.dry_run
+    dry = out["dry_run"]
+    assert dry.pending and dry.dry_run and dry.reason_code == "needs_approval" and dry.approval_id == ""
     assert out["await"].state is ApprovalState.PENDING and out["await"].binding_code == pending.binding_code
     lease = out["lease"]
     assert lease.service == "github" and lease.kind == "opaque" and lease.scope == ("github:read_repo",)

@@ -13,13 +13,13 @@ from lanyard._identity import AgentIdentity, InvalidToken
 from lanyard._leases import AsyncManagedLease, CredentialProvider, LanyardCredentialProvider, ManagedLease
 from lanyard._patterns import (ApprovalGate, ApprovalPending, UnauthorizedToolCall, aexecute_with_approval,
                                execute_with_approval, require_capability)
-from lanyard._types import (ApprovalState, ApprovalStatus, Authorization, Claims, Decision, Grant, Hello, Identity,
-                            IdentityToken, Introspection, Lease, LeaseInfo, Risk, Rotation, Validation)
+from lanyard._types import (ApprovalState, ApprovalStatus, Authorization, Claims, Decision, DecisionPath, Grant, Hello,
+                            Identity, IdentityToken, Introspection, Lease, LeaseInfo, Risk, Rotation, Validation)
 
 __all__ = [
     "AgentIdentity", "ApprovalGate", "ApprovalPending", "ApprovalRequired", "ApprovalState", "ApprovalStatus",
     "AsyncClient", "AsyncManagedLease", "Authorization", "Claims", "Client", "CredentialProvider", "DeadlineExceeded",
-    "Decision", "FailedPrecondition", "Grant", "Hello", "Identity", "IdentityToken", "Internal", "Introspection",
+    "Decision", "DecisionPath", "FailedPrecondition", "Grant", "Hello", "Identity", "IdentityToken", "Internal", "Introspection",
     "InvalidArgument", "InvalidToken", "LanyardCredentialProvider", "LanyardError", "Lease", "LeaseInfo",
     "ManagedLease", "NotFound", "PermissionDenied", "ResourceExhausted", "Risk", "Rotation", "UnauthorizedToolCall",
     "Unauthenticated", "Unavailable", "Validation", "aexecute_with_approval", "execute_with_approval",

@@ -144,8 +144,8 @@ class AsyncClient:
         return (await self.hello()).caller
 
     async def authorize(self, capability: str, *, resource: str = "", args: Mapping[str, str] | None = None,
-                        approval_id: str = "") -> Authorization:
-        return await self._call(_wire.authorize(capability, resource, args, approval_id))
+                        approval_id: str = "", dry_run: bool = False) -> Authorization:
+        return await self._call(_wire.authorize(capability, resource, args, approval_id, dry_run))
 
     async def provision(self, service: str, *, scope: Sequence[str] = (), ttl: int = 0, resource: str = "",
                         args: Mapping[str, str] | None = None, approval_id: str = "") -> Lease:

@@ -58,9 +58,10 @@ class Client:
         return self.hello().caller
 
     def authorize(self, capability: str, *, resource: str = "", args: Mapping[str, str] | None = None,
-                  approval_id: str = "") -> Authorization:
-        """The daemon's decision on `capability`; a question, so DENY is a value, not an error."""
-        return self._call(_wire.authorize(capability, resource, args, approval_id))
+                  approval_id: str = "", dry_run: bool = False) -> Authorization:
+        """The daemon's decision on `capability`; a question, so DENY is a value, not an error.
+        `dry_run`: decide as if asked, opening or using no approval."""
+        return self._call(_wire.authorize(capability, resource, args, approval_id, dry_run))
 
     def provision(self, service: str, *, scope: Sequence[str] = (), ttl: int = 0, resource: str = "",
                   args: Mapping[str, str] | None = None, approval_id: str = "") -> Lease:

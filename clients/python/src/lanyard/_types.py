@@ -89,8 +89,25 @@ class Hello:
 
 
 @dataclass(frozen=True)
+class DecisionPath:
+    """What decided a verdict: the caller's own grant, its risk, and whether the catalog or the grant set it."""
+
+    grant: str
+    risk: Risk
+    risk_source: str  # "catalog", or "grant" when the grant raised the catalog's risk
+    catalog_risk: Risk
+
+    @classmethod
+    def from_proto(cls, m: Any) -> DecisionPath:
+        return cls(m.grant, Risk.of(m.risk), m.risk_source, Risk.of(m.catalog_risk))
+
+
+@dataclass(frozen=True)
 class Authorization:
-    """The answer to Authorize. PENDING carries the approval to wait for and its binding code."""
+    """The answer to Authorize. PENDING carries the approval to wait for and its binding code.
+
+    `reason_code` is the stable machine name of why (`granted`, `not_granted`, ...); `path`
+    what decided it (None when no grant did); `dry_run` that nothing was changed."""
 
     decision: Decision
     risk: Risk
@@ -98,6 +115,9 @@ class Authorization:
     approval_id: str = ""
     binding_code: str = ""
     approval_expires_at: int = 0
+    reason_code: str = ""
+    path: DecisionPath | None = None
+    dry_run: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -113,7 +133,8 @@ class Authorization:
 
     @classmethod
     def from_proto(cls, m: Any) -> Authorization:
-        return cls(Decision.of(m.decision), Risk.of(m.risk), m.reason, m.approval_id, m.binding_code, m.approval_expires_at)
+        return cls(Decision.of(m.decision), Risk.of(m.risk), m.reason, m.approval_id, m.binding_code, m.approval_expires_at,
+                   m.reason_code, DecisionPath.from_proto(m.path) if m.HasField("path") else None, m.dry_run)
 
 
 @dataclass(frozen=True)

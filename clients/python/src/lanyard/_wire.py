@@ -113,8 +113,10 @@ def hello(client: str) -> Call[Hello]:
     return Call(_request(hello=agent_pb2.HelloRequest(client=client)), Hello.from_proto)
 
 
-def authorize(capability: str, resource: str, args: Mapping[str, str] | None, approval_id: str) -> Call[Authorization]:
-    m = agent_pb2.AuthorizeRequest(capability=capability, resource=resource, args=dict(args or {}), approval_id=approval_id)
+def authorize(capability: str, resource: str, args: Mapping[str, str] | None, approval_id: str,
+              dry_run: bool = False) -> Call[Authorization]:
+    m = agent_pb2.AuthorizeRequest(capability=capability, resource=resource, args=dict(args or {}), approval_id=approval_id,
+                                   dry_run=dry_run)
     return Call(_request(authorize=m), Authorization.from_proto)
 
 

@@ -29,13 +29,14 @@ public final class LanyardClient: Sendable {
     }
 
     public func authorize(_ capability: String, resource: String = "", args: [String: String] = [:],
-                          approvalID: String = "") async throws -> Lanyard_V1_AuthorizeResponse {
+                          approvalID: String = "", dryRun: Bool = false) async throws -> Lanyard_V1_AuthorizeResponse {
         var r = Lanyard_V1_Request()
         r.authorize = .with {
             $0.capability = capability
             $0.resource = resource
             $0.args = args
             $0.approvalID = approvalID
+            $0.dryRun = dryRun
         }
         return try await call(r).authorize
     }

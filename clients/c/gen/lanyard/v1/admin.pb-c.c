@@ -1318,6 +1318,102 @@ void   lanyard__v1__audit_record__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__audit_record__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   lanyard__v1__policy_explain_request__args_entry__init
+                     (Lanyard__V1__PolicyExplainRequest__ArgsEntry         *message)
+{
+  static const Lanyard__V1__PolicyExplainRequest__ArgsEntry init_value = LANYARD__V1__POLICY_EXPLAIN_REQUEST__ARGS_ENTRY__INIT;
+  *message = init_value;
+}
+void   lanyard__v1__policy_explain_request__init
+                     (Lanyard__V1__PolicyExplainRequest         *message)
+{
+  static const Lanyard__V1__PolicyExplainRequest init_value = LANYARD__V1__POLICY_EXPLAIN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__policy_explain_request__get_packed_size
+                     (const Lanyard__V1__PolicyExplainRequest *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__policy_explain_request__pack
+                     (const Lanyard__V1__PolicyExplainRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__policy_explain_request__pack_to_buffer
+                     (const Lanyard__V1__PolicyExplainRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__PolicyExplainRequest *
+       lanyard__v1__policy_explain_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__PolicyExplainRequest *)
+     protobuf_c_message_unpack (&lanyard__v1__policy_explain_request__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__policy_explain_request__free_unpacked
+                     (Lanyard__V1__PolicyExplainRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__policy_explain_response__init
+                     (Lanyard__V1__PolicyExplainResponse         *message)
+{
+  static const Lanyard__V1__PolicyExplainResponse init_value = LANYARD__V1__POLICY_EXPLAIN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__policy_explain_response__get_packed_size
+                     (const Lanyard__V1__PolicyExplainResponse *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__policy_explain_response__pack
+                     (const Lanyard__V1__PolicyExplainResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__policy_explain_response__pack_to_buffer
+                     (const Lanyard__V1__PolicyExplainResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__PolicyExplainResponse *
+       lanyard__v1__policy_explain_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__PolicyExplainResponse *)
+     protobuf_c_message_unpack (&lanyard__v1__policy_explain_response__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__policy_explain_response__free_unpacked
+                     (Lanyard__V1__PolicyExplainResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__policy_explain_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   lanyard__v1__audit_query_request__init
                      (Lanyard__V1__AuditQueryRequest         *message)
 {
@@ -1858,7 +1954,7 @@ void   lanyard__v1__identity_revoke_response__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[18] =
+static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[19] =
 {
   {
     "id",
@@ -2076,6 +2172,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descript
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_explain",
+    60,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminRequest, call_case),
+    offsetof(Lanyard__V1__AdminRequest, policy_explain),
+    &lanyard__v1__policy_explain_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   4,   /* field[4] = agents_list */
@@ -2089,6 +2197,7 @@ static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   14,   /* field[14] = keys_rotate */
   10,   /* field[10] = leases_list */
   11,   /* field[11] = leases_revoke */
+  18,   /* field[18] = policy_explain */
   2,   /* field[2] = policy_reload */
   3,   /* field[3] = policy_show */
   7,   /* field[7] = secret_list */
@@ -2097,11 +2206,12 @@ static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   1,   /* field[1] = status */
   16,   /* field[16] = whoami */
 };
-static const ProtobufCIntRange lanyard__v1__admin_request__number_ranges[2 + 1] =
+static const ProtobufCIntRange lanyard__v1__admin_request__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 10, 1 },
-  { 0, 18 }
+  { 60, 18 },
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
 {
@@ -2111,14 +2221,14 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
   "Lanyard__V1__AdminRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminRequest),
-  18,
+  19,
   lanyard__v1__admin_request__field_descriptors,
   lanyard__v1__admin_request__field_indices_by_name,
-  2,  lanyard__v1__admin_request__number_ranges,
+  3,  lanyard__v1__admin_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__admin_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[19] =
+static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[20] =
 {
   {
     "id",
@@ -2348,6 +2458,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descrip
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_explain",
+    60,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminResponse, result_case),
+    offsetof(Lanyard__V1__AdminResponse, policy_explain),
+    &lanyard__v1__policy_explain_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   5,   /* field[5] = agents_list */
@@ -2361,6 +2483,7 @@ static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   15,   /* field[15] = keys_rotate */
   11,   /* field[11] = leases_list */
   12,   /* field[12] = leases_revoke */
+  19,   /* field[19] = policy_explain */
   3,   /* field[3] = policy_reload */
   4,   /* field[4] = policy_show */
   8,   /* field[8] = secret_list */
@@ -2370,11 +2493,12 @@ static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   2,   /* field[2] = status_result */
   17,   /* field[17] = whoami */
 };
-static const ProtobufCIntRange lanyard__v1__admin_response__number_ranges[2 + 1] =
+static const ProtobufCIntRange lanyard__v1__admin_response__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 19 }
+  { 60, 19 },
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
 {
@@ -2384,10 +2508,10 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
   "Lanyard__V1__AdminResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminResponse),
-  19,
+  20,
   lanyard__v1__admin_response__field_descriptors,
   lanyard__v1__admin_response__field_indices_by_name,
-  2,  lanyard__v1__admin_response__number_ranges,
+  3,  lanyard__v1__admin_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__admin_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -4032,7 +4156,7 @@ const ProtobufCMessageDescriptor lanyard__v1__leases_revoke_response__descriptor
   (ProtobufCMessageInit) lanyard__v1__leases_revoke_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descriptors[22] =
+static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descriptors[23] =
 {
   {
     "seq",
@@ -4298,6 +4422,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__audit_record__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason_code",
+    60,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuditRecord, reason_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__audit_record__field_indices_by_name[] = {
   4,   /* field[4] = agent */
@@ -4318,15 +4454,17 @@ static const unsigned lanyard__v1__audit_record__field_indices_by_name[] = {
   16,   /* field[16] = policy_version */
   17,   /* field[17] = prev_hash */
   11,   /* field[11] = reason */
+  22,   /* field[22] = reason_code */
   9,   /* field[9] = resource */
   0,   /* field[0] = seq */
   1,   /* field[1] = time_us */
   5,   /* field[5] = uid */
 };
-static const ProtobufCIntRange lanyard__v1__audit_record__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__audit_record__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 22 }
+  { 60, 22 },
+  { 0, 23 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__audit_record__descriptor =
 {
@@ -4336,11 +4474,216 @@ const ProtobufCMessageDescriptor lanyard__v1__audit_record__descriptor =
   "Lanyard__V1__AuditRecord",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuditRecord),
-  22,
+  23,
   lanyard__v1__audit_record__field_descriptors,
   lanyard__v1__audit_record__field_indices_by_name,
-  1,  lanyard__v1__audit_record__number_ranges,
+  2,  lanyard__v1__audit_record__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__audit_record__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__policy_explain_request__args_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest__ArgsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest__ArgsEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__policy_explain_request__args_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange lanyard__v1__policy_explain_request__args_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__policy_explain_request__args_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.PolicyExplainRequest.ArgsEntry",
+  "ArgsEntry",
+  "Lanyard__V1__PolicyExplainRequest__ArgsEntry",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__PolicyExplainRequest__ArgsEntry),
+  2,
+  lanyard__v1__policy_explain_request__args_entry__field_descriptors,
+  lanyard__v1__policy_explain_request__args_entry__field_indices_by_name,
+  1,  lanyard__v1__policy_explain_request__args_entry__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__policy_explain_request__args_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__policy_explain_request__field_descriptors[5] =
+{
+  {
+    "agent",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "facts",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest, facts),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capability",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest, capability),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "resource",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainRequest, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "args",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__PolicyExplainRequest, n_args),
+    offsetof(Lanyard__V1__PolicyExplainRequest, args),
+    &lanyard__v1__policy_explain_request__args_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__policy_explain_request__field_indices_by_name[] = {
+  0,   /* field[0] = agent */
+  4,   /* field[4] = args */
+  2,   /* field[2] = capability */
+  1,   /* field[1] = facts */
+  3,   /* field[3] = resource */
+};
+static const ProtobufCIntRange lanyard__v1__policy_explain_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__policy_explain_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.PolicyExplainRequest",
+  "PolicyExplainRequest",
+  "Lanyard__V1__PolicyExplainRequest",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__PolicyExplainRequest),
+  5,
+  lanyard__v1__policy_explain_request__field_descriptors,
+  lanyard__v1__policy_explain_request__field_indices_by_name,
+  1,  lanyard__v1__policy_explain_request__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__policy_explain_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__policy_explain_response__field_descriptors[3] =
+{
+  {
+    "text",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainResponse, text),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "decision",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainResponse, decision),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason_code",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__PolicyExplainResponse, reason_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__policy_explain_response__field_indices_by_name[] = {
+  1,   /* field[1] = decision */
+  2,   /* field[2] = reason_code */
+  0,   /* field[0] = text */
+};
+static const ProtobufCIntRange lanyard__v1__policy_explain_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__policy_explain_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.PolicyExplainResponse",
+  "PolicyExplainResponse",
+  "Lanyard__V1__PolicyExplainResponse",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__PolicyExplainResponse),
+  3,
+  lanyard__v1__policy_explain_response__field_descriptors,
+  lanyard__v1__policy_explain_response__field_indices_by_name,
+  1,  lanyard__v1__policy_explain_response__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__policy_explain_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor lanyard__v1__audit_query_request__field_descriptors[7] =

@@ -47,6 +47,9 @@ typedef struct Lanyard__V1__LeasesListResponse Lanyard__V1__LeasesListResponse;
 typedef struct Lanyard__V1__LeasesRevokeRequest Lanyard__V1__LeasesRevokeRequest;
 typedef struct Lanyard__V1__LeasesRevokeResponse Lanyard__V1__LeasesRevokeResponse;
 typedef struct Lanyard__V1__AuditRecord Lanyard__V1__AuditRecord;
+typedef struct Lanyard__V1__PolicyExplainRequest Lanyard__V1__PolicyExplainRequest;
+typedef struct Lanyard__V1__PolicyExplainRequest__ArgsEntry Lanyard__V1__PolicyExplainRequest__ArgsEntry;
+typedef struct Lanyard__V1__PolicyExplainResponse Lanyard__V1__PolicyExplainResponse;
 typedef struct Lanyard__V1__AuditQueryRequest Lanyard__V1__AuditQueryRequest;
 typedef struct Lanyard__V1__AuditQueryResponse Lanyard__V1__AuditQueryResponse;
 typedef struct Lanyard__V1__AuditVerifyRequest Lanyard__V1__AuditVerifyRequest;
@@ -84,7 +87,8 @@ typedef enum {
   LANYARD__V1__ADMIN_REQUEST__CALL_KEYS_ROTATE = 23,
   LANYARD__V1__ADMIN_REQUEST__CALL_JWKS = 24,
   LANYARD__V1__ADMIN_REQUEST__CALL_WHOAMI = 25,
-  LANYARD__V1__ADMIN_REQUEST__CALL_IDENTITY_REVOKE = 26
+  LANYARD__V1__ADMIN_REQUEST__CALL_IDENTITY_REVOKE = 26,
+  LANYARD__V1__ADMIN_REQUEST__CALL_POLICY_EXPLAIN = 60
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_REQUEST__CALL__CASE)
 } Lanyard__V1__AdminRequest__CallCase;
 
@@ -111,6 +115,7 @@ struct  Lanyard__V1__AdminRequest
     Lanyard__V1__JwksRequest *jwks;
     Lanyard__V1__WhoamiRequest *whoami;
     Lanyard__V1__IdentityRevokeRequest *identity_revoke;
+    Lanyard__V1__PolicyExplainRequest *policy_explain;
   };
 };
 #define LANYARD__V1__ADMIN_REQUEST__INIT \
@@ -136,7 +141,8 @@ typedef enum {
   LANYARD__V1__ADMIN_RESPONSE__RESULT_KEYS_ROTATE = 23,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_JWKS = 24,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_WHOAMI = 25,
-  LANYARD__V1__ADMIN_RESPONSE__RESULT_IDENTITY_REVOKE = 26
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_IDENTITY_REVOKE = 26,
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_POLICY_EXPLAIN = 60
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_RESPONSE__RESULT__CASE)
 } Lanyard__V1__AdminResponse__ResultCase;
 
@@ -164,6 +170,7 @@ struct  Lanyard__V1__AdminResponse
     Lanyard__V1__JwksResponse *jwks;
     Lanyard__V1__WhoamiResponse *whoami;
     Lanyard__V1__IdentityRevokeResponse *identity_revoke;
+    Lanyard__V1__PolicyExplainResponse *policy_explain;
   };
 };
 #define LANYARD__V1__ADMIN_RESPONSE__INIT \
@@ -576,10 +583,67 @@ struct  Lanyard__V1__AuditRecord
   char *mcp_server;
   char *mcp_tool;
   char *args_digest;
+  /*
+   * the decision's stable reason code; empty: none
+   */
+  char *reason_code;
 };
 #define LANYARD__V1__AUDIT_RECORD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__audit_record__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Lanyard__V1__PolicyExplainRequest__ArgsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define LANYARD__V1__POLICY_EXPLAIN_REQUEST__ARGS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__policy_explain_request__args_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * How the running policy decides a request (lanyardctl policy explain; admin only).
+ */
+struct  Lanyard__V1__PolicyExplainRequest
+{
+  ProtobufCMessage base;
+  /*
+   * the agent by name, or
+   */
+  char *agent;
+  /*
+   * caller facts: uid=N,gid=N,exe=PATH,unit=NAME
+   */
+  char *facts;
+  char *capability;
+  char *resource;
+  size_t n_args;
+  Lanyard__V1__PolicyExplainRequest__ArgsEntry **args;
+};
+#define LANYARD__V1__POLICY_EXPLAIN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__policy_explain_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Lanyard__V1__PolicyExplainResponse
+{
+  ProtobufCMessage base;
+  /*
+   * the explanation, as `policy explain --policy FILE` prints it
+   */
+  char *text;
+  /*
+   * allow / deny / pending; empty when no agent is selected
+   */
+  char *decision;
+  char *reason_code;
+};
+#define LANYARD__V1__POLICY_EXPLAIN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__policy_explain_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__AuditQueryRequest
@@ -1291,6 +1355,47 @@ Lanyard__V1__AuditRecord *
 void   lanyard__v1__audit_record__free_unpacked
                      (Lanyard__V1__AuditRecord *message,
                       ProtobufCAllocator *allocator);
+/* Lanyard__V1__PolicyExplainRequest__ArgsEntry methods */
+void   lanyard__v1__policy_explain_request__args_entry__init
+                     (Lanyard__V1__PolicyExplainRequest__ArgsEntry         *message);
+/* Lanyard__V1__PolicyExplainRequest methods */
+void   lanyard__v1__policy_explain_request__init
+                     (Lanyard__V1__PolicyExplainRequest         *message);
+size_t lanyard__v1__policy_explain_request__get_packed_size
+                     (const Lanyard__V1__PolicyExplainRequest   *message);
+size_t lanyard__v1__policy_explain_request__pack
+                     (const Lanyard__V1__PolicyExplainRequest   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__policy_explain_request__pack_to_buffer
+                     (const Lanyard__V1__PolicyExplainRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__PolicyExplainRequest *
+       lanyard__v1__policy_explain_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__policy_explain_request__free_unpacked
+                     (Lanyard__V1__PolicyExplainRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__PolicyExplainResponse methods */
+void   lanyard__v1__policy_explain_response__init
+                     (Lanyard__V1__PolicyExplainResponse         *message);
+size_t lanyard__v1__policy_explain_response__get_packed_size
+                     (const Lanyard__V1__PolicyExplainResponse   *message);
+size_t lanyard__v1__policy_explain_response__pack
+                     (const Lanyard__V1__PolicyExplainResponse   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__policy_explain_response__pack_to_buffer
+                     (const Lanyard__V1__PolicyExplainResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__PolicyExplainResponse *
+       lanyard__v1__policy_explain_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__policy_explain_response__free_unpacked
+                     (Lanyard__V1__PolicyExplainResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Lanyard__V1__AuditQueryRequest methods */
 void   lanyard__v1__audit_query_request__init
                      (Lanyard__V1__AuditQueryRequest         *message);
@@ -1611,6 +1716,15 @@ typedef void (*Lanyard__V1__LeasesRevokeResponse_Closure)
 typedef void (*Lanyard__V1__AuditRecord_Closure)
                  (const Lanyard__V1__AuditRecord *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__PolicyExplainRequest__ArgsEntry_Closure)
+                 (const Lanyard__V1__PolicyExplainRequest__ArgsEntry *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__PolicyExplainRequest_Closure)
+                 (const Lanyard__V1__PolicyExplainRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__PolicyExplainResponse_Closure)
+                 (const Lanyard__V1__PolicyExplainResponse *message,
+                  void *closure_data);
 typedef void (*Lanyard__V1__AuditQueryRequest_Closure)
                  (const Lanyard__V1__AuditQueryRequest *message,
                   void *closure_data);
@@ -1683,6 +1797,9 @@ extern const ProtobufCMessageDescriptor lanyard__v1__leases_list_response__descr
 extern const ProtobufCMessageDescriptor lanyard__v1__leases_revoke_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__leases_revoke_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__audit_record__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__policy_explain_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__policy_explain_request__args_entry__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__policy_explain_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__audit_query_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__audit_query_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__audit_verify_request__descriptor;

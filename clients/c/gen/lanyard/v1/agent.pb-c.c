@@ -328,6 +328,51 @@ void   lanyard__v1__authorize_response__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__authorize_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   lanyard__v1__decision_path__init
+                     (Lanyard__V1__DecisionPath         *message)
+{
+  static const Lanyard__V1__DecisionPath init_value = LANYARD__V1__DECISION_PATH__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__decision_path__get_packed_size
+                     (const Lanyard__V1__DecisionPath *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__decision_path__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__decision_path__pack
+                     (const Lanyard__V1__DecisionPath *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__decision_path__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__decision_path__pack_to_buffer
+                     (const Lanyard__V1__DecisionPath *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__decision_path__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__DecisionPath *
+       lanyard__v1__decision_path__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__DecisionPath *)
+     protobuf_c_message_unpack (&lanyard__v1__decision_path__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__decision_path__free_unpacked
+                     (Lanyard__V1__DecisionPath *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__decision_path__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   lanyard__v1__provision_request__args_entry__init
                      (Lanyard__V1__ProvisionRequest__ArgsEntry         *message)
 {
@@ -1944,7 +1989,7 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_request__args_entry__des
   (ProtobufCMessageInit) lanyard__v1__authorize_request__args_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_descriptors[7] =
 {
   {
     "capability",
@@ -2018,19 +2063,33 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "dry_run",
+    50,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeRequest, dry_run),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_request__field_indices_by_name[] = {
   3,   /* field[3] = amount */
   4,   /* field[4] = approval_id */
   2,   /* field[2] = args */
   0,   /* field[0] = capability */
+  6,   /* field[6] = dry_run */
   1,   /* field[1] = resource */
   5,   /* field[5] = tool_call */
 };
-static const ProtobufCIntRange lanyard__v1__authorize_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__authorize_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 50, 6 },
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descriptor =
 {
@@ -2040,10 +2099,10 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descriptor =
   "Lanyard__V1__AuthorizeRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeRequest),
-  6,
+  7,
   lanyard__v1__authorize_request__field_descriptors,
   lanyard__v1__authorize_request__field_indices_by_name,
-  1,  lanyard__v1__authorize_request__number_ranges,
+  2,  lanyard__v1__authorize_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__authorize_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -2111,7 +2170,7 @@ const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor =
   (ProtobufCMessageInit) lanyard__v1__tool_call__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[11] =
 {
   {
     "decision",
@@ -2209,6 +2268,42 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason_code",
+    50,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, reason_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "path",
+    51,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, path),
+    &lanyard__v1__decision_path__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dry_run",
+    52,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, dry_run),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] = {
   5,   /* field[5] = approval_expires_at */
@@ -2217,13 +2312,17 @@ static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] =
   4,   /* field[4] = binding_code */
   6,   /* field[6] = capability */
   0,   /* field[0] = decision */
+  10,   /* field[10] = dry_run */
+  9,   /* field[9] = path */
   2,   /* field[2] = reason */
+  8,   /* field[8] = reason_code */
   1,   /* field[1] = risk */
 };
-static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 50, 8 },
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
 {
@@ -2233,11 +2332,88 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
   "Lanyard__V1__AuthorizeResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeResponse),
-  8,
+  11,
   lanyard__v1__authorize_response__field_descriptors,
   lanyard__v1__authorize_response__field_indices_by_name,
-  1,  lanyard__v1__authorize_response__number_ranges,
+  2,  lanyard__v1__authorize_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__authorize_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__decision_path__field_descriptors[4] =
+{
+  {
+    "grant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__DecisionPath, grant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "risk",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__DecisionPath, risk),
+    &lanyard__v1__risk_level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "risk_source",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__DecisionPath, risk_source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "catalog_risk",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__DecisionPath, catalog_risk),
+    &lanyard__v1__risk_level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__decision_path__field_indices_by_name[] = {
+  3,   /* field[3] = catalog_risk */
+  0,   /* field[0] = grant */
+  1,   /* field[1] = risk */
+  2,   /* field[2] = risk_source */
+};
+static const ProtobufCIntRange lanyard__v1__decision_path__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__decision_path__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.DecisionPath",
+  "DecisionPath",
+  "Lanyard__V1__DecisionPath",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__DecisionPath),
+  4,
+  lanyard__v1__decision_path__field_descriptors,
+  lanyard__v1__decision_path__field_indices_by_name,
+  1,  lanyard__v1__decision_path__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__decision_path__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor lanyard__v1__provision_request__args_entry__field_descriptors[2] =
@@ -2537,7 +2713,7 @@ const ProtobufCMessageDescriptor lanyard__v1__lease__descriptor =
   (ProtobufCMessageInit) lanyard__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_descriptors[5] =
 {
   {
     "lease",
@@ -2575,16 +2751,43 @@ static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason_code",
+    50,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ProvisionResponse, reason_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "path",
+    51,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ProvisionResponse, path),
+    &lanyard__v1__decision_path__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__provision_response__field_indices_by_name[] = {
   1,   /* field[1] = approval_id */
   2,   /* field[2] = binding_code */
   0,   /* field[0] = lease */
+  4,   /* field[4] = path */
+  3,   /* field[3] = reason_code */
 };
-static const ProtobufCIntRange lanyard__v1__provision_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__provision_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 50, 3 },
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__provision_response__descriptor =
 {
@@ -2594,10 +2797,10 @@ const ProtobufCMessageDescriptor lanyard__v1__provision_response__descriptor =
   "Lanyard__V1__ProvisionResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__ProvisionResponse),
-  3,
+  5,
   lanyard__v1__provision_response__field_descriptors,
   lanyard__v1__provision_response__field_indices_by_name,
-  1,  lanyard__v1__provision_response__number_ranges,
+  2,  lanyard__v1__provision_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__provision_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -3396,7 +3599,7 @@ const ProtobufCMessageDescriptor lanyard__v1__introspect_request__descriptor =
   (ProtobufCMessageInit) lanyard__v1__introspect_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_descriptors[13] =
 {
   {
     "active",
@@ -3530,6 +3733,30 @@ static const ProtobufCFieldDescriptor lanyard__v1__introspect_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason_code",
+    50,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, reason_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "path",
+    51,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__IntrospectResponse, path),
+    &lanyard__v1__decision_path__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__introspect_response__field_indices_by_name[] = {
   0,   /* field[0] = active */
@@ -3540,14 +3767,17 @@ static const unsigned lanyard__v1__introspect_response__field_indices_by_name[] 
   7,   /* field[7] = decision */
   5,   /* field[5] = expires_at */
   6,   /* field[6] = lease_id */
+  12,   /* field[12] = path */
   8,   /* field[8] = reason */
+  11,   /* field[11] = reason_code */
   4,   /* field[4] = scope */
   3,   /* field[3] = service */
 };
-static const ProtobufCIntRange lanyard__v1__introspect_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__introspect_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 50, 11 },
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descriptor =
 {
@@ -3557,10 +3787,10 @@ const ProtobufCMessageDescriptor lanyard__v1__introspect_response__descriptor =
   "Lanyard__V1__IntrospectResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__IntrospectResponse),
-  11,
+  13,
   lanyard__v1__introspect_response__field_descriptors,
   lanyard__v1__introspect_response__field_indices_by_name,
-  1,  lanyard__v1__introspect_response__number_ranges,
+  2,  lanyard__v1__introspect_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__introspect_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

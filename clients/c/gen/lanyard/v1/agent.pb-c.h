@@ -24,6 +24,7 @@ typedef struct Lanyard__V1__AuthorizeRequest Lanyard__V1__AuthorizeRequest;
 typedef struct Lanyard__V1__AuthorizeRequest__ArgsEntry Lanyard__V1__AuthorizeRequest__ArgsEntry;
 typedef struct Lanyard__V1__ToolCall Lanyard__V1__ToolCall;
 typedef struct Lanyard__V1__AuthorizeResponse Lanyard__V1__AuthorizeResponse;
+typedef struct Lanyard__V1__DecisionPath Lanyard__V1__DecisionPath;
 typedef struct Lanyard__V1__ProvisionRequest Lanyard__V1__ProvisionRequest;
 typedef struct Lanyard__V1__ProvisionRequest__ArgsEntry Lanyard__V1__ProvisionRequest__ArgsEntry;
 typedef struct Lanyard__V1__Lease Lanyard__V1__Lease;
@@ -197,10 +198,15 @@ struct  Lanyard__V1__AuthorizeRequest
    * and the bound arguments, and decides that.
    */
   Lanyard__V1__ToolCall *tool_call;
+  /*
+   * Decide as if asked, changing nothing: no approval opened or consumed, no limit
+   * counted; audited with outcome "dry_run".
+   */
+  protobuf_c_boolean dry_run;
 };
 #define LANYARD__V1__AUTHORIZE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__authorize_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, NULL, (char *)protobuf_c_empty_string, NULL, 0 }
 
 
 struct  Lanyard__V1__ToolCall
@@ -250,10 +256,50 @@ struct  Lanyard__V1__AuthorizeResponse
    * a tool call: SHA-256 (hex) of its arguments' canonical JSON
    */
   char *args_digest;
+  /*
+   * stable machine name of why (granted, not_granted, ...)
+   */
+  char *reason_code;
+  /*
+   * what decided it: this agent's own grant and its risk
+   */
+  Lanyard__V1__DecisionPath *path;
+  /*
+   * decided as a dry run: nothing changed
+   */
+  protobuf_c_boolean dry_run;
 };
 #define LANYARD__V1__AUTHORIZE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__authorize_response__descriptor) \
-    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
+
+
+/*
+ * What decided a verdict, from the caller's own policy only.
+ */
+struct  Lanyard__V1__DecisionPath
+{
+  ProtobufCMessage base;
+  /*
+   * the granted capability that decided it; empty: none
+   */
+  char *grant;
+  /*
+   * the risk that routed it
+   */
+  Lanyard__V1__RiskLevel risk;
+  /*
+   * "catalog", or "grant" when the grant raised it
+   */
+  char *risk_source;
+  /*
+   * the catalog's risk of the capability
+   */
+  Lanyard__V1__RiskLevel catalog_risk;
+};
+#define LANYARD__V1__DECISION_PATH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__decision_path__descriptor) \
+    , (char *)protobuf_c_empty_string, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED }
 
 
 struct  Lanyard__V1__ProvisionRequest__ArgsEntry
@@ -324,10 +370,12 @@ struct  Lanyard__V1__ProvisionResponse
    */
   char *approval_id;
   char *binding_code;
+  char *reason_code;
+  Lanyard__V1__DecisionPath *path;
 };
 #define LANYARD__V1__PROVISION_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__provision_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Lanyard__V1__RevokeRequest
@@ -530,10 +578,12 @@ struct  Lanyard__V1__IntrospectResponse
   char *reason;
   char *approval_id;
   char *binding_code;
+  char *reason_code;
+  Lanyard__V1__DecisionPath *path;
 };
 #define LANYARD__V1__INTROSPECT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__introspect_response__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, LANYARD__V1__DECISION__DECISION_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, LANYARD__V1__DECISION__DECISION_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  Lanyard__V1__ListLeasesRequest
@@ -809,6 +859,25 @@ Lanyard__V1__AuthorizeResponse *
                       const uint8_t       *data);
 void   lanyard__v1__authorize_response__free_unpacked
                      (Lanyard__V1__AuthorizeResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__DecisionPath methods */
+void   lanyard__v1__decision_path__init
+                     (Lanyard__V1__DecisionPath         *message);
+size_t lanyard__v1__decision_path__get_packed_size
+                     (const Lanyard__V1__DecisionPath   *message);
+size_t lanyard__v1__decision_path__pack
+                     (const Lanyard__V1__DecisionPath   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__decision_path__pack_to_buffer
+                     (const Lanyard__V1__DecisionPath   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__DecisionPath *
+       lanyard__v1__decision_path__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__decision_path__free_unpacked
+                     (Lanyard__V1__DecisionPath *message,
                       ProtobufCAllocator *allocator);
 /* Lanyard__V1__ProvisionRequest__ArgsEntry methods */
 void   lanyard__v1__provision_request__args_entry__init
@@ -1295,6 +1364,9 @@ typedef void (*Lanyard__V1__ToolCall_Closure)
 typedef void (*Lanyard__V1__AuthorizeResponse_Closure)
                  (const Lanyard__V1__AuthorizeResponse *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__DecisionPath_Closure)
+                 (const Lanyard__V1__DecisionPath *message,
+                  void *closure_data);
 typedef void (*Lanyard__V1__ProvisionRequest__ArgsEntry_Closure)
                  (const Lanyard__V1__ProvisionRequest__ArgsEntry *message,
                   void *closure_data);
@@ -1384,6 +1456,7 @@ extern const ProtobufCMessageDescriptor lanyard__v1__authorize_request__descript
 extern const ProtobufCMessageDescriptor lanyard__v1__authorize_request__args_entry__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__decision_path__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__provision_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__provision_request__args_entry__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__lease__descriptor;

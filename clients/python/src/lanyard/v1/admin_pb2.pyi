@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AdminRequest(_message.Message):
-    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "whoami"]
+    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "whoami"]
     AGENTS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DECIDE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class AdminRequest(_message.Message):
     KEYS_ROTATE_FIELD_NUMBER: _ClassVar[int]
     LEASES_LIST_FIELD_NUMBER: _ClassVar[int]
     LEASES_REVOKE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     POLICY_RELOAD_FIELD_NUMBER: _ClassVar[int]
     POLICY_SHOW_FIELD_NUMBER: _ClassVar[int]
     SECRET_LIST_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +39,7 @@ class AdminRequest(_message.Message):
     keys_rotate: KeysRotateRequest
     leases_list: LeasesListRequest
     leases_revoke: LeasesRevokeRequest
+    policy_explain: PolicyExplainRequest
     policy_reload: PolicyReloadRequest
     policy_show: PolicyShowRequest
     secret_list: SecretListRequest
@@ -45,10 +47,10 @@ class AdminRequest(_message.Message):
     secret_rotate: SecretRotateRequest
     status: StatusRequest
     whoami: WhoamiRequest
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadRequest, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowRequest, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListRequest, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutRequest, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateRequest, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListRequest, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListRequest, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideRequest, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListRequest, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeRequest, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryRequest, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyRequest, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateRequest, _Mapping]] = ..., jwks: _Optional[_Union[JwksRequest, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiRequest, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadRequest, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowRequest, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListRequest, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutRequest, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateRequest, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListRequest, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListRequest, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideRequest, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListRequest, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeRequest, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryRequest, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyRequest, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateRequest, _Mapping]] = ..., jwks: _Optional[_Union[JwksRequest, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiRequest, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeRequest, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainRequest, _Mapping]] = ...) -> None: ...
 
 class AdminResponse(_message.Message):
-    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "status_result", "whoami"]
+    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "status_result", "whoami"]
     AGENTS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DECIDE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,7 @@ class AdminResponse(_message.Message):
     KEYS_ROTATE_FIELD_NUMBER: _ClassVar[int]
     LEASES_LIST_FIELD_NUMBER: _ClassVar[int]
     LEASES_REVOKE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     POLICY_RELOAD_FIELD_NUMBER: _ClassVar[int]
     POLICY_SHOW_FIELD_NUMBER: _ClassVar[int]
     SECRET_LIST_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +82,7 @@ class AdminResponse(_message.Message):
     keys_rotate: KeysRotateResponse
     leases_list: LeasesListResponse
     leases_revoke: LeasesRevokeResponse
+    policy_explain: PolicyExplainResponse
     policy_reload: PolicyReloadResponse
     policy_show: PolicyShowResponse
     secret_list: SecretListResponse
@@ -87,7 +91,7 @@ class AdminResponse(_message.Message):
     status: _common_pb2.Status
     status_result: StatusResponse
     whoami: WhoamiResponse
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., status_result: _Optional[_Union[StatusResponse, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadResponse, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowResponse, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListResponse, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutResponse, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateResponse, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListResponse, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListResponse, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideResponse, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListResponse, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeResponse, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryResponse, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyResponse, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateResponse, _Mapping]] = ..., jwks: _Optional[_Union[JwksResponse, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiResponse, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., status_result: _Optional[_Union[StatusResponse, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadResponse, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowResponse, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListResponse, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutResponse, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateResponse, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListResponse, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListResponse, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideResponse, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListResponse, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeResponse, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryResponse, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyResponse, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateResponse, _Mapping]] = ..., jwks: _Optional[_Union[JwksResponse, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiResponse, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeResponse, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainResponse, _Mapping]] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ["grants", "id", "name", "selector", "uid", "uri"]
@@ -227,7 +231,7 @@ class AuditQueryResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., head_seq: _Optional[int] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ["agent", "agent_id", "approval_id", "approver", "args_digest", "capability", "decision", "event", "gid", "hash", "lease_id", "mcp_server", "mcp_tool", "outcome", "pid", "policy_version", "prev_hash", "reason", "resource", "seq", "time_us", "uid"]
+    __slots__ = ["agent", "agent_id", "approval_id", "approver", "args_digest", "capability", "decision", "event", "gid", "hash", "lease_id", "mcp_server", "mcp_tool", "outcome", "pid", "policy_version", "prev_hash", "reason", "reason_code", "resource", "seq", "time_us", "uid"]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +249,7 @@ class AuditRecord(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -268,11 +273,12 @@ class AuditRecord(_message.Message):
     policy_version: str
     prev_hash: str
     reason: str
+    reason_code: str
     resource: str
     seq: int
     time_us: int
     uid: int
-    def __init__(self, seq: _Optional[int] = ..., time_us: _Optional[int] = ..., event: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., capability: _Optional[str] = ..., resource: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., lease_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., approver: _Optional[str] = ..., policy_version: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., mcp_server: _Optional[str] = ..., mcp_tool: _Optional[str] = ..., args_digest: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_us: _Optional[int] = ..., event: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., capability: _Optional[str] = ..., resource: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., lease_id: _Optional[str] = ..., approval_id: _Optional[str] = ..., approver: _Optional[str] = ..., policy_version: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., mcp_server: _Optional[str] = ..., mcp_tool: _Optional[str] = ..., args_digest: _Optional[str] = ..., reason_code: _Optional[str] = ...) -> None: ...
 
 class AuditVerifyRequest(_message.Message):
     __slots__ = []
@@ -361,6 +367,37 @@ class LeasesRevokeResponse(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     revoked: int
     def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
+class PolicyExplainRequest(_message.Message):
+    __slots__ = ["agent", "args", "capability", "facts", "resource"]
+    class ArgsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    args: _containers.ScalarMap[str, str]
+    capability: str
+    facts: str
+    resource: str
+    def __init__(self, agent: _Optional[str] = ..., facts: _Optional[str] = ..., capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class PolicyExplainResponse(_message.Message):
+    __slots__ = ["decision", "reason_code", "text"]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    decision: str
+    reason_code: str
+    text: str
+    def __init__(self, text: _Optional[str] = ..., decision: _Optional[str] = ..., reason_code: _Optional[str] = ...) -> None: ...
 
 class PolicyReloadRequest(_message.Message):
     __slots__ = []

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ["amount", "approval_id", "args", "capability", "resource", "tool_call"]
+    __slots__ = ["amount", "approval_id", "args", "capability", "dry_run", "resource", "tool_call"]
     class ArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -19,24 +19,29 @@ class AuthorizeRequest(_message.Message):
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     amount: _common_pb2.Amount
     approval_id: str
     args: _containers.ScalarMap[str, str]
     capability: str
+    dry_run: bool
     resource: str
     tool_call: ToolCall
-    def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
+    def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., dry_run: bool = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "reason", "risk"]
+    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "dry_run", "path", "reason", "reason_code", "risk"]
     APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     BINDING_CODE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
     approval_expires_at: int
@@ -45,9 +50,12 @@ class AuthorizeResponse(_message.Message):
     binding_code: str
     capability: str
     decision: _common_pb2.Decision
+    dry_run: bool
+    path: DecisionPath
     reason: str
+    reason_code: str
     risk: _common_pb2.RiskLevel
-    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ..., dry_run: bool = ...) -> None: ...
 
 class AwaitApprovalRequest(_message.Message):
     __slots__ = ["approval_id", "wait_ms"]
@@ -93,6 +101,18 @@ class Claims(_message.Message):
     sub: str
     def __init__(self, iss: _Optional[str] = ..., sub: _Optional[str] = ..., agent_id: _Optional[str] = ..., aud: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., iat: _Optional[int] = ..., nbf: _Optional[int] = ..., exp: _Optional[int] = ..., jti: _Optional[str] = ..., actors: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class DecisionPath(_message.Message):
+    __slots__ = ["catalog_risk", "grant", "risk", "risk_source"]
+    CATALOG_RISK_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    RISK_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    catalog_risk: _common_pb2.RiskLevel
+    grant: str
+    risk: _common_pb2.RiskLevel
+    risk_source: str
+    def __init__(self, grant: _Optional[str] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., risk_source: _Optional[str] = ..., catalog_risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ...) -> None: ...
+
 class Delegation(_message.Message):
     __slots__ = ["name", "parent_token"]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -126,7 +146,7 @@ class IntrospectRequest(_message.Message):
     def __init__(self, secret: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class IntrospectResponse(_message.Message):
-    __slots__ = ["active", "agent", "agent_id", "approval_id", "binding_code", "decision", "expires_at", "lease_id", "reason", "scope", "service"]
+    __slots__ = ["active", "agent", "agent_id", "approval_id", "binding_code", "decision", "expires_at", "lease_id", "path", "reason", "reason_code", "scope", "service"]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +155,8 @@ class IntrospectResponse(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -146,10 +168,12 @@ class IntrospectResponse(_message.Message):
     decision: _common_pb2.Decision
     expires_at: int
     lease_id: str
+    path: DecisionPath
     reason: str
+    reason_code: str
     scope: _containers.RepeatedScalarFieldContainer[str]
     service: str
-    def __init__(self, active: bool = ..., agent: _Optional[str] = ..., agent_id: _Optional[str] = ..., service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., lease_id: _Optional[str] = ..., decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ...) -> None: ...
+    def __init__(self, active: bool = ..., agent: _Optional[str] = ..., agent_id: _Optional[str] = ..., service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., lease_id: _Optional[str] = ..., decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ...) -> None: ...
 
 class IssueIdentityRequest(_message.Message):
     __slots__ = ["audience", "capabilities", "delegation", "ttl_seconds"]
@@ -297,14 +321,18 @@ class ProvisionRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., bind_to_process: bool = ...) -> None: ...
 
 class ProvisionResponse(_message.Message):
-    __slots__ = ["approval_id", "binding_code", "lease"]
+    __slots__ = ["approval_id", "binding_code", "lease", "path", "reason_code"]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     BINDING_CODE_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     binding_code: str
     lease: Lease
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ...) -> None: ...
+    path: DecisionPath
+    reason_code: str
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "mcp_server", "provision", "revoke", "rotate", "validate_identity"]
