@@ -109,9 +109,11 @@ final class ApprovalService: Sendable {
     /// `reuse` (a retried MCP tool call): without an `approvalID`, the agent's live approval
     /// for exactly this operation is used if approved, or answered again if still pending,
     /// before a new one is opened.
-    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false) throws -> Route {
+    /// `standing`: whether a standing approval may cover it (not a limit's overrun).
+    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false,
+               standing mayStand: Bool = true) throws -> Route {
         if !approvalID.isEmpty { return consume(approvalID, verdict, subject, agent: agent, caller: caller) }
-        if verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
+        if mayStand, verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
             return Route(verdict: Verdict(.allow, risk: .medium, reason: standing))
         }
         if reuse, let live = try store.liveApproval(agentID: agent.id, digest: SHA256.hex(subject.canonicalBytes), nowMicros: clock.nowMicros()) {

@@ -38,6 +38,9 @@ struct RowAuthenticationTests {
         _ = try store.signingKey(purpose: "identity")
         _ = try store.serviceVersion("github")
         try commit(store.recordIdentity(jti: String(repeating: "j", count: 32), agentID: "agent-id", audience: "svc", expiresMicros: 9))
+        var limits = GrantLimits()
+        limits.rate = .init(count: 5, period: .hour)
+        try commit { db in try store.countUse(agentID: "agent-id", capability: "github:push", limits: limits, amount: 0, nowMicros: 1, used: LimitUsage(), on: db) }
         return store
     }
 
