@@ -65,6 +65,7 @@ struct ToolCallAuditTests {
             DROP INDEX IF EXISTS leases_bound;
             ALTER TABLE leases DROP COLUMN process_pid;
             ALTER TABLE leases DROP COLUMN process_start;
+            DROP TABLE IF EXISTS limit_counters;
             PRAGMA user_version = \(mcp);
             """)
 
