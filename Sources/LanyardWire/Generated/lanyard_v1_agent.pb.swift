@@ -396,6 +396,9 @@ public nonisolated struct Lanyard_V1_AuthorizeResponse: Sendable {
   /// a tool call: SHA-256 (hex) of its arguments' canonical JSON
   public var argsDigest: String = String()
 
+  /// DENY rate_limited: seconds until the next call can be allowed
+  public var retryAfterSeconds: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1526,7 +1529,7 @@ nonisolated extension Lanyard_V1_ToolCall: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0\u{4}>retry_after_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1542,6 +1545,7 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.approvalExpiresAt) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.capability) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.argsDigest) }()
+      case 70: try { try decoder.decodeSingularUInt64Field(value: &self.retryAfterSeconds) }()
       default: break
       }
     }
@@ -1572,6 +1576,9 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if !self.argsDigest.isEmpty {
       try visitor.visitSingularStringField(value: self.argsDigest, fieldNumber: 8)
     }
+    if self.retryAfterSeconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retryAfterSeconds, fieldNumber: 70)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1584,6 +1591,7 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if lhs.approvalExpiresAt != rhs.approvalExpiresAt {return false}
     if lhs.capability != rhs.capability {return false}
     if lhs.argsDigest != rhs.argsDigest {return false}
+    if lhs.retryAfterSeconds != rhs.retryAfterSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2111,7 +2111,7 @@ const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor =
   (ProtobufCMessageInit) lanyard__v1__tool_call__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[9] =
 {
   {
     "decision",
@@ -2209,6 +2209,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry_after_seconds",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, retry_after_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] = {
   5,   /* field[5] = approval_expires_at */
@@ -2218,12 +2230,14 @@ static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] =
   6,   /* field[6] = capability */
   0,   /* field[0] = decision */
   2,   /* field[2] = reason */
+  8,   /* field[8] = retry_after_seconds */
   1,   /* field[1] = risk */
 };
-static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 70, 8 },
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
 {
@@ -2233,10 +2247,10 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
   "Lanyard__V1__AuthorizeResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeResponse),
-  8,
+  9,
   lanyard__v1__authorize_response__field_descriptors,
   lanyard__v1__authorize_response__field_indices_by_name,
-  1,  lanyard__v1__authorize_response__number_ranges,
+  2,  lanyard__v1__authorize_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__authorize_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

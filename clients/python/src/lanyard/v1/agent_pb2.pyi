@@ -30,7 +30,7 @@ class AuthorizeRequest(_message.Message):
     def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "reason", "risk"]
+    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "reason", "retry_after_seconds", "risk"]
     APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class AuthorizeResponse(_message.Message):
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
     approval_expires_at: int
     approval_id: str
@@ -46,8 +47,9 @@ class AuthorizeResponse(_message.Message):
     capability: str
     decision: _common_pb2.Decision
     reason: str
+    retry_after_seconds: int
     risk: _common_pb2.RiskLevel
-    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
 
 class AwaitApprovalRequest(_message.Message):
     __slots__ = ["approval_id", "wait_ms"]
