@@ -45,6 +45,9 @@ public struct GrantLimits: Sendable, Equatable {
             self.period = period
         }
         public var description: String { "\(count)/\(period.rawValue)" }
+
+        /// Whole seconds from `nowMicros` until the next period starts (when a call is possible again).
+        public func waitSeconds(nowMicros: Int64) -> Int64 { (period.end(of: nowMicros) - nowMicros + 999_999) / 1_000_000 }
     }
 
     /// `budget: {amount: 500, unit: USD, per: day}`.
@@ -148,8 +151,7 @@ extension GrantLimits {
                          needsApproval: outsideWindowNeedsApproval)
         }
         if let rate, used.calls >= rate.count {
-            let wait = (rate.period.end(of: nowMicros) - nowMicros + 999_999) / 1_000_000
-            return .over(code: .rateLimited, reason: "rate limit \(rate.description) reached: the next call is possible in \(wait) s",
+            return .over(code: .rateLimited, reason: "rate limit \(rate.description) reached: the next call is possible in \(rate.waitSeconds(nowMicros: nowMicros)) s",
                          needsApproval: false)
         }
         if let budget {

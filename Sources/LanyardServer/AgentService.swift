@@ -192,6 +192,7 @@ final class AgentService: Sendable {
                 }
             } else {
                 verdict = Verdict(.deny, risk: verdict.risk, reason: reason, code: code)
+                if code == .rateLimited, let rate = limits.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
             }
         }
         if verdict.decision == .pending {
@@ -228,6 +229,7 @@ final class AgentService: Sendable {
         }
         do {
             try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
+            if let created { approvals.processApprovals.noteRequester(created.id, caller.process) }
         } catch let over as LimitReached {
             verdict = Verdict(.deny, risk: verdict.risk, reason: over.reason, code: over.code)
             record.decision = Decision.deny.rawValue
@@ -239,6 +241,7 @@ final class AgentService: Sendable {
             result.decision = .deny
             result.reason = over.reason
             result.approvalID = ""
+            if over.code == .rateLimited, let rate = limits?.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
         }
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
@@ -479,6 +482,11 @@ struct Caller {
             }
         }
         return id
+    }
+
+    /// The calling process as the kernel named it (pid and start time), when known.
+    var process: BoundProcess? {
+        connection.peer.startTime.map { BoundProcess(pid: connection.peer.facts.pid, startTime: $0) }
     }
 
     func record(_ event: String) -> AuditRecord {
