@@ -40,7 +40,7 @@ extension AdminService {
         return out
     }
 
-    /// Removes an agent's counters (of one grant, or all), committed with its `limits.reset` record.
+    /// Removes an agent's counters (of one grant, or all), committed with its `admin.limits.reset` record.
     func limitsReset(_ c: Lanyard_V1_LimitsResetRequest, _ connection: Connection, _ snapshot: PolicySnapshot) async throws -> Lanyard_V1_LimitsResetResponse {
         guard !c.agent.isEmpty, let agent = snapshot.policy.agent(named: c.agent) else {
             throw CallError(.notFound, "no agent '\(Inert.capped(c.agent, limit: 64))' in the policy; name one with --agent (see: lanyardctl agents list)")

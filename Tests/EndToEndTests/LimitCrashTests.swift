@@ -86,4 +86,29 @@ struct LimitCrashTests {
             print("kill -9 under limits: \(rounds) rounds, \(answers.allowed) ALLOW and \(answers.denied) DENY acknowledged, \(c.calls) counted")
         }
     }
+
+    /// `limits show`, `status --agent` and an admin's audited `limits reset`, through lanyardctl.
+    @Test func countersAreShownAndResetByAnAdmin() throws {
+        let policy = Self.policy.replacingOccurrences(of: "rate: 1000000000/day, budget: { amount: \(Self.budget), unit: USD, per: day }", with: "rate: 5/hour")
+        let d = try DaemonProcess(policy: policy)
+        defer { d.cleanup() }
+        try d.start()
+        let agent = E2EUsers.agent!
+        for _ in 0..<3 { try d.ctlSucceeds(["authorize", "pay:charge"], as: agent) }
+        let shown = try d.ctlSucceeds(["limits", "show", "--json"])
+        #expect(shown.stdout.contains(#""agent":"a","capability":"pay:charge","kind":"calls","used":3,"limit":5"#), "\(shown.stdout)")
+        let status = try d.ctlSucceeds(["status", "--agent", "a"])
+        #expect(status.stdout.contains("a  pay:charge  3 of 5 calls this hour"), "\(status.stdout)")
+
+        let refused = try d.ctl(["limits", "reset", "--agent", "a"], as: agent)
+        #expect(refused.status != 0 && refused.stderr.contains("needs an admin"), "\(refused.stderr)")
+        let reset = try d.ctlSucceeds(["limits", "reset", "--agent", "a"])
+        #expect(reset.stdout.contains("reset 1 counter(s) of a"), "\(reset.stdout)")
+        #expect(try d.ctlSucceeds(["limits", "show", "--agent", "a", "--json"]).stdout.contains(#""used":0"#))
+        #expect(try d.sql("SELECT count(*) FROM audit WHERE event = 'admin.limits.reset' AND agent = 'a' AND uid = 0") == "1")
+        for _ in 0..<5 { try d.ctlSucceeds(["authorize", "pay:charge"], as: agent) }
+        let sixth = try d.ctl(["authorize", "pay:charge", "--json"], as: agent)
+        #expect(sixth.stdout.contains("rate limit 5/hour reached"), "\(sixth.stdout) \(sixth.stderr)")
+        try d.ctlSucceeds(["audit", "verify"])
+    }
 }
