@@ -63,9 +63,14 @@ private struct Reader {
         let services = try top["services"].map { n throws(PolicyError) in try self.services(n) } ?? [:]
         // MCP server names first: a capability's service may be one of them.
         let serverNames = try top["mcp_servers"].map { n throws(PolicyError) in try mcpServerNames(n, services: services) } ?? []
-        let catalog = try top["capabilities"].map { n throws(PolicyError) in try self.catalog(n, services: services, mcpServers: serverNames) } ?? [:]
+        var catalogLimits: [Capability: GrantLimits] = [:]
+        let catalog = try top["capabilities"].map { n throws(PolicyError) in
+            try self.catalog(n, services: services, mcpServers: serverNames, limits: &catalogLimits)
+        } ?? [:]
         let mcpServers = try top["mcp_servers"].map { n throws(PolicyError) in try self.mcpServers(n, services: services, catalog: catalog) } ?? [:]
-        let agents = try top["agents"].map { n throws(PolicyError) in try self.agents(n, catalog: catalog, approvers: approvers) } ?? []
+        let agents = try top["agents"].map { n throws(PolicyError) in
+            try self.agents(n, catalog: catalog, catalogLimits: catalogLimits, approvers: approvers)
+        } ?? []
 
         var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
                             services: services, capabilities: catalog, agents: agents, mcpServers: mcpServers)
@@ -273,7 +278,9 @@ private struct Reader {
         return s
     }
 
-    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>) throws(PolicyError) -> [Capability: RiskLevel] {
+    /// The capabilities catalog; `limits` gets each entry's limits (the default of its grants).
+    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>,
+                 limits: inout [Capability: GrantLimits]) throws(PolicyError) -> [Capability: RiskLevel] {
         var out: [Capability: RiskLevel] = [:]
         for (key, value) in try pairs(node, "capabilities") {
             let raw = try string(key, "capabilities")
@@ -282,9 +289,11 @@ private struct Reader {
             guard services[cap.service] != nil || mcpServers.contains(cap.service) else {
                 throw fail(path, key, "service '\(cap.service)' is not declared under services (nor is it an MCP server under mcp_servers)")
             }
-            let m = try mapping(value, path, allowed: ["risk", "description"])
+            let m = try mapping(value, path, allowed: ["risk", "description", "rate", "budget", "over_budget", "window", "outside_window"])
             guard let riskNode = m["risk"] else { throw fail("\(path).risk", value, "is required: low, medium or high") }
             out[cap] = try risk(riskNode, "\(path).risk")
+            let entryLimits = try grantLimits(m, path)
+            if !entryLimits.isEmpty { limits[cap] = entryLimits }
         }
         return out
     }
@@ -448,7 +457,9 @@ private struct Reader {
         return credential
     }
 
-    func agents(_ node: Node, catalog: [Capability: RiskLevel], approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
+    /// `catalogLimits`: a grant without limits of its own takes its catalog entry's.
+    func agents(_ node: Node, catalog: [Capability: RiskLevel], catalogLimits: [Capability: GrantLimits],
+                approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
         var out: [Agent] = []
         var keys: [String: Node] = [:]
         for (key, value) in try pairs(node, "agents") {
@@ -488,7 +499,7 @@ private struct Reader {
                 for (i, item) in try sequence(g, "\(path).grants").enumerated() {
                     let gpath = "\(path).grants[\(i)]"
                     let (cap, raised, limit) = try grant(item, gpath)
-                    if !limit.isEmpty { limits[cap] = limit }
+                    if let effective = limit.isEmpty ? catalogLimits[cap] : limit { limits[cap] = effective }
                     guard let base = catalog[cap] else {
                         throw fail(gpath, item, "capability '\(cap)' is not in the capabilities catalog: add it there with its risk")
                     }

@@ -137,6 +137,28 @@ struct GrantLimitsTests {
         }
     }
 
+    /// A catalog entry's limits apply to every grant of it that sets none of its own.
+    @Test func catalogLimitsAreTheDefaultOfItsGrants() throws {
+        let p = try PolicyParser.parse("""
+            trust_domain: t.internal
+            services:
+              pay: { kind: opaque }
+            capabilities:
+              pay:charge: { risk: low, rate: 10/minute }
+            agents:
+              a: { uid: 1001, grants: [pay:charge] }
+              b: { uid: 1002, grants: [{ capability: pay:charge, rate: 2/day }] }
+            """, file: "p.yaml")
+        let cap = try Capability(parsing: "pay:charge")
+        #expect(p.agent(named: "a")?.limits[cap]?.rate == .init(count: 10, period: .minute))
+        #expect(p.agent(named: "b")?.limits[cap]?.rate == .init(count: 2, period: .day))
+        #expect {
+            _ = try PolicyParser.parse("trust_domain: t\nservices: { pay: { kind: opaque } }\ncapabilities:\n  pay:charge: { risk: low, rate: often }\n", file: "p.yaml")
+        } throws: { error in
+            (error as? PolicyError).map { $0.path == "capabilities.pay:charge.rate" && $0.line == 4 } ?? false
+        }
+    }
+
     @Test func dayRangesWrap() {
         #expect(GrantLimits.Window.days("fri-mon") == [6, 7, 1, 2])
         #expect(GrantLimits.Window.days("sun") == [1])
