@@ -115,6 +115,8 @@ public struct Agent: Sendable, Equatable {
     public var selector: Selector
     /// Each granted capability with its effective risk (catalog risk, possibly raised).
     public var grants: [Capability: RiskLevel]
+    /// The limits of each grant that has any (`rate`, `budget`, `window`).
+    public var limits: [Capability: GrantLimits] = [:]
     /// Whether and how far the agent may delegate its identity to sub-agents (nil: never).
     public var delegation: Delegation?
     /// Where the agent and each of its fields ("" for the agent's key) are in the policy file.

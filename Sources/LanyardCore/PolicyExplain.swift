@@ -72,7 +72,17 @@ public enum PolicyExplain {
     /// The limits that apply to this request's grant, each as one phrase. Grant limits
     /// (rate, budget, window; issue 19) add theirs here.
     static func limits(_ request: Request, agent: Agent, policy: Policy) -> [String] {
-        []
+        guard let cap = try? Capability(parsing: request.capability), let limits = agent.limits[cap] else { return [] }
+        var out: [String] = []
+        if let rate = limits.rate { out.append("rate \(rate.description)") }
+        if let budget = limits.budget {
+            out.append("budget \(budget.description)" + (limits.overBudgetNeedsApproval ? " (over it: an approver decides)" : " (over it: denied)"))
+        }
+        if let window = limits.window {
+            let inside = request.atMicros.map { window.contains(micros: $0) ? ", inside it at the asked time" : ", outside it at the asked time" } ?? ""
+            out.append("window \(window.text)" + (limits.outsideWindowNeedsApproval ? " (outside it: an approver decides" : " (outside it: denied") + "\(inside))")
+        }
+        return out
     }
 
     static func route(_ verdict: Verdict, _ policy: Policy) -> String {

@@ -1,3 +1,4 @@
+import Foundation
 import Yams
 
 /// A policy problem, located: file, field path and (where known) line.
@@ -62,9 +63,14 @@ private struct Reader {
         let services = try top["services"].map { n throws(PolicyError) in try self.services(n) } ?? [:]
         // MCP server names first: a capability's service may be one of them.
         let serverNames = try top["mcp_servers"].map { n throws(PolicyError) in try mcpServerNames(n, services: services) } ?? []
-        let catalog = try top["capabilities"].map { n throws(PolicyError) in try self.catalog(n, services: services, mcpServers: serverNames) } ?? [:]
+        var catalogLimits: [Capability: GrantLimits] = [:]
+        let catalog = try top["capabilities"].map { n throws(PolicyError) in
+            try self.catalog(n, services: services, mcpServers: serverNames, limits: &catalogLimits)
+        } ?? [:]
         let mcpServers = try top["mcp_servers"].map { n throws(PolicyError) in try self.mcpServers(n, services: services, catalog: catalog) } ?? [:]
-        let agents = try top["agents"].map { n throws(PolicyError) in try self.agents(n, catalog: catalog, approvers: approvers) } ?? []
+        let agents = try top["agents"].map { n throws(PolicyError) in
+            try self.agents(n, catalog: catalog, catalogLimits: catalogLimits, approvers: approvers)
+        } ?? []
 
         var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
                             services: services, capabilities: catalog, agents: agents, mcpServers: mcpServers)
@@ -272,7 +278,9 @@ private struct Reader {
         return s
     }
 
-    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>) throws(PolicyError) -> [Capability: RiskLevel] {
+    /// The capabilities catalog; `limits` gets each entry's limits (the default of its grants).
+    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>,
+                 limits: inout [Capability: GrantLimits]) throws(PolicyError) -> [Capability: RiskLevel] {
         var out: [Capability: RiskLevel] = [:]
         for (key, value) in try pairs(node, "capabilities") {
             let raw = try string(key, "capabilities")
@@ -281,9 +289,11 @@ private struct Reader {
             guard services[cap.service] != nil || mcpServers.contains(cap.service) else {
                 throw fail(path, key, "service '\(cap.service)' is not declared under services (nor is it an MCP server under mcp_servers)")
             }
-            let m = try mapping(value, path, allowed: ["risk", "description"])
+            let m = try mapping(value, path, allowed: ["risk", "description", "rate", "budget", "over_budget", "window", "outside_window"])
             guard let riskNode = m["risk"] else { throw fail("\(path).risk", value, "is required: low, medium or high") }
             out[cap] = try risk(riskNode, "\(path).risk")
+            let entryLimits = try grantLimits(m, path)
+            if !entryLimits.isEmpty { limits[cap] = entryLimits }
         }
         return out
     }
@@ -447,7 +457,9 @@ private struct Reader {
         return credential
     }
 
-    func agents(_ node: Node, catalog: [Capability: RiskLevel], approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
+    /// `catalogLimits`: a grant without limits of its own takes its catalog entry's.
+    func agents(_ node: Node, catalog: [Capability: RiskLevel], catalogLimits: [Capability: GrantLimits],
+                approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
         var out: [Agent] = []
         var keys: [String: Node] = [:]
         for (key, value) in try pairs(node, "agents") {
@@ -482,10 +494,12 @@ private struct Reader {
             case (nil, nil): break
             }
             var grants: [Capability: RiskLevel] = [:]
+            var limits: [Capability: GrantLimits] = [:]
             if let g = m["grants"] {
                 for (i, item) in try sequence(g, "\(path).grants").enumerated() {
                     let gpath = "\(path).grants[\(i)]"
-                    let (cap, raised) = try grant(item, gpath)
+                    let (cap, raised, limit) = try grant(item, gpath)
+                    if let effective = limit.isEmpty ? catalogLimits[cap] : limit { limits[cap] = effective }
                     guard let base = catalog[cap] else {
                         throw fail(gpath, item, "capability '\(cap)' is not in the capabilities catalog: add it there with its risk")
                     }
@@ -497,6 +511,7 @@ private struct Reader {
                 }
             }
             var agent = Agent(name: name, selector: selector, grants: grants)
+            agent.limits = limits
             agent.delegation = try m["delegation"].map { n throws(PolicyError) in try delegation(n, "\(path).delegation", grants: grants) }
             agent.lines[""] = key.mark?.line
             for (field, n) in m { agent.lines[field] = n.mark?.line }
@@ -570,15 +585,91 @@ private struct Reader {
         return !stem.isEmpty && !s.contains("/") && stem != "." && stem != ".."
     }
 
-    func grant(_ node: Node, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?) {
+    func grant(_ node: Node, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?, GrantLimits) {
         if case .scalar = node {
-            return (try capability(try string(node, path), path, node), nil)
+            return (try capability(try string(node, path), path, node), nil, GrantLimits())
         }
-        let m = try mapping(node, path, allowed: ["capability", "risk"])
+        let m = try mapping(node, path, allowed: ["capability", "risk", "rate", "budget", "over_budget", "window", "outside_window"])
         guard let c = m["capability"] else { throw fail("\(path).capability", node, "is required") }
         let cap = try capability(try string(c, "\(path).capability"), "\(path).capability", c)
         let raised = try m["risk"].map { n throws(PolicyError) in try risk(n, "\(path).risk") }
-        return (cap, raised)
+        return (cap, raised, try grantLimits(m, path))
+    }
+
+    /// A grant's `rate`, `budget` (+ `over_budget`) and `window` (+ `outside_window`).
+    func grantLimits(_ m: [String: Node], _ path: String) throws(PolicyError) -> GrantLimits {
+        var limits = GrantLimits()
+        if let n = m["rate"] {
+            let s = try string(n, "\(path).rate")
+            let parts = s.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, let count = Int64(parts[0].trimmingCharacters(in: .whitespaces)), count > 0,
+                  let period = GrantLimits.Period(rawValue: parts[1].trimmingCharacters(in: .whitespaces)) else {
+                throw fail("\(path).rate", n, "'\(s)' is not a rate: write COUNT/minute, COUNT/hour or COUNT/day (for example 60/hour)")
+            }
+            limits.rate = .init(count: count, period: period)
+        }
+        if let n = m["budget"] {
+            let bpath = "\(path).budget"
+            let b = try mapping(n, bpath, allowed: ["amount", "unit", "per"])
+            guard let a = b["amount"], let u = b["unit"], let p = b["per"] else {
+                throw fail(bpath, n, "needs amount, unit and per (for example {amount: 500, unit: USD, per: day})")
+            }
+            let amount = try int(a, "\(bpath).amount")
+            guard amount > 0 else { throw fail("\(bpath).amount", a, "must be a positive whole number") }
+            let unit = try string(u, "\(bpath).unit")
+            guard !unit.isEmpty, unit.utf8.count <= 16, unit.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw fail("\(bpath).unit", u, "'\(unit)' is not a unit: 1-16 printable characters without spaces (for example USD)")
+            }
+            let per = try string(p, "\(bpath).per")
+            guard let period = GrantLimits.Period(rawValue: per) else {
+                throw fail("\(bpath).per", p, "unknown period '\(per)': use minute, hour or day")
+            }
+            limits.budget = .init(amount: Int64(amount), unit: unit, period: period)
+        }
+        limits.overBudgetNeedsApproval = try overrun(m["over_budget"], "\(path).over_budget", needs: limits.budget != nil, of: "budget")
+        if let n = m["window"] { limits.window = try window(n, "\(path).window") }
+        limits.outsideWindowNeedsApproval = try overrun(m["outside_window"], "\(path).outside_window", needs: limits.window != nil, of: "window")
+        return limits
+    }
+
+    /// `over_budget` / `outside_window`: `deny` (the default) or `approval`.
+    func overrun(_ node: Node?, _ path: String, needs present: Bool, of limit: String) throws(PolicyError) -> Bool {
+        guard let node else { return false }
+        guard present else { throw fail(path, node, "applies to a \(limit): set \(limit) on this grant, or remove it") }
+        switch try string(node, path) {
+        case "deny": return false
+        case "approval": return true
+        case let s: throw fail(path, node, "'\(s)' is not a route: use deny or approval")
+        }
+    }
+
+    /// `window: {days: [mon-fri], hours: "08:00-19:00", tz: Europe/Berlin}`.
+    func window(_ node: Node, _ path: String) throws(PolicyError) -> GrantLimits.Window {
+        let w = try mapping(node, path, allowed: ["days", "hours", "tz"])
+        guard let d = w["days"], let h = w["hours"], let z = w["tz"] else {
+            throw fail(path, node, "needs days, hours and tz (for example {days: [mon-fri], hours: \"08:00-19:00\", tz: Europe/Berlin})")
+        }
+        var days: Set<Int> = []
+        var dayTexts: [String] = []
+        for (i, item) in try sequence(d, "\(path).days").enumerated() {
+            let s = try string(item, "\(path).days[\(i)]")
+            guard let some = GrantLimits.Window.days(s) else {
+                throw fail("\(path).days[\(i)]", item, "'\(s)' is not a day: use mon, tue, wed, thu, fri, sat, sun or a range like mon-fri")
+            }
+            days.formUnion(some)
+            dayTexts.append(s)
+        }
+        guard !days.isEmpty else { throw fail("\(path).days", d, "lists no day: name at least one") }
+        let hours = try string(h, "\(path).hours")
+        guard let (start, end) = GrantLimits.Window.hours(hours) else {
+            throw fail("\(path).hours", h, "'\(hours)' is not a time range: write \"HH:MM-HH:MM\" with the start before the end (for example \"08:00-19:00\")")
+        }
+        let tz = try string(z, "\(path).tz")
+        guard tz.contains("/") || tz == "UTC", let zone = TimeZone(identifier: tz) else {
+            throw fail("\(path).tz", z, "unknown time zone '\(tz)': name one of the system's tz database (for example Europe/Berlin or UTC)")
+        }
+        return .init(days: days, startMinute: start, endMinute: end, timeZone: zone,
+                     text: "\(dayTexts.joined(separator: ",")) \(hours) \(tz)")
     }
 
     // MARK: Scalars

@@ -159,6 +159,10 @@ final class AdminService: Sendable {
                 throw CallError(.notFound, e.description)
             }
             response.identityRevoke = .with { $0.revoked = true }
+        case .limitsShow(let c):
+            response.limitsShow = try limitsShow(c, snapshot.policy)
+        case .limitsReset(let c):
+            response.limitsReset = try await limitsReset(c, connection, snapshot)
         case .secretPut(let c):
             response.secretPut = try await secretPut(c, connection, snapshot)
         case .secretRotate(let c):
@@ -337,7 +341,7 @@ final class AdminService: Sendable {
         return a
     }
 
-    private func record(_ event: String, _ connection: Connection, _ snapshot: PolicySnapshot) -> AuditRecord {
+    func record(_ event: String, _ connection: Connection, _ snapshot: PolicySnapshot) -> AuditRecord {
         var r = AuditRecord(event: "admin." + event)
         r.uid = Int64(connection.credentials.uid)
         r.gid = Int64(connection.credentials.gid)
@@ -383,6 +387,8 @@ final class AdminService: Sendable {
         case .keysRotate: ("keys_rotate", .admin)
         case .jwks: ("jwks", .anyone)
         case .identityRevoke: ("identity_revoke", .admin)
+        case .limitsShow: ("limits_show", .adminOrApprover)
+        case .limitsReset: ("limits_reset", .admin)
         }
     }
 }

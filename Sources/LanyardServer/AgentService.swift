@@ -183,15 +183,36 @@ final class AgentService: Sendable {
         verdict.dryRun = call.dryRun
         var change: Mutation?
         var created: StoredApproval?
+        let limits = agent.limits[capability]
+        let amount = call.hasAmount ? (value: call.amount.value, unit: call.amount.unit) : nil
+        let now = clock.nowMicros()
+        var overrunRoutesToApproval = false
+        var usedApproval = false
+        if let limits, verdict.decision != .deny,
+           case .over(let code, let reason, let needsApproval) = limits.check(amount: amount, used: try limitUsage(agent, capability, limits), nowMicros: now) {
+            if needsApproval {
+                overrunRoutesToApproval = true
+                if verdict.decision == .allow {
+                    verdict = Verdict(.pending, risk: .medium, reason: "\(reason); waiting for an approver", code: .needsApproval)
+                } else {
+                    verdict.reason = "\(reason); \(verdict.reason)"
+                }
+            } else {
+                verdict = Verdict(.deny, risk: verdict.risk, reason: reason, code: code)
+                if code == .rateLimited, let rate = limits.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
+            }
+        }
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: operation.resource,
                                           args: operation.args, amount: call.hasAmount ? call.amount.text : "", tool: operation.tool)
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
-            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, reuse: call.hasToolCall)
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, reuse: call.hasToolCall,
+                                            standing: !overrunRoutesToApproval)
             verdict = route.verdict
             // A dry run commits nothing the route would change: no approval opened or used.
             change = call.dryRun ? nil : route.change
             if let approved = route.approved {
+                usedApproval = true
                 record.approvalID = approved.id
                 record.approver = approved.decidedReason
             }
@@ -211,15 +232,63 @@ final class AgentService: Sendable {
         result.decision = verdict.decision.wire
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
+        if verdict.decision == .allow, let limits, !Self.isDryRun(call) {
+            // Checked again and counted in the transaction of the decision's record: concurrent
+            // calls cannot pass a limit together, and an acknowledged decision is counted once.
+            change = limitCount(agent, capability, limits, amount: amount, nowMicros: now, approvedOverrun: usedApproval, then: change)
+        }
         result.reasonCode = verdict.code.rawValue
         result.dryRun = call.dryRun
         if let path = verdict.path { result.path = path.wire }
-        try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
+        do {
+            try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
+            if let created { approvals.processApprovals.noteRequester(created.id, caller.process) }
+        } catch let over as LimitReached {
+            verdict = Verdict(.deny, risk: verdict.risk, reason: over.reason, code: over.code)
+            record.decision = Decision.deny.rawValue
+            record.reason = over.reason
+            record.reasonCode = over.code.rawValue
+            record.outcome = Decision.deny.rawValue
+            record.approvalID = ""
+            record.approver = ""
+            try await store.audit.append(record)
+            result.decision = .deny
+            result.reason = over.reason
+            result.reasonCode = over.code.rawValue
+            result.approvalID = ""
+            if over.code == .rateLimited, let rate = limits?.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
+        }
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
         var response = Lanyard_V1_Response()
         response.authorize = result
         return response
+    }
+
+    /// Whether `call` only asks what would be decided (counted against no limit).
+    static func isDryRun(_ call: Lanyard_V1_AuthorizeRequest) -> Bool { call.dryRun }
+
+    /// What `capability`'s grant to `agent` used so far (read before routing; checked again when counted).
+    private func limitUsage(_ agent: Agent, _ capability: Capability, _ limits: GrantLimits) throws -> LimitUsage {
+        try store.limitUsage(agentID: agent.id, capability: capability.name, limits: limits, nowMicros: clock.nowMicros())
+    }
+
+    /// `then` followed by counting one allowed decision against `limits`, refused with
+    /// `LimitReached` when the count would pass one. `approvedOverrun`: an approver allowed
+    /// it, so a limit whose overrun routes to approval counts it without refusing.
+    private func limitCount(_ agent: Agent, _ capability: Capability, _ limits: GrantLimits, amount: (value: Int64, unit: String)?,
+                            nowMicros: Int64, approvedOverrun: Bool, then: Mutation?) -> Mutation {
+        let store = self.store
+        return { db in
+            try then?(db)
+            let used = try store.limitUsage(agentID: agent.id, capability: capability.name, limits: limits, nowMicros: nowMicros, on: db)
+            if case .over(let code, let reason, let needsApproval) = limits.check(amount: amount, used: used, nowMicros: nowMicros),
+               !(needsApproval && approvedOverrun) {
+                throw LimitReached(code: code, reason: reason)
+            }
+            try store.countUse(agentID: agent.id, capability: capability.name, limits: limits, amount: amount?.value ?? 0,
+                               nowMicros: nowMicros, used: used, on: db)
+        }
     }
 
     /// The operation `call` names (a tool call: as the policy maps it), with what it names
@@ -391,6 +460,12 @@ final class AgentService: Sendable {
     }
 }
 
+/// A grant limit found reached inside the transaction that would have counted past it.
+struct LimitReached: Error {
+    var code: ReasonCode
+    var reason: String
+}
+
 /// The caller of one request: kernel facts plus the agent they match (if any).
 struct Caller {
     var connection: Connection
@@ -423,6 +498,11 @@ struct Caller {
             }
         }
         return id
+    }
+
+    /// The calling process as the kernel named it (pid and start time), when known.
+    var process: BoundProcess? {
+        connection.peer.startTime.map { BoundProcess(pid: connection.peer.facts.pid, startTime: $0) }
     }
 
     func record(_ event: String) -> AuditRecord {

@@ -15,6 +15,8 @@ final class ApprovalService: Sendable {
     let limits: ServerLimits
     /// Moves whenever an approval is created, decided or used.
     let events = ChangeSignal()
+    /// MEDIUM approvals granted for the requesting process's lifetime (`--for-process`).
+    let processApprovals = ProcessApprovals()
     static let maxStandingSeconds: UInt32 = 7 * 86_400
     static let maxWaitMs: UInt32 = 60_000
 
@@ -109,10 +111,16 @@ final class ApprovalService: Sendable {
     /// `reuse` (a retried MCP tool call): without an `approvalID`, the agent's live approval
     /// for exactly this operation is used if approved, or answered again if still pending,
     /// before a new one is opened.
-    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false) throws -> Route {
+    /// `standing`: whether a standing approval may cover it (not a limit's overrun).
+    func route(_ verdict: Verdict, _ subject: ApprovalSubject, approvalID: String, agent: Agent, caller: Caller, reuse: Bool = false,
+               standing mayStand: Bool = true) throws -> Route {
         if !approvalID.isEmpty { return consume(approvalID, verdict, subject, agent: agent, caller: caller) }
-        if verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
+        if mayStand, verdict.risk == .medium, let standing = try standing(subject.capabilities, agent: agent, resource: subject.resource) {
             return Route(verdict: verdict.routed(.allow, reason: standing, code: .standingApproval))
+        }
+        if mayStand, verdict.risk == .medium, let process = caller.process,
+           let covered = forProcess(subject.capabilities, agent: agent, resource: subject.resource, process: process) {
+            return Route(verdict: verdict.routed(.allow, reason: covered, code: .approved))
         }
         if reuse, let live = try store.liveApproval(agentID: agent.id, digest: SHA256.hex(subject.canonicalBytes), nowMicros: clock.nowMicros()) {
             if live.machine.state == .approved { return consume(live.id, verdict, subject, agent: agent, caller: caller) }
@@ -150,6 +158,24 @@ final class ApprovalService: Sendable {
         return covered.isEmpty ? nil : "standing approval: " + covered.joined(separator: ", ")
     }
 
+    /// Process-lifetime approvals cover a MEDIUM operation when every MEDIUM capability in
+    /// it has one for this agent, resource and process. HIGH is never covered.
+    func forProcess(_ capabilities: [Capability], agent: Agent, resource: String, process: BoundProcess) -> String? {
+        var covered: [String] = []
+        for cap in capabilities {
+            switch agent.grants[cap] {
+            case .high?, nil: return nil
+            case .low?: continue
+            case .medium?:
+                guard let approver = processApprovals.approver(agentID: agent.id, capability: cap.name, resource: resource, process: process) else {
+                    return nil
+                }
+                covered.append("\(cap) by \(approver)")
+            }
+        }
+        return covered.isEmpty ? nil : "approved for this process (pid \(process.pid)) while it lives: " + covered.joined(separator: ", ")
+    }
+
     /// An approver approves or denies. The kernel-attested uid is the approver; roles were
     /// checked by the caller. Audited with the approver.
     func decide(_ c: Lanyard_V1_ApprovalDecideRequest, _ connection: Connection, _ snapshot: PolicySnapshot) async throws -> Lanyard_V1_Approval {
@@ -172,8 +198,10 @@ final class ApprovalService: Sendable {
 
         var machine = stored.machine
         var standing: Mutation?
+        var lifetime: (BoundProcess, PidFD)?
         do {
             if c.approve {
+                if c.forProcess { lifetime = try requestingProcess(stored, standingSeconds: c.standingSeconds) }
                 if c.standingSeconds > 0 {
                     guard machine.risk == .medium else {
                         throw CallError(.invalidArgument, "standing approvals are for MEDIUM risk only; each HIGH operation needs its own fresh approval")
@@ -192,6 +220,7 @@ final class ApprovalService: Sendable {
                     standing = { db in for i in inserts { try i(db) } }
                     record.outcome += ", standing for \(c.standingSeconds) s"
                 }
+                if let (process, _) = lifetime { record.outcome += ", for process pid \(process.pid) until it exits" }
             } else {
                 try machine.deny(by: uid, atMicros: now)
                 record.outcome = "denied"
@@ -212,10 +241,63 @@ final class ApprovalService: Sendable {
             try save(db)
             try addStanding?(db)
         })
+        if machine.state != .pending { _ = processApprovals.takeRequester(stored.id) }
+        if let (process, pidfd) = lifetime, machine.state == .approved { await coverProcess(stored, process, pidfd, approver: who, policyVersion: snapshot.version) }
         logger.notice("approval decided", metadata: ["approval.id": "\(stored.id)", "approver": "\(who)", "outcome": "\(record.outcome)"])
         var updated = stored
         updated.machine = machine
         return Self.wire(updated, now: now)
+    }
+
+    /// The live process that asked for `stored` (MEDIUM only), for `--for-process`.
+    private func requestingProcess(_ stored: StoredApproval, standingSeconds: UInt32) throws -> (BoundProcess, PidFD) {
+        guard stored.machine.risk == .medium else {
+            throw CallError(.invalidArgument, "process-lifetime approvals are for MEDIUM risk only; each HIGH operation needs its own fresh approval")
+        }
+        guard standingSeconds == 0 else {
+            throw CallError(.invalidArgument, "an approval is either standing for a time or for the requesting process's lifetime, not both")
+        }
+        guard let process = processApprovals.requesterIfKnown(stored.id) else {
+            throw CallError(.failedPrecondition, "lanyardd does not know the process that asked for approval '\(stored.id)' (it was made before lanyardd started, "
+                            + "or through Provision); approve it without --for-process")
+        }
+        guard let pidfd = reopenPidFD(process) else {
+            throw CallError(.failedPrecondition, "the process that asked for approval '\(stored.id)' (pid \(process.pid)) has exited; approve it without --for-process")
+        }
+        return (process, pidfd)
+    }
+
+    /// Covers the approved operation for `process` until it exits; audited when it ends.
+    private func coverProcess(_ stored: StoredApproval, _ process: BoundProcess, _ pidfd: PidFD, approver: String, policyVersion: String) async {
+        let ended: @Sendable () -> Void = { [weak self] in
+            Task { await self?.processApprovalEnded(stored, process, policyVersion: policyVersion) }
+        }
+        guard processApprovals.cover(approvalID: stored.id, agentID: stored.agentID, capabilities: stored.capabilities, resource: stored.resource,
+                                     process: process, pidfd: pidfd, approver: approver, onExit: ended) else {
+            logger.warning("a process-lifetime approval cannot be watched; it covers only its one operation", metadata: ["approval.id": "\(stored.id)"])
+            return
+        }
+    }
+
+    /// The `approval.process_exit` record of a process-lifetime approval whose process exited.
+    private func processApprovalEnded(_ stored: StoredApproval, _ process: BoundProcess, policyVersion: String) async {
+        var r = AuditRecord(event: "approval.process_exit")
+        r.agent = stored.agent
+        r.agentID = stored.agentID
+        r.uid = Int64(stored.uid)
+        r.pid = Int64(process.pid)
+        r.capability = stored.capabilities.joined(separator: " ")
+        r.resource = stored.resource
+        r.approvalID = stored.id
+        r.decision = Decision.deny.rawValue
+        r.outcome = "ended"
+        r.reason = "the process it was approved for (pid \(process.pid)) exited"
+        r.policyVersion = policyVersion
+        do {
+            try await store.audit.append(r)
+        } catch {
+            logger.error("cannot record the end of a process-lifetime approval", metadata: ["approval.id": "\(stored.id)", "error": "\(error)"])
+        }
     }
 
     /// Long poll: the approval's state now, or when it changes, within `wait_ms`.
@@ -278,6 +360,7 @@ final class ApprovalService: Sendable {
         }
         let all = saves
         try await commit(records, with: { db in for save in all { try save(db) } })
+        processApprovals.forget(due.map(\.id))
         return due.count
     }
 

@@ -49,8 +49,10 @@ public struct ServerLimits: Sendable {
     static let replyBudget = 48 * 1024
 
     /// Open files the limits need: a socket and a pidfd per connection, a pidfd per process
-    /// with bound leases, plus the daemon's own.
-    public var descriptorsNeeded: Int { 2 * (maxConnections + maxAdminConnections) + ProcessWatcher.defaultLimit + 128 }
+    /// with bound leases or process-lifetime approvals, plus the daemon's own.
+    public var descriptorsNeeded: Int {
+        2 * (maxConnections + maxAdminConnections) + ProcessWatcher.defaultLimit + ProcessApprovals.defaultLimit + 128
+    }
 
     func budget(_ socket: ConnectionRegistry.Socket) -> (total: Int, reserve: Int) {
         socket == .agent ? (maxConnections, 0) : (maxAdminConnections, adminReserve)

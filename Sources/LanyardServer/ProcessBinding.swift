@@ -16,8 +16,8 @@ final class ProcessWatcher: Sendable {
         var pidfd: PidFD
         var token: UInt64
         var uid: UInt32?
-        var leases: Set<String>
-        var onExit: @Sendable ([String]) -> Void
+        /// Each thing watched (a lease, an approval) with what to call when the process exits.
+        var leases: [String: @Sendable ([String]) -> Void]
     }
 
     /// Watched processes by identity (pid and start time: never two processes at once).
@@ -45,7 +45,7 @@ final class ProcessWatcher: Sendable {
         return all.values.filter { $0.uid == uid }.reduce(0) { $0 + $1.leases.count } < perUID
     }
 
-    func isWatching(_ leaseID: String) -> Bool { watches.withLockedValue { $0.values.contains { $0.leases.contains(leaseID) } } }
+    func isWatching(_ leaseID: String) -> Bool { watches.withLockedValue { $0.values.contains { $0.leases[leaseID] != nil } } }
 
     /// Calls `onExit` with the leases bound to `process` once it has exited (at once if it
     /// already has). `pidfd` is kept only for a process not watched yet. False when a bound
@@ -56,12 +56,12 @@ final class ProcessWatcher: Sendable {
         return watches.withLockedValue { all in
             guard Self.room(in: all, uid: uid, limit: limit, perUID: perUIDLimit) else { return false }
             if all[process] != nil {
-                all[process]!.leases.insert(leaseID)
+                all[process]!.leases[leaseID] = onExit
                 return true
             }
             let token = reactor.register(pidfd.fd, persistent: false) { [weak self] in self?.exited(process) }
             guard token != 0 else { return false }
-            all[process] = Watch(pidfd: pidfd, token: token, uid: uid, leases: [leaseID], onExit: onExit)
+            all[process] = Watch(pidfd: pidfd, token: token, uid: uid, leases: [leaseID: onExit])
             reactor.arm(pidfd.fd, token: token)
             return true
         }
@@ -70,7 +70,7 @@ final class ProcessWatcher: Sendable {
     private func exited(_ process: BoundProcess) {
         guard let watch = watches.withLockedValue({ $0.removeValue(forKey: process) }) else { return }
         SocketReactor.shared.deregister(watch.pidfd.fd, token: watch.token)
-        watch.onExit(watch.leases.sorted())
+        for (id, onExit) in watch.leases.sorted(by: { $0.key < $1.key }) { onExit([id]) }
     }
 
     /// Stops watching leases that are no longer in `active` (ended otherwise); a process
@@ -79,7 +79,7 @@ final class ProcessWatcher: Sendable {
         let dropped = watches.withLockedValue { all -> [Watch] in
             var dropped: [Watch] = []
             for (process, var watch) in all {
-                watch.leases.formIntersection(active)
+                watch.leases = watch.leases.filter { active.contains($0.key) }
                 if watch.leases.isEmpty { dropped.append(watch); all[process] = nil } else { all[process] = watch }
             }
             return dropped

@@ -59,13 +59,18 @@ package struct AuthenticatedTable: Sendable, Equatable {
         "jti", "agent_id", "audience", "expires_us", "revoked_us",
     ])
 
+    /// A grant's use in its period: edited down, it would give an agent more.
+    static let limitCounters = AuthenticatedTable("limit_counters", key: ["agent_id", "capability", "kind"], columns: [
+        "agent_id", "capability", "kind", "period_start", "used",
+    ])
+
     /// The last record of the audit chain, updated in every commit: records appended,
     /// removed or rewritten at rest leave the chain's end different from it.
     static let auditHead = AuthenticatedTable("audit_head", key: ["id"], columns: ["id", "seq", "hash"])
 
     package static let all: [AuthenticatedTable] = [
         .auditHead, .agents, .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
-        .issuedIdentities,
+        .issuedIdentities, .limitCounters,
     ]
 }
 

@@ -190,6 +190,19 @@ enum Schema {
         -- Reason codes (issue 19): the stable machine name of why a decision is what it is.
         ALTER TABLE audit ADD COLUMN reason_code TEXT NOT NULL DEFAULT '';
         """,
+        """
+        -- Grant limits (issue 19): each grant's use in its current period (rate: calls,
+        -- budget: amount spent), written in the transaction of the decision it counts.
+        CREATE TABLE limit_counters (
+            agent_id TEXT NOT NULL,
+            capability TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            period_start INTEGER NOT NULL,
+            used INTEGER NOT NULL,
+            mac BLOB,
+            PRIMARY KEY (agent_id, capability, kind)
+        );
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -130,14 +130,18 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Argument(help: "The approval id.") var approval: String
         @Option(name: .customLong("for"), help: "MEDIUM only: also approve the same agent+capability+resource for this long (e.g. 30m, 1h, 2d).")
         var standing: String?
+        @Flag(name: .customLong("for-process"),
+              help: "MEDIUM only: also approve the same agent+capability+resource for the requesting process, until it exits.")
+        var forProcess = false
 
         func run() async throws {
             var seconds: UInt32 = 0
             if let standing {
+                guard !forProcess else { throw Failure("--for and --for-process exclude each other: choose a duration or the process's lifetime") }
                 guard let s = Self.duration(standing) else { throw Failure("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
                 seconds = s
             }
-            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "")
+            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "", forProcess: forProcess)
             sockets.emit(a.json) { "\(a.state.name): \(a.approvalID.field) (\(a.capabilities.fields(",")) for \(a.agent.field))" }
         }
 
@@ -166,12 +170,13 @@ struct ApprovalsCommand: AsyncParsableCommand {
     }
 }
 
-func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String) async throws -> Lanyard_V1_Approval {
+func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool = false) async throws -> Lanyard_V1_Approval {
     var req = Lanyard_V1_AdminRequest()
     req.approvalDecide = .with {
         $0.approvalID = id
         $0.approve = approve
         $0.standingSeconds = standing
+        $0.forProcess = forProcess
         $0.reason = reason
     }
     return try await sockets.admin.call(req).approvalDecide.approval

@@ -12,7 +12,7 @@ struct Lanyardctl: AsyncParsableCommand {
         discussion: "Exit status: 0 on success; 1 on an error (the message says what to do); `authorize` exits 2 on DENY and 3 on PENDING.",
         subcommands: [Whoami.self, Authorize.self, Provision.self, Exec.self, Revoke.self, Introspect.self, Await.self, PolicyCommand.self,
                       AgentsCommand.self, ApprovalsCommand.self, SecretCommand.self, LeasesCommand.self, AuditCommand.self, IdentityCommand.self,
-                      Jwks.self, KeysCommand.self, Status.self])
+                      Jwks.self, KeysCommand.self, Status.self, LimitsCommand.self])
 
     /// ArgumentParser's `main`, except that the connections the command opened are
     /// closed before the process exits, whatever the outcome, and a `Failure` or an
@@ -149,8 +149,16 @@ struct Authorize: AsyncParsableCommand {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Daemon status (admins and approvers).")
     @OptionGroup var sockets: Sockets
+    @Option(help: "Show this agent's grant limits and their use instead.") var agent: String?
 
     func run() async throws {
+        if let agent {
+            let counters = try await LimitsCommand.show(sockets, agent: agent)
+            sockets.emit(.object([("agent", .string(agent)), ("limits", LimitsCommand.json(counters))])) {
+                "agent \(agent.field)\n" + LimitsCommand.text(counters)
+            }
+            return
+        }
         var req = Lanyard_V1_AdminRequest()
         req.status = .init()
         let s = try await sockets.admin.call(req).statusResult

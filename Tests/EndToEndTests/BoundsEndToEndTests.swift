@@ -255,7 +255,7 @@ struct BoundsEndToEndTests {
         defer { low.cleanup() }
         try low.start()
         #expect(low.logText.contains("open-files limit is lower than the connection limits need"))
-        #expect(low.logText.contains("3328"))  // 2 × (1024 + 64) + 1024 bound processes + 128
+        #expect(low.logText.contains("3584"))  // 2 × (1024 + 64) + 1024 bound leases + 256 process approvals + 128
 
         let raised = try DaemonProcess(policy: Self.policy())
         raised.wrapper = ["/usr/bin/prlimit", "--nofile=512:8192", "--"]
@@ -264,7 +264,7 @@ struct BoundsEndToEndTests {
         #expect(!raised.logText.contains("open-files limit"))
         let pid = try #require(raised.pid)
         let limits = try #require(TestSupport.readText("/proc/\(pid)/limits"))
-        #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains("3328") }, "\(limits)")
+        #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains("3584") }, "\(limits)")
     }
 }
 }  // extension LoadSensitive

@@ -38,6 +38,9 @@ struct RowAuthenticationTests {
         _ = try store.signingKey(purpose: "identity")
         _ = try store.serviceVersion("github")
         try commit(store.recordIdentity(jti: String(repeating: "j", count: 32), agentID: "agent-id", audience: "svc", expiresMicros: 9))
+        var limits = GrantLimits()
+        limits.rate = .init(count: 5, period: .hour)
+        try commit { [limits] db in try store.countUse(agentID: "agent-id", capability: "github:push", limits: limits, amount: 0, nowMicros: 1, used: LimitUsage(), on: db) }
         return store
     }
 
@@ -285,13 +288,15 @@ struct RowAuthenticationTests {
         #expect(try store!.processBoundLeases().map(\.id) == ["bound"])
 
         // An unbound lease, then the database as it was before the migration that adds the columns.
+        let bindingMigration = try #require(Schema.migrations.firstIndex { $0.contains("ADD COLUMN process_pid") })
         try commit(store!.insertLease(Lease(id: "old", agentID: "i", agent: "a", service: "github", kind: .opaque, scope: ["github:push"],
                                             version: 1, issuedMicros: 1, expiresMicros: 2), secretHash: "h-old"))
         try store!.read { db in
             try db.exec("""
                 DELETE FROM leases WHERE id = 'bound'; DROP INDEX leases_bound;
                 ALTER TABLE leases DROP COLUMN process_pid; ALTER TABLE leases DROP COLUMN process_start;
-                PRAGMA user_version = \(Schema.migrations.count - 1);
+                DROP TABLE IF EXISTS limit_counters;
+                PRAGMA user_version = \(bindingMigration);
                 """)
         }
         store!.audit.close()

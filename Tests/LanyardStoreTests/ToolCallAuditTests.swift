@@ -66,6 +66,7 @@ struct ToolCallAuditTests {
             ALTER TABLE leases DROP COLUMN process_pid;
             ALTER TABLE leases DROP COLUMN process_start;
             ALTER TABLE audit DROP COLUMN reason_code;
+            DROP TABLE IF EXISTS limit_counters;
             PRAGMA user_version = \(mcp);
             """)
 

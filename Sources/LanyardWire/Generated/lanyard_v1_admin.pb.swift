@@ -181,6 +181,22 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     set {call = .policyExplain(newValue)}
   }
 
+  public var limitsShow: Lanyard_V1_LimitsShowRequest {
+    get {
+      if case .limitsShow(let v)? = call {return v}
+      return Lanyard_V1_LimitsShowRequest()
+    }
+    set {call = .limitsShow(newValue)}
+  }
+
+  public var limitsReset: Lanyard_V1_LimitsResetRequest {
+    get {
+      if case .limitsReset(let v)? = call {return v}
+      return Lanyard_V1_LimitsResetRequest()
+    }
+    set {call = .limitsReset(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Call: Equatable, Sendable {
@@ -202,6 +218,8 @@ public nonisolated struct Lanyard_V1_AdminRequest: Sendable {
     case whoami(Lanyard_V1_WhoamiRequest)
     case identityRevoke(Lanyard_V1_IdentityRevokeRequest)
     case policyExplain(Lanyard_V1_PolicyExplainRequest)
+    case limitsShow(Lanyard_V1_LimitsShowRequest)
+    case limitsReset(Lanyard_V1_LimitsResetRequest)
 
   }
 
@@ -370,6 +388,22 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     set {result = .policyExplain(newValue)}
   }
 
+  public var limitsShow: Lanyard_V1_LimitsShowResponse {
+    get {
+      if case .limitsShow(let v)? = result {return v}
+      return Lanyard_V1_LimitsShowResponse()
+    }
+    set {result = .limitsShow(newValue)}
+  }
+
+  public var limitsReset: Lanyard_V1_LimitsResetResponse {
+    get {
+      if case .limitsReset(let v)? = result {return v}
+      return Lanyard_V1_LimitsResetResponse()
+    }
+    set {result = .limitsReset(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Result: Equatable, Sendable {
@@ -391,6 +425,8 @@ public nonisolated struct Lanyard_V1_AdminResponse: Sendable {
     case whoami(Lanyard_V1_WhoamiResponse)
     case identityRevoke(Lanyard_V1_IdentityRevokeResponse)
     case policyExplain(Lanyard_V1_PolicyExplainResponse)
+    case limitsShow(Lanyard_V1_LimitsShowResponse)
+    case limitsReset(Lanyard_V1_LimitsResetResponse)
 
   }
 
@@ -808,6 +844,9 @@ public nonisolated struct Lanyard_V1_ApprovalDecideRequest: Sendable {
   public var standingSeconds: UInt32 = 0
 
   public var reason: String = String()
+
+  /// MEDIUM only: covers the requesting process until it exits
+  public var forProcess: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1275,13 +1314,99 @@ public nonisolated struct Lanyard_V1_IdentityRevokeResponse: Sendable {
   public init() {}
 }
 
+/// Grant limits (issue 19): each counter of a grant's use in its current period.
+public nonisolated struct Lanyard_V1_LimitCounter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var agent: String = String()
+
+  public var capability: String = String()
+
+  /// "calls" (rate) or "spent" (budget)
+  public var kind: String = String()
+
+  /// in the period (0 once it has ended)
+  public var used: Int64 = 0
+
+  /// the rate's count or the budget's amount
+  public var limit: Int64 = 0
+
+  /// the budget's unit ("" for calls)
+  public var unit: String = String()
+
+  /// minute, hour or day
+  public var period: String = String()
+
+  /// unix seconds
+  public var periodEndsAt: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_LimitsShowRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "" for every agent
+  public var agent: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_LimitsShowResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var counters: [Lanyard_V1_LimitCounter] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_LimitsResetRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var agent: String = String()
+
+  /// "" for every grant of the agent
+  public var capability: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lanyard_V1_LimitsResetResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// counters removed
+  public var reset: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "lanyard.v1"
 
 nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}status\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0\u{4}\u{a}limits_show\0\u{3}limits_reset\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1524,6 +1649,32 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
           self.call = .policyExplain(v)
         }
       }()
+      case 70: try {
+        var v: Lanyard_V1_LimitsShowRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .limitsShow(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .limitsShow(v)
+        }
+      }()
+      case 71: try {
+        var v: Lanyard_V1_LimitsResetRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .limitsReset(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .limitsReset(v)
+        }
+      }()
       default: break
       }
     }
@@ -1610,6 +1761,14 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
       guard case .policyExplain(let v)? = self.call else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
     }()
+    case .limitsShow?: try {
+      guard case .limitsShow(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+    }()
+    case .limitsReset?: try {
+      guard case .limitsReset(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1625,7 +1784,7 @@ nonisolated extension Lanyard_V1_AdminRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AdminResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}status\0\u{4}\u{8}status_result\0\u{3}policy_reload\0\u{3}policy_show\0\u{3}agents_list\0\u{3}secret_put\0\u{3}secret_rotate\0\u{3}secret_list\0\u{3}approvals_list\0\u{3}approval_decide\0\u{3}leases_list\0\u{3}leases_revoke\0\u{3}audit_query\0\u{3}audit_verify\0\u{3}keys_rotate\0\u{1}jwks\0\u{1}whoami\0\u{3}identity_revoke\0\u{4}\"policy_explain\0\u{4}\u{a}limits_show\0\u{3}limits_reset\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1869,6 +2028,32 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
           self.result = .policyExplain(v)
         }
       }()
+      case 70: try {
+        var v: Lanyard_V1_LimitsShowResponse?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .limitsShow(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .limitsShow(v)
+        }
+      }()
+      case 71: try {
+        var v: Lanyard_V1_LimitsResetResponse?
+        var hadOneofValue = false
+        if let current = self.result {
+          hadOneofValue = true
+          if case .limitsReset(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.result = .limitsReset(v)
+        }
+      }()
       default: break
       }
     }
@@ -1957,6 +2142,14 @@ nonisolated extension Lanyard_V1_AdminResponse: SwiftProtobuf.Message, SwiftProt
     case .policyExplain?: try {
       guard case .policyExplain(let v)? = self.result else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
+    case .limitsShow?: try {
+      guard case .limitsShow(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+    }()
+    case .limitsReset?: try {
+      guard case .limitsReset(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
     }()
     case nil: break
     }
@@ -2825,7 +3018,7 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalDecideRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0\u{4}B\u{1}for_process\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2837,6 +3030,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
       case 2: try { try decoder.decodeSingularBoolField(value: &self.approve) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.standingSeconds) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 70: try { try decoder.decodeSingularBoolField(value: &self.forProcess) }()
       default: break
       }
     }
@@ -2855,6 +3049,9 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
     }
+    if self.forProcess != false {
+      try visitor.visitSingularBoolField(value: self.forProcess, fieldNumber: 70)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2863,6 +3060,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if lhs.approve != rhs.approve {return false}
     if lhs.standingSeconds != rhs.standingSeconds {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.forProcess != rhs.forProcess {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3799,6 +3997,196 @@ nonisolated extension Lanyard_V1_IdentityRevokeResponse: SwiftProtobuf.Message, 
 
   public static func ==(lhs: Lanyard_V1_IdentityRevokeResponse, rhs: Lanyard_V1_IdentityRevokeResponse) -> Bool {
     if lhs.revoked != rhs.revoked {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_LimitCounter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LimitCounter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}capability\0\u{1}kind\0\u{1}used\0\u{1}limit\0\u{1}unit\0\u{1}period\0\u{3}period_ends_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.used) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.limit) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.unit) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.period) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.periodEndsAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.agent.isEmpty {
+      try visitor.visitSingularStringField(value: self.agent, fieldNumber: 1)
+    }
+    if !self.capability.isEmpty {
+      try visitor.visitSingularStringField(value: self.capability, fieldNumber: 2)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 3)
+    }
+    if self.used != 0 {
+      try visitor.visitSingularInt64Field(value: self.used, fieldNumber: 4)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularInt64Field(value: self.limit, fieldNumber: 5)
+    }
+    if !self.unit.isEmpty {
+      try visitor.visitSingularStringField(value: self.unit, fieldNumber: 6)
+    }
+    if !self.period.isEmpty {
+      try visitor.visitSingularStringField(value: self.period, fieldNumber: 7)
+    }
+    if self.periodEndsAt != 0 {
+      try visitor.visitSingularInt64Field(value: self.periodEndsAt, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_LimitCounter, rhs: Lanyard_V1_LimitCounter) -> Bool {
+    if lhs.agent != rhs.agent {return false}
+    if lhs.capability != rhs.capability {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.used != rhs.used {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unit != rhs.unit {return false}
+    if lhs.period != rhs.period {return false}
+    if lhs.periodEndsAt != rhs.periodEndsAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_LimitsShowRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LimitsShowRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.agent.isEmpty {
+      try visitor.visitSingularStringField(value: self.agent, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_LimitsShowRequest, rhs: Lanyard_V1_LimitsShowRequest) -> Bool {
+    if lhs.agent != rhs.agent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_LimitsShowResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LimitsShowResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}counters\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.counters) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.counters.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.counters, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_LimitsShowResponse, rhs: Lanyard_V1_LimitsShowResponse) -> Bool {
+    if lhs.counters != rhs.counters {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_LimitsResetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LimitsResetRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}capability\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.agent.isEmpty {
+      try visitor.visitSingularStringField(value: self.agent, fieldNumber: 1)
+    }
+    if !self.capability.isEmpty {
+      try visitor.visitSingularStringField(value: self.capability, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_LimitsResetRequest, rhs: Lanyard_V1_LimitsResetRequest) -> Bool {
+    if lhs.agent != rhs.agent {return false}
+    if lhs.capability != rhs.capability {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lanyard_V1_LimitsResetResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LimitsResetResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reset\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.reset) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.reset != 0 {
+      try visitor.visitSingularUInt32Field(value: self.reset, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lanyard_V1_LimitsResetResponse, rhs: Lanyard_V1_LimitsResetResponse) -> Bool {
+    if lhs.reset != rhs.reset {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -422,6 +422,9 @@ public nonisolated struct Lanyard_V1_AuthorizeResponse: Sendable {
   /// decided as a dry run: nothing changed
   public var dryRun: Bool = false
 
+  /// DENY rate_limited: seconds until the next call can be allowed
+  public var retryAfterSeconds: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1647,7 +1650,7 @@ nonisolated extension Lanyard_V1_ToolCall: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuthorizeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0\u{4}*reason_code\0\u{1}path\0\u{3}dry_run\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decision\0\u{1}risk\0\u{1}reason\0\u{3}approval_id\0\u{3}binding_code\0\u{3}approval_expires_at\0\u{1}capability\0\u{3}args_digest\0\u{4}*reason_code\0\u{1}path\0\u{3}dry_run\0\u{4}\u{12}retry_after_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1666,6 +1669,7 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
       case 50: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
       case 51: try { try decoder.decodeSingularMessageField(value: &self._path) }()
       case 52: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
+      case 70: try { try decoder.decodeSingularUInt64Field(value: &self.retryAfterSeconds) }()
       default: break
       }
     }
@@ -1709,6 +1713,9 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if self.dryRun != false {
       try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 52)
     }
+    if self.retryAfterSeconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retryAfterSeconds, fieldNumber: 70)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1724,6 +1731,7 @@ nonisolated extension Lanyard_V1_AuthorizeResponse: SwiftProtobuf.Message, Swift
     if lhs.reasonCode != rhs.reasonCode {return false}
     if lhs._path != rhs._path {return false}
     if lhs.dryRun != rhs.dryRun {return false}
+    if lhs.retryAfterSeconds != rhs.retryAfterSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1954,7 +1954,232 @@ void   lanyard__v1__identity_revoke_response__free_unpacked
   assert(message->base.descriptor == &lanyard__v1__identity_revoke_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[19] =
+void   lanyard__v1__limit_counter__init
+                     (Lanyard__V1__LimitCounter         *message)
+{
+  static const Lanyard__V1__LimitCounter init_value = LANYARD__V1__LIMIT_COUNTER__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__limit_counter__get_packed_size
+                     (const Lanyard__V1__LimitCounter *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__limit_counter__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__limit_counter__pack
+                     (const Lanyard__V1__LimitCounter *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__limit_counter__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__limit_counter__pack_to_buffer
+                     (const Lanyard__V1__LimitCounter *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__limit_counter__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__LimitCounter *
+       lanyard__v1__limit_counter__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__LimitCounter *)
+     protobuf_c_message_unpack (&lanyard__v1__limit_counter__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__limit_counter__free_unpacked
+                     (Lanyard__V1__LimitCounter *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__limit_counter__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__limits_show_request__init
+                     (Lanyard__V1__LimitsShowRequest         *message)
+{
+  static const Lanyard__V1__LimitsShowRequest init_value = LANYARD__V1__LIMITS_SHOW_REQUEST__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__limits_show_request__get_packed_size
+                     (const Lanyard__V1__LimitsShowRequest *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__limits_show_request__pack
+                     (const Lanyard__V1__LimitsShowRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__limits_show_request__pack_to_buffer
+                     (const Lanyard__V1__LimitsShowRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__LimitsShowRequest *
+       lanyard__v1__limits_show_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__LimitsShowRequest *)
+     protobuf_c_message_unpack (&lanyard__v1__limits_show_request__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__limits_show_request__free_unpacked
+                     (Lanyard__V1__LimitsShowRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__limits_show_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__limits_show_response__init
+                     (Lanyard__V1__LimitsShowResponse         *message)
+{
+  static const Lanyard__V1__LimitsShowResponse init_value = LANYARD__V1__LIMITS_SHOW_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__limits_show_response__get_packed_size
+                     (const Lanyard__V1__LimitsShowResponse *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__limits_show_response__pack
+                     (const Lanyard__V1__LimitsShowResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__limits_show_response__pack_to_buffer
+                     (const Lanyard__V1__LimitsShowResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_show_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__LimitsShowResponse *
+       lanyard__v1__limits_show_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__LimitsShowResponse *)
+     protobuf_c_message_unpack (&lanyard__v1__limits_show_response__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__limits_show_response__free_unpacked
+                     (Lanyard__V1__LimitsShowResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__limits_show_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__limits_reset_request__init
+                     (Lanyard__V1__LimitsResetRequest         *message)
+{
+  static const Lanyard__V1__LimitsResetRequest init_value = LANYARD__V1__LIMITS_RESET_REQUEST__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__limits_reset_request__get_packed_size
+                     (const Lanyard__V1__LimitsResetRequest *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__limits_reset_request__pack
+                     (const Lanyard__V1__LimitsResetRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__limits_reset_request__pack_to_buffer
+                     (const Lanyard__V1__LimitsResetRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__LimitsResetRequest *
+       lanyard__v1__limits_reset_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__LimitsResetRequest *)
+     protobuf_c_message_unpack (&lanyard__v1__limits_reset_request__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__limits_reset_request__free_unpacked
+                     (Lanyard__V1__LimitsResetRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   lanyard__v1__limits_reset_response__init
+                     (Lanyard__V1__LimitsResetResponse         *message)
+{
+  static const Lanyard__V1__LimitsResetResponse init_value = LANYARD__V1__LIMITS_RESET_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t lanyard__v1__limits_reset_response__get_packed_size
+                     (const Lanyard__V1__LimitsResetResponse *message)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t lanyard__v1__limits_reset_response__pack
+                     (const Lanyard__V1__LimitsResetResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t lanyard__v1__limits_reset_response__pack_to_buffer
+                     (const Lanyard__V1__LimitsResetResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Lanyard__V1__LimitsResetResponse *
+       lanyard__v1__limits_reset_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Lanyard__V1__LimitsResetResponse *)
+     protobuf_c_message_unpack (&lanyard__v1__limits_reset_response__descriptor,
+                                allocator, len, data);
+}
+void   lanyard__v1__limits_reset_response__free_unpacked
+                     (Lanyard__V1__LimitsResetResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &lanyard__v1__limits_reset_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descriptors[21] =
 {
   {
     "id",
@@ -2184,6 +2409,30 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_request__field_descript
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "limits_show",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminRequest, call_case),
+    offsetof(Lanyard__V1__AdminRequest, limits_show),
+    &lanyard__v1__limits_show_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limits_reset",
+    71,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminRequest, call_case),
+    offsetof(Lanyard__V1__AdminRequest, limits_reset),
+    &lanyard__v1__limits_reset_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   4,   /* field[4] = agents_list */
@@ -2197,6 +2446,8 @@ static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   14,   /* field[14] = keys_rotate */
   10,   /* field[10] = leases_list */
   11,   /* field[11] = leases_revoke */
+  20,   /* field[20] = limits_reset */
+  19,   /* field[19] = limits_show */
   18,   /* field[18] = policy_explain */
   2,   /* field[2] = policy_reload */
   3,   /* field[3] = policy_show */
@@ -2206,12 +2457,13 @@ static const unsigned lanyard__v1__admin_request__field_indices_by_name[] = {
   1,   /* field[1] = status */
   16,   /* field[16] = whoami */
 };
-static const ProtobufCIntRange lanyard__v1__admin_request__number_ranges[3 + 1] =
+static const ProtobufCIntRange lanyard__v1__admin_request__number_ranges[4 + 1] =
 {
   { 1, 0 },
   { 10, 1 },
   { 60, 18 },
-  { 0, 19 }
+  { 70, 19 },
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
 {
@@ -2221,14 +2473,14 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_request__descriptor =
   "Lanyard__V1__AdminRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminRequest),
-  19,
+  21,
   lanyard__v1__admin_request__field_descriptors,
   lanyard__v1__admin_request__field_indices_by_name,
-  3,  lanyard__v1__admin_request__number_ranges,
+  4,  lanyard__v1__admin_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__admin_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[20] =
+static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descriptors[22] =
 {
   {
     "id",
@@ -2470,6 +2722,30 @@ static const ProtobufCFieldDescriptor lanyard__v1__admin_response__field_descrip
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "limits_show",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminResponse, result_case),
+    offsetof(Lanyard__V1__AdminResponse, limits_show),
+    &lanyard__v1__limits_show_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limits_reset",
+    71,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__AdminResponse, result_case),
+    offsetof(Lanyard__V1__AdminResponse, limits_reset),
+    &lanyard__v1__limits_reset_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   5,   /* field[5] = agents_list */
@@ -2483,6 +2759,8 @@ static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   15,   /* field[15] = keys_rotate */
   11,   /* field[11] = leases_list */
   12,   /* field[12] = leases_revoke */
+  21,   /* field[21] = limits_reset */
+  20,   /* field[20] = limits_show */
   19,   /* field[19] = policy_explain */
   3,   /* field[3] = policy_reload */
   4,   /* field[4] = policy_show */
@@ -2493,12 +2771,13 @@ static const unsigned lanyard__v1__admin_response__field_indices_by_name[] = {
   2,   /* field[2] = status_result */
   17,   /* field[17] = whoami */
 };
-static const ProtobufCIntRange lanyard__v1__admin_response__number_ranges[3 + 1] =
+static const ProtobufCIntRange lanyard__v1__admin_response__number_ranges[4 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
   { 60, 19 },
-  { 0, 20 }
+  { 70, 20 },
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
 {
@@ -2508,10 +2787,10 @@ const ProtobufCMessageDescriptor lanyard__v1__admin_response__descriptor =
   "Lanyard__V1__AdminResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AdminResponse),
-  20,
+  22,
   lanyard__v1__admin_response__field_descriptors,
   lanyard__v1__admin_response__field_indices_by_name,
-  3,  lanyard__v1__admin_response__number_ranges,
+  4,  lanyard__v1__admin_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__admin_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -3824,7 +4103,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descripto
   (ProtobufCMessageInit) lanyard__v1__approvals_list_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__field_descriptors[5] =
 {
   {
     "approval_id",
@@ -3874,17 +4153,31 @@ static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "for_process",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalDecideRequest, for_process),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approval_decide_request__field_indices_by_name[] = {
   0,   /* field[0] = approval_id */
   1,   /* field[1] = approve */
+  4,   /* field[4] = for_process */
   3,   /* field[3] = reason */
   2,   /* field[2] = standing_seconds */
 };
-static const ProtobufCIntRange lanyard__v1__approval_decide_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__approval_decide_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 70, 4 },
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approval_decide_request__descriptor =
 {
@@ -3894,10 +4187,10 @@ const ProtobufCMessageDescriptor lanyard__v1__approval_decide_request__descripto
   "Lanyard__V1__ApprovalDecideRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__ApprovalDecideRequest),
-  4,
+  5,
   lanyard__v1__approval_decide_request__field_descriptors,
   lanyard__v1__approval_decide_request__field_indices_by_name,
-  1,  lanyard__v1__approval_decide_request__number_ranges,
+  2,  lanyard__v1__approval_decide_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__approval_decide_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -5308,5 +5601,299 @@ const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_response__descript
   lanyard__v1__identity_revoke_response__field_indices_by_name,
   1,  lanyard__v1__identity_revoke_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__identity_revoke_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__limit_counter__field_descriptors[8] =
+{
+  {
+    "agent",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capability",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, capability),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "used",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, used),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unit",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, unit),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, period),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period_ends_at",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitCounter, period_ends_at),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__limit_counter__field_indices_by_name[] = {
+  0,   /* field[0] = agent */
+  1,   /* field[1] = capability */
+  2,   /* field[2] = kind */
+  4,   /* field[4] = limit */
+  6,   /* field[6] = period */
+  7,   /* field[7] = period_ends_at */
+  5,   /* field[5] = unit */
+  3,   /* field[3] = used */
+};
+static const ProtobufCIntRange lanyard__v1__limit_counter__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__limit_counter__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.LimitCounter",
+  "LimitCounter",
+  "Lanyard__V1__LimitCounter",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__LimitCounter),
+  8,
+  lanyard__v1__limit_counter__field_descriptors,
+  lanyard__v1__limit_counter__field_indices_by_name,
+  1,  lanyard__v1__limit_counter__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__limit_counter__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__limits_show_request__field_descriptors[1] =
+{
+  {
+    "agent",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitsShowRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__limits_show_request__field_indices_by_name[] = {
+  0,   /* field[0] = agent */
+};
+static const ProtobufCIntRange lanyard__v1__limits_show_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__limits_show_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.LimitsShowRequest",
+  "LimitsShowRequest",
+  "Lanyard__V1__LimitsShowRequest",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__LimitsShowRequest),
+  1,
+  lanyard__v1__limits_show_request__field_descriptors,
+  lanyard__v1__limits_show_request__field_indices_by_name,
+  1,  lanyard__v1__limits_show_request__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__limits_show_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__limits_show_response__field_descriptors[1] =
+{
+  {
+    "counters",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Lanyard__V1__LimitsShowResponse, n_counters),
+    offsetof(Lanyard__V1__LimitsShowResponse, counters),
+    &lanyard__v1__limit_counter__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__limits_show_response__field_indices_by_name[] = {
+  0,   /* field[0] = counters */
+};
+static const ProtobufCIntRange lanyard__v1__limits_show_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__limits_show_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.LimitsShowResponse",
+  "LimitsShowResponse",
+  "Lanyard__V1__LimitsShowResponse",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__LimitsShowResponse),
+  1,
+  lanyard__v1__limits_show_response__field_descriptors,
+  lanyard__v1__limits_show_response__field_indices_by_name,
+  1,  lanyard__v1__limits_show_response__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__limits_show_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__limits_reset_request__field_descriptors[2] =
+{
+  {
+    "agent",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitsResetRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capability",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitsResetRequest, capability),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__limits_reset_request__field_indices_by_name[] = {
+  0,   /* field[0] = agent */
+  1,   /* field[1] = capability */
+};
+static const ProtobufCIntRange lanyard__v1__limits_reset_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__limits_reset_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.LimitsResetRequest",
+  "LimitsResetRequest",
+  "Lanyard__V1__LimitsResetRequest",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__LimitsResetRequest),
+  2,
+  lanyard__v1__limits_reset_request__field_descriptors,
+  lanyard__v1__limits_reset_request__field_indices_by_name,
+  1,  lanyard__v1__limits_reset_request__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__limits_reset_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor lanyard__v1__limits_reset_response__field_descriptors[1] =
+{
+  {
+    "reset",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitsResetResponse, reset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned lanyard__v1__limits_reset_response__field_indices_by_name[] = {
+  0,   /* field[0] = reset */
+};
+static const ProtobufCIntRange lanyard__v1__limits_reset_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor lanyard__v1__limits_reset_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "lanyard.v1.LimitsResetResponse",
+  "LimitsResetResponse",
+  "Lanyard__V1__LimitsResetResponse",
+  "lanyard.v1",
+  sizeof(Lanyard__V1__LimitsResetResponse),
+  1,
+  lanyard__v1__limits_reset_response__field_descriptors,
+  lanyard__v1__limits_reset_response__field_indices_by_name,
+  1,  lanyard__v1__limits_reset_response__number_ranges,
+  (ProtobufCMessageInit) lanyard__v1__limits_reset_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -62,6 +62,11 @@ typedef struct Lanyard__V1__WhoamiRequest Lanyard__V1__WhoamiRequest;
 typedef struct Lanyard__V1__WhoamiResponse Lanyard__V1__WhoamiResponse;
 typedef struct Lanyard__V1__IdentityRevokeRequest Lanyard__V1__IdentityRevokeRequest;
 typedef struct Lanyard__V1__IdentityRevokeResponse Lanyard__V1__IdentityRevokeResponse;
+typedef struct Lanyard__V1__LimitCounter Lanyard__V1__LimitCounter;
+typedef struct Lanyard__V1__LimitsShowRequest Lanyard__V1__LimitsShowRequest;
+typedef struct Lanyard__V1__LimitsShowResponse Lanyard__V1__LimitsShowResponse;
+typedef struct Lanyard__V1__LimitsResetRequest Lanyard__V1__LimitsResetRequest;
+typedef struct Lanyard__V1__LimitsResetResponse Lanyard__V1__LimitsResetResponse;
 
 
 /* --- enums --- */
@@ -88,7 +93,9 @@ typedef enum {
   LANYARD__V1__ADMIN_REQUEST__CALL_JWKS = 24,
   LANYARD__V1__ADMIN_REQUEST__CALL_WHOAMI = 25,
   LANYARD__V1__ADMIN_REQUEST__CALL_IDENTITY_REVOKE = 26,
-  LANYARD__V1__ADMIN_REQUEST__CALL_POLICY_EXPLAIN = 60
+  LANYARD__V1__ADMIN_REQUEST__CALL_POLICY_EXPLAIN = 60,
+  LANYARD__V1__ADMIN_REQUEST__CALL_LIMITS_SHOW = 70,
+  LANYARD__V1__ADMIN_REQUEST__CALL_LIMITS_RESET = 71
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_REQUEST__CALL__CASE)
 } Lanyard__V1__AdminRequest__CallCase;
 
@@ -116,6 +123,8 @@ struct  Lanyard__V1__AdminRequest
     Lanyard__V1__WhoamiRequest *whoami;
     Lanyard__V1__IdentityRevokeRequest *identity_revoke;
     Lanyard__V1__PolicyExplainRequest *policy_explain;
+    Lanyard__V1__LimitsShowRequest *limits_show;
+    Lanyard__V1__LimitsResetRequest *limits_reset;
   };
 };
 #define LANYARD__V1__ADMIN_REQUEST__INIT \
@@ -142,7 +151,9 @@ typedef enum {
   LANYARD__V1__ADMIN_RESPONSE__RESULT_JWKS = 24,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_WHOAMI = 25,
   LANYARD__V1__ADMIN_RESPONSE__RESULT_IDENTITY_REVOKE = 26,
-  LANYARD__V1__ADMIN_RESPONSE__RESULT_POLICY_EXPLAIN = 60
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_POLICY_EXPLAIN = 60,
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_LIMITS_SHOW = 70,
+  LANYARD__V1__ADMIN_RESPONSE__RESULT_LIMITS_RESET = 71
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(LANYARD__V1__ADMIN_RESPONSE__RESULT__CASE)
 } Lanyard__V1__AdminResponse__ResultCase;
 
@@ -171,6 +182,8 @@ struct  Lanyard__V1__AdminResponse
     Lanyard__V1__WhoamiResponse *whoami;
     Lanyard__V1__IdentityRevokeResponse *identity_revoke;
     Lanyard__V1__PolicyExplainResponse *policy_explain;
+    Lanyard__V1__LimitsShowResponse *limits_show;
+    Lanyard__V1__LimitsResetResponse *limits_reset;
   };
 };
 #define LANYARD__V1__ADMIN_RESPONSE__INIT \
@@ -469,10 +482,14 @@ struct  Lanyard__V1__ApprovalDecideRequest
    */
   uint32_t standing_seconds;
   char *reason;
+  /*
+   * MEDIUM only: covers the requesting process until it exits
+   */
+  protobuf_c_boolean for_process;
 };
 #define LANYARD__V1__APPROVAL_DECIDE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approval_decide_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Lanyard__V1__ApprovalDecideResponse
@@ -798,6 +815,95 @@ struct  Lanyard__V1__IdentityRevokeResponse
 };
 #define LANYARD__V1__IDENTITY_REVOKE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__identity_revoke_response__descriptor) \
+    , 0 }
+
+
+/*
+ * Grant limits (issue 19): each counter of a grant's use in its current period.
+ */
+struct  Lanyard__V1__LimitCounter
+{
+  ProtobufCMessage base;
+  char *agent;
+  char *capability;
+  /*
+   * "calls" (rate) or "spent" (budget)
+   */
+  char *kind;
+  /*
+   * in the period (0 once it has ended)
+   */
+  int64_t used;
+  /*
+   * the rate's count or the budget's amount
+   */
+  int64_t limit;
+  /*
+   * the budget's unit ("" for calls)
+   */
+  char *unit;
+  /*
+   * minute, hour or day
+   */
+  char *period;
+  /*
+   * unix seconds
+   */
+  int64_t period_ends_at;
+};
+#define LANYARD__V1__LIMIT_COUNTER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limit_counter__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Lanyard__V1__LimitsShowRequest
+{
+  ProtobufCMessage base;
+  /*
+   * "" for every agent
+   */
+  char *agent;
+};
+#define LANYARD__V1__LIMITS_SHOW_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limits_show_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Lanyard__V1__LimitsShowResponse
+{
+  ProtobufCMessage base;
+  size_t n_counters;
+  Lanyard__V1__LimitCounter **counters;
+};
+#define LANYARD__V1__LIMITS_SHOW_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limits_show_response__descriptor) \
+    , 0,NULL }
+
+
+struct  Lanyard__V1__LimitsResetRequest
+{
+  ProtobufCMessage base;
+  char *agent;
+  /*
+   * "" for every grant of the agent
+   */
+  char *capability;
+};
+#define LANYARD__V1__LIMITS_RESET_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limits_reset_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Lanyard__V1__LimitsResetResponse
+{
+  ProtobufCMessage base;
+  /*
+   * counters removed
+   */
+  uint32_t reset;
+};
+#define LANYARD__V1__LIMITS_RESET_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limits_reset_response__descriptor) \
     , 0 }
 
 
@@ -1624,6 +1730,101 @@ Lanyard__V1__IdentityRevokeResponse *
 void   lanyard__v1__identity_revoke_response__free_unpacked
                      (Lanyard__V1__IdentityRevokeResponse *message,
                       ProtobufCAllocator *allocator);
+/* Lanyard__V1__LimitCounter methods */
+void   lanyard__v1__limit_counter__init
+                     (Lanyard__V1__LimitCounter         *message);
+size_t lanyard__v1__limit_counter__get_packed_size
+                     (const Lanyard__V1__LimitCounter   *message);
+size_t lanyard__v1__limit_counter__pack
+                     (const Lanyard__V1__LimitCounter   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__limit_counter__pack_to_buffer
+                     (const Lanyard__V1__LimitCounter   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__LimitCounter *
+       lanyard__v1__limit_counter__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__limit_counter__free_unpacked
+                     (Lanyard__V1__LimitCounter *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__LimitsShowRequest methods */
+void   lanyard__v1__limits_show_request__init
+                     (Lanyard__V1__LimitsShowRequest         *message);
+size_t lanyard__v1__limits_show_request__get_packed_size
+                     (const Lanyard__V1__LimitsShowRequest   *message);
+size_t lanyard__v1__limits_show_request__pack
+                     (const Lanyard__V1__LimitsShowRequest   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__limits_show_request__pack_to_buffer
+                     (const Lanyard__V1__LimitsShowRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__LimitsShowRequest *
+       lanyard__v1__limits_show_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__limits_show_request__free_unpacked
+                     (Lanyard__V1__LimitsShowRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__LimitsShowResponse methods */
+void   lanyard__v1__limits_show_response__init
+                     (Lanyard__V1__LimitsShowResponse         *message);
+size_t lanyard__v1__limits_show_response__get_packed_size
+                     (const Lanyard__V1__LimitsShowResponse   *message);
+size_t lanyard__v1__limits_show_response__pack
+                     (const Lanyard__V1__LimitsShowResponse   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__limits_show_response__pack_to_buffer
+                     (const Lanyard__V1__LimitsShowResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__LimitsShowResponse *
+       lanyard__v1__limits_show_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__limits_show_response__free_unpacked
+                     (Lanyard__V1__LimitsShowResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__LimitsResetRequest methods */
+void   lanyard__v1__limits_reset_request__init
+                     (Lanyard__V1__LimitsResetRequest         *message);
+size_t lanyard__v1__limits_reset_request__get_packed_size
+                     (const Lanyard__V1__LimitsResetRequest   *message);
+size_t lanyard__v1__limits_reset_request__pack
+                     (const Lanyard__V1__LimitsResetRequest   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__limits_reset_request__pack_to_buffer
+                     (const Lanyard__V1__LimitsResetRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__LimitsResetRequest *
+       lanyard__v1__limits_reset_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__limits_reset_request__free_unpacked
+                     (Lanyard__V1__LimitsResetRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Lanyard__V1__LimitsResetResponse methods */
+void   lanyard__v1__limits_reset_response__init
+                     (Lanyard__V1__LimitsResetResponse         *message);
+size_t lanyard__v1__limits_reset_response__get_packed_size
+                     (const Lanyard__V1__LimitsResetResponse   *message);
+size_t lanyard__v1__limits_reset_response__pack
+                     (const Lanyard__V1__LimitsResetResponse   *message,
+                      uint8_t             *out);
+size_t lanyard__v1__limits_reset_response__pack_to_buffer
+                     (const Lanyard__V1__LimitsResetResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Lanyard__V1__LimitsResetResponse *
+       lanyard__v1__limits_reset_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   lanyard__v1__limits_reset_response__free_unpacked
+                     (Lanyard__V1__LimitsResetResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Lanyard__V1__AdminRequest_Closure)
@@ -1761,6 +1962,21 @@ typedef void (*Lanyard__V1__IdentityRevokeRequest_Closure)
 typedef void (*Lanyard__V1__IdentityRevokeResponse_Closure)
                  (const Lanyard__V1__IdentityRevokeResponse *message,
                   void *closure_data);
+typedef void (*Lanyard__V1__LimitCounter_Closure)
+                 (const Lanyard__V1__LimitCounter *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__LimitsShowRequest_Closure)
+                 (const Lanyard__V1__LimitsShowRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__LimitsShowResponse_Closure)
+                 (const Lanyard__V1__LimitsShowResponse *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__LimitsResetRequest_Closure)
+                 (const Lanyard__V1__LimitsResetRequest *message,
+                  void *closure_data);
+typedef void (*Lanyard__V1__LimitsResetResponse_Closure)
+                 (const Lanyard__V1__LimitsResetResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1812,6 +2028,11 @@ extern const ProtobufCMessageDescriptor lanyard__v1__whoami_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__whoami_response__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_request__descriptor;
 extern const ProtobufCMessageDescriptor lanyard__v1__identity_revoke_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__limit_counter__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__limits_show_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__limits_show_response__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__limits_reset_request__descriptor;
+extern const ProtobufCMessageDescriptor lanyard__v1__limits_reset_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -2170,7 +2170,7 @@ const ProtobufCMessageDescriptor lanyard__v1__tool_call__descriptor =
   (ProtobufCMessageInit) lanyard__v1__tool_call__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_descriptors[12] =
 {
   {
     "decision",
@@ -2304,6 +2304,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__authorize_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry_after_seconds",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__AuthorizeResponse, retry_after_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] = {
   5,   /* field[5] = approval_expires_at */
@@ -2316,13 +2328,15 @@ static const unsigned lanyard__v1__authorize_response__field_indices_by_name[] =
   9,   /* field[9] = path */
   2,   /* field[2] = reason */
   8,   /* field[8] = reason_code */
+  11,   /* field[11] = retry_after_seconds */
   1,   /* field[1] = risk */
 };
-static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[2 + 1] =
+static const ProtobufCIntRange lanyard__v1__authorize_response__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 50, 8 },
-  { 0, 11 }
+  { 70, 11 },
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
 {
@@ -2332,10 +2346,10 @@ const ProtobufCMessageDescriptor lanyard__v1__authorize_response__descriptor =
   "Lanyard__V1__AuthorizeResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__AuthorizeResponse),
-  11,
+  12,
   lanyard__v1__authorize_response__field_descriptors,
   lanyard__v1__authorize_response__field_indices_by_name,
-  2,  lanyard__v1__authorize_response__number_ranges,
+  3,  lanyard__v1__authorize_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__authorize_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -268,10 +268,14 @@ struct  Lanyard__V1__AuthorizeResponse
    * decided as a dry run: nothing changed
    */
   protobuf_c_boolean dry_run;
+  /*
+   * DENY rate_limited: seconds until the next call can be allowed
+   */
+  uint64_t retry_after_seconds;
 };
 #define LANYARD__V1__AUTHORIZE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__authorize_response__descriptor) \
-    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
+    , LANYARD__V1__DECISION__DECISION_UNSPECIFIED, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0 }
 
 
 /*

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AdminRequest(_message.Message):
-    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "whoami"]
+    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "limits_reset", "limits_show", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "whoami"]
     AGENTS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DECIDE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class AdminRequest(_message.Message):
     KEYS_ROTATE_FIELD_NUMBER: _ClassVar[int]
     LEASES_LIST_FIELD_NUMBER: _ClassVar[int]
     LEASES_REVOKE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_RESET_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_SHOW_FIELD_NUMBER: _ClassVar[int]
     POLICY_EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     POLICY_RELOAD_FIELD_NUMBER: _ClassVar[int]
     POLICY_SHOW_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,8 @@ class AdminRequest(_message.Message):
     keys_rotate: KeysRotateRequest
     leases_list: LeasesListRequest
     leases_revoke: LeasesRevokeRequest
+    limits_reset: LimitsResetRequest
+    limits_show: LimitsShowRequest
     policy_explain: PolicyExplainRequest
     policy_reload: PolicyReloadRequest
     policy_show: PolicyShowRequest
@@ -47,10 +51,10 @@ class AdminRequest(_message.Message):
     secret_rotate: SecretRotateRequest
     status: StatusRequest
     whoami: WhoamiRequest
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadRequest, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowRequest, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListRequest, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutRequest, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateRequest, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListRequest, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListRequest, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideRequest, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListRequest, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeRequest, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryRequest, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyRequest, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateRequest, _Mapping]] = ..., jwks: _Optional[_Union[JwksRequest, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiRequest, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeRequest, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadRequest, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowRequest, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListRequest, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutRequest, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateRequest, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListRequest, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListRequest, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideRequest, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListRequest, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeRequest, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryRequest, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyRequest, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateRequest, _Mapping]] = ..., jwks: _Optional[_Union[JwksRequest, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiRequest, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeRequest, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainRequest, _Mapping]] = ..., limits_show: _Optional[_Union[LimitsShowRequest, _Mapping]] = ..., limits_reset: _Optional[_Union[LimitsResetRequest, _Mapping]] = ...) -> None: ...
 
 class AdminResponse(_message.Message):
-    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "status_result", "whoami"]
+    __slots__ = ["agents_list", "approval_decide", "approvals_list", "audit_query", "audit_verify", "id", "identity_revoke", "jwks", "keys_rotate", "leases_list", "leases_revoke", "limits_reset", "limits_show", "policy_explain", "policy_reload", "policy_show", "secret_list", "secret_put", "secret_rotate", "status", "status_result", "whoami"]
     AGENTS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_LIST_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DECIDE_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +66,8 @@ class AdminResponse(_message.Message):
     KEYS_ROTATE_FIELD_NUMBER: _ClassVar[int]
     LEASES_LIST_FIELD_NUMBER: _ClassVar[int]
     LEASES_REVOKE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_RESET_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_SHOW_FIELD_NUMBER: _ClassVar[int]
     POLICY_EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     POLICY_RELOAD_FIELD_NUMBER: _ClassVar[int]
     POLICY_SHOW_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +88,8 @@ class AdminResponse(_message.Message):
     keys_rotate: KeysRotateResponse
     leases_list: LeasesListResponse
     leases_revoke: LeasesRevokeResponse
+    limits_reset: LimitsResetResponse
+    limits_show: LimitsShowResponse
     policy_explain: PolicyExplainResponse
     policy_reload: PolicyReloadResponse
     policy_show: PolicyShowResponse
@@ -91,7 +99,7 @@ class AdminResponse(_message.Message):
     status: _common_pb2.Status
     status_result: StatusResponse
     whoami: WhoamiResponse
-    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., status_result: _Optional[_Union[StatusResponse, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadResponse, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowResponse, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListResponse, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutResponse, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateResponse, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListResponse, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListResponse, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideResponse, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListResponse, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeResponse, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryResponse, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyResponse, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateResponse, _Mapping]] = ..., jwks: _Optional[_Union[JwksResponse, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiResponse, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeResponse, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., status_result: _Optional[_Union[StatusResponse, _Mapping]] = ..., policy_reload: _Optional[_Union[PolicyReloadResponse, _Mapping]] = ..., policy_show: _Optional[_Union[PolicyShowResponse, _Mapping]] = ..., agents_list: _Optional[_Union[AgentsListResponse, _Mapping]] = ..., secret_put: _Optional[_Union[SecretPutResponse, _Mapping]] = ..., secret_rotate: _Optional[_Union[SecretRotateResponse, _Mapping]] = ..., secret_list: _Optional[_Union[SecretListResponse, _Mapping]] = ..., approvals_list: _Optional[_Union[ApprovalsListResponse, _Mapping]] = ..., approval_decide: _Optional[_Union[ApprovalDecideResponse, _Mapping]] = ..., leases_list: _Optional[_Union[LeasesListResponse, _Mapping]] = ..., leases_revoke: _Optional[_Union[LeasesRevokeResponse, _Mapping]] = ..., audit_query: _Optional[_Union[AuditQueryResponse, _Mapping]] = ..., audit_verify: _Optional[_Union[AuditVerifyResponse, _Mapping]] = ..., keys_rotate: _Optional[_Union[KeysRotateResponse, _Mapping]] = ..., jwks: _Optional[_Union[JwksResponse, _Mapping]] = ..., whoami: _Optional[_Union[WhoamiResponse, _Mapping]] = ..., identity_revoke: _Optional[_Union[IdentityRevokeResponse, _Mapping]] = ..., policy_explain: _Optional[_Union[PolicyExplainResponse, _Mapping]] = ..., limits_show: _Optional[_Union[LimitsShowResponse, _Mapping]] = ..., limits_reset: _Optional[_Union[LimitsResetResponse, _Mapping]] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
     __slots__ = ["grants", "id", "name", "selector", "uid", "uri"]
@@ -165,16 +173,18 @@ class Approval(_message.Message):
     def __init__(self, approval_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ApprovalState, str]] = ..., agent: _Optional[str] = ..., agent_id: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., exe: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., binding_code: _Optional[str] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approvers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApprovalDecideRequest(_message.Message):
-    __slots__ = ["approval_id", "approve", "reason", "standing_seconds"]
+    __slots__ = ["approval_id", "approve", "for_process", "reason", "standing_seconds"]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
+    FOR_PROCESS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STANDING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     approve: bool
+    for_process: bool
     reason: str
     standing_seconds: int
-    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., standing_seconds: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., standing_seconds: _Optional[int] = ..., reason: _Optional[str] = ..., for_process: bool = ...) -> None: ...
 
 class ApprovalDecideResponse(_message.Message):
     __slots__ = ["approval"]
@@ -367,6 +377,52 @@ class LeasesRevokeResponse(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     revoked: int
     def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
+class LimitCounter(_message.Message):
+    __slots__ = ["agent", "capability", "kind", "limit", "period", "period_ends_at", "unit", "used"]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    capability: str
+    kind: str
+    limit: int
+    period: str
+    period_ends_at: int
+    unit: str
+    used: int
+    def __init__(self, agent: _Optional[str] = ..., capability: _Optional[str] = ..., kind: _Optional[str] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., unit: _Optional[str] = ..., period: _Optional[str] = ..., period_ends_at: _Optional[int] = ...) -> None: ...
+
+class LimitsResetRequest(_message.Message):
+    __slots__ = ["agent", "capability"]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    capability: str
+    def __init__(self, agent: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
+
+class LimitsResetResponse(_message.Message):
+    __slots__ = ["reset"]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    reset: int
+    def __init__(self, reset: _Optional[int] = ...) -> None: ...
+
+class LimitsShowRequest(_message.Message):
+    __slots__ = ["agent"]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    def __init__(self, agent: _Optional[str] = ...) -> None: ...
+
+class LimitsShowResponse(_message.Message):
+    __slots__ = ["counters"]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    counters: _containers.RepeatedCompositeFieldContainer[LimitCounter]
+    def __init__(self, counters: _Optional[_Iterable[_Union[LimitCounter, _Mapping]]] = ...) -> None: ...
 
 class PolicyExplainRequest(_message.Message):
     __slots__ = ["agent", "args", "capability", "facts", "resource"]

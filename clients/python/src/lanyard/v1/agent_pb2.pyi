@@ -32,7 +32,7 @@ class AuthorizeRequest(_message.Message):
     def __init__(self, capability: _Optional[str] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., dry_run: bool = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "dry_run", "path", "reason", "reason_code", "risk"]
+    __slots__ = ["approval_expires_at", "approval_id", "args_digest", "binding_code", "capability", "decision", "dry_run", "path", "reason", "reason_code", "retry_after_seconds", "risk"]
     APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class AuthorizeResponse(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
     approval_expires_at: int
     approval_id: str
@@ -54,8 +55,9 @@ class AuthorizeResponse(_message.Message):
     path: DecisionPath
     reason: str
     reason_code: str
+    retry_after_seconds: int
     risk: _common_pb2.RiskLevel
-    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ..., dry_run: bool = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[_common_pb2.Decision, str]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., approval_expires_at: _Optional[int] = ..., capability: _Optional[str] = ..., args_digest: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ..., dry_run: bool = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
 
 class AwaitApprovalRequest(_message.Message):
     __slots__ = ["approval_id", "wait_ms"]

@@ -1,0 +1,171 @@
+import Foundation
+
+/// What a grant may spend (issue 19): at most `rate` decisions per period, at most
+/// `budget` of an amount per period, only inside `window`. Periods are fixed buckets
+/// of UTC time (a minute, an hour, a day from midnight UTC).
+public struct GrantLimits: Sendable, Equatable {
+    public var rate: Rate?
+    public var budget: Budget?
+    public var window: Window?
+    /// `over_budget: approval`: an overrun waits for an approver instead of being denied.
+    public var overBudgetNeedsApproval = false
+    /// `outside_window: approval`: outside the window waits for an approver instead of being denied.
+    public var outsideWindowNeedsApproval = false
+
+    public init() {}
+
+    public var isEmpty: Bool { rate == nil && budget == nil && window == nil }
+
+    public enum Period: String, Sendable, CaseIterable {
+        case minute, hour, day
+
+        public var seconds: Int64 {
+            switch self {
+            case .minute: 60
+            case .hour: 3_600
+            case .day: 86_400
+            }
+        }
+
+        /// The start (UTC microseconds) of the bucket holding `micros`.
+        public func start(of micros: Int64) -> Int64 {
+            let length = seconds * 1_000_000
+            return micros - ((micros % length) + length) % length
+        }
+
+        public func end(of micros: Int64) -> Int64 { start(of: micros) + seconds * 1_000_000 }
+    }
+
+    /// `rate: 60/hour`.
+    public struct Rate: Sendable, Equatable {
+        public var count: Int64
+        public var period: Period
+        public init(count: Int64, period: Period) {
+            self.count = count
+            self.period = period
+        }
+        public var description: String { "\(count)/\(period.rawValue)" }
+
+        /// Whole seconds from `nowMicros` until the next period starts (when a call is possible again).
+        public func waitSeconds(nowMicros: Int64) -> Int64 { (period.end(of: nowMicros) - nowMicros + 999_999) / 1_000_000 }
+    }
+
+    /// `budget: {amount: 500, unit: USD, per: day}`.
+    public struct Budget: Sendable, Equatable {
+        public var amount: Int64
+        public var unit: String
+        public var period: Period
+        public init(amount: Int64, unit: String, period: Period) {
+            self.amount = amount
+            self.unit = unit
+            self.period = period
+        }
+        public var description: String { "\(amount) \(unit) per \(period.rawValue)" }
+    }
+
+    /// `window: {days: [mon-fri], hours: "08:00-19:00", tz: Europe/Berlin}`: the local
+    /// days and times (start inclusive, end exclusive) in a named time zone.
+    public struct Window: Sendable, Equatable {
+        /// Calendar weekdays: 1 = Sunday ... 7 = Saturday.
+        public var days: Set<Int>
+        /// Minutes after local midnight.
+        public var startMinute: Int
+        public var endMinute: Int
+        public var timeZone: TimeZone
+        public var text: String
+
+        public init(days: Set<Int>, startMinute: Int, endMinute: Int, timeZone: TimeZone, text: String) {
+            self.days = days
+            self.startMinute = startMinute
+            self.endMinute = endMinute
+            self.timeZone = timeZone
+            self.text = text
+        }
+
+        /// Whether `micros` (UTC) falls inside the window, read in its time zone (DST by the calendar).
+        public func contains(micros: Int64) -> Bool {
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = timeZone
+            let date = Date(timeIntervalSince1970: Double(micros / 1_000_000))
+            let c = calendar.dateComponents([.weekday, .hour, .minute], from: date)
+            guard let weekday = c.weekday, let hour = c.hour, let minute = c.minute, days.contains(weekday) else { return false }
+            let local = hour * 60 + minute
+            return local >= startMinute && local < endMinute
+        }
+
+        public static let dayNames = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+        /// `mon`, `mon-fri` (wrapping, like `fri-mon`) as calendar weekdays, or nil.
+        public static func days(_ item: String) -> [Int]? {
+            let parts = item.lowercased().split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+            guard (1...2).contains(parts.count), let first = dayNames.firstIndex(of: parts[0]) else { return nil }
+            guard parts.count == 2 else { return [first + 1] }
+            guard let last = dayNames.firstIndex(of: parts[1]) else { return nil }
+            var out: [Int] = []
+            var d = first
+            while true {
+                out.append(d + 1)
+                if d == last { return out }
+                d = (d + 1) % 7
+            }
+        }
+
+        /// `"08:00-19:00"` as minutes after midnight (start < end), or nil.
+        public static func hours(_ text: String) -> (Int, Int)? {
+            func minutes(_ s: Substring) -> Int? {
+                let hm = s.split(separator: ":", omittingEmptySubsequences: false)
+                guard hm.count == 2, hm[0].count == 2, hm[1].count == 2, let h = Int(hm[0]), let m = Int(hm[1]),
+                      (0...24).contains(h), (0...59).contains(m), h * 60 + m <= 1_440 else { return nil }
+                return h * 60 + m
+            }
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count == 2, let start = minutes(parts[0]), let end = minutes(parts[1]), start < end else { return nil }
+            return (start, end)
+        }
+    }
+}
+
+/// What a grant's limits say of one request before it is counted.
+public enum LimitCheck: Sendable, Equatable {
+    case within
+    /// Over a limit: DENY with `code` and `reason` (or, `needsApproval`, route to an approver).
+    case over(code: ReasonCode, reason: String, needsApproval: Bool)
+}
+
+/// The use of a grant counted so far in the current periods.
+public struct LimitUsage: Sendable, Equatable {
+    public var calls: Int64
+    public var spent: Int64
+    public init(calls: Int64 = 0, spent: Int64 = 0) {
+        self.calls = calls
+        self.spent = spent
+    }
+}
+
+extension GrantLimits {
+    /// Checks one request (its `amount`, if any: value and unit) at `nowMicros` against
+    /// `used`: the window first, then the rate, then the budget.
+    public func check(amount: (value: Int64, unit: String)?, used: LimitUsage, nowMicros: Int64) -> LimitCheck {
+        if let window, !window.contains(micros: nowMicros) {
+            return .over(code: .outsideWindow, reason: "outside the grant's window (\(window.text)): ask again inside it",
+                         needsApproval: outsideWindowNeedsApproval)
+        }
+        if let rate, used.calls >= rate.count {
+            return .over(code: .rateLimited, reason: "rate limit \(rate.description) reached: the next call is possible in \(rate.waitSeconds(nowMicros: nowMicros)) s",
+                         needsApproval: false)
+        }
+        if let budget {
+            guard let amount, amount.unit == budget.unit, amount.value >= 0 else {
+                return .over(code: .budgetExceeded, reason: "the grant has a budget of \(budget.description): send the request's amount in \(budget.unit)",
+                             needsApproval: false)
+            }
+            let left = budget.amount - used.spent
+            if amount.value > left {
+                return .over(code: .budgetExceeded,
+                             reason: "budget \(budget.description) exceeded: \(max(left, 0)) \(budget.unit) left of it, \(amount.value) asked",
+                             needsApproval: overBudgetNeedsApproval)
+            }
+        }
+        return .within
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import LanyardTestSupport
+import LanyardWire
+import Testing
+
+/// Process-lifetime approvals (issue 19, acceptance 6) against a real lanyardd: a MEDIUM
+/// approval given `--for-process` is used by the same process repeatedly, is refused to
+/// another process of the same agent, ends when the process exits; HIGH stays single-use.
+@Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root (agent and approver uids)"))
+struct ProcessApprovalEndToEndTests {
+    static let approver = TestSupport.isRoot ? TestSupport.user("lanyard-test-b") : nil
+
+    static var policy: String {
+        """
+        trust_domain: e2e.internal
+        approvers: { uids: [\(approver!.uid)] }
+        services:
+          github: { kind: opaque }
+        capabilities:
+          github:push:  { risk: medium }
+          github:admin: { risk: high }
+        agents:
+          a:
+            uid: \(E2EUsers.agent!.uid)
+            grants: [github:push, github:admin]
+
+        """
+    }
+
+    /// A long-lived agent process (Scripts/agent_process.py as the agent uid) on one connection.
+    final class AgentProcess {
+        let process = Process()
+        let input = Pipe()
+        let output = Pipe()
+        var nextID: UInt64 = 1
+
+        init(socket: String) throws {
+            let agent = E2EUsers.agent!
+            let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/agent_process.py").path
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--", "/usr/bin/python3", script, socket]
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+        }
+
+        var pid: Int32 { process.processIdentifier }
+
+        func authorize(_ capability: String, resource: String) throws -> Lanyard_V1_AuthorizeResponse {
+            var r = Lanyard_V1_Request()
+            r.id = nextID
+            nextID += 1
+            r.authorize = .with { $0.capability = capability; $0.resource = resource }
+            let frame = TestSupport.frame(try r.serializedBytes())
+            input.fileHandleForWriting.write(Data((frame.map { String(format: "%02x", $0) }.joined() + "\n").utf8))
+            var line = Data()
+            while true {
+                let byte = output.fileHandleForReading.readData(ofLength: 1)
+                guard let b = byte.first else { throw HarnessError("the agent process closed its output") }
+                if b == UInt8(ascii: "\n") { break }
+                line.append(b)
+            }
+            let hex = Array(String(decoding: line, as: UTF8.self).utf8)
+            let body = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+            let response = try Lanyard_V1_Response(serializedBytes: body)
+            guard response.status.code == .ok else { throw HarnessError("authorize failed: \(response.status.message)") }
+            return response.authorize
+        }
+
+        /// Ends the process (end of its input) and waits until it has exited.
+        func finish() throws {
+            try input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    @Test func aProcessLifetimeApprovalServesItsProcessOnlyAndEndsWithIt() async throws {
+        try await onThread {
+            let d = try DaemonProcess(policy: Self.policy)
+            defer { d.cleanup() }
+            try d.start()
+            let first = try AgentProcess(socket: d.agentSocket)
+            let asked = try first.authorize("github:push", resource: "repo")
+            #expect(asked.decision == .pending)
+            let approved = try d.ctl(["approvals", "approve", asked.approvalID, "--for-process"], as: Self.approver)
+            #expect(approved.status == 0, "approve --for-process: \(approved.stderr)")
+
+            // The same process, again and again, without asking.
+            for i in 1...3 {
+                let r = try first.authorize("github:push", resource: "repo")
+                #expect(r.decision == .allow, "call \(i): \(r.reason)")
+                #expect(r.reason.hasPrefix("approved for this process (pid \(first.pid)) while it lives: github:push by uid \(Self.approver!.uid)"))
+            }
+            // Not another resource, not another process of the same agent.
+            #expect(try first.authorize("github:push", resource: "other-repo").decision == .pending)
+            let second = try AgentProcess(socket: d.agentSocket)
+            #expect(try second.authorize("github:push", resource: "repo").decision == .pending)
+
+            // HIGH stays single-use: --for-process is refused, the approval stays pending.
+            let high = try first.authorize("github:admin", resource: "repo")
+            #expect(high.decision == .pending)
+            let refused = try d.ctl(["approvals", "approve", high.approvalID, "--for-process"], as: Self.approver)
+            #expect(refused.status != 0 && refused.stderr.contains("MEDIUM risk only"), "\(refused.status): \(refused.stderr)")
+
+            // The process exits: its approval ends, audited.
+            let pid = first.pid
+            try first.finish()
+            let deadline = Date().addingTimeInterval(10)
+            var ended = ""
+            while ended != "1", Date() < deadline {
+                ended = try d.sql("SELECT count(*) FROM audit WHERE event = 'approval.process_exit' AND approval_id = '\(asked.approvalID)' AND pid = \(pid)")
+                if ended != "1" { usleep(20_000) }  // polling the audit log for the record, with a deadline
+            }
+            #expect(ended == "1", "no approval.process_exit record for pid \(pid)")
+            #expect(try second.authorize("github:push", resource: "repo").decision == .pending)
+            try second.finish()
+            try d.ctlSucceeds(["audit", "verify"])
+        }
+    }
+}

@@ -1,0 +1,13 @@
+"""One long-lived agent process for tests: connects to SOCKET once, then for each line
+of stdin (a length-prefixed request frame, hex) sends it and writes the response body
+(hex) as a line to stdout; exits at end of input. usage: agent_process.py SOCKET"""
+import socket
+import sys
+
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(sys.argv[1])
+for line in sys.stdin:
+    sock.sendall(bytes.fromhex(line.strip()))
+    n = int.from_bytes(sock.recv(4, socket.MSG_WAITALL), "big")
+    sys.stdout.write(sock.recv(n, socket.MSG_WAITALL).hex() + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,138 @@
+import Foundation
+import LanyardClient
+import LanyardCore
+import LanyardStore
+import LanyardTestSupport
+import LanyardWire
+import Testing
+
+@testable import LanyardServer
+
+/// Grant limits (issue 19, acceptance 5) against an in-process daemon with an injected
+/// clock: the 61st call of an hour, a budget under 16 concurrent connections, a window in
+/// its time zone, and the counters as the store holds them.
+@Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root for agent and approver uids"))
+struct LimitsTests {
+    static func policy(_ grant: String) -> String {
+        """
+        trust_domain: test.internal
+        approvers: { uids: [\(Users.other!.uid)], timeout_seconds: 300 }
+        services:
+          pay: { kind: opaque }
+        capabilities:
+          pay:charge: { risk: low }
+        agents:
+          a:
+            uid: \(Users.agent!.uid)
+            grants:
+              - \(grant)
+
+        """
+    }
+
+    static func charge(_ client: LanyardClient, amount: Int64? = nil, approvalID: String = "") async throws -> Lanyard_V1_AuthorizeResponse {
+        var r = Lanyard_V1_Request()
+        r.authorize = .with {
+            $0.capability = "pay:charge"
+            if let amount { $0.amount = .with { $0.value = amount; $0.unit = "USD" } }
+            $0.approvalID = approvalID
+        }
+        return try await client.call(r).authorize
+    }
+
+    static func counters(_ d: TestDaemon) throws -> [String: Int64] {
+        Dictionary(uniqueKeysWithValues: try d.daemon.store.limitCounters().map { ($0.kind, $0.used) })
+    }
+
+    /// 60 calls pass, the 61st is DENY rate_limited with the seconds to wait (to the hour's
+    /// end on the injected clock), and the next hour allows again.
+    @Test func the61stCallInAnHourIsRateLimitedWithTheTimeToWait() async throws {
+        let clock = ManualClock()  // 2027-01-15T08:00:00Z, the start of an hour
+        clock.advance(seconds: 1_800)
+        let d = try TestDaemon(policy: Self.policy("{ capability: pay:charge, rate: 60/hour }"), clock: clock)
+        let a = d.client(as: Users.agent!)
+        for i in 1...60 {
+            let r = try await Self.charge(a)
+            #expect(r.decision == .allow, "call \(i): \(r.reason)")
+        }
+        let over = try await Self.charge(a)
+        #expect(over.decision == .deny)
+        #expect(over.reason == "rate limit 60/hour reached: the next call is possible in 1800 s")
+        #expect(try Self.counters(d) == ["calls": 60])
+        let audited = try d.daemon.store.queryAudit({ var f = AuditFilter(); f.limit = 100; return f }()).filter { $0.event == "authorize" }
+        #expect(audited.filter { $0.decision == "deny" }.map(\.reason) == [over.reason])
+
+        clock.advance(seconds: 1_799)
+        #expect(try await Self.charge(a).reason.hasSuffix("possible in 1 s"))
+        clock.advance(seconds: 1)
+        #expect(try await Self.charge(a).decision == .allow)
+        #expect(try Self.counters(d) == ["calls": 1])
+        await a.close()
+        await d.stop()
+    }
+
+    /// 16 connections charge 5 USD each, 10 times, at once, against 500 USD a day: exactly
+    /// 100 are allowed (500 USD, no overspend), every other is DENY budget_exceeded.
+    @Test func aBudgetIsExhaustedExactlyAtItsAmountAcross16Connections() async throws {
+        let d = try TestDaemon(policy: Self.policy("{ capability: pay:charge, budget: { amount: 500, unit: USD, per: day } }"), clock: ManualClock())
+        let clients = (0..<16).map { _ in d.client(as: Users.agent!) }
+        let answers = await withTaskGroup(of: [Lanyard_V1_AuthorizeResponse].self) { group in
+            for client in clients {
+                group.addTask {
+                    await withTaskGroup(of: Lanyard_V1_AuthorizeResponse?.self) { calls in
+                        for _ in 0..<10 { calls.addTask { try? await Self.charge(client, amount: 5) } }
+                        return await calls.reduce(into: []) { if let r = $1 { $0.append(r) } }
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(answers.count == 160)
+        #expect(answers.filter { $0.decision == .allow }.count == 100)
+        #expect(answers.filter { $0.decision == .deny }.allSatisfy { $0.reason.hasPrefix("budget 500 USD per day exceeded: 0 USD left") })
+        #expect(try Self.counters(d) == ["spent": 500])
+        for c in clients { await c.close() }
+        await d.stop()
+    }
+
+    /// With `over_budget: approval` an overrun waits for an approver (no standing approval
+    /// covers it); the approved overrun is allowed and counted.
+    @Test func anApprovedOverrunIsCounted() async throws {
+        let grant = "{ capability: pay:charge, budget: { amount: 10, unit: USD, per: day }, over_budget: approval }"
+        let d = try TestDaemon(policy: Self.policy(grant), clock: ManualClock())
+        let a = d.client(as: Users.agent!)
+        #expect(try await Self.charge(a, amount: 8).decision == .allow)
+        let over = try await Self.charge(a, amount: 5)
+        #expect(over.decision == .pending && over.reason.hasPrefix("budget 10 USD per day exceeded: 2 USD left of it, 5 asked"))
+        var approve = Lanyard_V1_AdminRequest()
+        approve.approvalDecide = .with { $0.approvalID = over.approvalID; $0.approve = true }
+        _ = try await d.admin(as: Users.other!).call(approve)
+        #expect(try await Self.charge(a, amount: 5, approvalID: over.approvalID).decision == .allow)
+        #expect(try Self.counters(d) == ["spent": 13])
+        await a.close()
+        await d.stop()
+    }
+
+    /// A window in Europe/Berlin on the injected clock: outside_window before 08:00 local
+    /// on the Friday before the DST change (07:59 CET = 06:59 UTC) and at 07:59 CEST on
+    /// the Monday after (05:59 UTC); allowed at 08:00 local on both.
+    @Test func aWindowDeniesOutsideItsHoursInItsTimeZoneAcrossDST() async throws {
+        let micros = { (iso: String) in Int64(ISO8601DateFormatter().date(from: iso)!.timeIntervalSince1970) * 1_000_000 }
+        let clock = ManualClock(micros: micros("2027-03-26T06:59:00Z"))
+        let grant = "{ capability: pay:charge, window: { days: [mon-fri], hours: \"08:00-19:00\", tz: Europe/Berlin } }"
+        let d = try TestDaemon(policy: Self.policy(grant), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let steps: [(String, Lanyard_V1_Decision)] = [
+            ("2027-03-26T06:59:00Z", .deny), ("2027-03-26T07:00:00Z", .allow), ("2027-03-27T10:00:00Z", .deny),
+            ("2027-03-29T05:59:00Z", .deny), ("2027-03-29T06:00:00Z", .allow),
+        ]
+        for (instant, expected) in steps {
+            clock.advance(seconds: (micros(instant) - clock.nowMicros()) / 1_000_000)
+            let r = try await Self.charge(a)
+            #expect(r.decision == expected, "\(instant): \(r.reason)")
+            if expected == .deny { #expect(r.reason.hasPrefix("outside the grant's window (mon-fri 08:00-19:00 Europe/Berlin)")) }
+        }
+        await a.close()
+        await d.stop()
+    }
+}
