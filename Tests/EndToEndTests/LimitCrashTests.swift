@@ -8,7 +8,7 @@ import Testing
 /// restart every acknowledged ALLOW is counted, none twice, and the budget is never passed.
 @Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root (agent uid)"))
 struct LimitCrashTests {
-    static let budget = 800
+    static let budget = 200
 
     static let policy = """
         trust_domain: e2e.internal

@@ -44,6 +44,30 @@ struct LimitsTests {
         Dictionary(uniqueKeysWithValues: try d.daemon.store.limitCounters().map { ($0.kind, $0.used) })
     }
 
+    /// Dry runs (issue 19, acceptance 2) count against no limit: at the limit a dry run
+    /// still answers what a real call would get, and the counter does not move.
+    @Test func dryRunsCountAgainstNoLimit() async throws {
+        let d = try TestDaemon(policy: Self.policy("{ capability: pay:charge, rate: 2/hour }"), clock: ManualClock())
+        let a = d.client(as: Users.agent!)
+        func ask(dryRun: Bool) async throws -> Lanyard_V1_AuthorizeResponse {
+            var r = Lanyard_V1_Request()
+            r.authorize = .with {
+                $0.capability = "pay:charge"
+                $0.dryRun = dryRun
+            }
+            return try await a.call(r).authorize
+        }
+        for _ in 0..<5 { #expect(try await ask(dryRun: true).decision == .allow) }
+        #expect(try Self.counters(d)["calls"] ?? 0 == 0)
+        for _ in 0..<2 { #expect(try await ask(dryRun: false).decision == .allow) }
+        #expect(try Self.counters(d)["calls"] == 2)
+        let dry = try await ask(dryRun: true)
+        #expect(dry.decision == .deny && dry.reasonCode == "rate_limited" && dry.dryRun)
+        #expect(try Self.counters(d)["calls"] == 2)
+        await a.close()
+        await d.stop()
+    }
+
     /// 60 calls pass, the 61st is DENY rate_limited with the seconds to wait (to the hour's
     /// end on the injected clock), and the next hour allows again.
     @Test func the61stCallInAnHourIsRateLimitedWithTheTimeToWait() async throws {

@@ -295,7 +295,7 @@ struct RowAuthenticationTests {
             try db.exec("""
                 DELETE FROM leases WHERE id = 'bound'; DROP INDEX leases_bound;
                 ALTER TABLE leases DROP COLUMN process_pid; ALTER TABLE leases DROP COLUMN process_start;
-                DROP TABLE IF EXISTS limit_counters;
+                DROP TABLE IF EXISTS limit_counters; ALTER TABLE audit DROP COLUMN reason_code;
                 PRAGMA user_version = \(bindingMigration);
                 """)
         }
