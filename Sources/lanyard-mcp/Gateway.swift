@@ -165,7 +165,7 @@ final class Gateway: @unchecked Sendable {  // mutable state only under `state`'
     /// exits or does not answer within 30 s.
     private func replayHandshake(to server: ServerProcess) async throws -> Bool {
         guard let initialize = state.withLockedValue({ $0.initialize }) else { return true }
-        let id = RequestID(strict: .string("lanyard-mcp-replay-" + SecureRandomID.hex()))!
+        let id = RequestID(strict: .string("lanyard-mcp-replay-" + UUID().uuidString))!
         let params = (initialize[member: "params"] ?? .object([])).removing("_meta")
         let timeout = Task { [self] in
             try await Task.sleep(for: .seconds(30))
@@ -549,13 +549,5 @@ extension ContinuousClock.Instant {
     static func unixSeconds(_ t: Int64) -> ContinuousClock.Instant {
         let now = Date().timeIntervalSince1970
         return .now + .milliseconds(Int64((Double(t) - now) * 1000))
-    }
-}
-
-/// Random ids the client cannot guess (so it cannot answer for the server).
-enum SecureRandomID {
-    static func hex() -> String {
-        var g = SystemRandomNumberGenerator()
-        return (0..<4).map { _ in String(g.next() as UInt32, radix: 16) }.joined()
     }
 }
