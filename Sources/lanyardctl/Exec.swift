@@ -201,11 +201,7 @@ struct Exec: AsyncParsableCommand {
         guard let dir = opendir("/proc/self/fd") else {
             throw Failure("cannot list /proc/self/fd to keep lanyardctl's descriptors from COMMAND: \(String(cString: strerror(errno)))")
         }
-        var fds: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if let fd = Int32(name), fd > 2 { fds.append(fd) }
-        }
+        let fds = CredentialFiles.entryNames(dir).compactMap(Int32.init).filter { $0 > 2 }
         closedir(dir)
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // the listing's own fd is closed by now: EBADF
     }

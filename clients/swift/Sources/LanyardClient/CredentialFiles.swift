@@ -41,6 +41,16 @@ public enum CredentialFiles {
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// The names in an open directory stream, without `.` and `..`.
+    public static func entryNames(_ dir: OpaquePointer) -> [String] {
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// Whether `name` can be a credential file's name: one path component, not `.` or `..`.
     public static func isPlainName(_ name: String) -> Bool {
         !name.isEmpty && !name.contains("/") && name != "." && name != ".." && !name.utf8.contains(0)
@@ -62,12 +72,7 @@ public enum CredentialFiles {
     public static func removeDirectory(_ dir: String) {
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if fd >= 0, let d = fdopendir(fd) {
-            var names: [String] = []
-            while let entry = readdir(d) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            for name in names { unlinkat(dirfd(d), name, 0) }
+            for name in entryNames(d) { unlinkat(dirfd(d), name, 0) }
             closedir(d)  // closes fd
         } else if fd >= 0 {
             close(fd)
