@@ -169,8 +169,13 @@ final class AgentService: Sendable {
         do {
             return try await decide(call, operation, agent, caller, record, result)
         } catch is ApprovalAlreadyOpen {
-            // An identical tool call opened the approval first: this one finds it now.
-            return try await decide(call, operation, agent, caller, record, result)
+            // An identical tool call opened the approval first: this one finds it now. Twice
+            // (a live row that never reads back authentic) is refused, not retried again.
+            do {
+                return try await decide(call, operation, agent, caller, record, result)
+            } catch is ApprovalAlreadyOpen {
+                throw CallError(.aborted, "an identical call's approval was opened meanwhile but cannot be read back; retry the call")
+            }
         }
     }
 
