@@ -169,3 +169,18 @@ extension GrantLimits {
         return .within
     }
 }
+
+extension Verdict {
+    /// This verdict once its grant's limits are checked. Within them, or already DENY:
+    /// unchanged. Over one: DENY with the limit's code — or, when the grant routes the
+    /// overrun to an approver, PENDING (an ALLOW becomes a MEDIUM approval). `overrun`: it
+    /// waits because of a limit, so no standing or process-lifetime approval may cover it.
+    public func limited(by check: LimitCheck) -> (verdict: Verdict, overrun: Bool) {
+        guard decision != .deny, case .over(let code, let reason, let needsApproval) = check else { return (self, false) }
+        guard needsApproval else { return (routed(.deny, reason: reason, code: code), false) }
+        guard decision == .allow else { return (routed(.pending, reason: "\(reason); \(self.reason)", code: self.code), true) }
+        var pending = routed(.pending, reason: "\(reason); waiting for an approver", code: .needsApproval)
+        pending.risk = .medium
+        return (pending, true)
+    }
+}

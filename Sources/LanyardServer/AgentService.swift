@@ -16,6 +16,7 @@ final class AgentService: Sendable {
     let clock: any WallClock
     let logger: Logger
     let unknownRefusals: RefusalTally
+    private var spending: GrantSpending { GrantSpending(store: store) }
 
     init(policy: PolicyHolder, store: Store, credentials: CredentialService, approvals: ApprovalService, identities: IdentityService,
          attestor: any Attestor, clock: any WallClock, logger: Logger) {
@@ -188,24 +189,13 @@ final class AgentService: Sendable {
         verdict.dryRun = call.dryRun
         var change: Mutation?
         var created: StoredApproval?
-        let limits = agent.limits[capability]
         let amount = call.hasAmount ? (value: call.amount.value, unit: call.amount.unit) : nil
-        let now = clock.nowMicros()
+        let use = GrantSpending.Use(agent: agent, capabilities: [capability], amount: amount, nowMicros: clock.nowMicros())
         var overrunRoutesToApproval = false
         var usedApproval = false
-        if let limits, verdict.decision != .deny,
-           case .over(let code, let reason, let needsApproval) = limits.check(amount: amount, used: try limitUsage(agent, capability, limits), nowMicros: now) {
-            if needsApproval {
-                overrunRoutesToApproval = true
-                if verdict.decision == .allow {
-                    verdict = Verdict(.pending, risk: .medium, reason: "\(reason); waiting for an approver", code: .needsApproval)
-                } else {
-                    verdict.reason = "\(reason); \(verdict.reason)"
-                }
-            } else {
-                verdict = Verdict(.deny, risk: verdict.risk, reason: reason, code: code)
-                if code == .rateLimited, let rate = limits.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
-            }
+        if let use {
+            (verdict, overrunRoutesToApproval) = try spending.check(verdict, use)
+            if let wait = use.retryAfterSeconds(verdict) { result.retryAfterSeconds = wait }
         }
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: operation.resource,
@@ -237,10 +227,8 @@ final class AgentService: Sendable {
         result.decision = verdict.decision.wire
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
-        if verdict.decision == .allow, let limits, !Self.isDryRun(call) {
-            // Checked again and counted in the transaction of the decision's record: concurrent
-            // calls cannot pass a limit together, and an acknowledged decision is counted once.
-            change = limitCount(agent, capability, limits, amount: amount, nowMicros: now, approvedOverrun: usedApproval, then: change)
+        if verdict.decision == .allow, let use, !call.dryRun {
+            change = spending.count(use, approvedOverrun: usedApproval, then: change)
         }
         result.reasonCode = verdict.code.rawValue
         result.dryRun = call.dryRun
@@ -249,7 +237,7 @@ final class AgentService: Sendable {
             try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
             if let created { approvals.processApprovals.noteRequester(created.id, caller.process) }
         } catch let over as LimitReached {
-            verdict = Verdict(.deny, risk: verdict.risk, reason: over.reason, code: over.code)
+            verdict = verdict.routed(.deny, reason: over.reason, code: over.code)
             record.decision = Decision.deny.rawValue
             record.reason = over.reason
             record.reasonCode = over.code.rawValue
@@ -261,39 +249,13 @@ final class AgentService: Sendable {
             result.reason = over.reason
             result.reasonCode = over.code.rawValue
             result.approvalID = ""
-            if over.code == .rateLimited, let rate = limits?.rate { result.retryAfterSeconds = UInt64(rate.waitSeconds(nowMicros: now)) }
+            if let wait = over.retryAfterSeconds { result.retryAfterSeconds = wait }
         }
         logger.debug("authorize", metadata: ["caller.uid": "\(caller.credentials.uid)", "agent": "\(agent.name)",
                                              "capability": "\(capability)", "policy.decision": "\(verdict.decision)"])
         var response = Lanyard_V1_Response()
         response.authorize = result
         return response
-    }
-
-    /// Whether `call` only asks what would be decided (counted against no limit).
-    static func isDryRun(_ call: Lanyard_V1_AuthorizeRequest) -> Bool { call.dryRun }
-
-    /// What `capability`'s grant to `agent` used so far (read before routing; checked again when counted).
-    private func limitUsage(_ agent: Agent, _ capability: Capability, _ limits: GrantLimits) throws -> LimitUsage {
-        try store.limitUsage(agentID: agent.id, capability: capability.name, limits: limits, nowMicros: clock.nowMicros())
-    }
-
-    /// `then` followed by counting one allowed decision against `limits`, refused with
-    /// `LimitReached` when the count would pass one. `approvedOverrun`: an approver allowed
-    /// it, so a limit whose overrun routes to approval counts it without refusing.
-    private func limitCount(_ agent: Agent, _ capability: Capability, _ limits: GrantLimits, amount: (value: Int64, unit: String)?,
-                            nowMicros: Int64, approvedOverrun: Bool, then: Mutation?) -> Mutation {
-        let store = self.store
-        return { db in
-            try then?(db)
-            let used = try store.limitUsage(agentID: agent.id, capability: capability.name, limits: limits, nowMicros: nowMicros, on: db)
-            if case .over(let code, let reason, let needsApproval) = limits.check(amount: amount, used: used, nowMicros: nowMicros),
-               !(needsApproval && approvedOverrun) {
-                throw LimitReached(code: code, reason: reason)
-            }
-            try store.countUse(agentID: agent.id, capability: capability.name, limits: limits, amount: amount?.value ?? 0,
-                               nowMicros: nowMicros, used: used, on: db)
-        }
     }
 
     /// The operation `call` names (a tool call: as the policy maps it), with what it names
@@ -463,12 +425,6 @@ final class AgentService: Sendable {
         case .mcpServer: "mcp_server"
         }
     }
-}
-
-/// A grant limit found reached inside the transaction that would have counted past it.
-struct LimitReached: Error {
-    var code: ReasonCode
-    var reason: String
 }
 
 /// The caller of one request: kernel facts plus the agent they match (if any).

@@ -31,18 +31,45 @@ final class CredentialService: Sendable {
 
     // MARK: Provision
 
+    private var spending: GrantSpending { GrantSpending(store: store) }
+
+    /// A refused Provision: its status, and the decision's reason code (and what decided
+    /// it) for the response body, as Authorize carries them.
+    private struct Refusal: Error {
+        var error: CallError
+        var code: ReasonCode
+        var path: DecisionPath?
+        var retryAfterSeconds: UInt64?
+    }
+
     func provision(_ call: Lanyard_V1_ProvisionRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
+        do {
+            return try await issue(call, caller, agent)
+        } catch let refusal as Refusal {
+            var response = Lanyard_V1_Response.failure(id: 0, refusal.error.code, refusal.error.message)
+            response.provision = .with {
+                $0.reasonCode = refusal.code.rawValue
+                if let path = refusal.path { $0.path = path.wire }
+                if let wait = refusal.retryAfterSeconds { $0.retryAfterSeconds = wait }
+            }
+            return response
+        }
+    }
+
+    private func issue(_ call: Lanyard_V1_ProvisionRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
         var record = caller.record("provision")
         record.resource = String(call.resource.prefix(1024))
         record.capability = String(call.scope.joined(separator: " ").prefix(512))
         // `because`: the decision's code; otherwise the outcome names it (invalid_argument, no_secret, ...).
-        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String, because reasonCode: ReasonCode? = nil) async throws -> Never {
+        func deny(_ code: Lanyard_V1_Code, _ outcome: String, _ reason: String, because reasonCode: ReasonCode? = nil,
+                  path: DecisionPath? = nil, retryAfterSeconds: UInt64? = nil) async throws -> Never {
             record.decision = Decision.deny.rawValue
             record.outcome = outcome
             record.reason = reason
-            record.reasonCode = (reasonCode ?? ReasonCode(rawValue: outcome) ?? .unclassified).rawValue
+            let why = reasonCode ?? ReasonCode(rawValue: outcome) ?? .unclassified
+            record.reasonCode = why.rawValue
             try await store.audit.append(record)
-            throw CallError(code, reason)
+            throw Refusal(error: CallError(code, reason), code: why, path: path, retryAfterSeconds: retryAfterSeconds)
         }
 
         if let problem = approvals.limits.fieldProblem(resource: call.resource, args: call.args, unit: call.amount.unit) {
@@ -76,19 +103,28 @@ final class CredentialService: Sendable {
         case .failure(let e): try await deny(.invalidArgument, "invalid_argument", e.description)
         }
 
-        // Authorization of every capability happens before any credential material is read.
-        let verdict = Authorizer.decide(scope, for: agent, in: policy)
+        // Authorization of every capability (and its grant's limits) happens before any
+        // credential material is read.
+        var verdict = Authorizer.decide(scope, for: agent, in: policy)
+        let use = GrantSpending.Use(agent: agent, capabilities: scope, amount: call.hasAmount ? (call.amount.value, call.amount.unit) : nil,
+                                    nowMicros: clock.nowMicros())
+        var overrun = false
+        if let use { (verdict, overrun) = try spending.check(verdict, use) }
         var granted = verdict  // as routed: auto, approved or standing
         var useApproval: Mutation?
+        var usedApproval = false
         switch verdict.decision {
         case .deny:
-            try await deny(.permissionDenied, "denied", verdict.reason, because: verdict.code)
+            try await deny(Self.status(of: verdict.code), "denied", verdict.reason, because: verdict.code, path: verdict.path,
+                           retryAfterSeconds: use?.retryAfterSeconds(verdict))
         case .pending:
             let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
                                           amount: call.hasAmount ? call.amount.text : "")
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
-            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller)
-            if route.verdict.decision == .deny { try await deny(.permissionDenied, "denied", route.verdict.reason, because: route.verdict.code) }
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, standing: !overrun)
+            if route.verdict.decision == .deny {
+                try await deny(.permissionDenied, "denied", route.verdict.reason, because: route.verdict.code, path: route.verdict.path)
+            }
             if let approval = route.created {
                 record.decision = Decision.pending.rawValue
                 record.outcome = "approval_required"
@@ -96,6 +132,7 @@ final class CredentialService: Sendable {
                 record.reasonCode = verdict.code.rawValue
                 record.approvalID = approval.id
                 try await approvals.commit([record], with: route.change, announce: (approval, policy))
+                approvals.processApprovals.noteRequester(approval.id, caller.process)
                 var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
                     "\(verdict.reason); ask an approver to approve \(approval.id) (code \(approval.bindingCode)), then provision again with that approval_id")
                 response.provision = .with {
@@ -108,6 +145,7 @@ final class CredentialService: Sendable {
             }
             record.approver = route.approved?.decidedReason ?? route.verdict.reason  // the approval used, or the standing one
             useApproval = route.change
+            usedApproval = route.approved != nil
             granted = route.verdict
         case .allow:
             break
@@ -189,11 +227,11 @@ final class CredentialService: Sendable {
         // Durable lease + audit record (+ the approval it consumes) first; the secret leaves
         // only after (invariant 6).
         let insert = store.insertLease(lease, secretHash: secretHash, upstream: upstream)
-        let consume = useApproval
+        let consume = use.map { spending.count($0, approvedOverrun: usedApproval, then: useApproval) } ?? useApproval
         let (limit, agentID) = (UInt64(approvals.limits.maxLeasesPerAgent), agent.id)
         do {
             try await approvals.commit([record], with: { db in
-                // Again inside the transaction: pipelined provisions cannot pass the bound together.
+                // Again inside the transaction: pipelined provisions cannot pass the bound (or a grant's limit) together.
                 guard try self.store.countActiveLeases(agentID: agentID, nowMicros: now, on: db) < limit else { throw leaseBound }
                 try consume?(db)
                 try insert(db)
@@ -201,6 +239,12 @@ final class CredentialService: Sendable {
         } catch {
             // Nothing durable names the upstream token, so nothing would revoke it later.
             if !upstream.isEmpty, let config = service.openbao { try? await backend.revoke(accessor: upstream, config) }
+            if let over = error as? LimitReached {
+                record.leaseID = ""
+                record.approver = ""
+                try await deny(Self.status(of: over.code), "denied", over.reason, because: over.code, path: granted.path,
+                               retryAfterSeconds: over.retryAfterSeconds)
+            }
             throw error
         }
         if let binding { try await watchProcess(of: lease.id, binding, uid: caller.credentials.uid) }
@@ -222,6 +266,12 @@ final class CredentialService: Sendable {
             if let path = granted.path { $0.path = path.wire }
         }
         return response
+    }
+
+    /// The status of a Provision refused for `code`: a spent rate or budget is
+    /// RESOURCE_EXHAUSTED (retry later), every other refusal PERMISSION_DENIED.
+    private static func status(of code: ReasonCode) -> Lanyard_V1_Code {
+        code == .rateLimited || code == .budgetExceeded ? .resourceExhausted : .permissionDenied
     }
 
     /// The refusal when `agent` holds its `maxLeasesPerAgent` active leases.

@@ -40,6 +40,23 @@ struct LimitsTests {
         return try await client.call(r).authorize
     }
 
+    /// A Provision of `pay:charge`: the lease, or the refusal's status and its reason code.
+    static func provision(_ client: LanyardClient, amount: Int64? = nil, approvalID: String = "") async throws
+        -> Result<Lanyard_V1_Lease, LanyardError> {
+        var r = Lanyard_V1_Request()
+        r.provision = .with {
+            $0.service = "pay"
+            $0.scope = ["pay:charge"]
+            if let amount { $0.amount = .with { $0.value = amount; $0.unit = "USD" } }
+            $0.approvalID = approvalID
+        }
+        do {
+            return .success(try await client.call(r).provision.lease)
+        } catch let e as LanyardError {
+            return .failure(e)
+        }
+    }
+
     static func counters(_ d: TestDaemon) throws -> [String: Int64] {
         Dictionary(uniqueKeysWithValues: try d.daemon.store.limitCounters().map { ($0.kind, $0.used) })
     }
@@ -159,4 +176,58 @@ struct LimitsTests {
         await a.close()
         await d.stop()
     }
+
+    /// Provision counts against the same grant limits as Authorize (issue 19: "the amount of
+    /// Authorize/Provision"): a rate shared by both, refused RESOURCE_EXHAUSTED with the
+    /// reason code and the seconds to wait in the response; a budget spent exactly at its
+    /// amount by 16 connections provisioning at once; a dry run of either moves nothing.
+    @Test func provisionsCountAgainstTheGrantsLimits() async throws {
+        let clock = ManualClock()
+        clock.advance(seconds: 600)
+        let rated = try TestDaemon(policy: Self.policy("{ capability: pay:charge, rate: 3/hour }"), clock: clock)
+        let a = rated.client(as: Users.agent!)
+        #expect(try await Self.charge(a).decision == .allow)
+        for _ in 0..<2 { #expect(try await Self.provision(a).get().secret.hasPrefix("lyt_")) }
+        #expect(try Self.counters(rated) == ["calls": 3])
+        guard case .failure(let refused) = try await Self.provision(a) else { Issue.record("the 4th use was allowed"); return }
+        #expect(refused.code == .resourceExhausted)
+        #expect(refused.message == "rate limit 3/hour reached: the next call is possible in 3000 s")
+        #expect(refused.provision?.reasonCode == "rate_limited")
+        #expect(refused.provision?.retryAfterSeconds == 3000)
+        #expect(refused.provision?.path.grant == "pay:charge")
+        #expect(try Self.counters(rated) == ["calls": 3])
+        let audited = try rated.daemon.store.queryAudit({ var f = AuditFilter(); f.limit = 100; return f }()).filter { $0.event == "provision" }
+        #expect(audited.map(\.reasonCode) == ["granted", "granted", "rate_limited"])
+        #expect(try rated.daemon.store.activeLeases(agent: "a").count == 2)
+        await a.close()
+        await rated.stop()
+
+        let budget = try TestDaemon(policy: Self.policy("{ capability: pay:charge, budget: { amount: 500, unit: USD, per: day } }"), clock: ManualClock())
+        let clients = (0..<16).map { _ in budget.client(as: Users.agent!) }
+        let results = await withTaskGroup(of: [Result<Lanyard_V1_Lease, LanyardError>].self) { group in
+            for client in clients {
+                group.addTask {
+                    await withTaskGroup(of: Result<Lanyard_V1_Lease, LanyardError>?.self) { calls in
+                        for _ in 0..<10 { calls.addTask { try? await Self.provision(client, amount: 5) } }
+                        return await calls.reduce(into: []) { if let r = $1 { $0.append(r) } }
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        let refusals = results.compactMap { if case .failure(let e) = $0 { e } else { nil } }
+        #expect(results.count == 160)
+        #expect(results.count - refusals.count == 100)
+        #expect(refusals.allSatisfy { $0.code == .resourceExhausted && $0.provision?.reasonCode == "budget_exceeded" })
+        #expect(try Self.counters(budget) == ["spent": 500])
+        guard case .failure(let missing) = try await Self.provision(clients[0]) else { Issue.record("a budgeted provision without an amount was allowed"); return }
+        #expect(missing.message == "the grant has a budget of 500 USD per day: send the request's amount in USD")
+        for c in clients { await c.close() }
+        await budget.stop()
+    }
+}
+
+extension LanyardError {
+    /// The Provision body sent with a refusal's status.
+    var provision: Lanyard_V1_ProvisionResponse? { (response as? Lanyard_V1_Response)?.provision }
 }

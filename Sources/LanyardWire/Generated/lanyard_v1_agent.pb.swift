@@ -537,6 +537,7 @@ public nonisolated struct Lanyard_V1_ProvisionResponse: Sendable {
 
   public var bindingCode: String = String()
 
+  /// also with a refusal's status: why (not_granted, rate_limited, ...)
   public var reasonCode: String = String()
 
   public var path: Lanyard_V1_DecisionPath {
@@ -547,6 +548,9 @@ public nonisolated struct Lanyard_V1_ProvisionResponse: Sendable {
   public var hasPath: Bool {self._path != nil}
   /// Clears the value of `path`. Subsequent reads from it will return its default value.
   public mutating func clearPath() {self._path = nil}
+
+  /// RESOURCE_EXHAUSTED rate_limited: seconds until the next call can be allowed
+  public var retryAfterSeconds: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1913,7 +1917,7 @@ nonisolated extension Lanyard_V1_Lease: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProvisionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0\u{3}approval_id\0\u{3}binding_code\0\u{4}/reason_code\0\u{1}path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lease\0\u{3}approval_id\0\u{3}binding_code\0\u{4}/reason_code\0\u{1}path\0\u{4}\u{13}retry_after_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1926,6 +1930,7 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
       case 3: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
       case 50: try { try decoder.decodeSingularStringField(value: &self.reasonCode) }()
       case 51: try { try decoder.decodeSingularMessageField(value: &self._path) }()
+      case 70: try { try decoder.decodeSingularUInt64Field(value: &self.retryAfterSeconds) }()
       default: break
       }
     }
@@ -1951,6 +1956,9 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
     try { if let v = self._path {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
     } }()
+    if self.retryAfterSeconds != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retryAfterSeconds, fieldNumber: 70)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1960,6 +1968,7 @@ nonisolated extension Lanyard_V1_ProvisionResponse: SwiftProtobuf.Message, Swift
     if lhs.bindingCode != rhs.bindingCode {return false}
     if lhs.reasonCode != rhs.reasonCode {return false}
     if lhs._path != rhs._path {return false}
+    if lhs.retryAfterSeconds != rhs.retryAfterSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

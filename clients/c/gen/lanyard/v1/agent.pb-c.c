@@ -2727,7 +2727,7 @@ const ProtobufCMessageDescriptor lanyard__v1__lease__descriptor =
   (ProtobufCMessageInit) lanyard__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_descriptors[5] =
+static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_descriptors[6] =
 {
   {
     "lease",
@@ -2789,6 +2789,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__provision_response__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry_after_seconds",
+    70,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ProvisionResponse, retry_after_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__provision_response__field_indices_by_name[] = {
   1,   /* field[1] = approval_id */
@@ -2796,12 +2808,14 @@ static const unsigned lanyard__v1__provision_response__field_indices_by_name[] =
   0,   /* field[0] = lease */
   4,   /* field[4] = path */
   3,   /* field[3] = reason_code */
+  5,   /* field[5] = retry_after_seconds */
 };
-static const ProtobufCIntRange lanyard__v1__provision_response__number_ranges[2 + 1] =
+static const ProtobufCIntRange lanyard__v1__provision_response__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 50, 3 },
-  { 0, 5 }
+  { 70, 5 },
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__provision_response__descriptor =
 {
@@ -2811,10 +2825,10 @@ const ProtobufCMessageDescriptor lanyard__v1__provision_response__descriptor =
   "Lanyard__V1__ProvisionResponse",
   "lanyard.v1",
   sizeof(Lanyard__V1__ProvisionResponse),
-  5,
+  6,
   lanyard__v1__provision_response__field_descriptors,
   lanyard__v1__provision_response__field_indices_by_name,
-  2,  lanyard__v1__provision_response__number_ranges,
+  3,  lanyard__v1__provision_response__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__provision_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

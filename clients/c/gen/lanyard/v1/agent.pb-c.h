@@ -374,12 +374,19 @@ struct  Lanyard__V1__ProvisionResponse
    */
   char *approval_id;
   char *binding_code;
+  /*
+   * also with a refusal's status: why (not_granted, rate_limited, ...)
+   */
   char *reason_code;
   Lanyard__V1__DecisionPath *path;
+  /*
+   * RESOURCE_EXHAUSTED rate_limited: seconds until the next call can be allowed
+   */
+  uint64_t retry_after_seconds;
 };
 #define LANYARD__V1__PROVISION_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__provision_response__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
 
 
 struct  Lanyard__V1__RevokeRequest

@@ -323,18 +323,20 @@ class ProvisionRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., scope: _Optional[_Iterable[str]] = ..., ttl_seconds: _Optional[int] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., approval_id: _Optional[str] = ..., bind_to_process: bool = ...) -> None: ...
 
 class ProvisionResponse(_message.Message):
-    __slots__ = ["approval_id", "binding_code", "lease", "path", "reason_code"]
+    __slots__ = ["approval_id", "binding_code", "lease", "path", "reason_code", "retry_after_seconds"]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     BINDING_CODE_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     binding_code: str
     lease: Lease
     path: DecisionPath
     reason_code: str
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ...) -> None: ...
+    retry_after_seconds: int
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., approval_id: _Optional[str] = ..., binding_code: _Optional[str] = ..., reason_code: _Optional[str] = ..., path: _Optional[_Union[DecisionPath, _Mapping]] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ["authorize", "await_approval", "hello", "id", "introspect", "issue_identity", "list_leases", "mcp_server", "provision", "revoke", "rotate", "validate_identity"]
