@@ -258,8 +258,8 @@ final class ApprovalService: Sendable {
             throw CallError(.invalidArgument, "an approval is either standing for a time or for the requesting process's lifetime, not both")
         }
         guard let process = processApprovals.requesterIfKnown(stored.id) else {
-            throw CallError(.failedPrecondition, "lanyardd does not know the process that asked for approval '\(stored.id)' (it was made before lanyardd started, "
-                            + "or through Provision); approve it without --for-process")
+            throw CallError(.failedPrecondition, "lanyardd does not know the process that asked for approval '\(stored.id)' (it was made before lanyardd "
+                            + "last started); approve it without --for-process")
         }
         guard let pidfd = reopenPidFD(process) else {
             throw CallError(.failedPrecondition, "the process that asked for approval '\(stored.id)' (pid \(process.pid)) has exited; approve it without --for-process")

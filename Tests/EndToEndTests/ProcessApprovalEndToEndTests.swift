@@ -48,9 +48,23 @@ struct ProcessApprovalEndToEndTests {
 
         func authorize(_ capability: String, resource: String) throws -> Lanyard_V1_AuthorizeResponse {
             var r = Lanyard_V1_Request()
+            r.authorize = .with { $0.capability = capability; $0.resource = resource }
+            let response = try call(r)
+            guard response.status.code == .ok else { throw HarnessError("authorize failed: \(response.status.message)") }
+            return response.authorize
+        }
+
+        /// A Provision of `github:push` on `resource`: its response, whatever the status.
+        func provision(resource: String) throws -> Lanyard_V1_Response {
+            var r = Lanyard_V1_Request()
+            r.provision = .with { $0.service = "github"; $0.scope = ["github:push"]; $0.resource = resource }
+            return try call(r)
+        }
+
+        func call(_ request: Lanyard_V1_Request) throws -> Lanyard_V1_Response {
+            var r = request
             r.id = nextID
             nextID += 1
-            r.authorize = .with { $0.capability = capability; $0.resource = resource }
             let frame = TestSupport.frame(try r.serializedBytes())
             input.fileHandleForWriting.write(Data((frame.map { String(format: "%02x", $0) }.joined() + "\n").utf8))
             var line = Data()
@@ -62,9 +76,7 @@ struct ProcessApprovalEndToEndTests {
             }
             let hex = Array(String(decoding: line, as: UTF8.self).utf8)
             let body = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
-            let response = try Lanyard_V1_Response(serializedBytes: body)
-            guard response.status.code == .ok else { throw HarnessError("authorize failed: \(response.status.message)") }
-            return response.authorize
+            return try Lanyard_V1_Response(serializedBytes: body)
         }
 
         /// Ends the process (end of its input) and waits until it has exited.
@@ -113,6 +125,31 @@ struct ProcessApprovalEndToEndTests {
             }
             #expect(ended == "1", "no approval.process_exit record for pid \(pid)")
             #expect(try second.authorize("github:push", resource: "repo").decision == .pending)
+            try second.finish()
+            try d.ctlSucceeds(["audit", "verify"])
+        }
+    }
+
+    /// An approval that a Provision opened can be given for the process's lifetime too: the
+    /// same process then provisions again without asking; another process of the agent asks.
+    @Test func aProvisionsApprovalCanBeForTheProcessLifetime() async throws {
+        try await onThread {
+            let d = try DaemonProcess(policy: Self.policy)
+            defer { d.cleanup() }
+            try d.start()
+            let first = try AgentProcess(socket: d.agentSocket)
+            let asked = try first.provision(resource: "repo")
+            #expect(asked.status.code == .failedPrecondition && !asked.provision.approvalID.isEmpty, "\(asked.status.message)")
+            let approved = try d.ctl(["approvals", "approve", asked.provision.approvalID, "--for-process"], as: Self.approver)
+            #expect(approved.status == 0, "approve --for-process: \(approved.stderr)")
+            for i in 1...2 {
+                let r = try first.provision(resource: "repo")
+                #expect(r.status.code == .ok && r.provision.lease.secret.hasPrefix("lyt_"), "provision \(i): \(r.status.message)")
+                #expect(r.provision.reasonCode == "approved")
+            }
+            let second = try AgentProcess(socket: d.agentSocket)
+            #expect(try second.provision(resource: "repo").status.code == .failedPrecondition)
+            try first.finish()
             try second.finish()
             try d.ctlSucceeds(["audit", "verify"])
         }
