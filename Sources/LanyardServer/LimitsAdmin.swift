@@ -42,6 +42,17 @@ extension AdminService {
 
     /// Removes an agent's counters (of one grant, or all), committed with its `admin.limits.reset` record.
     func limitsReset(_ c: Lanyard_V1_LimitsResetRequest, _ connection: Connection, _ snapshot: PolicySnapshot) async throws -> Lanyard_V1_LimitsResetResponse {
+        if c.all {
+            guard c.agent.isEmpty, c.capability.isEmpty else { throw CallError(.invalidArgument, "reset every counter (all) or one agent's, not both") }
+            let count = try store.limitCounterRows()
+            var r = record("limits.reset", connection, snapshot)
+            r.decision = Decision.allow.rawValue
+            r.outcome = "reset"
+            r.reason = "every counter (\(count)) reset by admin uid \(connection.credentials.uid)"
+            try await store.audit.append(r, with: store.resetLimits(agentID: nil, capability: nil))
+            store.limitCountersReset()
+            return .with { $0.reset = UInt32(count) }
+        }
         guard !c.agent.isEmpty, let agent = snapshot.policy.agent(named: c.agent) else {
             throw CallError(.notFound, "no agent '\(Inert.capped(c.agent, limit: 64))' in the policy; name one with --agent (see: lanyardctl agents list)")
         }

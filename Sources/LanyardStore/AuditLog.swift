@@ -53,10 +53,10 @@ public final class AuditLog: Sendable {
     }
 
     /// Moves the authenticated head to record `seq` with `hash` (in the commit that writes it).
-    static func setHead(_ db: SQLiteConnection, rows: RowAuthenticator, seq: UInt64, hash: String) throws {
+    static func setHead(_ db: SQLiteConnection, rows: RowAuthenticator, seq: UInt64, hash: String, beforeAdded: Bool = false) throws {
         try db.prepare("INSERT INTO audit_head(id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
             .bind(.int(Int64(seq)), .text(hash)).run()
-        try rows.authenticate(db, .auditHead, key: [.int(1)])
+        try rows.authenticate(db, .auditHead, key: [.int(1)], beforeAdded: beforeAdded)
     }
 
     /// The sequence number and hash of the newest durable record.

@@ -66,7 +66,8 @@ package struct AuthenticatedTable: Sendable, Equatable {
 
     /// The last record of the audit chain, updated in every commit: records appended,
     /// removed or rewritten at rest leave the chain's end different from it.
-    static let auditHead = AuthenticatedTable("audit_head", key: ["id"], columns: ["id", "seq", "hash"])
+    /// It also holds the grant counters' digest (`CountersDigest`), so they move with the chain.
+    static let auditHead = AuthenticatedTable("audit_head", key: ["id"], columns: ["id", "seq", "hash"], added: ["limits_digest"])
 
     package static let all: [AuthenticatedTable] = [
         .auditHead, .agents, .approvals, .standingApprovals, .leases, .upstreamRevocations, .secrets, .secretHeads, .signingKeys, .serviceVersions,
@@ -103,8 +104,10 @@ package struct RowAuthenticator: Sendable {
     }
 
     /// (Re)computes the MAC of `table`'s row with primary key `key`, after writing it.
-    func authenticate(_ db: SQLiteConnection, _ table: AuthenticatedTable, key: [SQLValue]) throws {
-        let select = try db.prepare("SELECT \(table.selection), rowid FROM \(table.name) WHERE \(table.keyMatch)")
+    /// `beforeAdded`: inside a migration that runs before the `added` columns exist.
+    func authenticate(_ db: SQLiteConnection, _ table: AuthenticatedTable, key: [SQLValue], beforeAdded: Bool = false) throws {
+        let columns = beforeAdded ? table.selectionBeforeAdded : table.selection
+        let select = try db.prepare("SELECT \(columns), rowid FROM \(table.name) WHERE \(table.keyMatch)")
         try select.bind(key)
         guard let (rowid, mac) = try select.one({ ($0.int(table.macColumn + 1), self.mac(table, $0)) }) else {
             throw StoreError("the \(table.name) row just written is missing")

@@ -203,6 +203,11 @@ enum Schema {
             PRIMARY KEY (agent_id, capability, kind)
         );
         """,
+        """
+        -- The grant counters' digest in the authenticated audit head (CountersDigest): a
+        -- counter deleted or rolled back at rest no longer matches it.
+        ALTER TABLE audit_head ADD COLUMN limits_digest BLOB;
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -19,6 +19,9 @@ public final class Store: Sendable {
     /// The current signing key of each purpose, opened once (rotation replaces it).
     let openedSigningKeys = NIOLockedValueBox<[String: (kid: String, key: SigningKey)]>([:])
     let clock: any WallClock
+    /// Whether the grant counters matched their digest in the audit head at startup (or
+    /// since every counter was reset): when not, limited grants are refused.
+    let limitCountersAnchored = NIOLockedValueBox(true)
 
     /// Opens (or creates) the database in `directory`. The first start of a Lanyard that
     /// authenticates rows adopts the rows it finds (see `adopt`); every start then anchors
@@ -39,6 +42,14 @@ public final class Store: Sendable {
         try setup.exec("PRAGMA synchronous=FULL")
         let (rows, directory) = (self.rows, directory)
         try Schema.migrate(setup, adopt: { db in try Self.adopt(db, rows: rows, directory: directory, nowMicros: clock.nowMicros()) })
+        do {
+            if try !Self.countersAreAnchored(setup, rows: rows) {
+                limitCountersAnchored.withLockedValue { $0 = false }
+                logger.critical("the grant limit counters do not match the audit head: a counter was deleted or rolled back at rest; limited grants are refused until an admin runs `lanyardctl limits reset --all`")
+            }
+        } catch {
+            throw StoreError("cannot check the grant limit counters: \(error)")
+        }
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
         audit = try AuditLog(connection: try Self.open(path), rows: rows, clock: clock, logger: logger)
         requeueForgottenRevocations()
@@ -214,7 +225,7 @@ extension Store {
         }
         let head = try db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
             ?? (0, AuditRecord.genesisHash)
-        try AuditLog.setHead(db, rows: rows, seq: head.0, hash: head.1)
+        try AuditLog.setHead(db, rows: rows, seq: head.0, hash: head.1, beforeAdded: true)
         try AuditCheckpoint.adopt(directory: directory, rows: rows, head: head, nowMicros: nowMicros) { seq in
             try AuditCheckpoint.hashAt(db, seq)
         }

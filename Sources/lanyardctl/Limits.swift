@@ -19,19 +19,26 @@ struct LimitsCommand: AsyncParsableCommand {
     }
 
     struct Reset: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Reset an agent's counters (admins; audited as admin.limits.reset).")
+        static let configuration = CommandConfiguration(abstract: "Reset an agent's counters, or every counter (admins; audited as admin.limits.reset).")
         @OptionGroup var sockets: Sockets
-        @Option(help: "The agent.") var agent: String
+        @Option(help: "The agent.") var agent: String = ""
         @Option(help: "Only this grant's counters (default: every grant of the agent).") var capability: String = ""
+        @Flag(help: "Every counter of every agent (what lanyardd asks for when the counters fail their integrity check).") var all = false
+
+        func validate() throws {
+            guard all == agent.isEmpty else { throw ValidationError("name an agent with --agent, or reset every counter with --all") }
+            if all, !capability.isEmpty { throw ValidationError("--capability goes with --agent, not --all") }
+        }
 
         func run() async throws {
             var req = Lanyard_V1_AdminRequest()
             req.limitsReset = .with {
                 $0.agent = agent
                 $0.capability = capability
+                $0.all = all
             }
             let r = try await sockets.admin.call(req).limitsReset
-            sockets.emit(.object([("reset", .int(Int64(r.reset)))])) { "reset \(r.reset) counter(s) of \(agent.field)" }
+            sockets.emit(.object([("reset", .int(Int64(r.reset)))])) { "reset \(r.reset) counter(s) of " + (all ? "every agent" : agent.field) }
         }
     }
 

@@ -177,6 +177,47 @@ struct StoredStateEndToEndTests {
         #expect(try d.ctl(["provision", "openai", "--scope", "openai:chat"], as: agent).stdout == "sk-next\n")
     }
 
+    /// A grant's counter deleted at rest would mean "nothing used": the restarted daemon
+    /// refuses the limited grant (DATA_LOSS, naming the remedy) while others still work,
+    /// until an admin resets every counter; the counters then count, and are anchored, again.
+    @Test(.enabled(if: TestSupport.isRoot, "needs root to create the agent uid"))
+    func aCounterDeletedAtRestRefusesLimitedGrantsUntilResetAll() throws {
+        let policy = """
+            trust_domain: e2e.internal
+            services:
+              pay: { kind: opaque }
+            capabilities:
+              pay:charge: { risk: low }
+              pay:read:   { risk: low }
+            agents:
+              a:
+                uid: \(E2EUsers.agent!.uid)
+                grants: [{ capability: pay:charge, rate: 1000/day }, pay:read]
+
+            """
+        let d = try DaemonProcess(policy: policy)
+        defer { d.cleanup() }
+        try d.start()
+        let agent = E2EUsers.agent!
+        for _ in 0..<2 { #expect(try d.ctl(["authorize", "pay:charge"], as: agent).status == 0) }
+        #expect(d.stop() == 0)
+
+        try d.sql("DELETE FROM limit_counters")
+        try d.start()
+        #expect(d.waitForLog("do not match the audit head"))
+        let refused = try d.ctl(["authorize", "pay:charge"], as: agent)
+        #expect(refused.status != 0 && refused.stderr.contains("DATA_LOSS") && refused.stderr.contains("lanyardctl limits reset --all"), "\(refused)")
+        #expect(try d.ctl(["authorize", "pay:read"], as: agent).status == 0)
+
+        try d.ctlSucceeds(["limits", "reset", "--all"])
+        #expect(try d.ctl(["authorize", "pay:charge"], as: agent).status == 0)
+        #expect(d.stop() == 0)
+        try d.start()
+        let shown = try d.ctlSucceeds(["limits", "show", "--json"])
+        #expect(shown.stdout.contains("\"used\":1"), "\(shown.stdout)")
+        try d.ctlSucceeds(["audit", "verify"])
+    }
+
     /// Deletion never revives: a revoked identity token whose row is deleted, and a revoked
     /// lease marked active again, stay dead after the restart.
     @Test func deletedOrEditedRevocationsDoNotRevive() throws {

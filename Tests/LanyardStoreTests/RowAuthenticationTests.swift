@@ -41,6 +41,8 @@ struct RowAuthenticationTests {
         var limits = GrantLimits()
         limits.rate = .init(count: 5, period: .hour)
         try commit { [limits] db in try store.countUse(agentID: "agent-id", capability: "github:push", limits: limits, amount: 0, nowMicros: 1, used: LimitUsage(), on: db) }
+        // The audit writer authenticates the head (which holds the counters' digest) as it commits; these commits bypass it.
+        try store.read { db in try store.rows.authenticate(db, .auditHead, key: [.int(1)]) }
         return store
     }
 
@@ -295,7 +297,7 @@ struct RowAuthenticationTests {
             try db.exec("""
                 DELETE FROM leases WHERE id = 'bound'; DROP INDEX leases_bound;
                 ALTER TABLE leases DROP COLUMN process_pid; ALTER TABLE leases DROP COLUMN process_start;
-                DROP TABLE IF EXISTS limit_counters; ALTER TABLE audit DROP COLUMN reason_code;
+                DROP TABLE IF EXISTS limit_counters; ALTER TABLE audit DROP COLUMN reason_code; ALTER TABLE audit_head DROP COLUMN limits_digest;
                 PRAGMA user_version = \(bindingMigration);
                 """)
         }

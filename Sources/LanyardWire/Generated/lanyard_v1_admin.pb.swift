@@ -1382,6 +1382,9 @@ public nonisolated struct Lanyard_V1_LimitsResetRequest: Sendable {
   /// "" for every grant of the agent
   public var capability: String = String()
 
+  /// every counter of every agent (agent and capability empty)
+  public var all: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4129,7 +4132,7 @@ nonisolated extension Lanyard_V1_LimitsShowResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lanyard_V1_LimitsResetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LimitsResetRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}capability\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agent\0\u{1}capability\0\u{1}all\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4139,6 +4142,7 @@ nonisolated extension Lanyard_V1_LimitsResetRequest: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.agent) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.capability) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.all) }()
       default: break
       }
     }
@@ -4151,12 +4155,16 @@ nonisolated extension Lanyard_V1_LimitsResetRequest: SwiftProtobuf.Message, Swif
     if !self.capability.isEmpty {
       try visitor.visitSingularStringField(value: self.capability, fieldNumber: 2)
     }
+    if self.all != false {
+      try visitor.visitSingularBoolField(value: self.all, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lanyard_V1_LimitsResetRequest, rhs: Lanyard_V1_LimitsResetRequest) -> Bool {
     if lhs.agent != rhs.agent {return false}
     if lhs.capability != rhs.capability {return false}
+    if lhs.all != rhs.all {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -5808,7 +5808,7 @@ const ProtobufCMessageDescriptor lanyard__v1__limits_show_response__descriptor =
   (ProtobufCMessageInit) lanyard__v1__limits_show_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__limits_reset_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor lanyard__v1__limits_reset_request__field_descriptors[3] =
 {
   {
     "agent",
@@ -5834,15 +5834,28 @@ static const ProtobufCFieldDescriptor lanyard__v1__limits_reset_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "all",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__LimitsResetRequest, all),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__limits_reset_request__field_indices_by_name[] = {
   0,   /* field[0] = agent */
+  2,   /* field[2] = all */
   1,   /* field[1] = capability */
 };
 static const ProtobufCIntRange lanyard__v1__limits_reset_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__limits_reset_request__descriptor =
 {
@@ -5852,7 +5865,7 @@ const ProtobufCMessageDescriptor lanyard__v1__limits_reset_request__descriptor =
   "Lanyard__V1__LimitsResetRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__LimitsResetRequest),
-  2,
+  3,
   lanyard__v1__limits_reset_request__field_descriptors,
   lanyard__v1__limits_reset_request__field_indices_by_name,
   1,  lanyard__v1__limits_reset_request__number_ranges,

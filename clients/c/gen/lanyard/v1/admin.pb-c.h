@@ -888,10 +888,14 @@ struct  Lanyard__V1__LimitsResetRequest
    * "" for every grant of the agent
    */
   char *capability;
+  /*
+   * every counter of every agent (agent and capability empty)
+   */
+  protobuf_c_boolean all;
 };
 #define LANYARD__V1__LIMITS_RESET_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__limits_reset_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Lanyard__V1__LimitsResetResponse

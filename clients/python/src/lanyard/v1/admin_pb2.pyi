@@ -399,12 +399,14 @@ class LimitCounter(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., capability: _Optional[str] = ..., kind: _Optional[str] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., unit: _Optional[str] = ..., period: _Optional[str] = ..., period_ends_at: _Optional[int] = ...) -> None: ...
 
 class LimitsResetRequest(_message.Message):
-    __slots__ = ["agent", "capability"]
+    __slots__ = ["agent", "all", "capability"]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     agent: str
+    all: bool
     capability: str
-    def __init__(self, agent: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., capability: _Optional[str] = ..., all: bool = ...) -> None: ...
 
 class LimitsResetResponse(_message.Message):
     __slots__ = ["reset"]
