@@ -54,6 +54,30 @@ struct ReasonCodeTests {
         #expect(v.path.map(\.grant.name) == (source == nil ? nil : capability))
     }
 
+    /// × limits: a grant's limit over its verdict. Over a limit, ALLOW and PENDING become
+    /// DENY with the limit's code, or (an overrun routed to approval) PENDING — an ALLOW then
+    /// waits as MEDIUM; DENY stays what it was. What decided it (the grant) is kept.
+    @Test(arguments: [
+        ("github:read_repo", LimitCheck.within, Decision.allow, ReasonCode.granted, false),
+        ("github:read_repo", .over(code: .rateLimited, reason: "r", needsApproval: false), .deny, .rateLimited, false),
+        ("github:read_repo", .over(code: .budgetExceeded, reason: "b", needsApproval: false), .deny, .budgetExceeded, false),
+        ("github:read_repo", .over(code: .budgetExceeded, reason: "b", needsApproval: true), .pending, .needsApproval, true),
+        ("github:read_repo", .over(code: .outsideWindow, reason: "w", needsApproval: false), .deny, .outsideWindow, false),
+        ("github:read_repo", .over(code: .outsideWindow, reason: "w", needsApproval: true), .pending, .needsApproval, true),
+        ("github:push", .over(code: .rateLimited, reason: "r", needsApproval: false), .deny, .rateLimited, false),
+        ("github:push", .over(code: .budgetExceeded, reason: "b", needsApproval: true), .pending, .needsApproval, true),
+        ("deploy:production", .over(code: .outsideWindow, reason: "w", needsApproval: true), .pending, .needsApproval, true),
+        ("github:nope", .over(code: .rateLimited, reason: "r", needsApproval: false), .deny, .notInCatalog, false),
+    ])
+    func limitsOverEveryVerdictHaveACode(capability: String, check: LimitCheck, decision: Decision, code: ReasonCode, overrun: Bool) throws {
+        let p = try policy()
+        let decided = Authorizer.decide(try Capability(parsing: capability), for: try #require(p.agent(named: "coder")), in: p)
+        let (v, routed) = decided.limited(by: check)
+        #expect((v.decision, v.code, routed) == (decision, code, overrun))
+        #expect(v.path == decided.path)
+        if decided.decision == .allow, decision == .pending { #expect(v.risk == .medium) } else { #expect(v.risk == decided.risk) }
+    }
+
     @Test func highWithoutApproversIsNoApprovers() throws {
         let p = try policy(policyText.replacingOccurrences(of: "approvers: { uids: [5000], high_risk_quorum: 2 }\n", with: ""))
         let v = Authorizer.decide(try Capability(parsing: "deploy:production"), for: try #require(p.agent(named: "coder")), in: p)
