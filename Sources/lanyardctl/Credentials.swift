@@ -108,6 +108,9 @@ struct Provision: AsyncParsableCommand {
                 }
                 throw Failure("\(e.code.name): \(e.message)", code: 3)
             }
+            if let r = e.response as? Lanyard_V1_Response, !r.provision.reasonCode.isEmpty {
+                throw Failure("\(e.code.name) [\(r.provision.reasonCode)]: \(e.message)", code: 1)
+            }
             throw e
         }
         sockets.emit(.object([("lease_id", .string(lease.leaseID)), ("service", .string(lease.service)), ("kind", .string(lease.kind)),

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from lanyard_harness import Daemon, User, run_as
+from lanyard_harness import Daemon, User, policy_for, run_as
 
 import lanyard
 from lanyard import (ApprovalState, Decision, Risk)
@@ -157,12 +157,34 @@ def test_each_code_the_daemon_returns_is_its_typed_error(daemon_factory: Any, ag
                 "exhausted": lanyard.ResourceExhausted, "unavailable": lanyard.Unavailable}
     assert {k: type(v) for k, v in out.items()} == expected
     assert "github:delete" in out["permission"].message
+    assert out["permission"].reason_code == "not_granted" and out["approval"].reason_code == "needs_approval"
     assert "900" in out["invalid"].message
     approval = out["approval"]
     assert isinstance(approval, lanyard.ApprovalRequired)
     assert approval.approval_id and approval.binding_code and approval.response.provision.approval_id == approval.approval_id
     assert not isinstance(out["precondition"], lanyard.ApprovalRequired)
     assert "no-such.sock" in out["unavailable"].message and "LANYARD_SOCKET" in out["unavailable"].message
+
+
+def test_a_rate_limited_provision_says_why_and_when(daemon_factory: Any, agent_user: User) -> None:
+    """A Provision over its grant's rate is ResourceExhausted with the reason code and the wait."""
+    from conftest import CAPABILITIES, SERVICES
+    d = daemon_factory(policy_for({"a": (agent_user, ["{ capability: github:read_repo, rate: 1/day }"])},
+                                  capabilities=CAPABILITIES, services=SERVICES))
+
+    def body() -> BaseException | None:
+        with lanyard.Client(d.agent_socket) as c:
+            c.provision("github", scope=["github:read_repo"])
+            try:
+                c.provision("github", scope=["github:read_repo"])
+            except lanyard.LanyardError as e:
+                return e
+        return None
+
+    refused = run_as(agent_user, body)
+    assert isinstance(refused, lanyard.ResourceExhausted), refused
+    assert refused.reason_code == "rate_limited" and 0 < refused.retry_after_seconds <= 86_400
+    assert "rate limit 1/day reached" in refused.message
 
 
 def test_a_connection_refused_by_the_daemon_fails_with_its_code(daemon_factory: Any, agent_user: User) -> None:

@@ -18,7 +18,9 @@ class LanyardError(Exception):
     """An error status from lanyardd, or a transport failure (UNAVAILABLE).
 
     `response` is the daemon's `lanyard.v1.Response` when there was one: a non-OK
-    response may carry the result fields that explain it.
+    response may carry the result fields that explain it — for a refused Provision the
+    decision's `reason_code` (`not_granted`, `rate_limited`, `budget_exceeded`, ...) and,
+    when rate limited, `retry_after_seconds`.
     """
 
     code: int = common_pb2.CODE_UNKNOWN
@@ -32,6 +34,21 @@ class LanyardError(Exception):
     @property
     def code_name(self) -> str:
         return code_name(self.code)
+
+    @property
+    def reason_code(self) -> str:
+        """The decision's stable reason code, when the response carries one ("" otherwise)."""
+        return str(getattr(self._result, "reason_code", ""))
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """Seconds until a rate-limited call can be allowed again (0: not rate limited)."""
+        return int(getattr(self._result, "retry_after_seconds", 0))
+
+    @property
+    def _result(self) -> Any:
+        kind = self.response.WhichOneof("result") if self.response is not None else None
+        return getattr(self.response, kind) if kind else None
 
     def __str__(self) -> str:
         return f"{self.code_name}: {self.message}"
