@@ -4,8 +4,10 @@
  * encoded once with protobuf-c; each answer is read as a frame and (with --check)
  * unpacked. Prints one JSON line: requests, seconds, rps, p50/p99/p999 in µs, errors.
  *   loadgen SOCKET SCENARIO CONNECTIONS SECONDS [--check]
- *   SCENARIO: hello | authorize | provision | identity | idle
+ *   SCENARIO: hello | authorize | provision | identity | idle | ssh-identities
  * idle: opens CONNECTIONS connections, completes one Hello on each, holds them SECONDS.
+ * ssh-identities: an ssh-agent's REQUEST_IDENTITIES (the same framing: a peer measured
+ * against the same ceilings); --check expects IDENTITIES_ANSWER.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +27,7 @@ static uint8_t *request_frame;
 static size_t request_len;
 static double seconds;
 static int check;
+static int ssh;  /* the ssh-agent protocol instead of Lanyard's */
 static atomic_int stop;
 
 typedef struct {
@@ -70,6 +73,7 @@ static int round_trip(int fd, uint8_t *buf, size_t cap) {
     if (read_full(fd, h, 4)) return -1;
     size_t n = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
     if (n > cap || read_full(fd, buf, n)) return -1;
+    if (check && ssh) return n >= 1 && buf[0] == 12 ? 0 : -2;  /* SSH2_AGENT_IDENTITIES_ANSWER */
     if (check) {
         Lanyard__V1__Response *r = lanyard__v1__response__unpack(NULL, n, buf);
         int bad = !r || (r->status && r->status->code != 0);
@@ -106,7 +110,7 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: loadgen SOCKET hello|authorize|provision|identity|idle CONNECTIONS SECONDS [--check]\n");
+        fprintf(stderr, "usage: loadgen SOCKET hello|authorize|provision|identity|idle|ssh-identities CONNECTIONS SECONDS [--check]\n");
         return 2;
     }
     socket_path = argv[1];
@@ -140,18 +144,26 @@ int main(int argc, char **argv) {
         identity.audience = "bench";
         req.call_case = LANYARD__V1__REQUEST__CALL_ISSUE_IDENTITY;
         req.issue_identity = &identity;
+    } else if (!strcmp(scenario, "ssh-identities")) {
+        ssh = 1;
     } else {
         fprintf(stderr, "loadgen: unknown scenario %s\n", scenario);
         return 2;
     }
-    size_t n = lanyard__v1__request__get_packed_size(&req);
-    request_len = 4 + n;
-    request_frame = malloc(request_len);
-    request_frame[0] = (uint8_t)(n >> 24);
-    request_frame[1] = (uint8_t)(n >> 16);
-    request_frame[2] = (uint8_t)(n >> 8);
-    request_frame[3] = (uint8_t)n;
-    lanyard__v1__request__pack(&req, request_frame + 4);
+    static uint8_t ssh_request[] = {0, 0, 0, 1, 11};  /* SSH2_AGENTC_REQUEST_IDENTITIES */
+    if (ssh) {
+        request_frame = ssh_request;
+        request_len = sizeof ssh_request;
+    } else {
+        size_t n = lanyard__v1__request__get_packed_size(&req);
+        request_len = 4 + n;
+        request_frame = malloc(request_len);
+        request_frame[0] = (uint8_t)(n >> 24);
+        request_frame[1] = (uint8_t)(n >> 16);
+        request_frame[2] = (uint8_t)(n >> 8);
+        request_frame[3] = (uint8_t)n;
+        lanyard__v1__request__pack(&req, request_frame + 4);
+    }
 
     if (!strcmp(scenario, "idle")) {
         uint8_t buf[4096];

@@ -1,8 +1,10 @@
 /*
  * The reference servers lanyard-bench measures Lanyard against, with the same framing
- * (4-byte big-endian length + body) on a Unix socket, one thread per connection:
- *   refserver SOCKET echo            answers each frame with the same frame — the
- *                                    transport ceiling;
+ * (4-byte big-endian length + body) on a Unix socket:
+ *   refserver SOCKET echo            answers each frame with the same frame, one thread
+ *                                    per connection — a transport ceiling;
+ *   refserver SOCKET epoll           the same echo from one thread over epoll (faster
+ *                                    with many connections on few cores) — the other;
  *   refserver SOCKET durable FILE    first appends a 256-byte record per request to FILE
  *                                    and makes it durable with fdatasync, committing
  *                                    every request waiting at that moment together (group
@@ -16,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -77,9 +81,81 @@ static void *serve(void *arg) {
     return NULL;
 }
 
+/* One connection of the epoll echo: the bytes read and not yet answered. */
+typedef struct {
+    int fd;
+    size_t len;
+    uint8_t buf[4 + 65536];
+} conn;
+
+/* Writes all of p (the peer reads its answer before it sends again: a full socket buffer
+ * only happens with a misbehaving peer, which is then waited for). */
+static int write_full(int fd, const uint8_t *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EAGAIN) {
+            fd_set out;
+            FD_ZERO(&out);
+            FD_SET(fd, &out);
+            select(fd + 1, NULL, &out, NULL, NULL);
+            continue;
+        }
+        if (w <= 0) { if (w < 0 && errno == EINTR) continue; return -1; }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads what c's socket has and answers every whole frame; -1 when the connection ends. */
+static int echo_ready(conn *c) {
+    for (;;) {
+        ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+        if (r == 0) return -1;
+        if (r < 0) return errno == EAGAIN ? 0 : errno == EINTR ? echo_ready(c) : -1;
+        c->len += (size_t)r;
+        size_t at = 0;
+        while (c->len - at >= 4) {
+            uint8_t *h = c->buf + at;
+            size_t n = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+            if (n == 0 || n > 65536) return -1;
+            if (c->len - at < 4 + n) break;
+            if (write_full(c->fd, h, 4 + n)) return -1;
+            at += 4 + n;
+        }
+        memmove(c->buf, c->buf + at, c->len - at);
+        c->len -= at;
+    }
+}
+
+static int serve_epoll(int s) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};  /* NULL: the listening socket */
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev)) { perror("refserver: epoll"); return 1; }
+    struct epoll_event ready[256];
+    for (;;) {
+        int n = epoll_wait(ep, ready, 256, -1);
+        if (n < 0) { if (errno == EINTR) continue; perror("refserver: epoll_wait"); return 1; }
+        for (int i = 0; i < n; i++) {
+            conn *c = ready[i].data.ptr;
+            if (!c) {
+                int fd = accept4(s, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (fd < 0) continue;
+                c = calloc(1, sizeof *c);
+                c->fd = fd;
+                struct epoll_event cev = {.events = EPOLLIN, .data.ptr = c};
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev)) { close(fd); free(c); }
+            } else if (echo_ready(c)) {
+                close(c->fd);  /* also leaves the epoll set */
+                free(c);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3 || (strcmp(argv[2], "echo") && (strcmp(argv[2], "durable") || argc < 4))) {
-        fprintf(stderr, "usage: refserver SOCKET echo | refserver SOCKET durable FILE\n");
+    if (argc < 3 || (strcmp(argv[2], "echo") && strcmp(argv[2], "epoll") && (strcmp(argv[2], "durable") || argc < 4))) {
+        fprintf(stderr, "usage: refserver SOCKET echo | refserver SOCKET epoll | refserver SOCKET durable FILE\n");
         return 2;
     }
     if (!strcmp(argv[2], "durable")) {
@@ -93,6 +169,7 @@ int main(int argc, char **argv) {
     strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
     unlink(argv[1]);
     if (bind(s, (struct sockaddr *)&a, sizeof a) || chmod(argv[1], 0666) || listen(s, 1024)) { perror("refserver: listen"); return 1; }
+    if (!strcmp(argv[2], "epoll")) return serve_epoll(s);
     for (;;) {
         int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) { if (errno == EINTR || errno == ECONNABORTED) continue; perror("refserver: accept"); return 1; }

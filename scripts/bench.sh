@@ -4,10 +4,12 @@
 #   scripts/bench.sh             the full run: release build, 5 runs × 3 s per cell
 #   scripts/bench.sh --smoke     a short run on the debug build (CI runs this)
 #   scripts/bench.sh --runs N --seconds S
+#   scripts/bench.sh --peers     also OpenSSH's ssh-agent and Redis (appendfsync always), same ceilings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_debs "${LANYARD_DEBS[@]}" util-linux passwd python3
+if [[ " $* " == *" --peers "* ]]; then ensure_debs openssh-client redis-server redis-tools; fi
 ensure_venv  # the Python SDK's authorize figure (bench/python_authorize.py)
 
 if [[ " $* " == *" --smoke "* ]]; then
