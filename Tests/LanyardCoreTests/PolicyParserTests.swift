@@ -124,7 +124,8 @@ struct PolicyParserTests {
         #expect(p.agents.map(\.name).sorted() == ["coder", "releaser"])
         #expect(p.services["deploy"]?.defaultTTLSeconds == 120)
         #expect(p.services["openai"]?.defaultTTLSeconds == 300)
-        #expect(p.approvers?.webhook?.url == "http://127.0.0.1:9000/approvals")
+        #expect(p.approvers?.notify.webhooks.map(\.url) == ["http://127.0.0.1:9000/approvals"])
+        #expect(p.approvers?.notify.webhooks.first?.format == .generic)
         #expect(p.agent(named: "coder")?.uri(trustDomain: p.trustDomain) == "spiffe://example.internal/agent/coder")
     }
 
