@@ -70,6 +70,11 @@ public struct Policy: Sendable {
         public var timeoutSeconds: Int
         public static let timeoutRange = 1...300
         public static let defaultTimeoutSeconds = 10
+
+        public init(argv: [String], timeoutSeconds: Int = defaultTimeoutSeconds) {
+            self.argv = argv
+            self.timeoutSeconds = timeoutSeconds
+        }
     }
 
     public struct Service: Sendable, Equatable {

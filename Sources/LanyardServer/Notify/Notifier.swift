@@ -156,7 +156,7 @@ final class Notifier: Sendable {
     /// One run of `command` on the command threads; throws `CommandRun.Failure` unless it exits 0 in time.
     private func run(_ command: Policy.NotifyCommand, input: String) async throws {
         try await commandThreads.runIfActive {
-            try CommandRun.run(command.argv, input: Array(input.utf8), timeout: .seconds(command.timeoutSeconds))
+            try CommandRun.run(command.argv, input: Array(input.utf8), timeoutSeconds: command.timeoutSeconds)
         }
     }
 

@@ -21,7 +21,8 @@ enum CommandRun {
     }
 
     /// Runs `argv` with `input` on stdin; returns when it exited with status 0, throws otherwise.
-    static func run(_ argv: [String], input: [UInt8], timeout: Duration) throws(Failure) {
+    static func run(_ argv: [String], input: [UInt8], timeoutSeconds: Int) throws(Failure) {
+        let timeout = Duration.seconds(timeoutSeconds)
         do {
             try TrustedPath.checkProgram(argv[0], what: "the notification command")
         } catch {
@@ -58,7 +59,7 @@ enum CommandRun {
         let output = String(decoding: kept, as: UTF8.self)
         guard exited else {
             throw Failure(description: pidfd < 0 ? "cannot watch the command (pidfd_open: \(errnoText()))"
-                          : "\(argv[0]) did not finish within its timeout of \(timeout); killed with its process group", output: output)
+                          : "\(argv[0]) did not finish within its timeout of \(timeoutSeconds) s; killed with its process group", output: output)
         }
         let signal = status & 0x7f
         if signal != 0 { throw Failure(description: "\(argv[0]) was killed by signal \(signal)", output: output) }
