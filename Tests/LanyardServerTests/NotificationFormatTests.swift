@@ -170,17 +170,21 @@ struct NotificationFormatTests {
         TestSupport.remove(d.dir)
     }
 
-    /// A command that outlives its timeout is killed with everything it started, and one
-    /// that fails counts as a failed attempt; both are retried, then audited.
+    /// A command that outlives its timeout is killed with everything it started, one that
+    /// fails counts as a failed attempt, one anyone could replace is never run; all are
+    /// retried, then audited.
     @Test func commandsAreKilledAtTheirTimeoutAndFailuresAreAudited() async throws {
         let dir = TestSupport.tempDir("cmd")
         defer { TestSupport.remove(dir) }
         let forever = script(dir, "forever.sh", "echo $$ >> \(dir)/pids; sleep 1000 & echo $! >> \(dir)/pids; wait")
         let failing = script(dir, "failing.sh", "cat > /dev/null; echo 'cannot reach the desktop' >&2; exit 3")
+        let unsafe = script(dir, "unsafe.sh", "touch \(dir)/unsafe-ran")
+        chmod(unsafe, 0o777)  // anyone could replace it: never run
         let d = try TestDaemon(policy: policy(notify: """
             command:
               - { argv: [\(forever)], timeout_seconds: 1 }
               - { argv: [\(failing)] }
+              - { argv: [\(unsafe)] }
             """)) {
             $0.webhookAttempts = 2
             $0.webhookFirstBackoff = .milliseconds(10)
@@ -193,10 +197,12 @@ struct NotificationFormatTests {
         let elapsed = ContinuousClock.now - started
 
         let failures = try d.daemon.store.queryAudit(AuditFilter()).filter { $0.event == "notify.command" }
-        #expect(failures.count == 2 && failures.allSatisfy { $0.approvalID == id && $0.outcome == "failed" })
+        #expect(failures.count == 3 && failures.allSatisfy { $0.approvalID == id && $0.outcome == "failed" })
         #expect(failures.contains { $0.reason == "2 attempts to \(forever) failed; last: \(forever) did not finish within its timeout of 1 s; killed with its process group" },
                 "\(failures.map(\.reason))")
         #expect(failures.contains { $0.reason == "2 attempts to \(failing) failed; last: \(failing) exited with status 3" })
+        #expect(failures.contains { $0.reason.hasPrefix("2 attempts to \(unsafe) failed; last: the notification command \(unsafe) is writable by group or others") })
+        #expect(TestSupport.read(dir + "/unsafe-ran") == nil)
         #expect(try d.daemon.store.verifyAudit().ok)
         // Two attempts of one second each, then killed: not the script's 1000 s.
         #expect(elapsed >= .seconds(2) && elapsed < .seconds(30), "\(elapsed)")

@@ -40,6 +40,7 @@ final class Notifier: Sendable {
     private let logger: Logger
     private let retry: Retry
     private let inFlight = NIOLockedValueBox(0)
+    /// The most notifications queued or in delivery at once.
     static let maxQueued = 1000
     static let maxConcurrentCommands = 2
 
@@ -67,11 +68,15 @@ final class Notifier: Sendable {
         }
         events += notify.commands.map { Event(target: .command($0), body: generic, approvalID: approval.id, policyVersion: policy.version) }
         for event in events {
-            inFlight.withLockedValue { $0 += 1 }
-            if case .dropped = input.yield(event) {
-                inFlight.withLockedValue { $0 -= 1 }
-                logger.error("notification queue full; a notification was dropped", metadata: ["approval.id": "\(approval.id)"])
+            // Queued and in delivery together stay within `maxQueued`: agents cannot make the daemon hold more.
+            let admitted = inFlight.withLockedValue { n in
+                guard n < Self.maxQueued else { return false }
+                n += 1
+                return true
             }
+            if admitted, case .enqueued = input.yield(event) { continue }
+            if admitted { inFlight.withLockedValue { $0 -= 1 } }
+            logger.error("notification queue full; a notification was dropped", metadata: ["approval.id": "\(approval.id)"])
         }
     }
 
