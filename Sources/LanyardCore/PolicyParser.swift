@@ -176,8 +176,12 @@ private struct Reader {
             guard format == .ntfy else { throw fail("\(path).token_file", n, "is for format: ntfy only") }
             webhook.tokenFile = try absolutePath(n, "\(path).token_file")
         }
-        if format == .ntfy && webhook.topic == nil {
-            throw fail("\(path).topic", node, "is required for format: ntfy (the url is the server's root, e.g. https://ntfy.sh)")
+        if format == .ntfy {
+            guard webhook.topic != nil else { throw fail("\(path).topic", node, "is required for format: ntfy (the url is the server's root, e.g. https://ntfy.sh)") }
+            let afterHost = urlString.drop { $0 != "/" }.dropFirst(2).drop { $0 != "/" }
+            guard afterHost.isEmpty || afterHost == "/" else {
+                throw fail("\(path).url", url, "must be the ntfy server's root (e.g. https://ntfy.sh): JSON is published there, the topic goes in topic:")
+            }
         }
         return webhook
     }

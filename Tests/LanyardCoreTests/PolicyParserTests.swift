@@ -56,6 +56,7 @@ struct PolicyParserTests {
         (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, secret_file: k }\n", "approvers.notify.webhook.secret_file", "absolute path", 10),
         (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh\", format: ntfy }\n", "approvers.notify.webhook.topic", "is required for format: ntfy", 10),
         (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh\", format: ntfy, topic: \"a/b\" }\n", "approvers.notify.webhook.topic", "not an ntfy topic", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh/approvals\", format: ntfy, topic: approvals }\n", "approvers.notify.webhook.url", "must be the ntfy server's root", 10),
         (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, topic: t }\n", "approvers.notify.webhook.topic", "is for format: ntfy only", 10),
         (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, formt: x }\n", "approvers.notify.webhook.formt", "unknown field", 10),
         (header + "approvers:\n  uids: [5]\n  notify:\n    command: { argv: [notify-send, hi] }\n", "approvers.notify.command.argv[0]", "must be an absolute path", 10),

@@ -3,6 +3,7 @@ import LanyardCore
 import LanyardCrypto
 import LanyardStore
 import LanyardTestSupport
+import Logging
 import Testing
 
 @testable import LanyardServer
@@ -44,7 +45,7 @@ struct NotificationFormatTests {
             webhook: { url: "http://127.0.0.1:\(receiver.port)/services/T0/B0/x", format: slack, secret_file: \(keyDir)/webhook.key }
             """))
         let a = d.client(as: Users.agent!)
-        let pending = try await a.authorize("github:push", resource: Self.hostile, args: ["why": Self.hostile])
+        let pending = try await a.authorize("github:push", resource: Self.hostile, args: ["why": Self.hostile, "big": String(repeating: "&<", count: 500)])
         let request = try #require(try await onThread { receiver.waitForRequests(1) }.first)
         await a.close()
         await d.stop()
@@ -65,6 +66,9 @@ struct NotificationFormatTests {
             shown += texts.compactMap { $0["text"] as? String }
         }
         #expect((blocks[1]["fields"] as? [Any])?.count ?? 11 <= 10, "Slack allows 10 fields")
+        // Slack's limits: 3,000 characters a section text, 2,000 a field; long agent text is cut.
+        #expect(shown.allSatisfy { $0.count <= 2000 } && request.body.count < 8000, "\(request.body.count) bytes")
+        #expect(shown.contains { $0.hasPrefix("*Args*\nbig=" + String(repeating: "&amp;&lt;", count: 10)) && $0.hasSuffix("…") })
         let all = shown.joined(separator: "\n")
         // The context the approver needs.
         for needle in ["*Agent*\na (uid \(Users.agent!.uid)", "*Capabilities*\ngithub:push", "*Risk*\nMEDIUM",
@@ -213,6 +217,32 @@ struct NotificationFormatTests {
         for pid in pids {
             #expect(Self.isGone(pid), "pid \(pid) survived its timeout")
         }
+    }
+
+    /// Everything queued or in delivery is bounded: past the bound, notifications are
+    /// dropped (and logged), never held.
+    @Test func queuedAndInDeliveryNotificationsAreBounded() async throws {
+        let stuck = WebhookReceiver(hold: true)
+        defer { stuck.close() }
+        let keyDir = TestSupport.tempDir("key")
+        defer { TestSupport.remove(keyDir) }
+        TestSupport.writeSecret("k", to: keyDir + "/webhook.key")
+        let d = try TestDaemon(policy: Users.policy(approverUID: 4242))  // its own notifier has nothing to do
+        let a = d.client(as: Users.agent!)
+        let approval = try #require(try d.daemon.store.approval(id: try await a.authorize("github:push").approvalID))
+        await a.close()
+        let policy = try PolicyParser.parse(policy(notify: "webhook: { url: \"http://127.0.0.1:\(stuck.port)/hook\", secret_file: \(keyDir)/webhook.key }"),
+                                            file: "policy.yaml")
+        let notifier = Notifier(http: d.daemon.http[0], store: d.daemon.store, retry: .init(attempts: 1), logger: Logger(label: "test"), maxQueued: 2)
+        let delivering = Task { await notifier.run() }
+        for _ in 0..<5 { notifier.notify(approval, policy: policy) }
+        #expect(notifier.pending == 2, "two held, three dropped")
+        #expect(try await onThread { stuck.waitForRequests(2) }.count == 2)
+        stuck.release()
+        notifier.finish()
+        await delivering.value
+        #expect(notifier.pending == 0 && stuck.waitForRequests(2).count == 2)
+        await d.stop()
     }
 
     /// No such process, or only a zombie awaiting its new parent's wait.

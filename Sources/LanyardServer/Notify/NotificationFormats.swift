@@ -69,16 +69,23 @@ enum NotificationFormat {
         return JSON.object(members).text
     }
 
-    /// Agent-controlled text as Slack shows it: inert, then `&`, `<`, `>` escaped.
+    /// Agent-controlled text as Slack shows it: inert, then `&`, `<`, `>` escaped, at most
+    /// `fieldLimit` bytes in all (escapes count; an escape is never cut), so that the
+    /// message stays within Slack's block limits.
     static func shown(_ s: String) -> String {
+        let inert = Inert.text(s, limit: fieldLimit)
         var out = ""
-        for c in Inert.text(s, limit: fieldLimit) {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            default: out.append(c)
+        var used = 0
+        for c in inert {
+            let piece = switch c {
+            case "&": "&amp;"
+            case "<": "&lt;"
+            case ">": "&gt;"
+            default: String(c)
             }
+            guard used + piece.utf8.count <= fieldLimit else { return out + "…" }
+            out += piece
+            used += piece.utf8.count
         }
         return out
     }

@@ -40,12 +40,14 @@ final class Notifier: Sendable {
     private let logger: Logger
     private let retry: Retry
     private let inFlight = NIOLockedValueBox(0)
-    /// The most notifications queued or in delivery at once.
-    static let maxQueued = 1000
+    /// The most notifications queued or in delivery at once (`defaultMaxQueued`).
+    private let maxQueued: Int
+    static let defaultMaxQueued = 1000
     static let maxConcurrentCommands = 2
 
-    init(http: HTTPClient, store: Store, retry: Retry, logger: Logger) {
-        (queue, input) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(Self.maxQueued))
+    init(http: HTTPClient, store: Store, retry: Retry, logger: Logger, maxQueued: Int = defaultMaxQueued) {
+        (queue, input) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(maxQueued))
+        self.maxQueued = maxQueued
         self.http = http
         commandThreads = NIOThreadPool(numberOfThreads: Self.maxConcurrentCommands)
         commandThreads.start()
@@ -70,7 +72,7 @@ final class Notifier: Sendable {
         for event in events {
             // Queued and in delivery together stay within `maxQueued`: agents cannot make the daemon hold more.
             let admitted = inFlight.withLockedValue { n in
-                guard n < Self.maxQueued else { return false }
+                guard n < maxQueued else { return false }
                 n += 1
                 return true
             }
