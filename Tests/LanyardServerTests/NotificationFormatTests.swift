@@ -174,6 +174,27 @@ struct NotificationFormatTests {
         TestSupport.remove(d.dir)
     }
 
+    /// A command that closes its stdin unread is delivered (its exit status counts), and the
+    /// write into the closed pipe costs the daemon nothing: no SIGPIPE.
+    @Test func aCommandThatClosesItsStdinUnreadIsFine() async throws {
+        let dir = TestSupport.tempDir("cmd")
+        defer { TestSupport.remove(dir) }
+        let program = script(dir, "deaf.sh", "exec 0<&-; ls / > /dev/null; echo ran >> \(dir)/runs")
+        var limits = ServerLimits()
+        limits.maxFrame = 1024 * 1024
+        limits.maxFieldBytes = 200_100
+        let d = try TestDaemon(policy: policy(notify: "command: { argv: [\(program)] }"), limits: limits)
+        let a = d.client(as: Users.agent!)
+        for i in 0..<3 {  // each body is 400 KB: far more than a pipe holds
+            _ = try await a.authorize("github:push", resource: "r\(i)" + String(repeating: "x", count: 200_000), args: ["k": String(repeating: "y", count: 200_000)])
+        }
+        await a.close()
+        await d.shutdown()
+        #expect(try #require(TestSupport.readText(dir + "/runs")) == "ran\nran\nran\n")
+        #expect(try d.daemon.store.queryAudit(AuditFilter()).allSatisfy { !$0.event.hasPrefix("notify.") })
+        TestSupport.remove(d.dir)
+    }
+
     /// A command that outlives its timeout is killed with everything it started, one that
     /// fails counts as a failed attempt, one anyone could replace is never run; all are
     /// retried, then audited.

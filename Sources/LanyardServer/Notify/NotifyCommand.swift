@@ -28,6 +28,13 @@ enum CommandRun {
         } catch {
             throw Failure(description: "\(error)")
         }
+        // Writing into a pipe whose reader is gone raises SIGPIPE, whose default would end lanyardd.
+        // Blocked on this thread (one of the command pool's), it stays pending here and the write
+        // fails with EPIPE, whatever the process's disposition (a library ignores it today).
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
         var stdin: [Int32] = [-1, -1], out: [Int32] = [-1, -1]
         guard lanyard_pipe(&stdin) == 0 else { throw Failure(description: "cannot make a pipe: \(errnoText())") }
         guard lanyard_pipe(&out) == 0 else {
