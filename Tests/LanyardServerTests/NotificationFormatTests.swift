@@ -141,6 +141,28 @@ struct NotificationFormatTests {
         TestSupport.remove(d.dir)
     }
 
+    /// A Slack webhook that fails every attempt is audited once, by its origin only (a
+    /// Slack URL's path is its secret), with the last answer.
+    @Test func aWebhookThatFailsEveryAttemptIsAudited() async throws {
+        let receiver = WebhookReceiver(statuses: [500, 503, 500])
+        defer { receiver.close() }
+        let d = try TestDaemon(policy: policy(notify: "webhook: { url: \"http://127.0.0.1:\(receiver.port)/services/T0/B0/s3cr3t\", format: slack }")) {
+            $0.webhookAttempts = 3
+            $0.webhookFirstBackoff = .milliseconds(10)
+        }
+        let a = d.client(as: Users.agent!)
+        let id = try await a.authorize("github:push").approvalID
+        await a.close()
+        await d.shutdown()
+        #expect(receiver.waitForRequests(3).count == 3)
+        let records = try d.daemon.store.queryAudit(AuditFilter())
+        let failures = records.filter { $0.event == "notify.webhook" }
+        #expect(failures.count == 1 && failures[0].approvalID == id && failures[0].outcome == "failed")
+        #expect(failures.first?.reason == "3 attempts to http://127.0.0.1:\(receiver.port) failed; last: HTTP 500")
+        #expect(records.allSatisfy { !$0.reason.contains("s3cr3t") })
+        TestSupport.remove(d.dir)
+    }
+
     /// A command gets the generic JSON on stdin, in a clean environment, with no descriptor
     /// of the daemon's; several notifiers (a command and a webhook) are served at once.
     @Test func aCommandGetsTheRequestAsJSONOnStdin() async throws {
