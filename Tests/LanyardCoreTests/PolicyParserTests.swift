@@ -170,6 +170,9 @@ struct PolicyParserTests {
         #expect(notify.commands == [.init(argv: ["/usr/bin/apprise", "-vv"], timeoutSeconds: 30)])
         let defaults = try PolicyParser.parse(Self.header + "approvers:\n  uids: [5]\n  notify: { command: { argv: [/usr/bin/notify-send] } }\n", file: "p")
         #expect(defaults.approvers?.notify.commands.first?.timeoutSeconds == 10)
+        #expect(PolicyDiff.changes(from: defaults, to: p).contains {
+            $0.hasPrefix("~ approvers: ") && $0.hasSuffix("notify [slack webhook, ntfy webhook, generic webhook, command /usr/bin/apprise]")
+        })
     }
 
     @Test func diffNamesEachChange() throws {
