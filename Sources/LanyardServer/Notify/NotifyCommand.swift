@@ -55,9 +55,15 @@ enum CommandRun {
         _ = fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK)
         var kept: [UInt8] = []
         let pidfd = lanyard_pidfd_open(pid)
-        let exited = pidfd >= 0 && exchange(input: input, stdin: stdin[1], output: out[0], pidfd: pidfd, timeout: timeout, kept: &kept)
-        if pidfd < 0 { close(stdin[1]) }
-        if pidfd >= 0 { close(pidfd) }
+        let watchError = pidfd < 0 ? "cannot watch \(argv[0]) (pidfd_open: \(errnoText())); killed it" : nil
+        let exited: Bool
+        if pidfd >= 0 {
+            exited = exchange(input: input, stdin: stdin[1], output: out[0], pidfd: pidfd, timeout: timeout, kept: &kept)
+            close(pidfd)
+        } else {
+            close(stdin[1])
+            exited = false
+        }
         // The leader is not reaped yet, so the group id is still ours: kill what is left of it.
         killpg(pid, SIGKILL)
         var status: Int32 = 0
@@ -65,8 +71,8 @@ enum CommandRun {
         drain(out[0], into: &kept)
         let output = String(decoding: kept, as: UTF8.self)
         guard exited else {
-            throw Failure(description: pidfd < 0 ? "cannot watch the command (pidfd_open: \(errnoText()))"
-                          : "\(argv[0]) did not finish within its timeout of \(timeoutSeconds) s; killed with its process group", output: output)
+            throw Failure(description: watchError ?? "\(argv[0]) did not finish within its timeout of \(timeoutSeconds) s; killed with its process group",
+                          output: output)
         }
         let signal = status & 0x7f
         if signal != 0 { throw Failure(description: "\(argv[0]) was killed by signal \(signal)", output: output) }
