@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <spawn.h>
 
 int lanyard_disable_dumps(void) {
     struct rlimit none = {0, 0};
@@ -108,4 +110,34 @@ int lanyard_epoll_wait(int epfd, uint64_t *tokens, int max) {
     int n = epoll_wait(epfd, events, max, -1);
     for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
     return n;
+}
+
+int lanyard_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int lanyard_spawn_isolated(const char *path, char *const argv[], char *const envp[], int in, int out, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return rc; }
+    sigemptyset(&none);
+    sigfillset(&all);
+    if ((rc = posix_spawn_file_actions_adddup2(&actions, in, 0)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&actions, out, 1)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&actions, out, 2)) == 0
+        && (rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) == 0
+        && (rc = posix_spawn_file_actions_addchdir_np(&actions, "/")) == 0
+        && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
+        && (rc = posix_spawnattr_setsigmask(&attr, &none)) == 0
+        && (rc = posix_spawnattr_setsigdefault(&attr, &all)) == 0
+        && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0) {
+        rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+    }
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc;
 }

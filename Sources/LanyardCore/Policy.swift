@@ -26,12 +26,55 @@ public struct Policy: Sendable {
         public var principals: Principals
         public var highRiskQuorum: Int
         public var timeoutSeconds: Int
-        public var webhook: Webhook?
+        public var notify = Notify()
+    }
+
+    /// Who is told that an approval waits (`approvers.notify`): every webhook and command
+    /// gets every new request.
+    public struct Notify: Sendable, Equatable {
+        public var webhooks: [Webhook] = []
+        public var commands: [NotifyCommand] = []
+        /// Linked from Slack and ntfy messages (`console_url`): where approvers act.
+        public var consoleURL: String?
+
+        public var isEmpty: Bool { webhooks.isEmpty && commands.isEmpty }
+        /// At most this many webhooks and commands together.
+        public static let maxTargets = 8
     }
 
     public struct Webhook: Sendable, Equatable {
+        /// What the POST body looks like: `generic` (Lanyard's signed JSON), `slack`
+        /// (an incoming-webhook message), `ntfy` (ntfy's JSON publish, to the server root).
+        public enum Format: String, Sendable, CaseIterable { case generic, slack, ntfy }
         public var url: String
-        public var secretFile: String
+        /// The HMAC key of `X-Lanyard-Signature`: required for `generic`, optional otherwise.
+        public var secretFile: String?
+        public var format: Format = .generic
+        /// ntfy: the topic published to.
+        public var topic: String?
+        /// ntfy: a file holding an access token, sent as `Authorization: Bearer`.
+        public var tokenFile: String?
+
+        public init(url: String, secretFile: String?, format: Format = .generic) {
+            self.url = url
+            self.secretFile = secretFile
+            self.format = format
+        }
+    }
+
+    /// A program run per request (`approvers.notify.command`), never through a shell: the
+    /// request as JSON on stdin, a clean environment, killed with its process group at
+    /// `timeoutSeconds`.
+    public struct NotifyCommand: Sendable, Equatable {
+        public var argv: [String]
+        public var timeoutSeconds: Int
+        public static let timeoutRange = 1...300
+        public static let defaultTimeoutSeconds = 10
+
+        public init(argv: [String], timeoutSeconds: Int = defaultTimeoutSeconds) {
+            self.argv = argv
+            self.timeoutSeconds = timeoutSeconds
+        }
     }
 
     public struct Service: Sendable, Equatable {

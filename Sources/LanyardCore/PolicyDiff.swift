@@ -63,5 +63,6 @@ public enum PolicyDiff {
     private static func describe(_ p: Policy.Principals) -> String { "uids \(p.uids) groups \(p.groups)" }
     private static func describe(_ a: Policy.Approvers) -> String {
         "\(describe(a.principals)) quorum \(a.highRiskQuorum) timeout \(a.timeoutSeconds)s"
+            + " notify [\((a.notify.webhooks.map { "\($0.format.rawValue) webhook" } + a.notify.commands.map { "command \($0.argv[0])" }).joined(separator: ", "))]"
     }
 }

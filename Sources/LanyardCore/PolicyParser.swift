@@ -114,26 +114,107 @@ private struct Reader {
         guard (5...86_400).contains(timeout) else {
             throw fail("approvers.timeout_seconds", m["timeout_seconds"], "must be between 5 and 86400 seconds, got \(timeout)")
         }
-        var webhook: Policy.Webhook?
-        if let notify = m["notify"] {
-            let nm = try mapping(notify, "approvers.notify", allowed: ["webhook"])
-            if let wh = nm["webhook"] {
-                let w = try mapping(wh, "approvers.notify.webhook", allowed: ["url", "secret_file"])
-                guard let url = w["url"] else { throw fail("approvers.notify.webhook.url", wh, "is required") }
-                guard let sf = w["secret_file"] else { throw fail("approvers.notify.webhook.secret_file", wh, "is required: the HMAC key file") }
-                let urlString = try string(url, "approvers.notify.webhook.url")
-                guard urlString.hasPrefix("http://") || urlString.hasPrefix("https://") else {
-                    throw fail("approvers.notify.webhook.url", url, "must start with http:// or https://")
-                }
-                let secretFile = try string(sf, "approvers.notify.webhook.secret_file")
-                guard secretFile.hasPrefix("/") else {
-                    throw fail("approvers.notify.webhook.secret_file", sf, "must be an absolute path")
-                }
-                webhook = .init(url: urlString, secretFile: secretFile)
+        var approvers = Policy.Approvers(principals: who, highRiskQuorum: quorum, timeoutSeconds: timeout)
+        if let n = m["notify"] { approvers.notify = try notify(n) }
+        return approvers
+    }
+
+    /// `approvers.notify`: `webhook` and `command`, each one entry or a list of them, and
+    /// `console_url`.
+    func notify(_ node: Node) throws(PolicyError) -> Policy.Notify {
+        let path = "approvers.notify"
+        let m = try mapping(node, path, allowed: ["webhook", "command", "console_url"])
+        var notify = Policy.Notify()
+        if let n = m["console_url"] {
+            let url = try string(n, "\(path).console_url")
+            guard Self.isHTTPURL(url), !url.contains(where: { "<>|\" ".contains($0) || $0.isWhitespace }) else {
+                throw fail("\(path).console_url", n, "must be an http:// or https:// URL without spaces, quotes, '<', '>' or '|'")
+            }
+            notify.consoleURL = url
+        }
+        for (n, p) in try entries(m["webhook"], "\(path).webhook") { notify.webhooks.append(try webhook(n, p)) }
+        for (n, p) in try entries(m["command"], "\(path).command") { notify.commands.append(try notifyCommand(n, p)) }
+        guard notify.webhooks.count + notify.commands.count <= Policy.Notify.maxTargets else {
+            throw fail(path, node, "at most \(Policy.Notify.maxTargets) webhooks and commands together, got \(notify.webhooks.count + notify.commands.count)")
+        }
+        return notify
+    }
+
+    /// One mapping or a list of them, each with its field path.
+    func entries(_ node: Node?, _ path: String) throws(PolicyError) -> [(Node, String)] {
+        guard let node else { return [] }
+        guard case .sequence = node else { return [(node, path)] }
+        return try sequence(node, path).enumerated().map { ($0.element, "\(path)[\($0.offset)]") }
+    }
+
+    func webhook(_ node: Node, _ path: String) throws(PolicyError) -> Policy.Webhook {
+        let w = try mapping(node, path, allowed: ["url", "secret_file", "format", "topic", "token_file"])
+        let format = try w["format"].map { n throws(PolicyError) in
+            let name = try string(n, "\(path).format")
+            guard let f = Policy.Webhook.Format(rawValue: name) else {
+                throw fail("\(path).format", n, "unknown format '\(name)': use one of \(Policy.Webhook.Format.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return f
+        } ?? .generic
+        guard let url = w["url"] else { throw fail("\(path).url", node, "is required") }
+        let urlString = try string(url, "\(path).url")
+        guard Self.isHTTPURL(urlString) else { throw fail("\(path).url", url, "must start with http:// or https://") }
+        var webhook = Policy.Webhook(url: urlString, secretFile: try w["secret_file"].map { n throws(PolicyError) in try absolutePath(n, "\(path).secret_file") },
+                                     format: format)
+        if format == .generic && webhook.secretFile == nil {
+            throw fail("\(path).secret_file", node, "is required for the generic format: the HMAC key file")
+        }
+        if let n = w["topic"] {
+            guard format == .ntfy else { throw fail("\(path).topic", n, "is for format: ntfy only") }
+            let topic = try string(n, "\(path).topic")
+            guard (1...64).contains(topic.utf8.count), topic.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }) else {
+                throw fail("\(path).topic", n, "'\(topic)' is not an ntfy topic: 1 to 64 letters, digits, '-' and '_'")
+            }
+            webhook.topic = topic
+        }
+        if let n = w["token_file"] {
+            guard format == .ntfy else { throw fail("\(path).token_file", n, "is for format: ntfy only") }
+            webhook.tokenFile = try absolutePath(n, "\(path).token_file")
+        }
+        if format == .ntfy {
+            guard webhook.topic != nil else { throw fail("\(path).topic", node, "is required for format: ntfy (the url is the server's root, e.g. https://ntfy.sh)") }
+            let afterHost = urlString.drop { $0 != "/" }.dropFirst(2).drop { $0 != "/" }
+            guard afterHost.isEmpty || afterHost == "/" else {
+                throw fail("\(path).url", url, "must be the ntfy server's root (e.g. https://ntfy.sh): JSON is published there, the topic goes in topic:")
             }
         }
-        return .init(principals: who, highRiskQuorum: quorum, timeoutSeconds: timeout, webhook: webhook)
+        return webhook
     }
+
+    func notifyCommand(_ node: Node, _ path: String) throws(PolicyError) -> Policy.NotifyCommand {
+        let c = try mapping(node, path, allowed: ["argv", "timeout_seconds"])
+        guard let argvNode = c["argv"] else { throw fail("\(path).argv", node, "is required: the program and its arguments, e.g. [/usr/bin/notify-send, Lanyard]") }
+        var argv: [String] = []
+        for (i, n) in try sequence(argvNode, "\(path).argv").enumerated() {
+            let arg = try string(n, "\(path).argv[\(i)]")
+            guard !arg.utf8.contains(0) else { throw fail("\(path).argv[\(i)]", n, "contains a NUL byte") }
+            argv.append(arg)
+        }
+        guard let program = argv.first else { throw fail("\(path).argv", argvNode, "is empty: name the program to run") }
+        guard program.hasPrefix("/") else {
+            throw fail("\(path).argv[0]", argvNode, "'\(program)' must be an absolute path: no shell and no PATH search run it")
+        }
+        guard argv.count <= 64 else { throw fail("\(path).argv", argvNode, "at most 64 arguments, got \(argv.count)") }
+        let timeout = try c["timeout_seconds"].map { n throws(PolicyError) in try int(n, "\(path).timeout_seconds") } ?? Policy.NotifyCommand.defaultTimeoutSeconds
+        let range = Policy.NotifyCommand.timeoutRange
+        guard range.contains(timeout) else {
+            throw fail("\(path).timeout_seconds", c["timeout_seconds"], "must be between \(range.lowerBound) and \(range.upperBound) seconds, got \(timeout)")
+        }
+        return .init(argv: argv, timeoutSeconds: timeout)
+    }
+
+    func absolutePath(_ node: Node, _ path: String) throws(PolicyError) -> String {
+        let f = try string(node, path)
+        guard f.hasPrefix("/") else { throw fail(path, node, "must be an absolute path") }
+        return f
+    }
+
+    static func isHTTPURL(_ s: String) -> Bool { s.hasPrefix("http://") || s.hasPrefix("https://") }
 
     func services(_ node: Node) throws(PolicyError) -> [String: Policy.Service] {
         var out: [String: Policy.Service] = [:]

@@ -52,6 +52,22 @@ public enum TrustedPath {
         return text
     }
 
+    /// Refuses a program another user could replace (a notification command): the file a
+    /// symlink leads to must be a regular, executable file passing `problem`, in directories
+    /// that pass it too.
+    public static func checkProgram(_ path: String, what: String) throws {
+        try checkDirectory(parent(of: path), what: "the directory of \(what)", sticky: true)
+        guard let resolved = realpath(path, nil) else { throw StartupError("\(what) \(path) cannot be found: \(errnoText())") }
+        let real = String(cString: resolved)
+        free(resolved)
+        if real != path { try checkDirectory(parent(of: real), what: "the directory of \(what)", sticky: true) }
+        var st = stat()
+        guard stat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(real, X_OK) == 0 else {
+            throw StartupError("\(what) \(path) is not an executable file")
+        }
+        if let problem = problem(st, real, what: what) { throw StartupError(problem) }
+    }
+
     static func parent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])

@@ -49,6 +49,26 @@ struct PolicyParserTests {
         ("trust_domain: t\napprovers: { uids: [5], high_risk_quorum: 3 }\n", "approvers.high_risk_quorum", "must be 1 or 2", 2),
         ("trust_domain: t\napprovers: { uids: [5], timeout_seconds: 1 }\n", "approvers.timeout_seconds", "between 5 and 86400", 2),
         ("services: {}\n", "trust_domain", "is required", 1),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: teams }\n", "approvers.notify.webhook.format", "unknown format 'teams': use one of generic, slack, ntfy", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { format: slack }\n", "approvers.notify.webhook.url", "is required", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"ftp://x/\", format: slack }\n", "approvers.notify.webhook.url", "must start with http:// or https://", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\" }\n", "approvers.notify.webhook.secret_file", "is required for the generic format", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, secret_file: k }\n", "approvers.notify.webhook.secret_file", "absolute path", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh\", format: ntfy }\n", "approvers.notify.webhook.topic", "is required for format: ntfy", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh\", format: ntfy, topic: \"a/b\" }\n", "approvers.notify.webhook.topic", "not an ntfy topic", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"https://ntfy.sh/approvals\", format: ntfy, topic: approvals }\n", "approvers.notify.webhook.url", "must be the ntfy server's root", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, topic: t }\n", "approvers.notify.webhook.topic", "is for format: ntfy only", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    webhook: { url: \"http://x/\", format: slack, formt: x }\n", "approvers.notify.webhook.formt", "unknown field", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: { argv: [notify-send, hi] }\n", "approvers.notify.command.argv[0]", "must be an absolute path", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: { argv: [] }\n", "approvers.notify.command.argv", "is empty", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: { timeout_seconds: 5 }\n", "approvers.notify.command.argv", "is required", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: { argv: [/usr/bin/true], timeout_seconds: 0 }\n", "approvers.notify.command.timeout_seconds", "between 1 and 300 seconds, got 0", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: { argv: [/usr/bin/true], timeout_seconds: 301 }\n", "approvers.notify.command.timeout_seconds", "between 1 and 300 seconds, got 301", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: [{ argv: [/bin/true] }, { argv: [true] }]\n", "approvers.notify.command[1].argv[0]", "must be an absolute path", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    command: [{ argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }, { argv: [/bin/true] }]\n", "approvers.notify", "at most 8 webhooks and commands together, got 9", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    console_url: \"javascript:alert(1)\"\n", "approvers.notify.console_url", "must be an http:// or https:// URL", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    console_url: \"http://x/\\\">\"\n", "approvers.notify.console_url", "must be an http:// or https:// URL", 10),
+        (header + "approvers:\n  uids: [5]\n  notify:\n    email: { to: me }\n", "approvers.notify.email", "unknown field", 10),
         ("trust_domain: t\ncapabilities:\n  github:read: { risk: extreme }\n", "capabilities.github:read", "not declared", 3),
     ])
     func refused(_ yaml: String, path: String, phrase: String, line: Int) {
@@ -124,8 +144,35 @@ struct PolicyParserTests {
         #expect(p.agents.map(\.name).sorted() == ["coder", "releaser"])
         #expect(p.services["deploy"]?.defaultTTLSeconds == 120)
         #expect(p.services["openai"]?.defaultTTLSeconds == 300)
-        #expect(p.approvers?.webhook?.url == "http://127.0.0.1:9000/approvals")
+        #expect(p.approvers?.notify.webhooks.map(\.url) == ["http://127.0.0.1:9000/approvals"])
+        #expect(p.approvers?.notify.webhooks.first?.format == .generic)
         #expect(p.agent(named: "coder")?.uri(trustDomain: p.trustDomain) == "spiffe://example.internal/agent/coder")
+    }
+
+    /// `approvers.notify`: several webhooks (one or a list) and commands side by side.
+    @Test func notifiersOfEveryFormatParse() throws {
+        let p = try PolicyParser.parse(Self.header + """
+        approvers:
+          uids: [5]
+          notify:
+            console_url: http://127.0.0.1:8484/
+            webhook:
+              - { url: "https://hooks.slack.com/services/T0/B0/x", format: slack }
+              - { url: "https://ntfy.sh", format: ntfy, topic: lanyard-approvals, token_file: /etc/lanyard/ntfy.token }
+              - { url: "http://127.0.0.1:9000/approvals", secret_file: /etc/lanyard/webhook.key }
+            command: { argv: [/usr/bin/apprise, -vv], timeout_seconds: 30 }
+        """, file: "p.yaml")
+        let notify = try #require(p.approvers?.notify)
+        #expect(notify.consoleURL == "http://127.0.0.1:8484/")
+        #expect(notify.webhooks.map(\.format) == [.slack, .ntfy, .generic])
+        #expect(notify.webhooks.map(\.secretFile) == [nil, nil, "/etc/lanyard/webhook.key"])
+        #expect(notify.webhooks[1].topic == "lanyard-approvals" && notify.webhooks[1].tokenFile == "/etc/lanyard/ntfy.token")
+        #expect(notify.commands == [.init(argv: ["/usr/bin/apprise", "-vv"], timeoutSeconds: 30)])
+        let defaults = try PolicyParser.parse(Self.header + "approvers:\n  uids: [5]\n  notify: { command: { argv: [/usr/bin/notify-send] } }\n", file: "p")
+        #expect(defaults.approvers?.notify.commands.first?.timeoutSeconds == 10)
+        #expect(PolicyDiff.changes(from: defaults, to: p).contains {
+            $0.hasPrefix("~ approvers: ") && $0.hasSuffix("notify [slack webhook, ntfy webhook, generic webhook, command /usr/bin/apprise]")
+        })
     }
 
     @Test func diffNamesEachChange() throws {

@@ -1,9 +1,12 @@
 import Foundation
 
 /// A minimal HTTP/1.1 receiver on 127.0.0.1 for webhook tests: records each request;
-/// answers 200 at once, or only after `release()` when created with `hold: true`.
+/// answers 200 at once (after the `statuses` given, one per request), or only after
+/// `release()` when created with `hold: true`.
 public final class WebhookReceiver: @unchecked Sendable {
     public struct Request: Sendable {
+        /// The request line's target, e.g. `/approvals`.
+        public var path: String
         public var headers: [String: String]
         public var body: Data
     }
@@ -11,13 +14,15 @@ public final class WebhookReceiver: @unchecked Sendable {
     public let port: UInt16
     private let fd: Int32
     private let hold: Bool
+    private var statuses: [Int]
     private let lock = NSCondition()
     private var requests: [Request] = []
     private var released = false
     public private(set) var responsesSent = 0
 
-    public init(hold: Bool = false) {
+    public init(hold: Bool = false, statuses: [Int] = []) {
         self.hold = hold
+        self.statuses = statuses
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -67,6 +72,7 @@ public final class WebhookReceiver: @unchecked Sendable {
         var data = Data()
         var buf = [UInt8](repeating: 0, count: 4096)
         var headers: [String: String] = [:]
+        var path = ""
         var bodyStart = 0, length = 0
         while true {
             let n = read(c, &buf, buf.count)
@@ -74,7 +80,9 @@ public final class WebhookReceiver: @unchecked Sendable {
             data.append(contentsOf: buf[0..<n])
             if bodyStart == 0, let r = data.range(of: Data("\r\n\r\n".utf8)) {
                 bodyStart = r.upperBound
-                for line in String(decoding: data[..<r.lowerBound], as: UTF8.self).split(separator: "\r\n").dropFirst() {
+                let head = String(decoding: data[..<r.lowerBound], as: UTF8.self).split(separator: "\r\n")
+                path = head.first.map { $0.split(separator: " ").dropFirst().first.map(String.init) ?? "" } ?? ""
+                for line in head.dropFirst() {
                     if let colon = line.firstIndex(of: ":") {
                         headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
                     }
@@ -84,12 +92,13 @@ public final class WebhookReceiver: @unchecked Sendable {
             if bodyStart > 0, data.count - bodyStart >= length { break }
         }
         lock.lock()
-        requests.append(Request(headers: headers, body: data[bodyStart..<(bodyStart + length)]))
+        requests.append(Request(path: path, headers: headers, body: data[bodyStart..<(bodyStart + length)]))
+        let status = statuses.isEmpty ? 200 : statuses.removeFirst()
         lock.broadcast()
         while hold && !released { lock.wait() }
         responsesSent += 1
         lock.unlock()
-        let response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        let response = "HTTP/1.1 \(status) \(status == 200 ? "OK" : "Error")\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         _ = response.withCString { write(c, $0, strlen($0)) }
     }
 }

@@ -42,5 +42,12 @@ int lanyard_epoll_remove(int epfd, int fd);
 /// Waits for readiness; writes up to `max` tokens and returns their count (-1: EINTR).
 int lanyard_epoll_wait(int epfd, uint64_t *tokens, int max);
 
-#endif
+/// pipe2(2) with O_CLOEXEC: neither end leaks into a program another thread starts.
+int lanyard_pipe(int fds[2]);
 
+/// posix_spawn(2) of a notification command: `in` as its stdin, `out` as its stdout and
+/// stderr, no other descriptor, its own process group, working directory /, every signal
+/// unblocked and at its default. Stores the pid in `*pid`; 0 or an errno value.
+int lanyard_spawn_isolated(const char *path, char *const argv[], char *const envp[], int in, int out, pid_t *pid);
+
+#endif
