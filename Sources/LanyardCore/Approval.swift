@@ -9,14 +9,19 @@ public struct ApprovalSubject: Sendable, Equatable {
     /// An MCP tool call's `server/tool` ("" for any other operation): two tools mapped to one
     /// capability are different operations.
     public var tool: String
+    /// The grant limits (reason codes, sorted) whose overrun this approval is asked for ([]
+    /// for one asked for the risk alone): an approval lifts only the limits it was shown.
+    public var overruns: [String]
 
-    public init(agentID: String, capabilities: [Capability], resource: String, args: [String: String], amount: String, tool: String = "") {
+    public init(agentID: String, capabilities: [Capability], resource: String, args: [String: String], amount: String, tool: String = "",
+                overruns: [ReasonCode] = []) {
         self.agentID = agentID
         self.capabilities = capabilities.sorted()
         self.resource = resource
         self.args = args
         self.amount = amount
         self.tool = tool
+        self.overruns = overruns.map(\.rawValue).sorted()
     }
 
     /// Canonical bytes for the digest: sorted capabilities and args, each length-prefixed,
@@ -40,6 +45,10 @@ public struct ApprovalSubject: Sendable, Equatable {
         put(amount)
         // Only when set, so every other operation's digest is what it always was.
         if !tool.isEmpty { put(tool) }
+        if !overruns.isEmpty {
+            put("+overruns")  // no tool name looks like this: a tool is server/tool
+            overruns.forEach { put($0) }
+        }
         return out
     }
 

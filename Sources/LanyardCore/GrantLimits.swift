@@ -132,41 +132,70 @@ public enum LimitCheck: Sendable, Equatable {
     case over(code: ReasonCode, reason: String, needsApproval: Bool)
 }
 
-/// The use of a grant counted so far in the current periods.
+/// One limit a request is over.
+public struct LimitOver: Sendable, Equatable {
+    public var code: ReasonCode
+    public var reason: String
+    /// The grant routes this overrun to an approver (`over_budget`/`outside_window: approval`).
+    public var needsApproval: Bool
+}
+
+/// The use of a grant counted so far in the current periods, and the periods they count in
+/// (nil: none stored yet). A period stored later than the clock's (a commit after a
+/// boundary, a clock stepped back) is the one counted into: a count never moves back.
 public struct LimitUsage: Sendable, Equatable {
     public var calls: Int64
     public var spent: Int64
-    public init(calls: Int64 = 0, spent: Int64 = 0) {
+    public var callsPeriodStart: Int64?
+    public var spentPeriodStart: Int64?
+    public init(calls: Int64 = 0, spent: Int64 = 0, callsPeriodStart: Int64? = nil, spentPeriodStart: Int64? = nil) {
         self.calls = calls
         self.spent = spent
+        self.callsPeriodStart = callsPeriodStart
+        self.spentPeriodStart = spentPeriodStart
     }
 }
 
 extension GrantLimits {
-    /// Checks one request (its `amount`, if any: value and unit) at `nowMicros` against
-    /// `used`: the window first, then the rate, then the budget.
-    public func check(amount: (value: Int64, unit: String)?, used: LimitUsage, nowMicros: Int64) -> LimitCheck {
+    /// Every limit one request (its `amount`, if any: value and unit) at `nowMicros` is
+    /// over, given `used`: the window, the rate, the budget — each checked, none skipped.
+    public func overs(amount: (value: Int64, unit: String)?, used: LimitUsage, nowMicros: Int64) -> [LimitOver] {
+        var out: [LimitOver] = []
         if let window, !window.contains(micros: nowMicros) {
-            return .over(code: .outsideWindow, reason: "outside the grant's window (\(window.text)): ask again inside it",
-                         needsApproval: outsideWindowNeedsApproval)
+            out.append(LimitOver(code: .outsideWindow, reason: "outside the grant's window (\(window.text)): ask again inside it",
+                                 needsApproval: outsideWindowNeedsApproval))
         }
         if let rate, used.calls >= rate.count {
-            return .over(code: .rateLimited, reason: "rate limit \(rate.description) reached: the next call is possible in \(rate.waitSeconds(nowMicros: nowMicros)) s",
-                         needsApproval: false)
+            out.append(LimitOver(code: .rateLimited, reason: "rate limit \(rate.description) reached: the next call is possible in \(rate.waitSeconds(nowMicros: nowMicros)) s",
+                                 needsApproval: false))
         }
         if let budget {
-            guard let amount, amount.unit == budget.unit, amount.value >= 0 else {
-                return .over(code: .budgetExceeded, reason: "the grant has a budget of \(budget.description): send the request's amount in \(budget.unit)",
-                             needsApproval: false)
-            }
-            let left = budget.amount - used.spent
-            if amount.value > left {
-                return .over(code: .budgetExceeded,
-                             reason: "budget \(budget.description) exceeded: \(max(left, 0)) \(budget.unit) left of it, \(amount.value) asked",
-                             needsApproval: overBudgetNeedsApproval)
+            if let amount, amount.unit == budget.unit, amount.value >= 0 {
+                let (left, overflow) = budget.amount.subtractingReportingOverflow(used.spent)
+                let (_, past) = used.spent.addingReportingOverflow(amount.value)
+                if overflow || past {
+                    out.append(LimitOver(code: .budgetExceeded, reason: "the amount \(amount.value) cannot be counted against the budget of \(budget.description)",
+                                         needsApproval: false))
+                } else if amount.value > left {
+                    out.append(LimitOver(code: .budgetExceeded,
+                                         reason: "budget \(budget.description) exceeded: \(max(left, 0)) \(budget.unit) left of it, \(amount.value) asked",
+                                         needsApproval: overBudgetNeedsApproval))
+                }
+            } else {
+                out.append(LimitOver(code: .budgetExceeded, reason: "the grant has a budget of \(budget.description): send the request's amount in \(budget.unit)",
+                                     needsApproval: false))
             }
         }
-        return .within
+        return out
+    }
+
+    /// The limits' say on one request: within; or DENY for the first limit that no approval
+    /// can lift; or, when every limit it is over routes to an approver, an approval for all.
+    public func check(amount: (value: Int64, unit: String)?, used: LimitUsage, nowMicros: Int64) -> LimitCheck {
+        let over = overs(amount: amount, used: used, nowMicros: nowMicros)
+        guard let first = over.first else { return .within }
+        if let hard = over.first(where: { !$0.needsApproval }) { return .over(code: hard.code, reason: hard.reason, needsApproval: false) }
+        return .over(code: first.code, reason: over.map(\.reason).joined(separator: "; "), needsApproval: true)
     }
 }
 

@@ -24,6 +24,8 @@ public enum ReasonCode: String, Sendable, CaseIterable {
     case notBindable = "not_bindable"
     case noSecret = "no_secret"
     case backendUnavailable = "backend_unavailable"
+    /// Stored state the decision needs failed its integrity check (DATA_LOSS).
+    case integrityFailure = "integrity_failure"
     /// Not yet classified (a decision path that sets no code).
     case unclassified
 }

@@ -191,18 +191,22 @@ final class AgentService: Sendable {
         var created: StoredApproval?
         let amount = call.hasAmount ? (value: call.amount.value, unit: call.amount.unit) : nil
         let use = GrantSpending.Use(agent: agent, capabilities: [capability], amount: amount, nowMicros: clock.nowMicros())
-        var overrunRoutesToApproval = false
+        var overruns: [ReasonCode] = []
         var usedApproval = false
         if let use {
-            (verdict, overrunRoutesToApproval) = try spending.check(verdict, use)
+            do {
+                (verdict, overruns) = try spending.check(verdict, use)
+            } catch let e as SealError {
+                try await refuseOnIntegrity(e, record)
+            }
             if let wait = use.retryAfterSeconds(verdict) { result.retryAfterSeconds = wait }
         }
         if verdict.decision == .pending {
             let subject = ApprovalSubject(agentID: agent.id, capabilities: [capability], resource: operation.resource,
-                                          args: operation.args, amount: call.hasAmount ? call.amount.text : "", tool: operation.tool)
+                                          args: operation.args, amount: call.hasAmount ? call.amount.text : "", tool: operation.tool, overruns: overruns)
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
             let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, reuse: call.hasToolCall,
-                                            standing: !overrunRoutesToApproval)
+                                            standing: overruns.isEmpty)
             verdict = route.verdict
             // A dry run commits nothing the route would change: no approval opened or used.
             change = call.dryRun ? nil : route.change
@@ -228,14 +232,14 @@ final class AgentService: Sendable {
         result.risk = verdict.risk?.wire ?? .unspecified
         result.reason = verdict.reason
         if verdict.decision == .allow, let use, !call.dryRun {
-            change = spending.count(use, approvedOverrun: usedApproval, then: change)
+            change = spending.count(use, approved: usedApproval ? Set(overruns) : [], then: change)
         }
         result.reasonCode = verdict.code.rawValue
         result.dryRun = call.dryRun
         if let path = verdict.path { result.path = path.wire }
         do {
             try await approvals.commit([record], with: change, announce: created.map { ($0, caller.snapshot.policy) })
-            if let created { approvals.processApprovals.noteRequester(created.id, caller.process) }
+            if let created { approvals.processApprovals.noteRequester(created.id, caller.process, exe: caller.connection.peer.facts.exeFile) }
         } catch let over as LimitReached {
             verdict = verdict.routed(.deny, reason: over.reason, code: over.code)
             record.decision = Decision.deny.rawValue
@@ -256,6 +260,17 @@ final class AgentService: Sendable {
         var response = Lanyard_V1_Response()
         response.authorize = result
         return response
+    }
+
+    /// Audits a decision its stored state could not support (DENY integrity_failure), then fails it with `error` (DATA_LOSS).
+    private func refuseOnIntegrity(_ error: SealError, _ record: AuditRecord) async throws -> Never {
+        var r = record
+        r.decision = Decision.deny.rawValue
+        r.outcome = Decision.deny.rawValue
+        r.reason = error.description
+        r.reasonCode = ReasonCode.integrityFailure.rawValue
+        try await store.audit.append(r)
+        throw error
     }
 
     /// The operation `call` names (a tool call: as the policy maps it), with what it names

@@ -119,7 +119,7 @@ final class ApprovalService: Sendable {
             return Route(verdict: verdict.routed(.allow, reason: standing, code: .standingApproval))
         }
         if mayStand, verdict.risk == .medium, let process = caller.process,
-           let covered = forProcess(subject.capabilities, agent: agent, resource: subject.resource, process: process) {
+           let covered = forProcess(subject.capabilities, agent: agent, resource: subject.resource, process: process, exe: caller.connection.peer.facts.exeFile) {
             return Route(verdict: verdict.routed(.allow, reason: covered, code: .approved))
         }
         if reuse, let live = try store.liveApproval(agentID: agent.id, digest: SHA256.hex(subject.canonicalBytes), nowMicros: clock.nowMicros()) {
@@ -160,14 +160,14 @@ final class ApprovalService: Sendable {
 
     /// Process-lifetime approvals cover a MEDIUM operation when every MEDIUM capability in
     /// it has one for this agent, resource and process. HIGH is never covered.
-    func forProcess(_ capabilities: [Capability], agent: Agent, resource: String, process: BoundProcess) -> String? {
+    func forProcess(_ capabilities: [Capability], agent: Agent, resource: String, process: BoundProcess, exe: FileID?) -> String? {
         var covered: [String] = []
         for cap in capabilities {
             switch agent.grants[cap] {
             case .high?, nil: return nil
             case .low?: continue
             case .medium?:
-                guard let approver = processApprovals.approver(agentID: agent.id, capability: cap.name, resource: resource, process: process) else {
+                guard let approver = processApprovals.approver(agentID: agent.id, capability: cap.name, resource: resource, process: process, exe: exe) else {
                     return nil
                 }
                 covered.append("\(cap) by \(approver)")
@@ -198,7 +198,7 @@ final class ApprovalService: Sendable {
 
         var machine = stored.machine
         var standing: Mutation?
-        var lifetime: (BoundProcess, PidFD)?
+        var lifetime: (ProcessApprovals.Requester, PidFD)?
         do {
             if c.approve {
                 if c.forProcess { lifetime = try requestingProcess(stored, standingSeconds: c.standingSeconds) }
@@ -220,7 +220,7 @@ final class ApprovalService: Sendable {
                     standing = { db in for i in inserts { try i(db) } }
                     record.outcome += ", standing for \(c.standingSeconds) s"
                 }
-                if let (process, _) = lifetime { record.outcome += ", for process pid \(process.pid) until it exits" }
+                if let (requester, _) = lifetime { record.outcome += ", for process pid \(requester.process.pid) until it exits" }
             } else {
                 try machine.deny(by: uid, atMicros: now)
                 record.outcome = "denied"
@@ -242,7 +242,7 @@ final class ApprovalService: Sendable {
             try addStanding?(db)
         })
         if machine.state != .pending { _ = processApprovals.takeRequester(stored.id) }
-        if let (process, pidfd) = lifetime, machine.state == .approved { await coverProcess(stored, process, pidfd, approver: who, policyVersion: snapshot.version) }
+        if let (requester, pidfd) = lifetime, machine.state == .approved { await coverProcess(stored, requester, pidfd, approver: who, policyVersion: snapshot.version) }
         logger.notice("approval decided", metadata: ["approval.id": "\(stored.id)", "approver": "\(who)", "outcome": "\(record.outcome)"])
         var updated = stored
         updated.machine = machine
@@ -250,30 +250,31 @@ final class ApprovalService: Sendable {
     }
 
     /// The live process that asked for `stored` (MEDIUM only), for `--for-process`.
-    private func requestingProcess(_ stored: StoredApproval, standingSeconds: UInt32) throws -> (BoundProcess, PidFD) {
+    private func requestingProcess(_ stored: StoredApproval, standingSeconds: UInt32) throws -> (ProcessApprovals.Requester, PidFD) {
         guard stored.machine.risk == .medium else {
             throw CallError(.invalidArgument, "process-lifetime approvals are for MEDIUM risk only; each HIGH operation needs its own fresh approval")
         }
         guard standingSeconds == 0 else {
             throw CallError(.invalidArgument, "an approval is either standing for a time or for the requesting process's lifetime, not both")
         }
-        guard let process = processApprovals.requesterIfKnown(stored.id) else {
+        guard let requester = processApprovals.requesterIfKnown(stored.id) else {
             throw CallError(.failedPrecondition, "lanyardd does not know the process that asked for approval '\(stored.id)' (it was made before lanyardd "
                             + "last started); approve it without --for-process")
         }
-        guard let pidfd = reopenPidFD(process) else {
-            throw CallError(.failedPrecondition, "the process that asked for approval '\(stored.id)' (pid \(process.pid)) has exited; approve it without --for-process")
+        guard let pidfd = reopenPidFD(requester.process) else {
+            throw CallError(.failedPrecondition, "the process that asked for approval '\(stored.id)' (pid \(requester.process.pid)) has exited; approve it without --for-process")
         }
-        return (process, pidfd)
+        return (requester, pidfd)
     }
 
     /// Covers the approved operation for `process` until it exits; audited when it ends.
-    private func coverProcess(_ stored: StoredApproval, _ process: BoundProcess, _ pidfd: PidFD, approver: String, policyVersion: String) async {
+    private func coverProcess(_ stored: StoredApproval, _ requester: ProcessApprovals.Requester, _ pidfd: PidFD, approver: String, policyVersion: String) async {
+        let process = requester.process
         let ended: @Sendable () -> Void = { [weak self] in
             Task { await self?.processApprovalEnded(stored, process, policyVersion: policyVersion) }
         }
         guard processApprovals.cover(approvalID: stored.id, agentID: stored.agentID, capabilities: stored.capabilities, resource: stored.resource,
-                                     process: process, pidfd: pidfd, approver: approver, onExit: ended) else {
+                                     requester: requester, pidfd: pidfd, approver: approver, onExit: ended) else {
             logger.warning("a process-lifetime approval cannot be watched; it covers only its one operation", metadata: ["approval.id": "\(stored.id)"])
             return
         }

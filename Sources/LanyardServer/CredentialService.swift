@@ -108,8 +108,14 @@ final class CredentialService: Sendable {
         var verdict = Authorizer.decide(scope, for: agent, in: policy)
         let use = GrantSpending.Use(agent: agent, capabilities: scope, amount: call.hasAmount ? (call.amount.value, call.amount.unit) : nil,
                                     nowMicros: clock.nowMicros())
-        var overrun = false
-        if let use { (verdict, overrun) = try spending.check(verdict, use) }
+        var overruns: [ReasonCode] = []
+        if let use {
+            do {
+                (verdict, overruns) = try spending.check(verdict, use)
+            } catch let e as SealError {
+                try await deny(.dataLoss, "integrity_failure", e.description, because: .integrityFailure)
+            }
+        }
         var granted = verdict  // as routed: auto, approved or standing
         var useApproval: Mutation?
         var usedApproval = false
@@ -119,9 +125,9 @@ final class CredentialService: Sendable {
                            retryAfterSeconds: use?.retryAfterSeconds(verdict))
         case .pending:
             let subject = ApprovalSubject(agentID: agent.id, capabilities: scope, resource: call.resource, args: call.args,
-                                          amount: call.hasAmount ? call.amount.text : "")
+                                          amount: call.hasAmount ? call.amount.text : "", overruns: overruns)
             if !call.approvalID.isEmpty { record.approvalID = String(call.approvalID.prefix(64)) }
-            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, standing: !overrun)
+            let route = try approvals.route(verdict, subject, approvalID: call.approvalID, agent: agent, caller: caller, standing: overruns.isEmpty)
             if route.verdict.decision == .deny {
                 try await deny(.permissionDenied, "denied", route.verdict.reason, because: route.verdict.code, path: route.verdict.path)
             }
@@ -132,7 +138,7 @@ final class CredentialService: Sendable {
                 record.reasonCode = verdict.code.rawValue
                 record.approvalID = approval.id
                 try await approvals.commit([record], with: route.change, announce: (approval, policy))
-                approvals.processApprovals.noteRequester(approval.id, caller.process)
+                approvals.processApprovals.noteRequester(approval.id, caller.process, exe: caller.connection.peer.facts.exeFile)
                 var response = Lanyard_V1_Response.failure(id: 0, .failedPrecondition,
                     "\(verdict.reason); ask an approver to approve \(approval.id) (code \(approval.bindingCode)), then provision again with that approval_id")
                 response.provision = .with {
@@ -227,7 +233,7 @@ final class CredentialService: Sendable {
         // Durable lease + audit record (+ the approval it consumes) first; the secret leaves
         // only after (invariant 6).
         let insert = store.insertLease(lease, secretHash: secretHash, upstream: upstream)
-        let consume = use.map { spending.count($0, approvedOverrun: usedApproval, then: useApproval) } ?? useApproval
+        let consume = use.map { spending.count($0, approved: usedApproval ? Set(overruns) : [], then: useApproval) } ?? useApproval
         let (limit, agentID) = (UInt64(approvals.limits.maxLeasesPerAgent), agent.id)
         do {
             try await approvals.commit([record], with: { db in

@@ -10,7 +10,7 @@ struct GrantSpending: Sendable {
 
     /// One request's use of the limited grants among its capabilities.
     struct Use: Sendable {
-        var agentID: String
+        var agent: String
         var limited: [(capability: Capability, limits: GrantLimits)]
         var amount: (value: Int64, unit: String)?
         var nowMicros: Int64
@@ -19,7 +19,7 @@ struct GrantSpending: Sendable {
         init?(agent: Agent, capabilities: [Capability], amount: (value: Int64, unit: String)?, nowMicros: Int64) {
             limited = capabilities.compactMap { cap in agent.limits[cap].map { (cap, $0) } }
             guard !limited.isEmpty else { return nil }
-            agentID = agent.id
+            self.agent = agent.name
             self.amount = amount
             self.nowMicros = nowMicros
         }
@@ -32,33 +32,37 @@ struct GrantSpending: Sendable {
         }
     }
 
-    /// `verdict` once the use is checked against the counters stored now.
-    func check(_ verdict: Verdict, _ use: Use) throws -> (verdict: Verdict, overrun: Bool) {
-        var (out, overrun) = (verdict, false)
+    /// `verdict` once the use is checked against the counters stored now, and the limits
+    /// whose overrun it waits on an approver for (empty unless it does). They go into the
+    /// approval's digest: an approval asked for something else never lifts a limit.
+    func check(_ verdict: Verdict, _ use: Use) throws -> (verdict: Verdict, overruns: [ReasonCode]) {
+        var out = verdict
+        var overruns: Set<ReasonCode> = []
         for (capability, limits) in use.limited {
-            let used = try store.limitUsage(agentID: use.agentID, capability: capability.name, limits: limits, nowMicros: use.nowMicros)
-            let step = out.limited(by: limits.check(amount: use.amount, used: used, nowMicros: use.nowMicros))
+            let used = try store.limitUsage(agent: use.agent, capability: capability.name, limits: limits, nowMicros: use.nowMicros)
+            let check = limits.check(amount: use.amount, used: used, nowMicros: use.nowMicros)
+            let step = out.limited(by: check)
             out = step.verdict
-            overrun = overrun || step.overrun
+            if step.overrun { overruns.formUnion(limits.overs(amount: use.amount, used: used, nowMicros: use.nowMicros).map(\.code)) }
         }
-        return (out, overrun && out.decision != .deny)
+        return (out, out.decision == .deny ? [] : overruns.sorted { $0.rawValue < $1.rawValue })
     }
 
     /// `then` followed by counting the use, refused with `LimitReached` when a count would
-    /// pass a limit. `approvedOverrun`: an approver allowed it, so a limit whose overrun
-    /// routes to approval counts it without refusing.
-    func count(_ use: Use, approvedOverrun: Bool, then: Mutation?) -> Mutation {
+    /// pass a limit — every limit, except an overrun of one that routes to approval and is
+    /// in `approved` (the overruns of the approval the decision used up).
+    func count(_ use: Use, approved: Set<ReasonCode>, then: Mutation?) -> Mutation {
         let store = self.store
         return { db in
             try then?(db)
             for (capability, limits) in use.limited {
-                let used = try store.limitUsage(agentID: use.agentID, capability: capability.name, limits: limits, nowMicros: use.nowMicros, on: db)
-                if case .over(let code, let reason, let needsApproval) = limits.check(amount: use.amount, used: used, nowMicros: use.nowMicros),
-                   !(needsApproval && approvedOverrun) {
-                    throw LimitReached(code: code, reason: reason,
-                                       retryAfterSeconds: code == .rateLimited ? limits.rate.map { UInt64($0.waitSeconds(nowMicros: use.nowMicros)) } : nil)
+                let used = try store.limitUsage(agent: use.agent, capability: capability.name, limits: limits, nowMicros: use.nowMicros, on: db)
+                if let over = limits.overs(amount: use.amount, used: used, nowMicros: use.nowMicros)
+                    .first(where: { !($0.needsApproval && approved.contains($0.code)) }) {
+                    throw LimitReached(code: over.code, reason: over.reason,
+                                       retryAfterSeconds: over.code == .rateLimited ? limits.rate.map { UInt64($0.waitSeconds(nowMicros: use.nowMicros)) } : nil)
                 }
-                try store.countUse(agentID: use.agentID, capability: capability.name, limits: limits, amount: use.amount?.value ?? 0,
+                try store.countUse(agent: use.agent, capability: capability.name, limits: limits, amount: use.amount?.value ?? 0,
                                    nowMicros: use.nowMicros, used: used, on: db)
             }
         }

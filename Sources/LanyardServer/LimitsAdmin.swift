@@ -11,7 +11,7 @@ extension AdminService {
         var out = Lanyard_V1_LimitsShowResponse()
         for agent in agents {
             for (cap, limits) in agent.limits.sorted(by: { $0.key < $1.key }) {
-                let used = try store.limitUsage(agentID: agent.id, capability: cap.name, limits: limits, nowMicros: now)
+                let used = try store.limitUsage(agent: agent.name, capability: cap.name, limits: limits, nowMicros: now)
                 if let rate = limits.rate {
                     out.counters.append(.with {
                         $0.agent = agent.name
@@ -49,7 +49,7 @@ extension AdminService {
             r.decision = Decision.allow.rawValue
             r.outcome = "reset"
             r.reason = "every counter (\(count)) reset by admin uid \(connection.credentials.uid)"
-            try await store.audit.append(r, with: store.resetLimits(agentID: nil, capability: nil))
+            try await store.audit.append(r, with: store.resetLimits(agent: nil, capability: nil))
             store.limitCountersReset()
             return .with { $0.reset = UInt32(count) }
         }
@@ -60,7 +60,7 @@ extension AdminService {
         if let capability, !agent.limits.keys.contains(where: { $0.name == capability }) {
             throw CallError(.notFound, "agent '\(agent.name)' has no limits on '\(Inert.capped(capability, limit: 256))'; see: lanyardctl limits show --agent \(agent.name)")
         }
-        let count = try store.limitCounters(agentID: agent.id).filter { capability == nil || $0.capability == capability }.count
+        let count = try store.limitCounters(agent: agent.name).filter { capability == nil || $0.capability == capability }.count
         var r = record("limits.reset", connection, snapshot)
         r.agent = agent.name
         r.agentID = agent.id
@@ -68,7 +68,7 @@ extension AdminService {
         r.decision = Decision.allow.rawValue
         r.outcome = "reset"
         r.reason = "\(count) counter(s) reset by admin uid \(connection.credentials.uid)"
-        try await store.audit.append(r, with: store.resetLimits(agentID: agent.id, capability: capability))
+        try await store.audit.append(r, with: store.resetLimits(agent: agent.name, capability: capability))
         return .with { $0.reset = UInt32(count) }
     }
 

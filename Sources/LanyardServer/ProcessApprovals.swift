@@ -3,7 +3,8 @@ import NIOConcurrencyHelpers
 
 /// Process-lifetime approvals (issue 19, `approvals approve ID --for-process`): a MEDIUM
 /// approval that also covers the same agent + capability + resource for the process that
-/// asked, while that exact process (pid and start time, watched through a pidfd) lives.
+/// asked, while that exact process (pid and start time, watched through a pidfd) lives and
+/// runs the executable file it asked from (an `exec` of another program ends the cover).
 /// Held in memory only: a restart of lanyardd ends them all (deny by default).
 final class ProcessApprovals: Sendable {
     struct Key: Hashable, Sendable {
@@ -12,10 +13,17 @@ final class ProcessApprovals: Sendable {
         var resource: String
         var pid: Int32
         var startTime: UInt64
+        var exe: FileID?
+    }
+
+    /// A process that asked for an approval, and the executable file it ran then.
+    struct Requester: Sendable {
+        var process: BoundProcess
+        var exe: FileID?
     }
 
     /// The process that asked for each live approval (pruned when decided or expired).
-    private let requesters = NIOLockedValueBox<[String: BoundProcess]>([:])
+    private let requesters = NIOLockedValueBox<[String: Requester]>([:])
     /// What each process-lifetime approval covers, with who approved it.
     private let covered = NIOLockedValueBox<[Key: (approvalID: String, approver: String)]>([:])
     let watcher: ProcessWatcher
@@ -25,17 +33,17 @@ final class ProcessApprovals: Sendable {
 
     init(limit: Int = defaultLimit) { watcher = ProcessWatcher(limit: limit) }
 
-    func noteRequester(_ approvalID: String, _ process: BoundProcess?) {
+    func noteRequester(_ approvalID: String, _ process: BoundProcess?, exe: FileID?) {
         guard let process else { return }
-        requesters.withLockedValue { $0[approvalID] = process }
+        requesters.withLockedValue { $0[approvalID] = Requester(process: process, exe: exe) }
     }
 
     /// The process that asked for `approvalID`, forgotten now (its approval is being decided or expired).
-    func takeRequester(_ approvalID: String) -> BoundProcess? {
+    func takeRequester(_ approvalID: String) -> Requester? {
         requesters.withLockedValue { $0.removeValue(forKey: approvalID) }
     }
 
-    func requesterIfKnown(_ approvalID: String) -> BoundProcess? {
+    func requesterIfKnown(_ approvalID: String) -> Requester? {
         requesters.withLockedValue { $0[approvalID] }
     }
 
@@ -45,9 +53,12 @@ final class ProcessApprovals: Sendable {
 
     /// Covers `capabilities` on `resource` for `process` until it exits; `onExit` is called
     /// then (at once if it already has). False when the process cannot be watched.
-    func cover(approvalID: String, agentID: String, capabilities: [String], resource: String, process: BoundProcess, pidfd: PidFD,
+    func cover(approvalID: String, agentID: String, capabilities: [String], resource: String, requester: Requester, pidfd: PidFD,
                approver: String, onExit: @escaping @Sendable () -> Void) -> Bool {
-        let keys = capabilities.map { Key(agentID: agentID, capability: $0, resource: resource, pid: process.pid, startTime: process.startTime) }
+        let process = requester.process
+        let keys = capabilities.map {
+            Key(agentID: agentID, capability: $0, resource: resource, pid: process.pid, startTime: process.startTime, exe: requester.exe)
+        }
         covered.withLockedValue { all in for k in keys { all[k] = (approvalID, approver) } }
         let watching = watcher.watch(approvalID, process, pidfd, uid: nil) { [weak self] _ in
             self?.covered.withLockedValue { all in for k in keys where all[k]?.approvalID == approvalID { all[k] = nil } }
@@ -57,10 +68,10 @@ final class ProcessApprovals: Sendable {
         return watching
     }
 
-    /// Who approved `capability` on `resource` for this process of the agent, if covered.
-    func approver(agentID: String, capability: String, resource: String, process: BoundProcess) -> String? {
+    /// Who approved `capability` on `resource` for this process of the agent running `exe`, if covered.
+    func approver(agentID: String, capability: String, resource: String, process: BoundProcess, exe: FileID?) -> String? {
         covered.withLockedValue {
-            $0[Key(agentID: agentID, capability: capability, resource: resource, pid: process.pid, startTime: process.startTime)]?.approver
+            $0[Key(agentID: agentID, capability: capability, resource: resource, pid: process.pid, startTime: process.startTime, exe: exe)]?.approver
         }
     }
 

@@ -2,9 +2,10 @@ import LanyardCore
 import LanyardCrypto
 
 /// One counter of a grant's use (issue 19): `calls` (rate) or `spent` (budget), in the
-/// period that starts at `periodStartMicros`.
+/// period that starts at `periodStartMicros`. Keyed by the agent's name in the policy, the
+/// grant's identity: an agent's stored id can be re-assigned, its name cannot.
 public struct LimitCounter: Sendable, Equatable {
-    public var agentID: String
+    public var agent: String
     public var capability: String
     public var kind: String
     public var periodStartMicros: Int64
@@ -15,21 +16,26 @@ extension Store {
     static let callsKind = "calls"
     static let spentKind = "spent"
 
-    /// What `capability`'s grant to `agentID` used in the periods holding `nowMicros`
-    /// (`on`: inside the writer's transaction). A counter row that does not authenticate
-    /// throws `SealError`: a counter edited at rest never gives an agent more.
-    package func limitUsage(agentID: String, capability: String, limits: GrantLimits, nowMicros: Int64,
+    /// What `capability`'s grant to `agent` used in the periods holding `nowMicros` — or in
+    /// a later period already stored (`LimitUsage`) — (`on`: inside the writer's
+    /// transaction). A counter row that does not authenticate throws `SealError`: a counter
+    /// edited at rest never gives an agent more.
+    package func limitUsage(agent: String, capability: String, limits: GrantLimits, nowMicros: Int64,
                             on db: SQLiteConnection? = nil) throws -> LimitUsage {
         guard limitCountersAnchored.withLockedValue({ $0 }) else { throw Self.unanchoredCounters }
         func run(_ db: SQLiteConnection) throws -> LimitUsage {
             var usage = LimitUsage()
-            let s = try db.prepare("SELECT \(AuthenticatedTable.limitCounters.selection) FROM limit_counters WHERE agent_id = ? AND capability = ?")
-            try s.bind(.text(agentID), .text(capability))
+            let s = try db.prepare("SELECT \(AuthenticatedTable.limitCounters.selection) FROM limit_counters WHERE agent = ? AND capability = ?")
+            try s.bind(.text(agent), .text(capability))
             try s.rows { row in
                 try authentic(.limitCounters, row, remedy: "an admin resets every counter: lanyardctl limits reset --all") { row in
                     let (kind, start, used) = (row.text(2), row.int(3), row.int(4))
-                    if kind == Self.callsKind, let rate = limits.rate, rate.period.start(of: nowMicros) == start { usage.calls = used }
-                    if kind == Self.spentKind, let budget = limits.budget, budget.period.start(of: nowMicros) == start { usage.spent = used }
+                    if kind == Self.callsKind, let rate = limits.rate, start >= rate.period.start(of: nowMicros) {
+                        (usage.calls, usage.callsPeriodStart) = (used, start)
+                    }
+                    if kind == Self.spentKind, let budget = limits.budget, start >= budget.period.start(of: nowMicros) {
+                        (usage.spent, usage.spentPeriodStart) = (used, start)
+                    }
                 }
                 return true
             }
@@ -40,40 +46,45 @@ extension Store {
     }
 
     /// Counts one decision (and its `amount` against a budget) on the writer's connection,
-    /// starting a fresh period when the stored one has ended.
-    package func countUse(agentID: String, capability: String, limits: GrantLimits, amount: Int64, nowMicros: Int64,
+    /// into the period `used` was read in, or a fresh one when the stored one has ended.
+    package func countUse(agent: String, capability: String, limits: GrantLimits, amount: Int64, nowMicros: Int64,
                           used: LimitUsage, on db: SQLiteConnection) throws {
-        func add(_ kind: String, _ start: Int64, _ value: Int64) throws {
-            let key: [SQLValue] = [.text(agentID), .text(capability), .text(kind)]
+        func add(_ kind: String, _ start: Int64, _ value: (partialValue: Int64, overflow: Bool)) throws {
+            guard !value.overflow else { throw StoreError("the \(kind) counter of \(agent)'s \(capability) would overflow") }
+            let key: [SQLValue] = [.text(agent), .text(capability), .text(kind)]
             var digest = try countersDigest(db)
             let old = try db.prepare("SELECT period_start, used FROM limit_counters WHERE \(AuthenticatedTable.limitCounters.keyMatch)")
             try old.bind(key)
             if let (oldStart, oldUsed) = try old.one({ ($0.int(0), $0.int(1)) }) {
-                digest.toggle(rows.counterTerm(agentID, capability, kind, oldStart, oldUsed))
+                digest.toggle(rows.counterTerm(agent, capability, kind, oldStart, oldUsed))
             }
-            digest.toggle(rows.counterTerm(agentID, capability, kind, start, value))
+            digest.toggle(rows.counterTerm(agent, capability, kind, start, value.partialValue))
             try db.prepare("""
-                INSERT INTO limit_counters(agent_id, capability, kind, period_start, used) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(agent_id, capability, kind) DO UPDATE SET period_start = excluded.period_start, used = excluded.used
+                INSERT INTO limit_counters(agent, capability, kind, period_start, used) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(agent, capability, kind) DO UPDATE SET period_start = excluded.period_start, used = excluded.used
                 """)
-                .bind(.text(agentID), .text(capability), .text(kind), .int(start), .int(value)).run()
+                .bind(.text(agent), .text(capability), .text(kind), .int(start), .int(value.partialValue)).run()
             try authenticate(db, .limitCounters, key: key)
             try setCountersDigest(db, digest)
         }
-        if let rate = limits.rate { try add(Self.callsKind, rate.period.start(of: nowMicros), used.calls + 1) }
-        if let budget = limits.budget { try add(Self.spentKind, budget.period.start(of: nowMicros), used.spent + amount) }
+        if let rate = limits.rate {
+            try add(Self.callsKind, used.callsPeriodStart ?? rate.period.start(of: nowMicros), used.calls.addingReportingOverflow(1))
+        }
+        if let budget = limits.budget {
+            try add(Self.spentKind, used.spentPeriodStart ?? budget.period.start(of: nowMicros), used.spent.addingReportingOverflow(amount))
+        }
     }
 
     /// The stored counters (of one agent, or all), in key order.
-    public func limitCounters(agentID: String? = nil) throws -> [LimitCounter] {
+    public func limitCounters(agent: String? = nil) throws -> [LimitCounter] {
         try read { db in
             let s = try db.prepare("SELECT \(AuthenticatedTable.limitCounters.selection) FROM limit_counters"
-                                   + (agentID == nil ? "" : " WHERE agent_id = ?") + " ORDER BY agent_id, capability, kind")
-            if let agentID { try s.bind(.text(agentID)) }
+                                   + (agent == nil ? "" : " WHERE agent = ?") + " ORDER BY agent, capability, kind")
+            if let agent { try s.bind(.text(agent)) }
             var out: [LimitCounter] = []
             try s.rows { row in
                 if rows.isAuthentic(.limitCounters, row) {
-                    out.append(LimitCounter(agentID: row.text(0), capability: row.text(1), kind: row.text(2), periodStartMicros: row.int(3), used: row.int(4)))
+                    out.append(LimitCounter(agent: row.text(0), capability: row.text(1), kind: row.text(2), periodStartMicros: row.int(3), used: row.int(4)))
                 } else {
                     reportTampered(.limitCounters, row)
                 }
@@ -83,17 +94,17 @@ extension Store {
         }
     }
 
-    /// Removes an agent's counters (of one capability, or all; `agentID` nil: every
+    /// Removes an agent's counters (of one capability, or all; `agent` nil: every
     /// counter, which also anchors them again): an admin's reset, committed with its audit record.
-    package func resetLimits(agentID: String?, capability: String?) -> Mutation {
+    package func resetLimits(agent: String?, capability: String?) -> Mutation {
         { [self] db in
-            guard let agentID else {
+            guard let agent else {
                 try db.run("DELETE FROM limit_counters")
                 try setCountersDigest(db, CountersDigest())
                 return
             }
-            let match = "agent_id = ?" + (capability == nil ? "" : " AND capability = ?")
-            let values = [.text(agentID)] + (capability.map { [SQLValue.text($0)] } ?? [])
+            let match = "agent = ?" + (capability == nil ? "" : " AND capability = ?")
+            let values = [.text(agent)] + (capability.map { [SQLValue.text($0)] } ?? [])
             var digest = try countersDigest(db)
             let s = try db.prepare("SELECT \(AuthenticatedTable.limitCounters.selection) FROM limit_counters WHERE \(match)")
             try s.bind(values)
@@ -134,8 +145,8 @@ struct CountersDigest: Equatable {
 
 extension RowAuthenticator {
     /// One counter row's term of the digest.
-    func counterTerm(_ agentID: String, _ capability: String, _ kind: String, _ start: Int64, _ used: Int64) -> [UInt8] {
-        mac(domain: "limit_counters digest", [agentID, capability, kind, String(start), String(used)])
+    func counterTerm(_ agent: String, _ capability: String, _ kind: String, _ start: Int64, _ used: Int64) -> [UInt8] {
+        mac(domain: "limit_counters digest", [agent, capability, kind, String(start), String(used)])
     }
 }
 
@@ -169,7 +180,9 @@ extension Store {
         let head = try db.prepare("SELECT \(AuthenticatedTable.auditHead.selection) FROM audit_head WHERE id = 1").one { row in
             (authentic: rows.isAuthentic(.auditHead, row), digest: row.isNull(3) ? nil : row.blob(3))
         }
-        guard let head, head.authentic else { return count == 0 }
+        // Every database has its head from its first start (the migration that adopts rows):
+        // one missing or forged was removed or replaced at rest.
+        guard let head, head.authentic else { return false }
         guard let stored = head.digest else {
             if count > 0 {
                 try db.prepare("UPDATE audit_head SET limits_digest = ? WHERE id = 1").bind(.blob(digest.bytes)).run()

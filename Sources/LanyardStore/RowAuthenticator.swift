@@ -60,8 +60,8 @@ package struct AuthenticatedTable: Sendable, Equatable {
     ])
 
     /// A grant's use in its period: edited down, it would give an agent more.
-    static let limitCounters = AuthenticatedTable("limit_counters", key: ["agent_id", "capability", "kind"], columns: [
-        "agent_id", "capability", "kind", "period_start", "used",
+    static let limitCounters = AuthenticatedTable("limit_counters", key: ["agent", "capability", "kind"], columns: [
+        "agent", "capability", "kind", "period_start", "used",
     ])
 
     /// The last record of the audit chain, updated in every commit: records appended,

@@ -205,8 +205,13 @@ enum Schema {
         """,
         """
         -- The grant counters' digest in the authenticated audit head (CountersDigest): a
-        -- counter deleted or rolled back at rest no longer matches it.
+        -- counter deleted or rolled back at rest no longer matches it. Counters are keyed by
+        -- the agent's name (an agent's stored id is re-assigned when its row is lost); the
+        -- rows renamed here no longer carry their MAC, so limited grants are refused until an
+        -- admin runs `lanyardctl limits reset --all` (fail closed, once, at this upgrade).
         ALTER TABLE audit_head ADD COLUMN limits_digest BLOB;
+        ALTER TABLE limit_counters RENAME COLUMN agent_id TO agent;
+        UPDATE limit_counters SET agent = COALESCE((SELECT name FROM agents WHERE agents.id = limit_counters.agent), agent);
         """,
     ]
 

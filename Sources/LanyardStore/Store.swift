@@ -38,30 +38,59 @@ public final class Store: Sendable {
         self.directory = directory
         path = directory + "/lanyard.db"
         let setup = try SQLiteConnection(path: path)
+        try setup.exec("PRAGMA trusted_schema=OFF")
         try setup.exec("PRAGMA journal_mode=WAL")
         try setup.exec("PRAGMA synchronous=FULL")
+        try Self.refuseForeignSchema(setup)
         let (rows, directory) = (self.rows, directory)
         try Schema.migrate(setup, adopt: { db in try Self.adopt(db, rows: rows, directory: directory, nowMicros: clock.nowMicros()) })
+        let countersMatch: Bool
         do {
-            if try !Self.countersAreAnchored(setup, rows: rows) {
-                limitCountersAnchored.withLockedValue { $0 = false }
-                logger.critical("the grant limit counters do not match the audit head: a counter was deleted or rolled back at rest; limited grants are refused until an admin runs `lanyardctl limits reset --all`")
-            }
+            countersMatch = try Self.countersAreAnchored(setup, rows: rows)
         } catch {
             throw StoreError("cannot check the grant limit counters: \(error)")
         }
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
         audit = try AuditLog(connection: try Self.open(path), rows: rows, clock: clock, logger: logger)
         requeueForgottenRevocations()
+        var chainAnchored = audit.isAnchored
         do {
             try AuditCheckpoint.write(store: self)
         } catch {
+            chainAnchored = false
             logger.critical("the audit chain is not anchored", metadata: ["error": "\(error)"])
         }
+        // The counters' digest is only as good as the head that holds it: with the chain's
+        // end or its checkpoint contradicting the head, an older head (and older counters) may be back.
+        if !countersMatch || !chainAnchored {
+            limitCountersAnchored.withLockedValue { $0 = false }
+            logger.critical("""
+                the grant limit counters cannot be trusted (they do not match the audit head, or the head does not match the chain): \
+                a counter or the head was deleted or rolled back at rest; limited grants are refused until an admin runs `lanyardctl limits reset --all`
+                """)
+        }
+    }
+
+    /// Refuses a database holding a trigger or view: Lanyard creates none, and one planted
+    /// at rest could rewrite a row between the daemon's write and the MAC it computes over it.
+    static func refuseForeignSchema(_ db: SQLiteConnection) throws(StoreError) {
+        let found: [(String, String)]
+        do {
+            var out: [(String, String)] = []
+            try db.prepare("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name").rows { out.append(($0.text(0), $0.text(1))); return true }
+            found = out
+        } catch {
+            throw StoreError("cannot read the database schema: \(error)")
+        }
+        guard let (type, name) = found.first else { return }
+        throw StoreError("the state database holds a \(type) '\(Inert.capped(name, limit: 64))' that Lanyard never creates: the state directory was edited "
+                         + "without lanyardd. Inspect it (sqlite3 lanyard.db .schema), drop it (DROP \(type.uppercased()) …), run `lanyardctl audit verify` "
+                         + "once started, and start lanyardd again")
     }
 
     static func open(_ path: String) throws(StoreError) -> SQLiteConnection {
         let c = try SQLiteConnection(path: path)
+        try c.exec("PRAGMA trusted_schema=OFF")
         try c.exec("PRAGMA journal_mode=WAL")
         try c.exec("PRAGMA synchronous=FULL")
         try c.exec("PRAGMA foreign_keys=ON")

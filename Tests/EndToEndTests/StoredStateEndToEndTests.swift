@@ -178,8 +178,9 @@ struct StoredStateEndToEndTests {
     }
 
     /// A grant's counter deleted at rest would mean "nothing used": the restarted daemon
-    /// refuses the limited grant (DATA_LOSS, naming the remedy) while others still work,
-    /// until an admin resets every counter; the counters then count, and are anchored, again.
+    /// refuses the limited grant (DATA_LOSS, naming the remedy, audited) while others still
+    /// work, until an admin resets every counter; the counters then count, and are anchored,
+    /// again. Counters follow the agent's name: its stored id lost at rest resets nothing.
     @Test(.enabled(if: TestSupport.isRoot, "needs root to create the agent uid"))
     func aCounterDeletedAtRestRefusesLimitedGrantsUntilResetAll() throws {
         let policy = """
@@ -201,6 +202,11 @@ struct StoredStateEndToEndTests {
         let agent = E2EUsers.agent!
         for _ in 0..<2 { #expect(try d.ctl(["authorize", "pay:charge"], as: agent).status == 0) }
         #expect(d.stop() == 0)
+        try d.sql("DELETE FROM agents")  // a new id for `a` at the next start
+        try d.start()
+        #expect(try d.ctl(["authorize", "pay:charge"], as: agent).status == 0)
+        #expect(try d.ctlSucceeds(["limits", "show", "--json"]).stdout.contains("\"used\":3"))
+        #expect(d.stop() == 0)
 
         try d.sql("DELETE FROM limit_counters")
         try d.start()
@@ -208,6 +214,7 @@ struct StoredStateEndToEndTests {
         let refused = try d.ctl(["authorize", "pay:charge"], as: agent)
         #expect(refused.status != 0 && refused.stderr.contains("DATA_LOSS") && refused.stderr.contains("lanyardctl limits reset --all"), "\(refused)")
         #expect(try d.ctl(["authorize", "pay:read"], as: agent).status == 0)
+        #expect(try d.sql("SELECT count(*) FROM audit WHERE capability = 'pay:charge' AND reason_code = 'integrity_failure'") == "1")
 
         try d.ctlSucceeds(["limits", "reset", "--all"])
         #expect(try d.ctl(["authorize", "pay:charge"], as: agent).status == 0)

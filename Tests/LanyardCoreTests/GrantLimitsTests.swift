@@ -82,6 +82,25 @@ struct GrantLimitsTests {
 
     /// A budget allows exactly its amount; an overrun routes as the grant says; an amount in
     /// another unit, or none, is refused.
+    /// Every limit is checked: an overrun that routes to approval never hides one that does
+    /// not, and amounts that would overflow the counter are refused, never a trap.
+    @Test func everyLimitIsCheckedAndAmountsCannotOverflow() {
+        var limits = GrantLimits()
+        limits.rate = .init(count: 1, period: .day)
+        limits.budget = .init(amount: 500, unit: "USD", period: .day)
+        limits.overBudgetNeedsApproval = true
+        let now = Self.micros("2027-01-15T10:30:00Z")
+        let codes = limits.overs(amount: (600, "USD"), used: LimitUsage(calls: 1), nowMicros: now).map(\.code)
+        #expect(codes == [.rateLimited, .budgetExceeded])
+        guard case .over(.rateLimited, _, false) = limits.check(amount: (600, "USD"), used: LimitUsage(calls: 1), nowMicros: now) else {
+            Issue.record("a rate overrun hid behind an approvable budget overrun")
+            return
+        }
+        let huge = limits.overs(amount: (.max, "USD"), used: LimitUsage(spent: 1), nowMicros: now)
+        #expect(huge.map(\.code) == [.budgetExceeded] && huge.allSatisfy { !$0.needsApproval })
+        #expect(limits.overs(amount: (-1, "USD"), used: LimitUsage(), nowMicros: now).map(\.needsApproval) == [false])
+    }
+
     @Test func budgetAllowsExactlyItsAmount() {
         var limits = GrantLimits()
         limits.budget = .init(amount: 500, unit: "USD", period: .day)

@@ -177,6 +177,64 @@ struct LimitsTests {
         await d.stop()
     }
 
+    static func approve(_ d: TestDaemon, _ id: String) async throws {
+        var approve = Lanyard_V1_AdminRequest()
+        approve.approvalDecide = .with { $0.approvalID = id; $0.approve = true }
+        _ = try await d.admin(as: Users.other!).call(approve)
+    }
+
+    /// An approved window overrun lifts the window only: every limit is checked, so the
+    /// rate still refuses (DENY, not another approval), and a negative or wrong-unit amount
+    /// is refused outside the window too.
+    @Test func anApprovedWindowOverrunLiftsNoOtherLimit() async throws {
+        let micros = { (iso: String) in Int64(ISO8601DateFormatter().date(from: iso)!.timeIntervalSince1970) * 1_000_000 }
+        let clock = ManualClock(micros: micros("2027-03-27T10:00:00Z"))  // a Saturday
+        let grant = """
+            { capability: pay:charge, rate: 1/day, budget: { amount: 10, unit: USD, per: day }, \
+            window: { days: [mon-fri], hours: "08:00-19:00", tz: UTC }, outside_window: approval }
+            """
+        let d = try TestDaemon(policy: Self.policy(grant), clock: clock)
+        let a = d.client(as: Users.agent!)
+        let asked = try await Self.charge(a, amount: 5)
+        #expect(asked.decision == .pending && asked.reason.hasPrefix("outside the grant's window"), "\(asked.reason)")
+        try await Self.approve(d, asked.approvalID)
+        #expect(try await Self.charge(a, amount: 5, approvalID: asked.approvalID).decision == .allow)
+        #expect(try Self.counters(d) == ["calls": 1, "spent": 5])
+        let again = try await Self.charge(a, amount: 1)
+        #expect(again.decision == .deny && again.reasonCode == "rate_limited", "\(again.reason)")
+        let negative = try await Self.charge(a, amount: -9_223_372_036_854_775_807)
+        #expect(negative.decision == .deny && negative.reasonCode != "needs_approval", "\(negative.reason)")
+        #expect(try Self.counters(d) == ["calls": 1, "spent": 5])
+        await a.close()
+        await d.stop()
+    }
+
+    /// Approvals asked for the risk alone do not lift a budget: used when the budget is
+    /// already spent, the approval no longer matches the operation (approval_mismatch), and
+    /// nothing is counted past the budget.
+    @Test func anApprovalForTheRiskAloneLiftsNoBudget() async throws {
+        let grant = "{ capability: pay:charge, risk: medium, budget: { amount: 10, unit: USD, per: day }, over_budget: approval }"
+        let d = try TestDaemon(policy: Self.policy(grant), clock: ManualClock())
+        let a = d.client(as: Users.agent!)
+        let first = try await Self.charge(a, amount: 8)
+        let second = try await Self.charge(a, amount: 8)
+        #expect(first.decision == .pending && second.decision == .pending && first.approvalID != second.approvalID)
+        try await Self.approve(d, first.approvalID)
+        try await Self.approve(d, second.approvalID)
+        #expect(try await Self.charge(a, amount: 8, approvalID: first.approvalID).decision == .allow)
+        let over = try await Self.charge(a, amount: 8, approvalID: second.approvalID)
+        #expect(over.decision == .deny && over.reasonCode == "approval_mismatch", "\(over.reasonCode): \(over.reason)")
+        #expect(try Self.counters(d) == ["spent": 8])
+        // Asked again, the overrun itself goes to an approver, who sees it; approved, it is counted.
+        let overrun = try await Self.charge(a, amount: 8)
+        #expect(overrun.decision == .pending && overrun.reason.hasPrefix("budget 10 USD per day exceeded"), "\(overrun.reason)")
+        try await Self.approve(d, overrun.approvalID)
+        #expect(try await Self.charge(a, amount: 8, approvalID: overrun.approvalID).decision == .allow)
+        #expect(try Self.counters(d) == ["spent": 16])
+        await a.close()
+        await d.stop()
+    }
+
     /// Provision counts against the same grant limits as Authorize (issue 19: "the amount of
     /// Authorize/Provision"): a rate shared by both, refused RESOURCE_EXHAUSTED with the
     /// reason code and the seconds to wait in the response; a budget spent exactly at its

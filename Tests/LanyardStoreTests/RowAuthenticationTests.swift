@@ -40,7 +40,7 @@ struct RowAuthenticationTests {
         try commit(store.recordIdentity(jti: String(repeating: "j", count: 32), agentID: "agent-id", audience: "svc", expiresMicros: 9))
         var limits = GrantLimits()
         limits.rate = .init(count: 5, period: .hour)
-        try commit { [limits] db in try store.countUse(agentID: "agent-id", capability: "github:push", limits: limits, amount: 0, nowMicros: 1, used: LimitUsage(), on: db) }
+        try commit { [limits] db in try store.countUse(agent: "a", capability: "github:push", limits: limits, amount: 0, nowMicros: 1, used: LimitUsage(), on: db) }
         // The audit writer authenticates the head (which holds the counters' digest) as it commits; these commits bypass it.
         try store.read { db in try store.rows.authenticate(db, .auditHead, key: [.int(1)]) }
         return store
