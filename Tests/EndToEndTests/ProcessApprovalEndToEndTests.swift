@@ -79,6 +79,18 @@ struct ProcessApprovalEndToEndTests {
             return try Lanyard_V1_Response(serializedBytes: body)
         }
 
+        /// Replaces the process with `program` running the script again (same pid): stdin's
+        /// buffered input is not carried over, so this waits for its acknowledgement.
+        func exec(_ program: String) throws {
+            input.fileHandleForWriting.write(Data("exec \(program)\n".utf8))
+            var line = Data()
+            while line.last != UInt8(ascii: "\n") {
+                let byte = output.fileHandleForReading.readData(ofLength: 1)
+                guard !byte.isEmpty else { throw HarnessError("the agent process closed its output") }
+                line.append(byte)
+            }
+        }
+
         /// Ends the process (end of its input) and waits until it has exited.
         func finish() throws {
             try input.fileHandleForWriting.close()
@@ -152,6 +164,27 @@ struct ProcessApprovalEndToEndTests {
             try first.finish()
             try second.finish()
             try d.ctlSucceeds(["audit", "verify"])
+        }
+    }
+
+    /// The cover is for the executable file that asked: the same process exec'ing another
+    /// program (same pid and start time) asks again.
+    @Test func anExecOfAnotherProgramEndsTheCover() async throws {
+        try await onThread {
+            let d = try DaemonProcess(policy: Self.policy)
+            defer { d.cleanup() }
+            try d.start()
+            let copy = d.dir + "/python3-copy"
+            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: "/usr/bin/python3").resolvingSymlinksInPath().path, toPath: copy)
+            chmod(copy, 0o755)
+            let first = try AgentProcess(socket: d.agentSocket)
+            let asked = try first.authorize("github:push", resource: "repo")
+            #expect(try d.ctl(["approvals", "approve", asked.approvalID, "--for-process"], as: Self.approver).status == 0)
+            #expect(try first.authorize("github:push", resource: "repo").decision == .allow)
+            try first.exec(copy)
+            let after = try first.authorize("github:push", resource: "repo")
+            #expect(after.decision == .pending, "the cover outlived an exec of another program: \(after.reason)")
+            try first.finish()
         }
     }
 }
