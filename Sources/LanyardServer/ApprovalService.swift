@@ -201,6 +201,7 @@ final class ApprovalService: Sendable {
         var lifetime: (BoundProcess, PidFD)?
         do {
             if c.approve {
+                if !c.bindingCode.isEmpty, let mismatch = Self.codeMismatch(typed: c.bindingCode, stored) { throw mismatch }
                 if c.forProcess { lifetime = try requestingProcess(stored, standingSeconds: c.standingSeconds) }
                 if c.standingSeconds > 0 {
                     guard machine.risk == .medium else {
@@ -231,6 +232,12 @@ final class ApprovalService: Sendable {
             record.reason = refusal.description
             try await store.audit.append(record)
             throw CallError(.failedPrecondition, refusal.description)
+        } catch let mismatch as BindingCodeMismatch {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "refused"
+            record.reason = mismatch.message
+            try await store.audit.append(record)
+            throw CallError(.failedPrecondition, mismatch.message)
         }
         record.decision = Decision.allow.rawValue
         record.reasonCode = (c.approve ? ReasonCode.approved : .approvalDenied).rawValue
@@ -247,6 +254,21 @@ final class ApprovalService: Sendable {
         var updated = stored
         updated.machine = machine
         return Self.wire(updated, now: now)
+    }
+
+    /// Why a typed binding code does not approve `stored`: it is for HIGH requests (the
+    /// approver confirms the operation the agent shows), and it must be the request's
+    /// code, case, spaces and dashes aside. nil when it matches.
+    static func codeMismatch(typed: String, _ stored: StoredApproval) -> BindingCodeMismatch? {
+        guard stored.machine.risk == .high else {
+            return BindingCodeMismatch(message: "a binding code is typed only for HIGH requests; approve this \(stored.machine.risk.description.uppercased()) request without one")
+        }
+        func plain(_ s: String) -> String { String(s.uppercased().unicodeScalars.filter { $0 != "-" && $0 != " " }.map(Character.init)) }
+        guard plain(typed) == plain(stored.bindingCode) else {
+            return BindingCodeMismatch(message: "the binding code typed (\(Inert.quoted(typed, limit: 32))) is not this request's: "
+                                       + "read the code the agent shows for the operation it waits on, and approve only if they match")
+        }
+        return nil
     }
 
     /// The live process that asked for `stored` (MEDIUM only), for `--for-process`.
@@ -420,6 +442,11 @@ struct BoundReached: Error {
         r.approvalID = ""
         return r
     }
+}
+
+/// A typed binding code that is not the request's (`ApprovalService.codeMismatch`).
+struct BindingCodeMismatch: Error {
+    var message: String
 }
 
 /// A live approval of the same operation was opened by a concurrent call: route again to find it.

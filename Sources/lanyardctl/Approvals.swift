@@ -133,6 +133,8 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Flag(name: .customLong("for-process"),
               help: "MEDIUM only: also approve the same agent+capability+resource for the requesting process, until it exits.")
         var forProcess = false
+        @Option(help: "HIGH only: the binding code the agent shows; lanyardd refuses the approval unless it is this request's.")
+        var code: String = ""
 
         func run() async throws {
             var seconds: UInt32 = 0
@@ -141,7 +143,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 guard let s = Self.duration(standing) else { throw Failure("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
                 seconds = s
             }
-            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "", forProcess: forProcess)
+            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "", forProcess: forProcess, code: code)
             sockets.emit(a.json) { "\(a.state.name): \(a.approvalID.field) (\(a.capabilities.fields(",")) for \(a.agent.field))" }
         }
 
@@ -170,7 +172,14 @@ struct ApprovalsCommand: AsyncParsableCommand {
     }
 }
 
-func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool = false) async throws -> Lanyard_V1_Approval {
+func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool = false,
+            code: String = "") async throws -> Lanyard_V1_Approval {
+    try await decide(sockets.admin, id, approve: approve, standing: standing, reason: reason, forProcess: forProcess, code: code)
+}
+
+/// One ApprovalDecide call as the uid this process runs as (the CLI and the console).
+func decide(_ admin: LanyardAdminClient, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool,
+            code: String) async throws -> Lanyard_V1_Approval {
     var req = Lanyard_V1_AdminRequest()
     req.approvalDecide = .with {
         $0.approvalID = id
@@ -178,6 +187,7 @@ func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, r
         $0.standingSeconds = standing
         $0.forProcess = forProcess
         $0.reason = reason
+        $0.bindingCode = code
     }
-    return try await sockets.admin.call(req).approvalDecide.approval
+    return try await admin.call(req).approvalDecide.approval
 }

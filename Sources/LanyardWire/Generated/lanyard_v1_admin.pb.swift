@@ -848,6 +848,11 @@ public nonisolated struct Lanyard_V1_ApprovalDecideRequest: Sendable {
   /// MEDIUM only: covers the requesting process until it exits
   public var forProcess: Bool = false
 
+  /// HIGH only: the binding code the agent shows, as the approver typed it. Non-empty:
+  /// lanyardd refuses the approval unless it matches the request's code (case and
+  /// dashes ignored). lanyardctl console always sends it for HIGH.
+  public var bindingCode: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3018,7 +3023,7 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalDecideRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0\u{4}B\u{1}for_process\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0\u{4}B\u{1}for_process\0\u{4}\u{a}binding_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3031,6 +3036,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.standingSeconds) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 70: try { try decoder.decodeSingularBoolField(value: &self.forProcess) }()
+      case 80: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
       default: break
       }
     }
@@ -3052,6 +3058,9 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if self.forProcess != false {
       try visitor.visitSingularBoolField(value: self.forProcess, fieldNumber: 70)
     }
+    if !self.bindingCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.bindingCode, fieldNumber: 80)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3061,6 +3070,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if lhs.standingSeconds != rhs.standingSeconds {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.forProcess != rhs.forProcess {return false}
+    if lhs.bindingCode != rhs.bindingCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
