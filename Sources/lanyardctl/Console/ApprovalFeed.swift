@@ -62,9 +62,9 @@ actor ApprovalFeed {
                 if !reachable { me = nil }
                 let problem = reachable
                     ? "lanyardd refused: \(e.code.name): \(Inert.text(e.message, limit: 1024))"
-                    : "lanyardd is unreachable: \(Inert.text(e.message, limit: 1024)). The console keeps trying; start lanyardd (systemctl start lanyardd)."
-                publish(Self.stateJSON(me: me, pending: [], history: [], omitted: 0, problem: problem, reachable: reachable))
-                if !reachable { broadcast(Self.event("unreachable", JSON.object([("problem", .string(problem))]).text)) }
+                    : "lanyardd is unreachable (\(Inert.text(e.message, limit: 1024))). The console keeps trying; start lanyardd (systemctl start lanyardd)."
+                let changed = publish(Self.stateJSON(me: me, pending: [], history: [], omitted: 0, problem: problem, reachable: reachable))
+                if changed, !reachable { broadcast(Self.event("unreachable", JSON.object([("problem", .string(problem))]).text)) }
                 try? await Task.sleep(for: Self.retry)
             } catch {
                 try? await Task.sleep(for: Self.retry)
@@ -83,14 +83,16 @@ actor ApprovalFeed {
         return try await admin.call(req).approvalsList
     }
 
-    /// Sends the state when it changed, else a keep-alive comment.
-    private func publish(_ new: String) {
-        if new == state {
+    /// Sends the state when it changed (and says so), else a keep-alive comment.
+    @discardableResult
+    private func publish(_ new: String) -> Bool {
+        guard new != state else {
             broadcast(": keep-alive\n\n")
-        } else {
-            state = new
-            broadcast(Self.event("state", new))
+            return false
         }
+        state = new
+        broadcast(Self.event("state", new))
+        return true
     }
 
     private func broadcast(_ chunk: String) {
