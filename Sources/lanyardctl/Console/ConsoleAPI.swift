@@ -140,7 +140,7 @@ actor ConsoleAPI {
         var hourAllow: Int64 = 0, hourDeny: Int64 = 0, dayAllow: Int64 = 0, dayDeny: Int64 = 0
     }
 
-    /// Allow and deny records per agent over the last day, from `audit query` pages
+    /// Allow and deny decisions per agent over the last day, from `audit query` pages
     /// (at most `auditPages` of them; `partial` when the day holds more).
     private func decisionCounts() async throws -> ([String: Counts], partial: Bool) {
         let nowUs = Int64(time(nil)) * 1_000_000
@@ -154,10 +154,15 @@ actor ConsoleAPI {
                 $0.sinceUs = nowUs - 86_400_000_000
             }
             let page = try await admin.call(req).auditQuery
-            for r in page.records where !r.agent.isEmpty && (r.decision == "allow" || r.decision == "deny") {
+            for r in page.records where !r.agent.isEmpty {
+                // An agent's own call (authorize, provision, tool_call, …: no dot in the event)
+                // decided allow or deny; an approver's denial counts as a deny of that agent.
+                let agentCall = !r.event.contains(".") && (r.decision == "allow" || r.decision == "deny")
+                let denied = r.event == "approval.deny" && r.outcome == "denied"
+                guard agentCall || denied else { continue }
                 var c = counts[r.agent] ?? Counts()
                 let recent = r.timeUs >= nowUs - 3_600_000_000
-                if r.decision == "allow" {
+                if agentCall && r.decision == "allow" {
                     c.dayAllow += 1
                     if recent { c.hourAllow += 1 }
                 } else {

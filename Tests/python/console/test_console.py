@@ -6,6 +6,7 @@ Python check the console's gate (token, Host, Origin, bounds)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -443,6 +444,9 @@ def test_screenshot_with_requests_and_the_admin_overview(daemon, console, browse
     daemon.ctl_ok(["approvals", "deny", denied["approval_id"], "--reason", "not on prod"], as_user=approver_user)
     for _ in range(3):
         command_as(agent_user, [os.path.join(bin_dir(), "lanyardctl"), "authorize", "github:read", "--resource", "repo/docs"], env=daemon.env)
+    leased = command_as(agent_user, [os.path.join(bin_dir(), "lanyardctl"), "provision", "--service", "github", "--scope", "github:read"],
+                        env=daemon.env)
+    assert leased.returncode == 0, leased.stderr
     medium = ask(daemon, agent_user, "github:push", "repo/web", ("branch=release-2.4", "force=false"))
     high = ask(daemon, agent_user, "github:admin", "org/settings", ("change=branch-protection",))
     browser.get(console.url)
@@ -453,12 +457,15 @@ def test_screenshot_with_requests_and_the_admin_overview(daemon, console, browse
     browser.find_element(By.CSS_SELECTOR, "button.verify-now").click()
     until(browser).until(lambda drv: "intact" in drv.find_element(By.CSS_SELECTOR, "dd.verify").text)
     chart = browser.find_element(By.ID, "chart").text
-    assert "builder" in chart and re.search(r"\d+ / \d+ / \d+", chart)
-    assert "builder" in browser.find_element(By.ID, "agents").text
+    assert "builder" in chart and re.search(r"4 / 1 / 2", chart)  # the reads and the lease, the human denial, the two waiting
+    until(browser).until(lambda drv: "1: github" in drv.find_element(By.ID, "agents").text)
+    until(browser).until(lambda drv: "DENIED" in drv.find_element(By.ID, "history").text)
+    # The whole page, not just the window: Chromium's own screenshot beyond the viewport.
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1280, min(max(height + 40, 900), 4000))
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                               "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
     path = tmp_path / "console.png"
-    assert browser.save_screenshot(str(path))
+    path.write_bytes(base64.b64decode(shot["data"]))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if SCREENSHOT:
         shutil.copy(path, SCREENSHOT)
