@@ -444,7 +444,7 @@ def test_screenshot_with_requests_and_the_admin_overview(daemon, console, browse
     daemon.ctl_ok(["approvals", "deny", denied["approval_id"], "--reason", "not on prod"], as_user=approver_user)
     for _ in range(3):
         command_as(agent_user, [os.path.join(bin_dir(), "lanyardctl"), "authorize", "github:read", "--resource", "repo/docs"], env=daemon.env)
-    leased = command_as(agent_user, [os.path.join(bin_dir(), "lanyardctl"), "provision", "--service", "github", "--scope", "github:read"],
+    leased = command_as(agent_user, [os.path.join(bin_dir(), "lanyardctl"), "provision", "github", "--scope", "github:read"],
                         env=daemon.env)
     assert leased.returncode == 0, leased.stderr
     medium = ask(daemon, agent_user, "github:push", "repo/web", ("branch=release-2.4", "force=false"))
