@@ -17,6 +17,9 @@ actor ApprovalFeed {
     /// a keep-alive in time), and how long to wait before asking again after a failure.
     static let pollMs: UInt32 = 20_000
     static let retry = Duration.seconds(2)
+    /// After a refusal (this uid is no approver or admin): lanyardd audits each one, so
+    /// ask again only this often (a policy reload may have made the uid one).
+    static let retryRefused = Duration.seconds(30)
 
     init(admin: LanyardAdminClient) { self.admin = admin }
 
@@ -59,13 +62,22 @@ actor ApprovalFeed {
                 version = 0
                 pending = []
                 let reachable = e.code != .unavailable
-                if !reachable { me = nil }
+                me = reachable ? me : nil
                 let problem = reachable
                     ? "lanyardd refused: \(e.code.name): \(Inert.text(e.message, limit: 1024))"
                     : "lanyardd is unreachable (\(Inert.text(e.message, limit: 1024))). The console keeps trying; start lanyardd (systemctl start lanyardd)."
                 let changed = publish(Self.stateJSON(me: me, pending: [], history: [], omitted: 0, problem: problem, reachable: reachable))
                 if changed, !reachable { broadcast(Self.event("unreachable", JSON.object([("problem", .string(problem))]).text)) }
-                try? await Task.sleep(for: Self.retry)
+                if reachable {
+                    // Keep-alives while waiting, so the event streams outlive the idle timeout.
+                    for _ in 0..<Int(Self.retryRefused / Self.retry) where !Task.isCancelled {
+                        try? await Task.sleep(for: Self.retry)
+                        broadcast(": keep-alive\n\n")
+                    }
+                    me = nil  // roles may have changed with the policy
+                } else {
+                    try? await Task.sleep(for: Self.retry)
+                }
             } catch {
                 try? await Task.sleep(for: Self.retry)
             }
