@@ -315,6 +315,10 @@ enum ConsolePage {
       function drawOverview(o) {
         units = {};
         for (const a of o.agents) if (a.unit) units[a.name] = a.unit;
+        for (const a of (state ? state.pending : [])) {
+          const card = $('pending').querySelector('[data-id="' + CSS.escape(a.id) + '"]');
+          if (card) card.querySelector('dd.unit').textContent = unitOf(a.agent);
+        }
         const dl = $('stats');
         dl.replaceChildren();
         row(dl, 'lanyardd', o.version + ', up ' + Math.floor(o.uptime_seconds / 60) + ' min, policy ' + o.policy_version);
