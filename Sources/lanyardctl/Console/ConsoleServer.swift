@@ -5,8 +5,8 @@ import NIOHTTP1
 import NIOPosix
 
 /// The console's HTTP/1.1 server on 127.0.0.1: NIOHTTP1 in the pipeline, one
-/// `NIOAsyncChannel` per connection in a discarding task group, every request through
-/// `ConsoleGate` before any route.
+/// `NIOAsyncChannel` per connection in a discarding task group, only peers of this uid or
+/// root (`LoopbackPeer`), every request through `ConsoleGate` before any route.
 struct ConsoleServer {
     /// What one peer can make the console hold.
     enum Limits {
@@ -49,16 +49,21 @@ struct ConsoleServer {
         try await withThrowingDiscardingTaskGroup { group in
             try await channel.executeThenClose { inbound in
                 for try await connection in inbound {
-                    let admitted = open.withLockedValue { n in
-                        guard n < Limits.connections else { return false }
-                        n += 1
-                        return true
-                    }
-                    guard admitted else {
-                        connection.channel.close(promise: nil)
-                        continue
-                    }
                     group.addTask {
+                        guard let peer = connection.channel.remoteAddress?.port, let local = connection.channel.localAddress?.port,
+                              LoopbackPeer.allowed(peerPort: peer, localPort: local) else {
+                            try? await connection.channel.close()
+                            return
+                        }
+                        let admitted = open.withLockedValue { n in
+                            guard n < Limits.connections else { return false }
+                            n += 1
+                            return true
+                        }
+                        guard admitted else {
+                            try? await connection.channel.close()
+                            return
+                        }
                         await serve(connection)
                         open.withLockedValue { $0 -= 1 }
                     }

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from lanyard_harness import Daemon, User, bin_dir, command_as, policy_for, user
+from lanyard_harness import Daemon, User, bin_dir, command_as, policy_for, run_as, user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -412,7 +412,7 @@ def test_the_gate_refuses_requests_without_the_token_or_from_elsewhere(daemon, c
         assert value in (r.getheader(name) or ""), name
 
 
-def test_the_console_bounds_connections_and_listens_on_loopback_only(daemon, console):
+def test_the_console_serves_its_uid_only_bounds_connections_and_listens_on_loopback_only(daemon, console, agent_user):
     held = []
     try:
         for _ in range(40):
@@ -431,6 +431,16 @@ def test_the_console_bounds_connections_and_listens_on_loopback_only(daemon, con
     finally:
         for s in held:
             s.close()
+    # Another local uid (an agent's) is closed before a byte is read, even with the token.
+    def knock(port: int, token: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Lanyard-Token: {token}\r\n\r\n".encode())
+            try:
+                return s.recv(100)
+            except ConnectionResetError:
+                return b""
+    assert run_as(agent_user, knock, console.port, console.token) == b""
+    assert request(console, "GET", "/api/state", {"Host": f"127.0.0.1:{console.port}", "X-Lanyard-Token": console.token}).status == 200  # root
     r = subprocess.run([os.path.join(bin_dir(), "lanyardctl"), "console", "--listen", "0.0.0.0:0"], env={**os.environ, **daemon.env},
                        capture_output=True, text=True, timeout=WAIT)
     assert r.returncode == 1 and "loopback address only" in r.stderr
