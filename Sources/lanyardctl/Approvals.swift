@@ -147,15 +147,19 @@ struct ApprovalsCommand: AsyncParsableCommand {
             sockets.emit(a.json) { "\(a.state.name): \(a.approvalID.field) (\(a.capabilities.fields(",")) for \(a.agent.field))" }
         }
 
+        /// Seconds of `30m`, `1h`, `2d`, `90s` or `90`; nil for anything else, or a count past UInt32.
         static func duration(_ s: String) -> UInt32? {
             guard let unit = s.last, let n = UInt32(s.dropLast()) else { return UInt32(s) }
+            let scale: UInt32
             switch unit {
-            case "s": return n
-            case "m": return n * 60
-            case "h": return n * 3600
-            case "d": return n * 86_400
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            case "d": scale = 86_400
             default: return nil
             }
+            let (seconds, overflow) = n.multipliedReportingOverflow(by: scale)
+            return overflow ? nil : seconds
         }
     }
 

@@ -383,6 +383,8 @@ def test_the_gate_refuses_requests_without_the_token_or_from_elsewhere(daemon, c
     assert request(c, "GET", f"/?token={c.token}", host).status == 200
     assert request(c, "GET", "/api/state", {"Host": f"localhost:{c.port}", **token}).status == 200
     assert request(c, "POST", "/api/decide", post, decide).status == 404  # lanyardd: no such approval
+    for bad in [b'{"id": "x", "approve": true, "for": "99999999d"}', b'{"id": "x"}', b'[1]', b'{"id": "x", "approve": true, "id": "y"}']:
+        assert request(c, "POST", "/api/decide", post, bad).status == 400, bad
     # No token, a wrong one, or one in the query where the API wants the header.
     for path in ["/", "/console.js", "/api/state", "/api/events", "/api/overview"]:
         assert request(c, "GET", path, host).status == 403, path
