@@ -48,7 +48,8 @@ final class ApprovalService: Sendable {
             bindingCode: ApprovalSubject.bindingCode(digestHex: digest), agentID: agent.id, agent: agent.name,
             uid: caller.credentials.uid, pid: caller.credentials.pid, exe: caller.connection.peer.facts.exe ?? "",
             capabilities: subject.capabilities.map(\.name), resource: subject.resource, args: subject.args, amount: subject.amount,
-            reason: subject.tool.isEmpty ? verdict.reason : "MCP tool call \(subject.tool): \(verdict.reason)", createdMicros: now, decidedReason: "")
+            reason: subject.tool.isEmpty ? verdict.reason : "MCP tool call \(subject.tool): \(verdict.reason)", createdMicros: now, decidedReason: "",
+            unit: caller.connection.peer.facts.unit ?? "")
         let insert = store.insertApproval(approval)
         let (store, limit) = (self.store, limits.maxPendingApprovalsPerAgent)
         return (approval, { db in
@@ -411,6 +412,7 @@ final class ApprovalService: Sendable {
             $0.createdAt = a.createdMicros / 1_000_000
             $0.expiresAt = a.machine.expiresMicros / 1_000_000
             $0.approvers = a.machine.approvers.map { "uid \($0)" }
+            $0.unit = a.unit
         }
     }
 }

@@ -203,6 +203,11 @@ enum Schema {
             PRIMARY KEY (agent_id, capability, kind)
         );
         """,
+        """
+        -- The systemd unit of the process that asked (issue 21: approvers see it). In the
+        -- row's MAC when set (AuthenticatedTable.added).
+        ALTER TABLE approvals ADD COLUMN unit TEXT;
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

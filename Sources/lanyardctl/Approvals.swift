@@ -19,7 +19,7 @@ extension Lanyard_V1_ApprovalState {
 extension Lanyard_V1_Approval {
     var json: JSON {
         .object([("approval_id", .string(approvalID)), ("state", .string(state.name)), ("agent", .string(agent)), ("uid", .int(Int64(uid))),
-                 ("pid", .int(Int64(pid))), ("exe", .string(exe)), ("capabilities", .array(capabilities.map { .string($0) })),
+                 ("pid", .int(Int64(pid))), ("exe", .string(exe)), ("unit", .string(unit)), ("capabilities", .array(capabilities.map { .string($0) })),
                  ("resource", .string(resource)), ("args", .object(args.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
                  ("risk", .string(risk.name)), ("reason", .string(reason)), ("binding_code", .string(bindingCode)),
                  ("created_at", .int(createdAt)), ("expires_at", .int(expiresAt)), ("approvers", .array(approvers.map { .string($0) }))])
@@ -30,7 +30,8 @@ extension Lanyard_V1_Approval {
     /// unit, its executable's path) is quoted, escaped and capped.
     var text: String {
         var lines = ["\(approvalID.field)  \(state.name)  \(risk.name.uppercased())  code \(bindingCode.field)",
-                     "  agent:   \(agent.field) (uid \(uid), pid \(pid), exe \(exe.isEmpty ? "unknown" : exe.quoted))",
+                     "  agent:   \(agent.field) (uid \(uid), pid \(pid), exe \(exe.isEmpty ? "unknown" : exe.quoted)"
+                         + (unit.isEmpty ? "" : ", unit \(unit.quoted)") + ")",
                      "  wants:   \(capabilities.fields())" + (resource.isEmpty ? "" : " on \(resource.quoted)")]
         if !args.isEmpty {
             lines.append("  args:    {" + args.sorted { $0.key < $1.key }.map { "\($0.key.quoted): \($0.value.quoted)" }.joined(separator: ", ") + "}")

@@ -67,6 +67,7 @@ struct ToolCallAuditTests {
             ALTER TABLE leases DROP COLUMN process_start;
             ALTER TABLE audit DROP COLUMN reason_code;
             DROP TABLE IF EXISTS limit_counters;
+            ALTER TABLE approvals DROP COLUMN unit;
             PRAGMA user_version = \(mcp);
             """)
 

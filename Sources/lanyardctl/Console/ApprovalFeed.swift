@@ -134,7 +134,7 @@ extension Lanyard_V1_Approval {
         func shown(_ s: String) -> JSON { .string(Inert.text(s, limit: 4096)) }
         return .object([
             ("id", shown(approvalID)), ("state", .string(state.name)), ("agent", shown(agent)), ("uid", .int(Int64(uid))),
-            ("pid", .int(Int64(pid))), ("exe", shown(exe)), ("capabilities", .array(capabilities.map(shown))),
+            ("pid", .int(Int64(pid))), ("exe", shown(exe)), ("unit", shown(unit)), ("capabilities", .array(capabilities.map(shown))),
             ("resource", shown(resource)),
             ("args", .array(args.sorted { $0.key < $1.key }.map { .array([shown($0.key), shown($0.value)]) })),
             ("amount", hasAmount ? shown("\(amount.value) \(amount.unit)") : .string("")),

@@ -193,7 +193,7 @@ enum ConsolePage {
         row(dl, 'agent', a.agent, 'agent');
         row(dl, 'process', 'uid ' + a.uid + ', pid ' + a.pid);
         row(dl, 'exe', a.exe || 'unknown', 'exe');
-        row(dl, 'unit', unitOf(a.agent), 'unit');
+        row(dl, 'unit', a.unit || '(none)', 'unit');
         row(dl, 'capabilities', a.capabilities.join(', '), 'capabilities');
         row(dl, 'resource', a.resource || '(none)', 'resource');
         const args = row(dl, 'args', a.args.length ? '' : '(none)', 'args');
@@ -296,8 +296,6 @@ enum ConsolePage {
       }
 
       // The admin overview: asked again on each change (at most every 2 s) and every 15 s.
-      let units = {};
-      function unitOf(agent) { return units[agent] || (state && state.me && state.me.admin ? '(none in the policy)' : '(shown to admins)'); }
       function overviewSoon() {
         if (overviewTimer) return;
         const wait = Math.max(0, overviewAt + 2000 - Date.now());
@@ -313,12 +311,6 @@ enum ConsolePage {
         });
       }
       function drawOverview(o) {
-        units = {};
-        for (const a of o.agents) if (a.unit) units[a.name] = a.unit;
-        for (const a of (state ? state.pending : [])) {
-          const card = $('pending').querySelector('[data-id="' + CSS.escape(a.id) + '"]');
-          if (card) card.querySelector('dd.unit').textContent = unitOf(a.agent);
-        }
         const dl = $('stats');
         dl.replaceChildren();
         row(dl, 'lanyardd', o.version + ', up ' + Math.floor(o.uptime_seconds / 60) + ' min, policy ' + o.policy_version);

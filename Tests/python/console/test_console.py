@@ -169,6 +169,8 @@ def test_medium_request_is_listed_with_its_context_and_approved_from_the_page(da
                      asked["binding_code"], "lanyardctl"]:
         assert expected in text, f"{expected!r} not on the card:\n{text}"
     assert re.search(r"pid \d+", text)
+    listed = next(a for a in json.loads(daemon.ctl_ok(["approvals", "list", "--json"])) if a["approval_id"] == asked["approval_id"])
+    assert c.find_element(By.CSS_SELECTOR, "dd.unit").text == (listed["unit"] or "(none)")  # the process's unit, as recorded
     assert re.search(r"\d+ (s|min) left", text)
     Select(c.find_element(By.CSS_SELECTOR, "select.mode")).select_by_value("once")
     c.find_element(By.CSS_SELECTOR, "button.approve").click()

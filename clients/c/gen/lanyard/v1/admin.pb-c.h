@@ -444,10 +444,14 @@ struct  Lanyard__V1__Approval
   int64_t expires_at;
   size_t n_approvers;
   char **approvers;
+  /*
+   * the systemd unit the requesting process ran in; "" when none
+   */
+  char *unit;
 };
 #define LANYARD__V1__APPROVAL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approval__descriptor) \
-    , (char *)protobuf_c_empty_string, LANYARD__V1__APPROVAL_STATE__APPROVAL_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, LANYARD__V1__APPROVAL_STATE__APPROVAL_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__ApprovalsListResponse
