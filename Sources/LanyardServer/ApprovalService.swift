@@ -48,7 +48,8 @@ final class ApprovalService: Sendable {
             bindingCode: ApprovalSubject.bindingCode(digestHex: digest), agentID: agent.id, agent: agent.name,
             uid: caller.credentials.uid, pid: caller.credentials.pid, exe: caller.connection.peer.facts.exe ?? "",
             capabilities: subject.capabilities.map(\.name), resource: subject.resource, args: subject.args, amount: subject.amount,
-            reason: subject.tool.isEmpty ? verdict.reason : "MCP tool call \(subject.tool): \(verdict.reason)", createdMicros: now, decidedReason: "")
+            reason: subject.tool.isEmpty ? verdict.reason : "MCP tool call \(subject.tool): \(verdict.reason)", createdMicros: now, decidedReason: "",
+            unit: caller.connection.peer.facts.unit ?? "")
         let insert = store.insertApproval(approval)
         let (store, limit) = (self.store, limits.maxPendingApprovalsPerAgent)
         return (approval, { db in
@@ -201,6 +202,7 @@ final class ApprovalService: Sendable {
         var lifetime: (ProcessApprovals.Requester, PidFD)?
         do {
             if c.approve {
+                if !c.bindingCode.isEmpty, let mismatch = Self.codeMismatch(typed: c.bindingCode, stored) { throw mismatch }
                 if c.forProcess { lifetime = try requestingProcess(stored, standingSeconds: c.standingSeconds) }
                 if c.standingSeconds > 0 {
                     guard machine.risk == .medium else {
@@ -231,6 +233,12 @@ final class ApprovalService: Sendable {
             record.reason = refusal.description
             try await store.audit.append(record)
             throw CallError(.failedPrecondition, refusal.description)
+        } catch let mismatch as BindingCodeMismatch {
+            record.decision = Decision.deny.rawValue
+            record.outcome = "refused"
+            record.reason = mismatch.message
+            try await store.audit.append(record)
+            throw CallError(.failedPrecondition, mismatch.message)
         }
         record.decision = Decision.allow.rawValue
         record.reasonCode = (c.approve ? ReasonCode.approved : .approvalDenied).rawValue
@@ -247,6 +255,21 @@ final class ApprovalService: Sendable {
         var updated = stored
         updated.machine = machine
         return Self.wire(updated, now: now)
+    }
+
+    /// Why a typed binding code does not approve `stored`: it is for HIGH requests (the
+    /// approver confirms the operation the agent shows), and it must be the request's
+    /// code, case, spaces and dashes aside. nil when it matches.
+    static func codeMismatch(typed: String, _ stored: StoredApproval) -> BindingCodeMismatch? {
+        guard stored.machine.risk == .high else {
+            return BindingCodeMismatch(message: "a binding code is typed only for HIGH requests; approve this \(stored.machine.risk.description.uppercased()) request without one")
+        }
+        func plain(_ s: String) -> String { String(s.uppercased().unicodeScalars.filter { $0 != "-" && $0 != " " }.map(Character.init)) }
+        guard plain(typed) == plain(stored.bindingCode) else {
+            return BindingCodeMismatch(message: "the binding code typed (\(Inert.quoted(typed, limit: 32))) is not this request's: "
+                                       + "read the code the agent shows for the operation it waits on, and approve only if they match")
+        }
+        return nil
     }
 
     /// The live process that asked for `stored` (MEDIUM only), for `--for-process`.
@@ -390,6 +413,7 @@ final class ApprovalService: Sendable {
             $0.createdAt = a.createdMicros / 1_000_000
             $0.expiresAt = a.machine.expiresMicros / 1_000_000
             $0.approvers = a.machine.approvers.map { "uid \($0)" }
+            $0.unit = a.unit
         }
     }
 }
@@ -421,6 +445,11 @@ struct BoundReached: Error {
         r.approvalID = ""
         return r
     }
+}
+
+/// A typed binding code that is not the request's (`ApprovalService.codeMismatch`).
+struct BindingCodeMismatch: Error {
+    var message: String
 }
 
 /// A live approval of the same operation was opened by a concurrent call: route again to find it.

@@ -17,10 +17,12 @@ public struct StoredApproval: Sendable, Equatable {
     public var reason: String
     public var createdMicros: Int64
     public var decidedReason: String
+    /// The systemd unit the requesting process ran in (innermost of its cgroup); "" when none or not recorded.
+    public var unit: String
 
     public init(id: String, machine: ApprovalMachine, bindingCode: String, agentID: String, agent: String, uid: UInt32, pid: Int32,
                 exe: String, capabilities: [String], resource: String, args: [String: String], amount: String, reason: String,
-                createdMicros: Int64, decidedReason: String) {
+                createdMicros: Int64, decidedReason: String, unit: String = "") {
         self.id = id
         self.machine = machine
         self.bindingCode = bindingCode
@@ -36,6 +38,7 @@ public struct StoredApproval: Sendable, Equatable {
         self.reason = reason
         self.createdMicros = createdMicros
         self.decidedReason = decidedReason
+        self.unit = unit
     }
 }
 
@@ -45,14 +48,14 @@ extension Store {
         { db in
             try db.prepare("""
                 INSERT INTO approvals(id, digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
-                                      risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)
+                                      risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us, unit)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)
                 """)
                 .bind(.text(a.id), .text(a.machine.digest), .text(a.bindingCode), .text(a.agentID), .text(a.agent),
                       .int(Int64(a.uid)), .int(Int64(a.pid)), .text(a.exe), .text(a.capabilities.joined(separator: ",")),
                       .text(a.resource), .text(ApprovalArgs.encode(a.args)), .text(a.amount), .int(Int64(a.machine.risk.rawValue)), .text(a.reason),
                       .text(a.machine.state.rawValue), .int(a.createdMicros), .int(a.machine.expiresMicros),
-                      .int(Int64(a.machine.quorum)), .int(a.machine.timeoutMicros))
+                      .int(Int64(a.machine.quorum)), .int(a.machine.timeoutMicros), a.unit.isEmpty ? .null : .text(a.unit))
                 .run()
             try self.authenticate(db, .approvals, key: [.text(a.id)])
         }
@@ -150,7 +153,7 @@ extension Store {
                               uid: UInt32(truncatingIfNeeded: s.int(5)), pid: Int32(truncatingIfNeeded: s.int(6)), exe: s.text(7),
                               capabilities: s.text(8).split(separator: ",").map(String.init), resource: s.text(9),
                               args: ApprovalArgs.decode(s.text(10)) ?? [:], amount: s.text(11), reason: s.text(13), createdMicros: s.int(15),
-                              decidedReason: s.text(20))
+                              decidedReason: s.text(20), unit: s.optionalText(Int32(AuthenticatedTable.approvals.columns.count)) ?? "")
     }
 }
 

@@ -36,7 +36,7 @@ package struct AuthenticatedTable: Sendable, Equatable {
     static let approvals = AuthenticatedTable("approvals", key: ["id"], columns: [
         "id", "digest", "binding_code", "agent_id", "agent", "uid", "pid", "exe", "capabilities", "resource", "args", "amount",
         "risk", "reason", "state", "created_us", "expires_us", "approvers", "quorum", "timeout_us", "decided_reason",
-    ])
+    ], added: ["unit"])
     static let standingApprovals = AuthenticatedTable("standing_approvals", key: ["agent_id", "capability", "resource"], columns: [
         "agent_id", "capability", "resource", "until_us", "approver", "approval_id",
     ])

@@ -158,6 +158,7 @@ package final class Statement {
 
     package func int(_ col: Int32) -> Int64 { sqlite3_column_int64(stmt, col) }
     package func optionalInt(_ col: Int32) -> Int64? { isNull(col) ? nil : int(col) }
+    package func optionalText(_ col: Int32) -> String? { isNull(col) ? nil : text(col) }
     package func isNull(_ col: Int32) -> Bool { sqlite3_column_type(stmt, col) == SQLITE_NULL }
     package func text(_ col: Int32) -> String {
         guard let p = sqlite3_column_text(stmt, col) else { return "" }

@@ -213,6 +213,11 @@ enum Schema {
         ALTER TABLE limit_counters RENAME COLUMN agent_id TO agent;
         UPDATE limit_counters SET agent = COALESCE((SELECT name FROM agents WHERE agents.id = limit_counters.agent), agent);
         """,
+        """
+        -- The systemd unit of the process that asked (issue 21: approvers see it). In the
+        -- row's MAC when set (AuthenticatedTable.added).
+        ALTER TABLE approvals ADD COLUMN unit TEXT;
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

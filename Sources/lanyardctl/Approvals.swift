@@ -19,7 +19,7 @@ extension Lanyard_V1_ApprovalState {
 extension Lanyard_V1_Approval {
     var json: JSON {
         .object([("approval_id", .string(approvalID)), ("state", .string(state.name)), ("agent", .string(agent)), ("uid", .int(Int64(uid))),
-                 ("pid", .int(Int64(pid))), ("exe", .string(exe)), ("capabilities", .array(capabilities.map { .string($0) })),
+                 ("pid", .int(Int64(pid))), ("exe", .string(exe)), ("unit", .string(unit)), ("capabilities", .array(capabilities.map { .string($0) })),
                  ("resource", .string(resource)), ("args", .object(args.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
                  ("risk", .string(risk.name)), ("reason", .string(reason)), ("binding_code", .string(bindingCode)),
                  ("created_at", .int(createdAt)), ("expires_at", .int(expiresAt)), ("approvers", .array(approvers.map { .string($0) }))])
@@ -30,7 +30,8 @@ extension Lanyard_V1_Approval {
     /// unit, its executable's path) is quoted, escaped and capped.
     var text: String {
         var lines = ["\(approvalID.field)  \(state.name)  \(risk.name.uppercased())  code \(bindingCode.field)",
-                     "  agent:   \(agent.field) (uid \(uid), pid \(pid), exe \(exe.isEmpty ? "unknown" : exe.quoted))",
+                     "  agent:   \(agent.field) (uid \(uid), pid \(pid), exe \(exe.isEmpty ? "unknown" : exe.quoted)"
+                         + (unit.isEmpty ? "" : ", unit \(unit.quoted)") + ")",
                      "  wants:   \(capabilities.fields())" + (resource.isEmpty ? "" : " on \(resource.quoted)")]
         if !args.isEmpty {
             lines.append("  args:    {" + args.sorted { $0.key < $1.key }.map { "\($0.key.quoted): \($0.value.quoted)" }.joined(separator: ", ") + "}")
@@ -133,6 +134,8 @@ struct ApprovalsCommand: AsyncParsableCommand {
         @Flag(name: .customLong("for-process"),
               help: "MEDIUM only: also approve the same agent+capability+resource for the requesting process, until it exits.")
         var forProcess = false
+        @Option(help: "HIGH only: the binding code the agent shows; lanyardd refuses the approval unless it is this request's.")
+        var code: String = ""
 
         func run() async throws {
             var seconds: UInt32 = 0
@@ -141,19 +144,23 @@ struct ApprovalsCommand: AsyncParsableCommand {
                 guard let s = Self.duration(standing) else { throw Failure("--for '\(standing)': use a number with s, m, h or d, such as 1h") }
                 seconds = s
             }
-            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "", forProcess: forProcess)
+            let a = try await decide(sockets, approval, approve: true, standing: seconds, reason: "", forProcess: forProcess, code: code)
             sockets.emit(a.json) { "\(a.state.name): \(a.approvalID.field) (\(a.capabilities.fields(",")) for \(a.agent.field))" }
         }
 
+        /// Seconds of `30m`, `1h`, `2d`, `90s` or `90`; nil for anything else, or a count past UInt32.
         static func duration(_ s: String) -> UInt32? {
             guard let unit = s.last, let n = UInt32(s.dropLast()) else { return UInt32(s) }
+            let scale: UInt32
             switch unit {
-            case "s": return n
-            case "m": return n * 60
-            case "h": return n * 3600
-            case "d": return n * 86_400
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            case "d": scale = 86_400
             default: return nil
             }
+            let (seconds, overflow) = n.multipliedReportingOverflow(by: scale)
+            return overflow ? nil : seconds
         }
     }
 
@@ -170,7 +177,14 @@ struct ApprovalsCommand: AsyncParsableCommand {
     }
 }
 
-func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool = false) async throws -> Lanyard_V1_Approval {
+func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool = false,
+            code: String = "") async throws -> Lanyard_V1_Approval {
+    try await decide(sockets.admin, id, approve: approve, standing: standing, reason: reason, forProcess: forProcess, code: code)
+}
+
+/// One ApprovalDecide call as the uid this process runs as (the CLI and the console).
+func decide(_ admin: LanyardAdminClient, _ id: String, approve: Bool, standing: UInt32, reason: String, forProcess: Bool,
+            code: String) async throws -> Lanyard_V1_Approval {
     var req = Lanyard_V1_AdminRequest()
     req.approvalDecide = .with {
         $0.approvalID = id
@@ -178,6 +192,7 @@ func decide(_ sockets: Sockets, _ id: String, approve: Bool, standing: UInt32, r
         $0.standingSeconds = standing
         $0.forProcess = forProcess
         $0.reason = reason
+        $0.bindingCode = code
     }
-    return try await sockets.admin.call(req).approvalDecide.approval
+    return try await admin.call(req).approvalDecide.approval
 }

@@ -12,7 +12,7 @@ struct Lanyardctl: AsyncParsableCommand {
         discussion: "Exit status: 0 on success; 1 on an error (the message says what to do); `authorize` exits 2 on DENY and 3 on PENDING.",
         subcommands: [Whoami.self, Authorize.self, Provision.self, Exec.self, Revoke.self, Introspect.self, Await.self, PolicyCommand.self,
                       AgentsCommand.self, ApprovalsCommand.self, SecretCommand.self, LeasesCommand.self, AuditCommand.self, IdentityCommand.self,
-                      Jwks.self, KeysCommand.self, Status.self, LimitsCommand.self])
+                      Jwks.self, KeysCommand.self, Status.self, LimitsCommand.self, Console.self])
 
     /// ArgumentParser's `main`, except that the connections the command opened are
     /// closed before the process exits, whatever the outcome, and a `Failure` or an

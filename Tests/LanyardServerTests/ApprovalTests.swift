@@ -93,6 +93,35 @@ struct ApprovalTests {
         await d.stop()
     }
 
+    /// A typed binding code (the console's HIGH path, `approve --code`): a wrong one is
+    /// refused with a sentence and audited, and leaves the request pending; the right one
+    /// approves whatever its case and dashes; a code on a MEDIUM request is refused.
+    @Test func aTypedBindingCodeMustBeTheRequests() async throws {
+        let d = try TestDaemon(policy: Users.approvalPolicy())
+        let a = d.client(as: Users.agent!)
+        let approver = d.admin(as: Users.other!)
+        let high = try await a.authorize("deploy:production", resource: "prod")
+        #expect(high.risk == .high)
+        let wrong = high.bindingCode == "0000-0000" ? "1111-1111" : "0000-0000"
+        await #expect { try await approver.decide(high.approvalID, code: wrong) } throws: {
+            code($0) == .failedPrecondition && ($0 as! LanyardError).message.contains("is not this request's")
+        }
+        #expect(try await a.awaitApproval(high.approvalID).state == .pending)
+        let refused = try #require(try d.daemon.store.queryAudit(AuditFilter()).last { $0.event == "approval.approve" })
+        #expect(refused.outcome == "refused" && refused.decision == "deny" && refused.approvalID == high.approvalID)
+        let typed = high.bindingCode.lowercased().replacingOccurrences(of: "-", with: "")
+        #expect(try await approver.decide(high.approvalID, code: typed).state == .approved)
+
+        let medium = try await a.authorize("github:push", resource: "repo")
+        await #expect { try await approver.decide(medium.approvalID, code: medium.bindingCode) } throws: {
+            code($0) == .failedPrecondition && ($0 as! LanyardError).message.contains("only for HIGH")
+        }
+        #expect(try await approver.decide(medium.approvalID).state == .approved)  // without a code, as before
+        await a.close()
+        await approver.close()
+        await d.stop()
+    }
+
     /// Security II finding 3: the approver is shown exactly the args the digest covers (they
     /// were stored as `k=v` lines and came back as `{"amount": "1=1000000", "to": "alice"}`).
     @Test func argsAreShownExactlyAsTheDigestCoversThem() async throws {

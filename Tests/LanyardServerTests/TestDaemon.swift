@@ -179,12 +179,13 @@ extension Users {
 }
 
 extension LanyardAdminClient {
-    func decide(_ id: String, approve: Bool = true, standingSeconds: UInt32 = 0) async throws -> Lanyard_V1_Approval {
+    func decide(_ id: String, approve: Bool = true, standingSeconds: UInt32 = 0, code: String = "") async throws -> Lanyard_V1_Approval {
         var r = Lanyard_V1_AdminRequest()
         r.approvalDecide = .with {
             $0.approvalID = id
             $0.approve = approve
             $0.standingSeconds = standingSeconds
+            $0.bindingCode = code
         }
         return try await call(r).approvalDecide.approval
     }

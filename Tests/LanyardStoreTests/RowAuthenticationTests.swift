@@ -24,7 +24,7 @@ struct RowAuthenticationTests {
         try commit(store.insertApproval(StoredApproval(
             id: "ap1", machine: machine, bindingCode: "ABC-123", agentID: "agent-id", agent: "a", uid: 1000, pid: 42, exe: "/bin/x",
             capabilities: ["deploy:production"], resource: "r", args: ["to": "alice"], amount: "10 EUR", reason: "why",
-            createdMicros: 1, decidedReason: "")))
+            createdMicros: 1, decidedReason: "", unit: "agent.service")))
         var approved = machine
         approved.approvers = [2000]
         try commit(store.saveApproval("ap1", approved, from: .pending, decidedReason: "approved by uid 2000"))
@@ -107,8 +107,9 @@ struct RowAuthenticationTests {
         defer { store.audit.close() }
         try store.read { db in
             try db.exec("""
-                INSERT INTO approvals SELECT 'ap-copy', digest, binding_code, agent_id, agent, uid, pid, exe, capabilities, resource, args, amount,
-                  risk, reason, state, created_us, expires_us, approvers, quorum, timeout_us, decided_reason, mac FROM approvals WHERE id = 'ap1';
+                INSERT INTO approvals(\(AuthenticatedTable.approvals.selection))
+                  SELECT 'ap-copy', \(AuthenticatedTable.approvals.selection.split(separator: ",").dropFirst().joined(separator: ","))
+                  FROM approvals WHERE id = 'ap1';
                 INSERT INTO signing_keys(kid, purpose, alg, public_key, sealed_private, created_us) VALUES ('planted', 'identity', 'EdDSA', x'00', x'00', 99);
                 """)
         }
@@ -297,7 +298,7 @@ struct RowAuthenticationTests {
             try db.exec("""
                 DELETE FROM leases WHERE id = 'bound'; DROP INDEX leases_bound;
                 ALTER TABLE leases DROP COLUMN process_pid; ALTER TABLE leases DROP COLUMN process_start;
-                DROP TABLE IF EXISTS limit_counters; ALTER TABLE audit DROP COLUMN reason_code; ALTER TABLE audit_head DROP COLUMN limits_digest;
+                DROP TABLE IF EXISTS limit_counters; ALTER TABLE audit DROP COLUMN reason_code; ALTER TABLE audit_head DROP COLUMN limits_digest; ALTER TABLE approvals DROP COLUMN unit;
                 PRAGMA user_version = \(bindingMigration);
                 """)
         }

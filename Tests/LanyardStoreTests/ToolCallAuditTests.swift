@@ -68,6 +68,7 @@ struct ToolCallAuditTests {
             ALTER TABLE audit DROP COLUMN reason_code;
             DROP TABLE IF EXISTS limit_counters;
             ALTER TABLE audit_head DROP COLUMN limits_digest;
+            ALTER TABLE approvals DROP COLUMN unit;
             PRAGMA user_version = \(mcp);
             """)
 

@@ -805,6 +805,12 @@ public nonisolated struct Lanyard_V1_Approval: @unchecked Sendable {
     set {_uniqueStorage()._approvers = newValue}
   }
 
+  /// the systemd unit the requesting process ran in; "" when none
+  public var unit: String {
+    get {_storage._unit}
+    set {_uniqueStorage()._unit = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -847,6 +853,11 @@ public nonisolated struct Lanyard_V1_ApprovalDecideRequest: Sendable {
 
   /// MEDIUM only: covers the requesting process until it exits
   public var forProcess: Bool = false
+
+  /// HIGH only: the binding code the agent shows, as the approver typed it. Non-empty:
+  /// lanyardd refuses the approval unless it matches the request's code (case and
+  /// dashes ignored). lanyardctl console always sends it for HIGH.
+  public var bindingCode: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2799,7 +2810,7 @@ nonisolated extension Lanyard_V1_ApprovalsListRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Approval"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}state\0\u{1}agent\0\u{3}agent_id\0\u{1}uid\0\u{1}pid\0\u{1}exe\0\u{1}capabilities\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{1}risk\0\u{1}reason\0\u{3}binding_code\0\u{3}created_at\0\u{3}expires_at\0\u{1}approvers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}state\0\u{1}agent\0\u{3}agent_id\0\u{1}uid\0\u{1}pid\0\u{1}exe\0\u{1}capabilities\0\u{1}resource\0\u{1}args\0\u{1}amount\0\u{1}risk\0\u{1}reason\0\u{3}binding_code\0\u{3}created_at\0\u{3}expires_at\0\u{1}approvers\0\u{2}?unit\0")
 
   fileprivate class _StorageClass {
     var _approvalID: String = String()
@@ -2819,6 +2830,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
     var _createdAt: Int64 = 0
     var _expiresAt: Int64 = 0
     var _approvers: [String] = []
+    var _unit: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2846,6 +2858,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
       _createdAt = source._createdAt
       _expiresAt = source._expiresAt
       _approvers = source._approvers
+      _unit = source._unit
     }
   }
 
@@ -2881,6 +2894,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAt) }()
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._expiresAt) }()
         case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._approvers) }()
+        case 80: try { try decoder.decodeSingularStringField(value: &_storage._unit) }()
         default: break
         }
       }
@@ -2944,6 +2958,9 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
       if !_storage._approvers.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._approvers, fieldNumber: 17)
       }
+      if !_storage._unit.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._unit, fieldNumber: 80)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2970,6 +2987,7 @@ nonisolated extension Lanyard_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf.
         if _storage._createdAt != rhs_storage._createdAt {return false}
         if _storage._expiresAt != rhs_storage._expiresAt {return false}
         if _storage._approvers != rhs_storage._approvers {return false}
+        if _storage._unit != rhs_storage._unit {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3021,7 +3039,7 @@ nonisolated extension Lanyard_V1_ApprovalsListResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalDecideRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0\u{4}B\u{1}for_process\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}approval_id\0\u{1}approve\0\u{3}standing_seconds\0\u{1}reason\0\u{4}B\u{1}for_process\0\u{4}\u{a}binding_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3034,6 +3052,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.standingSeconds) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 70: try { try decoder.decodeSingularBoolField(value: &self.forProcess) }()
+      case 80: try { try decoder.decodeSingularStringField(value: &self.bindingCode) }()
       default: break
       }
     }
@@ -3055,6 +3074,9 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if self.forProcess != false {
       try visitor.visitSingularBoolField(value: self.forProcess, fieldNumber: 70)
     }
+    if !self.bindingCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.bindingCode, fieldNumber: 80)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3064,6 +3086,7 @@ nonisolated extension Lanyard_V1_ApprovalDecideRequest: SwiftProtobuf.Message, S
     if lhs.standingSeconds != rhs.standingSeconds {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.forProcess != rhs.forProcess {return false}
+    if lhs.bindingCode != rhs.bindingCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -3793,7 +3793,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approval__args_entry__descriptor =
   (ProtobufCMessageInit) lanyard__v1__approval__args_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approval__field_descriptors[17] =
+static const ProtobufCFieldDescriptor lanyard__v1__approval__field_descriptors[18] =
 {
   {
     "approval_id",
@@ -3999,6 +3999,18 @@ static const ProtobufCFieldDescriptor lanyard__v1__approval__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "unit",
+    80,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__Approval, unit),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approval__field_indices_by_name[] = {
   2,   /* field[2] = agent */
@@ -4018,11 +4030,13 @@ static const unsigned lanyard__v1__approval__field_indices_by_name[] = {
   11,   /* field[11] = risk */
   1,   /* field[1] = state */
   4,   /* field[4] = uid */
+  17,   /* field[17] = unit */
 };
-static const ProtobufCIntRange lanyard__v1__approval__number_ranges[1 + 1] =
+static const ProtobufCIntRange lanyard__v1__approval__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 80, 17 },
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approval__descriptor =
 {
@@ -4032,10 +4046,10 @@ const ProtobufCMessageDescriptor lanyard__v1__approval__descriptor =
   "Lanyard__V1__Approval",
   "lanyard.v1",
   sizeof(Lanyard__V1__Approval),
-  17,
+  18,
   lanyard__v1__approval__field_descriptors,
   lanyard__v1__approval__field_indices_by_name,
-  1,  lanyard__v1__approval__number_ranges,
+  2,  lanyard__v1__approval__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__approval__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -4103,7 +4117,7 @@ const ProtobufCMessageDescriptor lanyard__v1__approvals_list_response__descripto
   (ProtobufCMessageInit) lanyard__v1__approvals_list_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__field_descriptors[6] =
 {
   {
     "approval_id",
@@ -4165,19 +4179,33 @@ static const ProtobufCFieldDescriptor lanyard__v1__approval_decide_request__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "binding_code",
+    80,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Lanyard__V1__ApprovalDecideRequest, binding_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lanyard__v1__approval_decide_request__field_indices_by_name[] = {
   0,   /* field[0] = approval_id */
   1,   /* field[1] = approve */
+  5,   /* field[5] = binding_code */
   4,   /* field[4] = for_process */
   3,   /* field[3] = reason */
   2,   /* field[2] = standing_seconds */
 };
-static const ProtobufCIntRange lanyard__v1__approval_decide_request__number_ranges[2 + 1] =
+static const ProtobufCIntRange lanyard__v1__approval_decide_request__number_ranges[3 + 1] =
 {
   { 1, 0 },
   { 70, 4 },
-  { 0, 5 }
+  { 80, 5 },
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor lanyard__v1__approval_decide_request__descriptor =
 {
@@ -4187,10 +4215,10 @@ const ProtobufCMessageDescriptor lanyard__v1__approval_decide_request__descripto
   "Lanyard__V1__ApprovalDecideRequest",
   "lanyard.v1",
   sizeof(Lanyard__V1__ApprovalDecideRequest),
-  5,
+  6,
   lanyard__v1__approval_decide_request__field_descriptors,
   lanyard__v1__approval_decide_request__field_indices_by_name,
-  2,  lanyard__v1__approval_decide_request__number_ranges,
+  3,  lanyard__v1__approval_decide_request__number_ranges,
   (ProtobufCMessageInit) lanyard__v1__approval_decide_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -444,10 +444,14 @@ struct  Lanyard__V1__Approval
   int64_t expires_at;
   size_t n_approvers;
   char **approvers;
+  /*
+   * the systemd unit the requesting process ran in; "" when none
+   */
+  char *unit;
 };
 #define LANYARD__V1__APPROVAL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approval__descriptor) \
-    , (char *)protobuf_c_empty_string, LANYARD__V1__APPROVAL_STATE__APPROVAL_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, LANYARD__V1__APPROVAL_STATE__APPROVAL_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0,NULL, NULL, LANYARD__V1__RISK_LEVEL__RISK_LEVEL_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__ApprovalsListResponse
@@ -486,10 +490,16 @@ struct  Lanyard__V1__ApprovalDecideRequest
    * MEDIUM only: covers the requesting process until it exits
    */
   protobuf_c_boolean for_process;
+  /*
+   * HIGH only: the binding code the agent shows, as the approver typed it. Non-empty:
+   * lanyardd refuses the approval unless it matches the request's code (case and
+   * dashes ignored). lanyardctl console always sends it for HIGH.
+   */
+  char *binding_code;
 };
 #define LANYARD__V1__APPROVAL_DECIDE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lanyard__v1__approval_decide_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Lanyard__V1__ApprovalDecideResponse

@@ -128,7 +128,7 @@ class AgentsListResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ["agent", "agent_id", "amount", "approval_id", "approvers", "args", "binding_code", "capabilities", "created_at", "exe", "expires_at", "pid", "reason", "resource", "risk", "state", "uid"]
+    __slots__ = ["agent", "agent_id", "amount", "approval_id", "approvers", "args", "binding_code", "capabilities", "created_at", "exe", "expires_at", "pid", "reason", "resource", "risk", "state", "uid", "unit"]
     class ArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class Approval(_message.Message):
     RISK_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
     agent: str
     agent_id: str
     amount: _common_pb2.Amount
@@ -170,21 +171,24 @@ class Approval(_message.Message):
     risk: _common_pb2.RiskLevel
     state: _common_pb2.ApprovalState
     uid: int
-    def __init__(self, approval_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ApprovalState, str]] = ..., agent: _Optional[str] = ..., agent_id: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., exe: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., binding_code: _Optional[str] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approvers: _Optional[_Iterable[str]] = ...) -> None: ...
+    unit: str
+    def __init__(self, approval_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ApprovalState, str]] = ..., agent: _Optional[str] = ..., agent_id: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., exe: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., resource: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., amount: _Optional[_Union[_common_pb2.Amount, _Mapping]] = ..., risk: _Optional[_Union[_common_pb2.RiskLevel, str]] = ..., reason: _Optional[str] = ..., binding_code: _Optional[str] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approvers: _Optional[_Iterable[str]] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class ApprovalDecideRequest(_message.Message):
-    __slots__ = ["approval_id", "approve", "for_process", "reason", "standing_seconds"]
+    __slots__ = ["approval_id", "approve", "binding_code", "for_process", "reason", "standing_seconds"]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
+    BINDING_CODE_FIELD_NUMBER: _ClassVar[int]
     FOR_PROCESS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STANDING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     approve: bool
+    binding_code: str
     for_process: bool
     reason: str
     standing_seconds: int
-    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., standing_seconds: _Optional[int] = ..., reason: _Optional[str] = ..., for_process: bool = ...) -> None: ...
+    def __init__(self, approval_id: _Optional[str] = ..., approve: bool = ..., standing_seconds: _Optional[int] = ..., reason: _Optional[str] = ..., for_process: bool = ..., binding_code: _Optional[str] = ...) -> None: ...
 
 class ApprovalDecideResponse(_message.Message):
     __slots__ = ["approval"]
