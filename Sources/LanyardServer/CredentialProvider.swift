@@ -6,12 +6,14 @@ import LanyardCore
 import LanyardWire
 import Logging
 
-/// systemd's `LoadCredential=ID:/run/lanyard/credentials.sock` provider: answers only
-/// PID 1 of lanyardd's pid namespace, as root, with the credential `service_units:` maps to
-/// the unit and id named in PID 1's abstract socket address (systemd.exec(5)), issued as a
-/// lease of the entry's agent and audited like any provision; then closes. Every other
-/// peer, an unparsable address or a unit the policy does not name gets the connection
-/// closed without a byte, so systemd fails the unit's start.
+/// systemd's `LoadCredential=ID:/run/lanyard/credentials.sock` provider. systemd (PID 1 of
+/// lanyardd's pid namespace) connects from a process it forked for the unit — as root, from
+/// the abstract address `\0RANDOM/unit/UNIT/ID` (systemd.exec(5)), inside the unit's cgroup
+/// (systemd 252: `(sd-mkdcreds)`, a child of the unit's exec child, whose parent is PID 1).
+/// Only such a peer is answered, with the credential `service_units:` maps to that unit and
+/// id, issued as a lease of the entry's agent and audited like any provision; then the
+/// connection closes. Every other peer, an unparsable address or a unit the policy does not
+/// name gets the connection closed without a byte, so systemd fails the unit's start.
 final class CredentialProvider: Sendable {
     /// Connections accepted and not yet answered; more are closed at once (only root can
     /// connect through the socket unit's mode, and systemd asks one credential at a time per unit).
@@ -77,8 +79,9 @@ final class CredentialProvider: Sendable {
         var len = socklen_t(MemoryLayout<UCred>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 else { return }
         let who: Logger.Metadata = ["caller.uid": "\(cred.uid)", "caller.pid": "\(cred.pid)"]
-        guard cred.uid == 0, cred.pid == 1 else {
-            logger.warning("credentials socket: refused a peer that is not systemd (only PID 1 as root is answered); nothing was sent", metadata: who)
+        guard cred.uid == 0, Self.forkedByPID1(cred.pid) else {
+            logger.warning("credentials socket: refused a peer that is not systemd (only root processes PID 1 forked to start a unit are answered); nothing was sent",
+                           metadata: who)
             return
         }
         var pidfdNumber: Int32 = -1
@@ -95,6 +98,12 @@ final class CredentialProvider: Sendable {
             return
         }
         let unitMeta: Logger.Metadata = ["unit": "\(address.unit)", "credential": "\(address.id)"]
+        // The unit the address names is the one whose cgroup the peer is in.
+        guard peer.facts.unit?.sameBytes(as: address.unit) == true else {
+            logger.warning("credentials socket: the peer is not in the cgroup of the unit its address names; nothing was sent",
+                           metadata: unitMeta.merging(who) { a, _ in a })
+            return
+        }
         let snapshot = policy.current
         let caller = Caller(connection: Connection(peer: peer, credentials: PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), sender: cred.pid),
                             agent: nil, snapshot: snapshot)
@@ -139,6 +148,25 @@ final class CredentialProvider: Sendable {
             logger.warning("credentials socket: systemd did not take the credential (write failed); its lease ends at its expiry",
                            metadata: unitMeta.merging(["error": "\(errnoText())"]) { a, _ in a })
         }
+    }
+
+    /// Whether `pid` is PID 1 or a process PID 1 forked (directly, or through the unit's exec
+    /// child): the parent chain reaches PID 1 within two steps.
+    static func forkedByPID1(_ pid: Int32) -> Bool {
+        var current = pid
+        for _ in 0...2 {
+            if current == 1 { return true }
+            guard current > 1, let parent = parentPID(current) else { return false }
+            current = parent
+        }
+        return current == 1
+    }
+
+    /// Field 4 of /proc/PID/stat.
+    static func parentPID(_ pid: Int32) -> Int32? {
+        guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
     }
 
     /// The peer's `sun_path` bytes, as long as the kernel says (abstract: leading NUL).
