@@ -12,14 +12,19 @@ import Logging
 /// (systemd 252: `(sd-mkdcreds)`, a child of the unit's exec child, whose parent is PID 1).
 /// Only such a peer is answered, with the credential `service_units:` maps to that unit and
 /// id, issued as a lease of the entry's agent and audited like any provision; then the
-/// connection closes. Every other peer, an unparsable address or a unit the policy does not
-/// name gets the connection closed without a byte, so systemd fails the unit's start.
+/// connection closes. Any other peer gets the connection closed without a byte. systemd
+/// 252 starts a unit with an empty credential when the connection closes without data, so
+/// a unit the policy does not name (or whose credential cannot be issued) is refused with
+/// more bytes than systemd takes for a credential: systemd fails the start
+/// ("Failed to set up credentials", status 243/CREDENTIALS).
 final class CredentialProvider: Sendable {
     /// Connections accepted and not yet answered; more are closed at once (only root can
     /// connect through the socket unit's mode, and systemd asks one credential at a time per unit).
     static let queueBound = 64
     /// How long a write to systemd may block.
     static let writeTimeoutSeconds = 5
+    /// One byte more than systemd reads for a credential (CREDENTIAL_SIZE_MAX, 1 MiB): the refusal.
+    static let refusalBytes = 1024 * 1024 + 1
 
     let descriptor: Int32
     private let accepted: AsyncStream<Int32>
@@ -89,11 +94,11 @@ final class CredentialProvider: Sendable {
         let pidfd = getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD_, &pidfdNumber, &pidfdLen) == 0 && pidfdNumber >= 0 ? PidFD(fd: pidfdNumber) : nil
         let peer = attestor.attest(PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), pidfd: pidfd)
         guard peer.startTime != nil, attestor.isStillSame(peer) else {
-            logger.warning("credentials socket: the peer could not be attested as PID 1; nothing was sent", metadata: who)
+            logger.warning("credentials socket: the peer could not be attested (it changed or left while checked); nothing was sent", metadata: who)
             return
         }
         guard let address = Self.peerAddress(fd).flatMap(CredentialRequestAddress.parse) else {
-            logger.warning("credentials socket: PID 1 connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID); nothing was sent",
+            logger.warning("credentials socket: a systemd process connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID); nothing was sent",
                            metadata: who)
             return
         }
@@ -110,8 +115,9 @@ final class CredentialProvider: Sendable {
         let resource = "unit/\(address.unit)/\(address.id)"
         guard let entry = snapshot.policy.serviceUnitCredential(unit: address.unit, id: address.id),
               let agent = snapshot.policy.agent(named: entry.agent) else {
-            logger.warning("credentials socket: no credential for this unit and id under service_units: in the policy; nothing was sent, systemd fails the unit's start. Add service_units.UNIT.ID to the policy to give it one",
+            logger.warning("credentials socket: no credential for this unit and id under service_units: in the policy; the unit's start fails. Add service_units.UNIT.ID to the policy to give it one",
                            metadata: unitMeta)
+            defer { Self.refuse(fd) }
             var record = caller.record("provision")
             record.resource = resource
             record.decision = Decision.deny.rawValue
@@ -132,14 +138,16 @@ final class CredentialProvider: Sendable {
         do {
             let response = try await credentials.provision(request, Caller(connection: caller.connection, agent: agent, snapshot: snapshot), agent)
             guard response.provision.hasLease, !response.provision.lease.secret.isEmpty else {
-                logger.warning("credentials socket: the unit's credential was not issued; nothing was sent", metadata: unitMeta.merging([
+                logger.warning("credentials socket: the unit's credential was not issued; the unit's start fails", metadata: unitMeta.merging([
                     "reason": "\(response.status.message)"]) { a, _ in a })
+                Self.refuse(fd)
                 return
             }
             secret = response.provision.lease.secret
         } catch {
             let reason = (error as? CallError)?.message ?? "\(error)"
-            logger.warning("credentials socket: the unit's credential was refused; nothing was sent", metadata: unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
+            logger.warning("credentials socket: the unit's credential was refused; the unit's start fails", metadata: unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
+            Self.refuse(fd)
             return
         }
         if Self.writeAll(fd, Array(secret.utf8)) {
@@ -180,6 +188,11 @@ final class CredentialProvider: Sendable {
         guard rc == 0, addr.sun_family == sa_family_t(AF_UNIX), Int(len) > offset,
               Int(len) <= MemoryLayout<sockaddr_un>.size else { return nil }
         return withUnsafeBytes(of: &addr.sun_path) { Array($0.prefix(Int(len) - offset)) }
+    }
+
+    /// Makes systemd fail the unit's start: more than a credential's worth of zero bytes.
+    private static func refuse(_ fd: Int32) {
+        _ = writeAll(fd, [UInt8](repeating: 0, count: refusalBytes))
     }
 
     /// Writes `bytes` with a bounded wait; true when all were written.
