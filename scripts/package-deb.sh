@@ -11,7 +11,7 @@
 #   usr/bin/lanyardd, usr/bin/lanyardctl, usr/bin/lanyard-mcp
 #   lib/systemd/system/lanyard.service, lanyard-{agent,admin,credentials}.socket
 #   usr/lib/sysusers.d/lanyard.conf, usr/lib/tmpfiles.d/lanyard.conf
-#   etc/lanyard/policy.yaml (conffile, from examples/policy.yaml)
+#   etc/lanyard/policy.yaml (conffile: packaging/debian/policy.yaml, empty: it starts on any host)
 #   usr/share/lanyard/policy.example.yaml, usr/share/doc/lanyard/{README.md,operator.md,security.md,copyright,changelog.gz}
 #   usr/share/man/man8/lanyardd.8.gz, usr/share/man/man1/{lanyardctl,lanyard-mcp}.1.gz
 #   usr/lib/lanyard/*.so (--from-build only: the Swift runtime)
@@ -56,7 +56,8 @@ install -d "$root/lib/systemd"
 mv "$root/usr/lib/systemd/system" "$root/lib/systemd/system"
 rmdir "$root/usr/lib/systemd"
 install -d -m 0755 "$root/etc/lanyard"
-install -m 0644 examples/policy.yaml "$root/etc/lanyard/policy.yaml"
+# A policy that starts on any host (the example names executables a host may lack).
+install -m 0644 packaging/debian/policy.yaml "$root/etc/lanyard/policy.yaml"
 for p in "${products[@]}"; do strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/$p"; done
 
 if [ -n "$from_build" ]; then

@@ -162,7 +162,7 @@ final class CredentialProvider: Sendable {
     /// child): the parent chain reaches PID 1 within two steps.
     static func forkedByPID1(_ pid: Int32) -> Bool {
         var current = pid
-        for _ in 0...2 {
+        for _ in 0..<2 {
             if current == 1 { return true }
             guard current > 1, let parent = parentPID(current) else { return false }
             current = parent
