@@ -167,7 +167,9 @@ check "every acknowledged lease is durable (in the audit chain and the leases)" 
 check "the audit chain verifies after kill -9" ctl audit verify
 
 echo "== 4. journal"
-check "decisions are in journalctl -u lanyard with their fields" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep "decision" | grep -q "audit.seq=.*policy.decision=allow"'
+check "decisions are in journalctl -u lanyard, one line each" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep "^decision " | grep -q "audit.seq=.*policy.decision=allow"'
+check "... with structured fields (LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow)" bash -c '
+  journalctl -u lanyard.service LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow -o verbose --no-pager | grep -q "LANYARD_AUDIT_SEQ="'
 check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o verbose)"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
 log "secrets searched for: ${#secrets[@]}"
 

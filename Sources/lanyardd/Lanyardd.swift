@@ -92,7 +92,10 @@ struct Serve: AsyncParsableCommand {
         }
 
         // Every log line passes through InertLogHandler: agent text never forges a line.
-        LoggingSystem.bootstrap { InertLogHandler(wrapping: StreamLogHandler.standardError(label: $0)) }
+        // Under systemd, to the journal with each metadata key as a field of its own.
+        LoggingSystem.bootstrap { label in
+            InertLogHandler(wrapping: JournalLogHandler(label: label).map { $0 as any LogHandler } ?? StreamLogHandler.standardError(label: label))
+        }
         var logger = Logger(label: "lanyardd")
         let level = pick(logLevel, "log-level") ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else { fail("--log-level: unknown level '\(level)'; use trace, debug, info, notice, warning or error") }
