@@ -84,17 +84,14 @@ final class CredentialProvider: Sendable {
         var len = socklen_t(MemoryLayout<UCred>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 else { return }
         let who: Logger.Metadata = ["caller.uid": "\(cred.uid)", "caller.pid": "\(cred.pid)"]
-        guard cred.uid == 0, Self.forkedByPID1(cred.pid) else {
-            logger.warning("credentials socket: refused a peer that is not systemd (only root processes PID 1 forked to start a unit are answered); nothing was sent",
-                           metadata: who)
-            return
-        }
+        // The pidfd and start time first: what /proc says below is then checked to be this process's.
         var pidfdNumber: Int32 = -1
         var pidfdLen = socklen_t(MemoryLayout<Int32>.size)
         let pidfd = getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD_, &pidfdNumber, &pidfdLen) == 0 && pidfdNumber >= 0 ? PidFD(fd: pidfdNumber) : nil
         let peer = attestor.attest(PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), pidfd: pidfd)
-        guard peer.startTime != nil, attestor.isStillSame(peer) else {
-            logger.warning("credentials socket: the peer could not be attested (it changed or left while checked); nothing was sent", metadata: who)
+        guard cred.uid == 0, Self.forkedByPID1(cred.pid) else {
+            logger.warning("credentials socket: refused a peer that is not systemd (only root processes PID 1 forked to start a unit are answered); nothing was sent",
+                           metadata: who)
             return
         }
         guard let address = Self.peerAddress(fd).flatMap(CredentialRequestAddress.parse) else {
@@ -107,6 +104,10 @@ final class CredentialProvider: Sendable {
         guard peer.facts.unit?.sameBytes(as: address.unit) == true else {
             logger.warning("credentials socket: the peer is not in the cgroup of the unit its address names; nothing was sent",
                            metadata: unitMeta.merging(who) { a, _ in a })
+            return
+        }
+        guard peer.startTime != nil, attestor.isStillSame(peer) else {
+            logger.warning("credentials socket: the peer could not be attested (it changed or left while checked); nothing was sent", metadata: who)
             return
         }
         let snapshot = policy.current
@@ -123,7 +124,7 @@ final class CredentialProvider: Sendable {
             record.decision = Decision.deny.rawValue
             record.outcome = "not_found"
             record.reason = "the policy names no credential '\(address.id)' for unit \(address.unit) under service_units:"
-            record.reasonCode = ReasonCode.unclassified.rawValue
+            record.reasonCode = ReasonCode.notInPolicy.rawValue
             do { try await credentials.store.audit.append(record) } catch {
                 logger.error("cannot audit a refused unit credential", metadata: ["error": "\(error)"])
             }
