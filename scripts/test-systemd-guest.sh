@@ -173,6 +173,14 @@ check "... with structured fields (LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_
 check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o verbose)"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
 log "secrets searched for: ${#secrets[@]}"
 
+echo "== upgrade (the package installed again over a running daemon)"
+ctl status >/dev/null
+pid_before="$(systemctl show -p MainPID --value lanyard.service)"
+check "apt-get install --reinstall ./lanyard.deb" apt-get install -y -q --reinstall -o Dpkg::Options::=--force-confold /payload/lanyard.deb
+check "the running daemon is restarted by the upgrade" bash -c "systemctl is-active -q lanyard.service && [ \"\$(systemctl show -p MainPID --value lanyard.service)\" != $pid_before ]"
+check "the edited policy is kept (a conffile)" grep -q guest.internal /etc/lanyard/policy.yaml
+check "the key is kept" test "$(sha256sum /etc/lanyard/master.key | cut -d' ' -f1)" = "$key_sum"
+
 echo "== 5. remove, reinstall, purge"
 seq_before="$(ctl audit export | wc -l)"
 check "apt-get remove lanyard" apt-get remove -y -q lanyard
