@@ -74,7 +74,7 @@ let package = Package(
 
         // Executables.
         .executableTarget(name: "lanyardd", dependencies: [
-            "LanyardServer", "CLanyardSys", "LanyardCore", "LanyardStore", "LanyardCrypto",
+            "LanyardServer", "CLanyardSys", "LanyardCore", "LanyardStore", "LanyardCrypto", "LanyardWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

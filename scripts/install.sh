@@ -5,7 +5,7 @@
 #   scripts/install.sh --bin-dir .build/debug                install already-built binaries
 # Layout (relative to $DESTDIR$PREFIX):
 #   bin/lanyardd, bin/lanyardctl
-#   lib/systemd/system/lanyard.service, lanyard-agent.socket, lanyard-admin.socket
+#   lib/systemd/system/lanyard.service, lanyard-agent.socket, lanyard-admin.socket, lanyard-credentials.socket
 #   lib/sysusers.d/lanyard.conf, lib/tmpfiles.d/lanyard.conf
 #   share/lanyard/policy.example.yaml, share/doc/lanyard/{README.md,operator.md,security.md}
 set -euo pipefail
@@ -32,7 +32,7 @@ install -d "$root/bin" "$root/lib/systemd/system" "$root/lib/sysusers.d" "$root/
 install -m 0755 "$bin_dir/lanyardd" "$bin_dir/lanyardctl" "$root/bin/"
 sed -e "s|@BINDIR@|$PREFIX/bin|g" -e "s|@DOCDIR@|$PREFIX/share/doc/lanyard|g" systemd/lanyard.service.in > "$root/lib/systemd/system/lanyard.service"
 chmod 0644 "$root/lib/systemd/system/lanyard.service"
-install -m 0644 systemd/lanyard-agent.socket systemd/lanyard-admin.socket "$root/lib/systemd/system/"
+install -m 0644 systemd/lanyard-agent.socket systemd/lanyard-admin.socket systemd/lanyard-credentials.socket "$root/lib/systemd/system/"
 install -m 0644 systemd/lanyard.sysusers "$root/lib/sysusers.d/lanyard.conf"
 install -m 0644 systemd/lanyard.tmpfiles "$root/lib/tmpfiles.d/lanyard.conf"
 install -m 0644 examples/policy.yaml "$root/share/lanyard/policy.example.yaml"
@@ -44,6 +44,6 @@ next steps (as root):
   systemd-sysusers && systemd-tmpfiles --create
   cp $PREFIX/share/lanyard/policy.example.yaml /etc/lanyard/policy.yaml   # then edit it
   $PREFIX/bin/lanyardd keygen --out /etc/lanyard/master.key
-  systemctl daemon-reload && systemctl enable --now lanyard-agent.socket lanyard-admin.socket lanyard.service
+  systemctl daemon-reload && systemctl enable --now lanyard-agent.socket lanyard-admin.socket lanyard-credentials.socket lanyard.service
 NEXT
 fi

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils
+ensure_debs "${LANYARD_DEBS[@]}" sqlite3 valgrind util-linux passwd systemd python3 perl fiu-utils \
+  dpkg-dev lintian patchelf binutils systemd-container mmdebstrap  # the .deb and its booted-systemd test
 # The headless browser of the console's tests (Tests/python/console), driven by selenium.
 ensure_debs chromium chromium-driver
 # The project's Python venv (.build-tools/venv): the Python SDK and its tests, joserfc
@@ -36,6 +37,13 @@ echo "== policy tests (the shipped example's)" >&2
 echo "== python tests (pytest.ini: clients/python/tests, Tests/python)" >&2
 # Against the binaries built above; as root they create uids and run as them.
 LANYARD_BIN_DIR="$(swift build --show-bin-path)" "$LANYARD_VENV/bin/python" -m pytest -q
+
+echo "== Debian package (scripts/package-deb.sh --from-build: the binaries built above)" >&2
+# The debug build packaged as it is, its Swift runtime libraries alongside: one compilation
+# of the package per run (README Decisions). A release package: scripts/package-deb.sh.
+deb="$(scripts/package-deb.sh --from-build "$(swift build --show-bin-path)")"
+echo "== under a booted systemd (scripts/test-systemd.sh)" >&2
+scripts/test-systemd.sh "$deb"
 
 echo "== benchmark smoke run (scripts/bench.sh --smoke)" >&2
 scripts/bench.sh --smoke

@@ -9,6 +9,8 @@ public struct Policy: Sendable {
     public var agents: [Agent]
     /// The MCP servers of `lanyard-mcp --server NAME`, by name.
     public var mcpServers: [String: McpServer] = [:]
+    /// The credentials systemd units get through `LoadCredential=` (`service_units:`).
+    public var serviceUnits: [ServiceUnitCredential] = []
     /// The JWS `alg` identity tokens are signed with (`identity: {alg: ...}`): `EdDSA`
     /// (Ed25519, the default) or `ES256` (P-256, what SPIFFE JWT-SVID verifiers accept).
     public var identityAlgorithm = Policy.identityAlgorithms[0]

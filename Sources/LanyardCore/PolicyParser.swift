@@ -50,7 +50,7 @@ private struct Reader {
             throw PolicyError(file: file, path: "", line: nil, message: "not valid YAML: \(error)")
         }
         guard let root else { throw fail("", nil, "the policy is empty; it needs at least trust_domain") }
-        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers", "identity"])
+        let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers", "identity", "service_units"])
 
         guard let td = top["trust_domain"] else { throw fail("trust_domain", root, "is required (for example: example.internal)") }
         let trustDomain = try string(td, "trust_domain")
@@ -75,6 +75,7 @@ private struct Reader {
         var policy = Policy(trustDomain: trustDomain, admins: admins, approvers: approvers,
                             services: services, capabilities: catalog, agents: agents, mcpServers: mcpServers)
         if let n = top["identity"] { policy.identityAlgorithm = try identityAlgorithm(n) }
+        if let n = top["service_units"] { policy.serviceUnits = try serviceUnits(n, agents: agents, services: services) }
         policy.buildIndexes()
         return policy
     }
@@ -601,6 +602,55 @@ private struct Reader {
             }
             keys[name] = key
             out.append(agent)
+        }
+        return out
+    }
+
+    /// `service_units: {UNIT: {ID: {agent, capability, ttl_seconds}}}`: each credential a LOW
+    /// grant of a declared agent (a unit starts with no approver at hand).
+    func serviceUnits(_ node: Node, agents: [Agent], services: [String: Policy.Service]) throws(PolicyError) -> [ServiceUnitCredential] {
+        var out: [ServiceUnitCredential] = []
+        for (unitKey, ids) in try pairs(node, "service_units") {
+            let unit = try string(unitKey, "service_units")
+            guard CredentialRequestAddress.isServiceUnitName(unit) else {
+                throw fail("service_units.\(unit)", unitKey, "'\(unit)' is not a service unit name: NAME.service, as in LoadCredential= of that unit")
+            }
+            for (idKey, value) in try pairs(ids, "service_units.\(unit)") {
+                let id = try string(idKey, "service_units.\(unit)")
+                let path = "service_units.\(unit).\(id)"
+                guard CredentialRequestAddress.isCredentialID(id) else {
+                    throw fail(path, idKey, "'\(id)' is not a credential id: 1 to 64 letters, digits, '-', '_', '.' or '@' (the ID of LoadCredential=ID:...)")
+                }
+                let m = try mapping(value, path, allowed: ["agent", "capability", "ttl_seconds"])
+                guard let agentNode = m["agent"] else { throw fail("\(path).agent", value, "is required: the agent (of agents:) the lease is issued to") }
+                let agentName = try string(agentNode, "\(path).agent")
+                guard let agent = agents.first(where: { $0.name == agentName }) else {
+                    throw fail("\(path).agent", agentNode, "agent '\(agentName)' is not declared under agents:")
+                }
+                guard let capNode = m["capability"] else { throw fail("\(path).capability", value, "is required: a grant of agent '\(agentName)'") }
+                let cap = try capability(try string(capNode, "\(path).capability"), "\(path).capability", capNode)
+                guard let risk = agent.grants[cap] else {
+                    throw fail("\(path).capability", capNode, "agent '\(agentName)' is not granted '\(cap)': grant it under agents.\(agentName).grants")
+                }
+                guard risk == .low else {
+                    throw fail("\(path).capability", capNode, "'\(cap)' is \(risk) risk for agent '\(agentName)': a unit's credential must be a low-risk grant (nobody approves at unit start)")
+                }
+                guard let service = services[cap.service] else {
+                    throw fail("\(path).capability", capNode, "service '\(cap.service)' is not declared under services:")
+                }
+                guard !service.requiresProcessBinding else {
+                    throw fail("\(path).capability", capNode, "service '\(service.name)' binds every lease to its process (bind_to_process): a unit's credential is fetched by systemd, not by the unit's process")
+                }
+                var credential = ServiceUnitCredential(unit: unit, id: id, agent: agentName, capability: cap, line: idKey.mark?.line)
+                if let n = m["ttl_seconds"] {
+                    let ttl = try int(n, "\(path).ttl_seconds")
+                    guard (1...service.maxTTLSeconds).contains(ttl) else {
+                        throw fail("\(path).ttl_seconds", n, "must be between 1 and the service's max_ttl_seconds (\(service.maxTTLSeconds)), got \(ttl)")
+                    }
+                    credential.ttlSeconds = ttl
+                }
+                out.append(credential)
+            }
         }
         return out
     }

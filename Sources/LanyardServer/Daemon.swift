@@ -19,6 +19,8 @@ public struct DaemonConfig: Sendable {
     public var stateDir: String
     public var agentSocket: String
     public var adminSocket: String
+    /// systemd's `LoadCredential=` provider socket (mode 0600); nil: none unless systemd passes one named `credentials`.
+    public var credentialsSocket: String?
     public var agentSocketMode: mode_t = 0o666
     public var adminSocketMode: mode_t = 0o660
     /// Group of the admin socket; skipped when the group does not exist.
@@ -66,6 +68,8 @@ public final class Daemon: Service {
     let http: [HTTPClient]
     let attestor: any Attestor
     let sockets: (agent: Int32, admin: Int32)
+    /// The `LoadCredential=` provider's listening socket, if any (CredentialProvider serves it).
+    let credentialsSocket: Int32?
     /// True when systemd passed the sockets: they are systemd's to create and remove.
     let socketActivated: Bool
 
@@ -87,11 +91,13 @@ public final class Daemon: Service {
         }
         // Sockets last of what can fail; nothing after this throws (the HTTP client must be shut down).
         let passed = try Systemd.listenFDs()
+        var credentialsFD: Int32?
         if !passed.isEmpty {
             guard let agentFD = passed["agent"], let adminFD = passed["admin"] else {
                 throw StartupError("socket activation passed sockets named \(passed.keys.sorted()); lanyardd needs 'agent' and 'admin' (FileDescriptorName= in the socket units)")
             }
             sockets = (agentFD, adminFD)
+            credentialsFD = passed["credentials"]
             socketActivated = true
         } else {
             let agentFD = try makeListeningSocket(path: config.agentSocket, mode: config.agentSocketMode, group: nil)
@@ -99,6 +105,13 @@ public final class Daemon: Service {
                 let group = config.adminGroup.flatMap(SystemGroups.groupID)
                 let adminFD = try makeListeningSocket(path: config.adminSocket, mode: config.adminSocketMode, group: group)
                 sockets = (agentFD, adminFD)
+                do {
+                    credentialsFD = try config.credentialsSocket.map { try makeListeningSocket(path: $0, mode: 0o600, group: nil) }
+                } catch {
+                    close(adminFD)
+                    unlink(config.adminSocket)
+                    throw error
+                }
             } catch {
                 close(agentFD)
                 unlink(config.agentSocket)
@@ -124,6 +137,7 @@ public final class Daemon: Service {
                                     attestor: attestor, clock: clock, logger: logger)
         adminService = AdminService(policy: policy, store: store, credentials: credentials, approvals: approvals, identities: identities,
                                     clock: clock, registry: registry, logger: logger)
+        credentialsSocket = credentialsFD
     }
 
     /// Redirects are failures, never followed: a webhook or OpenBao answer must come from
@@ -145,12 +159,16 @@ public final class Daemon: Service {
                                    known: { c in let r = Roles(credentials: c, policy: policy.current.policy); return r.admin || r.approver })
         let agent: FramedListener<Lanyard_V1_Request, Lanyard_V1_Response>
         let admin: FramedListener<Lanyard_V1_AdminRequest, Lanyard_V1_AdminResponse>
+        let provider: CredentialProvider?
         checkDescriptorLimit()
         do {
             agent = try await .start(name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
                                      rules: agentRules, attestor: attestor, exeHash: (hasher, needsExeHash), logger: logger)
             admin = try await .start(name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
                                      rules: adminRules, attestor: attestor, exeHash: nil, logger: logger)
+            provider = try credentialsSocket.map {
+                try CredentialProvider(descriptor: $0, policy: policy, credentials: credentials, attestor: attestor, logger: logger)
+            }
         } catch {
             await shutdownHTTP()
             throw error
@@ -161,6 +179,7 @@ public final class Daemon: Service {
         logger.notice("lanyardd ready", metadata: [
             "agent.socket": "\(socketActivated ? "systemd:agent" : config.agentSocket)",
             "admin.socket": "\(socketActivated ? "systemd:admin" : config.adminSocket)",
+            "credentials.socket": "\(credentialsSocket == nil ? "none" : socketActivated ? "systemd:credentials" : config.credentialsSocket ?? "")",
             "policy.version": "\(policy.current.version)", "agents": "\(policy.current.policy.agents.count)",
         ])
         let registry = self.registry
@@ -176,6 +195,7 @@ public final class Daemon: Service {
             await withDiscardingTaskGroup { tasks in
                 tasks.addTask { await agent.run(agentService.handle) }
                 tasks.addTask { await admin.run(adminService.handle) }
+                if let provider { tasks.addTask { await provider.run() } }
                 tasks.addTask { await self.reload(on: hangups) }
                 tasks.addTask { await self.maintain() }
                 tasks.addTask { await self.notifier.run() }
@@ -185,6 +205,7 @@ public final class Daemon: Service {
             Systemd.notify("STOPPING=1")
             agent.close()
             admin.close()
+            provider?.close()
             registry.closeAllInputs()
             notifier.finish()
         }
@@ -194,6 +215,7 @@ public final class Daemon: Service {
         if !socketActivated {
             unlink(config.agentSocket)
             unlink(config.adminSocket)
+            if credentialsSocket != nil, let path = config.credentialsSocket { unlink(path) }
         }
         logger.notice("lanyardd stopped")
     }

@@ -15,7 +15,8 @@ struct LanyardMCP: AsyncParsableCommand {
             Configure your MCP client to launch `lanyard-mcp --server NAME -- COMMAND ARGS...` instead of COMMAND. \
             NAME is an entry of the policy's mcp_servers section (lanyardctl policy show). Exit status: 0 when the client \
             closed stdin or a signal stopped it; 1 when the server could not start or exited on its own.
-            """)
+            """,
+        version: lanyardVersion)
 
     @Option(help: "The mcp_servers entry of the policy that describes this server.") var server: String
     @Option(help: "The agent socket (default $LANYARD_SOCKET, else /run/lanyard/agent.sock).") var socket: String?

@@ -10,6 +10,7 @@ struct Lanyardctl: AsyncParsableCommand {
         commandName: "lanyardctl",
         abstract: "Talk to lanyardd: agent calls on the agent socket, operator calls on the admin socket.",
         discussion: "Exit status: 0 on success; 1 on an error (the message says what to do); `authorize` exits 2 on DENY and 3 on PENDING.",
+        version: lanyardVersion,
         subcommands: [Whoami.self, Authorize.self, Provision.self, Exec.self, Revoke.self, Introspect.self, Await.self, PolicyCommand.self,
                       AgentsCommand.self, ApprovalsCommand.self, SecretCommand.self, LeasesCommand.self, AuditCommand.self, IdentityCommand.self,
                       Jwks.self, KeysCommand.self, Status.self, LimitsCommand.self, Console.self])

@@ -6,6 +6,7 @@ import CLanyardSys
 import LanyardCore
 import LanyardCrypto
 import LanyardServer
+import LanyardWire
 import Logging
 import ServiceLifecycle
 
@@ -14,6 +15,7 @@ struct Lanyardd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lanyardd",
         abstract: "The Lanyard daemon: kernel-attested identity, capability policy, approvals and audit for local AI agents.",
+        version: lanyardVersion,
         subcommands: [Serve.self, Keygen.self],
         defaultSubcommand: Serve.self)
 
@@ -44,6 +46,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("state-dir"), help: "SQLite database and sealed keys (default /var/lib/lanyard).") var stateDir: String?
     @Option(name: .customLong("agent-socket"), help: "Agent socket path (default /run/lanyard/agent.sock).") var agentSocket: String?
     @Option(name: .customLong("admin-socket"), help: "Admin socket path (default /run/lanyard/admin.sock).") var adminSocket: String?
+    @Option(name: .customLong("credentials-socket"), help: "Serve systemd's LoadCredential= here, mode 0600 (default: none unless systemd passes lanyard-credentials.socket).") var credentialsSocket: String?
     @Option(name: .customLong("master-key-file"), help: "Master key file (else $CREDENTIALS_DIRECTORY/master.key).") var masterKeyFile: String?
     @Option(name: .customLong("agent-socket-mode"), help: "Octal mode of the agent socket (default 0666).") var agentSocketMode: String?
     @Option(name: .customLong("admin-socket-mode"), help: "Octal mode of the admin socket (default 0660).") var adminSocketMode: String?
@@ -89,7 +92,10 @@ struct Serve: AsyncParsableCommand {
         }
 
         // Every log line passes through InertLogHandler: agent text never forges a line.
-        LoggingSystem.bootstrap { InertLogHandler(wrapping: StreamLogHandler.standardError(label: $0)) }
+        // Under systemd, to the journal with each metadata key as a field of its own.
+        LoggingSystem.bootstrap { label in
+            InertLogHandler(wrapping: JournalLogHandler(label: label).map { $0 as any LogHandler } ?? StreamLogHandler.standardError(label: label))
+        }
         var logger = Logger(label: "lanyardd")
         let level = pick(logLevel, "log-level") ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else { fail("--log-level: unknown level '\(level)'; use trace, debug, info, notice, warning or error") }
@@ -120,6 +126,7 @@ struct Serve: AsyncParsableCommand {
                                agentSocket: agentPath ?? "/run/lanyard/agent.sock",
                                adminSocket: adminPath ?? "/run/lanyard/admin.sock")
         cfg.masterKeyFile = pick(masterKeyFile, "master-key-file")
+        cfg.credentialsSocket = pick(credentialsSocket, "credentials-socket")
         if let devSetup, cfg.masterKeyFile == nil {
             cfg.masterKeyFile = devSetup.stateDir + "/master.key"
             if access(cfg.masterKeyFile!, F_OK) != 0 {

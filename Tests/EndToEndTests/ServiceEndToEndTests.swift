@@ -14,7 +14,7 @@ struct ServiceEndToEndTests {
         let script = TestSupport.packageRoot.appendingPathComponent("scripts/install.sh").path
         let installed = try run([script, "--bin-dir", Bin.dir], env: ["PREFIX": prefix, "DESTDIR": ""])
         #expect(installed.status == 0, "\(installed.stderr)")
-        let units = ["lanyard.service", "lanyard-agent.socket", "lanyard-admin.socket"].map { "\(prefix)/lib/systemd/system/\($0)" }
+        let units = ["lanyard.service", "lanyard-agent.socket", "lanyard-admin.socket", "lanyard-credentials.socket"].map { "\(prefix)/lib/systemd/system/\($0)" }
         let verify = try run(["/usr/bin/systemd-analyze", "verify"] + units)
         #expect(verify.status == 0, "systemd-analyze verify: \(verify.stderr)")
 
@@ -23,6 +23,7 @@ struct ServiceEndToEndTests {
         #expect(try run([script, "--bin-dir", Bin.dir], env: ["PREFIX": "/usr", "DESTDIR": dest]).status == 0)
         for path in ["usr/bin/lanyardd", "usr/bin/lanyardctl", "usr/lib/systemd/system/lanyard.service",
                      "usr/lib/systemd/system/lanyard-agent.socket", "usr/lib/systemd/system/lanyard-admin.socket",
+                     "usr/lib/systemd/system/lanyard-credentials.socket",
                      "usr/lib/sysusers.d/lanyard.conf", "usr/lib/tmpfiles.d/lanyard.conf",
                      "usr/share/lanyard/policy.example.yaml", "usr/share/doc/lanyard/operator.md"] {
             #expect(FileManager.default.fileExists(atPath: "\(dest)/\(path)"), "missing \(path)")
