@@ -42,6 +42,18 @@ public struct CredentialRequestAddress: Sendable, Equatable {
         return CredentialRequestAddress(unit: unit, id: id)
     }
 
+    /// Whether `cgroup` is the unit's own cgroup as the system manager makes it: every
+    /// ancestor a `.slice`, the last component the unit, byte for byte
+    /// (`^(/[^/]+\.slice)*/UNIT$`). A sub-cgroup of any unit is refused, whatever its name:
+    /// under a `Delegate=` unit, a container's payload or `user@UID.service`, whoever
+    /// writes that subtree names its cgroups, so a name there proves nothing.
+    public func isUnitsOwnCgroup(_ cgroup: String?) -> Bool {
+        guard let cgroup else { return false }
+        let parts = Array(cgroup.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts[0].isEmpty, let last = parts.last, last.elementsEqual(unit.utf8) else { return false }
+        return parts.dropFirst().dropLast().allSatisfy { $0.count > 6 && $0.reversed().starts(with: ".slice".utf8.reversed()) }
+    }
+
     /// A service unit name as systemd allows it: `NAME.service` (an instance `NAME@I.service`),
     /// NAME of ASCII letters, digits and `:-_.\@`, at most 255 bytes.
     public static func isServiceUnitName(_ s: String) -> Bool {
