@@ -30,6 +30,11 @@ public struct CredentialRequestAddress: Sendable, Equatable {
     public var unit: String
     public var id: String
 
+    public init(unit: String, id: String) {
+        self.unit = unit
+        self.id = id
+    }
+
     /// Parses the `sun_path` bytes of the peer's address (as long as getpeername says);
     /// nil unless it is exactly that form with a valid unit name and credential id.
     public static func parse(_ path: [UInt8]) -> CredentialRequestAddress? {
