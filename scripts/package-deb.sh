@@ -55,7 +55,8 @@ install -m 0755 "$bin_dir/lanyard-mcp" "$root/usr/bin/"
 install -d "$root/lib/systemd"
 mv "$root/usr/lib/systemd/system" "$root/lib/systemd/system"
 rmdir "$root/usr/lib/systemd"
-install -d -m 0755 "$root/etc/lanyard"
+# 0750 from the start: never world-traversable, even before postinst gives it to group lanyard.
+install -d -m 0750 "$root/etc/lanyard"
 # A policy that starts on any host (the example names executables a host may lack).
 install -m 0644 packaging/debian/policy.yaml "$root/etc/lanyard/policy.yaml"
 for p in "${products[@]}"; do strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/$p"; done

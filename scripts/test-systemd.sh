@@ -24,7 +24,7 @@ deb="${1:-$(ls -t lanyard_*_amd64.deb 2>/dev/null | head -1)}"
 [ -f "$deb" ] || { echo "test-systemd.sh: no .deb; build one with scripts/package-deb.sh" >&2; exit 2; }
 
 tree=.build-tools/nspawn-tree
-includes="systemd,systemd-sysv,dbus,libssl3,libsqlite3-0,libprotobuf-c1,passwd"
+includes="systemd,systemd-sysv,dbus,libssl3,libsqlite3-0,libprotobuf-c1,passwd,python3"
 # The unit that runs the guest's checks at boot, writes the results and powers off with their status.
 runner='[Unit]
 Description=Lanyard systemd test runner
@@ -52,6 +52,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/payload" "$work/results"
 cp "$deb" "$work/payload/lanyard.deb"
 cp scripts/test-systemd-guest.sh "$work/payload/guest.sh"
+# A root process asking as systemd's would, from outside the unit's cgroup (the guest's cgroup checks).
+cp Tests/EndToEndTests/Scripts/credential_request.py "$work/payload/"
 chmod -R a+rX "$work/payload"
 echo "== booting $tree with $(basename "$deb")" >&2
 rc=0

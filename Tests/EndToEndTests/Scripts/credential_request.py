@@ -4,7 +4,7 @@ orphaned to PID 1 by a double fork (as `setsid -f` does) rather than forked by s
   2. the asker joins cgroup v2 CGROUP (created; "-": stays where it is), binds the abstract
      address ADDRESS ("-": unbound), connects to SOCKET and reads to EOF (10 s at most);
   3. prints JSON: {"ppid", "cgroup", "bytes", "zeros" (all bytes zero), "text" (when not all
-     zeros), "error"}, and leaves the cgroup (removed).
+     zeros), "error"}, and leaves the cgroup (the folders it made are removed).
 usage: credential_request.py SOCKET ADDRESS CGROUP
 """
 import json
@@ -20,11 +20,17 @@ root = next((r for r in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified") if os.path.
 
 def ask():
     result = {"ppid": os.getppid()}
+    made = []
     try:
         if cgroup != "-":
             if root is None:
                 raise OSError("no cgroup v2 hierarchy")
-            os.makedirs(root + cgroup, exist_ok=True)
+            d = cgroup
+            while d not in ("", "/") and not os.path.exists(root + d):
+                made.append(d)
+                d = os.path.dirname(d)
+            for d in reversed(made):
+                os.mkdir(root + d)
             with open(root + cgroup + "/cgroup.procs", "w") as f:
                 f.write(str(os.getpid()))
         with open("/proc/self/cgroup") as f:
@@ -48,12 +54,8 @@ def ask():
         if cgroup != "-" and root is not None:
             with open(root + "/cgroup.procs", "w") as f:
                 f.write(str(os.getpid()))
-            for d in (cgroup, os.path.dirname(cgroup), os.path.dirname(os.path.dirname(cgroup))):
-                if d not in ("", "/"):
-                    try:
-                        os.rmdir(root + d)
-                    except OSError:
-                        pass
+            for d in made:
+                os.rmdir(root + d)
     return result
 
 
