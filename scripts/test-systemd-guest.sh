@@ -138,7 +138,8 @@ check "the unit read \$CREDENTIALS_DIRECTORY/github and it introspects active" w
 check "lanyardctl leases list shows the unit's lease" bash -c 'lanyardctl leases list --agent sync-bot --json | grep -q "\"agent\":\"sync-bot\""'
 check "the lease is audited with the unit's name" audit_has '"unit/github-sync.service/github"' '"issued"'
 check "a unit the policy does not name fails to start" bash -c '! systemctl start other-sync.service 2>/dev/null'
-check "... with systemd's journal line" bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "Failed to set up credentials"'
+# The exec child logs it: the journal may take it a moment after the start fails.
+check "... with systemd's journal line" waitfor 5 bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "Failed to set up credentials"'
 log "other-sync.service: $(journalctl -u other-sync.service -o cat --no-pager | grep -m1 'status=')"
 check "... as 243/CREDENTIALS (not an empty credential)" bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "status=243/CREDENTIALS" && [ ! -e /run/credentials/other-sync.service/github ]'
 check "... and lanyardd's" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep -q "no credential for this unit and id under service_units"'
@@ -196,7 +197,7 @@ echo "== 4. journal"
 check "decisions are in journalctl -u lanyard, one line each" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep "^decision " | grep -q "audit.seq=.*policy.decision=allow"'
 check "... with structured fields (LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow)" bash -c '
   journalctl -u lanyard.service LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow -o export --no-pager | grep -q "^LANYARD_AUDIT_SEQ="'
-check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o export)"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
+check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o export | tr "\\0" "\\n")"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
 log "secrets searched for: ${#secrets[@]}"
 
 echo "== upgrade (the package installed again over a running daemon)"
