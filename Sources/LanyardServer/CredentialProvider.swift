@@ -5,6 +5,7 @@ import CLanyardSys
 import LanyardCore
 import LanyardWire
 import Logging
+import NIOConcurrencyHelpers
 
 /// systemd's `LoadCredential=ID:/run/lanyard/credentials.sock` provider. systemd (PID 1 of
 /// lanyardd's pid namespace) connects from a process it forked for the unit — as root, from
@@ -42,6 +43,8 @@ final class CredentialProvider: Sendable {
     private let credentials: CredentialService
     private let attestor: any Attestor
     private let logger: Logger
+    /// The lease last delivered for each `unit/UNIT/ID` (one a policy entry; since lanyardd started).
+    private let delivered = NIOLockedValueBox<[String: String]>([:])
 
     init(descriptor: Int32, policy: PolicyHolder, credentials: CredentialService, attestor: any Attestor, logger: Logger) throws {
         let flags = fcntl(descriptor, F_GETFL)
@@ -142,27 +145,43 @@ final class CredentialProvider: Sendable {
             }
             return refuse("no credential for this unit and id under service_units: in the policy. Add service_units.UNIT.ID to the policy to give it one", unitMeta)
         }
+        await endPrevious(resource, of: agent, caller)
         var request = Lanyard_V1_ProvisionRequest()
         request.service = entry.capability.service
         request.scope = [entry.capability.name]
         request.ttlSeconds = UInt64(entry.ttlSeconds ?? 0)
         request.resource = resource
-        let secret: String
+        let secret: String, leaseID: String
         do {
             let response = try await credentials.provision(request, Caller(connection: caller.connection, agent: agent, snapshot: snapshot), agent)
             guard response.provision.hasLease, !response.provision.lease.secret.isEmpty else {
                 return refuse("the unit's credential was not issued", unitMeta.merging(["reason": "\(response.status.message)"]) { a, _ in a })
             }
             secret = response.provision.lease.secret
+            leaseID = response.provision.lease.leaseID
         } catch {
             let reason = (error as? CallError)?.message ?? "\(error)"
             return refuse("the unit's credential was refused", unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
         }
+        delivered.withLockedValue { $0[resource] = leaseID }
         if Self.writeAll(fd, Array(secret.utf8), until: deadline) {
             logger.info("credentials socket: credential delivered to the unit", metadata: unitMeta.merging(["agent": "\(agent.name)"]) { a, _ in a })
         } else {
             // Part of it may be written: without more, systemd would take a truncated credential.
             refuse("systemd did not take the whole credential in time (its lease ends at its expiry)", unitMeta.merging(["error": "\(errnoText())"]) { a, _ in a })
+        }
+    }
+
+    /// A unit runs once at a time: its new start ends the lease its previous start got, so
+    /// a unit that restarts holds one lease per credential, not one per start, of its agent's cap.
+    private func endPrevious(_ resource: String, of agent: Agent, _ caller: Caller) async {
+        guard let previous = delivered.withLockedValue({ $0[resource] }) else { return }
+        do {
+            let leases = try credentials.store.activeLeases(agentID: agent.id).filter { $0.id == previous }
+            guard !leases.isEmpty else { return }
+            _ = try await credentials.revokeAll(leases, actor: caller.record("revoke"), reason: "replaced: \(resource) started again")
+        } catch {
+            logger.error("credentials socket: cannot end the unit's previous lease; it ends at its expiry", metadata: ["error": "\(error)", "lease.id": "\(previous)"])
         }
     }
 

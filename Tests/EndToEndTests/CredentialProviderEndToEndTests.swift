@@ -151,6 +151,14 @@ struct CredentialProviderEndToEndTests {
         let audit = try d.ctlSucceeds(["audit", "export"])
         #expect(audit.stdout.split(separator: "\n").contains { $0.contains("unit/github-sync.service/github") && $0.contains("\"issued\"") }, "\(audit.stdout)")
         #expect(audit.stdout.split(separator: "\n").contains { $0.contains("unit/github-sync.service/other") && $0.contains("not_found") })
+        // The unit started again: a new credential, and the previous start's lease ends (one lease per unit and id).
+        let again = try Self.askOrphaned(socketPath, from: address, in: slice + "/github-sync.service")
+        let second = try #require(again.text, "\(again)")
+        #expect(!second.isEmpty && second != secret)
+        let after = try d.ctlSucceeds(["leases", "list", "--json"])
+        #expect(after.stdout.components(separatedBy: "\"lease_id\"").count == 2, "one active lease for the unit: \(after.stdout)")
+        let revoked = try d.ctlSucceeds(["audit", "export"])
+        #expect(revoked.stdout.split(separator: "\n").contains { $0.contains("\"revoked\"") && $0.contains("started again") }, "\(revoked.stdout)")
         #expect(!d.logText.contains(secret), "the secret is not logged")
         #expect(!audit.stdout.contains(secret), "the secret is not audited")
     }
