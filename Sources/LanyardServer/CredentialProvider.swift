@@ -6,6 +6,7 @@ import LanyardCore
 import LanyardWire
 import Logging
 import NIOConcurrencyHelpers
+import NIOPosix
 
 /// systemd's `LoadCredential=ID:/run/lanyard/credentials.sock` provider. systemd (PID 1 of
 /// lanyardd's pid namespace) connects from a process it forked for the unit — as root, from
@@ -23,6 +24,8 @@ final class CredentialProvider: Sendable {
     /// Connections accepted and not yet answered; more are closed at once (only root can
     /// connect through the socket unit's mode, and systemd asks one credential at a time per unit).
     static let queueBound = 64
+    /// Connections answered at once (one slow peer does not hold up other units' starts).
+    static let workers = 4
     /// How long answering one connection may take in all, from accept (writes included).
     static let answerDeadline = Duration.seconds(10)
     /// One byte more than systemd reads for a credential (CREDENTIAL_SIZE_MAX, 1 MiB): the refusal.
@@ -77,11 +80,18 @@ final class CredentialProvider: Sendable {
         self.logger = logger
     }
 
-    /// Answers connections one at a time until `close`.
+    /// Answers connections, `workers` at a time, until `close`.
     func run() async {
-        for await connection in accepted {
-            await answer(connection.fd, accepted: connection)
-            Glibc.close(connection.fd)
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for await connection in accepted {
+                if running == Self.workers, await group.next() != nil { running -= 1 }
+                group.addTask {
+                    await self.answer(connection.fd, accepted: connection)
+                    Glibc.close(connection.fd)
+                }
+                running += 1
+            }
         }
     }
 
@@ -103,9 +113,9 @@ final class CredentialProvider: Sendable {
             return
         }
         // From here every refusal is the oversized one: a bare close would start the unit with an empty credential.
-        func refuse(_ what: String, _ metadata: Logger.Metadata) {
+        func refuse(_ what: String, _ metadata: Logger.Metadata) async {
             logger.warning("credentials socket: \(what); refused, the unit's start fails", metadata: metadata.merging(who) { a, _ in a })
-            Self.refuse(fd, until: deadline)
+            _ = await Self.write(fd, [UInt8](repeating: 0, count: Self.refusalBytes), until: deadline)
         }
         // The pidfd and start time first: what /proc says below is then checked to be this process's.
         var pidfdNumber: Int32 = -1
@@ -114,19 +124,19 @@ final class CredentialProvider: Sendable {
         let peer = attestor.attest(PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), pidfd: pidfd)
         // Advisory (any root process can be orphaned to PID 1): the cgroup below is the boundary.
         guard Self.forkedByPID1(cred.pid) else {
-            return refuse("a root peer that PID 1 did not fork (not systemd's credential request)", [:])
+            return await refuse("a root peer that PID 1 did not fork (not systemd's credential request)", [:])
         }
         guard let address = Self.peerAddress(fd).flatMap(CredentialRequestAddress.parse) else {
-            return refuse("a root peer connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID)", [:])
+            return await refuse("a root peer connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID)", [:])
         }
         let unitMeta: Logger.Metadata = ["unit": "\(address.unit)", "credential": "\(address.id)"]
         guard address.isUnitsOwnCgroup(peer.facts.cgroup) else {
-            return refuse("the peer is not in the unit's own cgroup (SLICE.slice/.../UNIT, no sub-cgroup) its address names",
+            return await refuse("the peer is not in the unit's own cgroup (SLICE.slice/.../UNIT, no sub-cgroup) its address names",
                           unitMeta.merging(["cgroup": "\(peer.facts.cgroup ?? "unknown")"]) { a, _ in a })
         }
         // Without a pidfd (kernels before 6.5) the pid may have been reused since accept.
         guard let started = peer.startTime, started <= accepted.bootTicks, attestor.isStillSame(peer) else {
-            return refuse("the peer could not be attested (it started after the connection was accepted, changed or left while checked)", unitMeta)
+            return await refuse("the peer could not be attested (it started after the connection was accepted, changed or left while checked)", unitMeta)
         }
         let snapshot = policy.current
         let caller = Caller(connection: Connection(peer: peer, credentials: PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), sender: cred.pid),
@@ -143,7 +153,7 @@ final class CredentialProvider: Sendable {
             do { try await credentials.store.audit.append(record) } catch {
                 logger.error("cannot audit a refused unit credential", metadata: ["error": "\(error)"])
             }
-            return refuse("no credential for this unit and id under service_units: in the policy. Add service_units.UNIT.ID to the policy to give it one", unitMeta)
+            return await refuse("no credential for this unit and id under service_units: in the policy. Add service_units.UNIT.ID to the policy to give it one", unitMeta)
         }
         await endPrevious(resource, of: agent, caller)
         var request = Lanyard_V1_ProvisionRequest()
@@ -155,20 +165,22 @@ final class CredentialProvider: Sendable {
         do {
             let response = try await credentials.provision(request, Caller(connection: caller.connection, agent: agent, snapshot: snapshot), agent)
             guard response.provision.hasLease, !response.provision.lease.secret.isEmpty else {
-                return refuse("the unit's credential was not issued", unitMeta.merging(["reason": "\(response.status.message)"]) { a, _ in a })
+                return await refuse("the unit's credential was not issued", unitMeta.merging(["reason": "\(response.status.message)"]) { a, _ in a })
             }
             secret = response.provision.lease.secret
             leaseID = response.provision.lease.leaseID
         } catch {
             let reason = (error as? CallError)?.message ?? "\(error)"
-            return refuse("the unit's credential was refused", unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
+            return await refuse("the unit's credential was refused", unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
         }
         delivered.withLockedValue { $0[resource] = leaseID }
-        if Self.writeAll(fd, Array(secret.utf8), until: deadline) {
+        let failure = await Self.write(fd, Array(secret.utf8), until: deadline)
+        if failure == 0 {
             logger.info("credentials socket: credential delivered to the unit", metadata: unitMeta.merging(["agent": "\(agent.name)"]) { a, _ in a })
         } else {
             // Part of it may be written: without more, systemd would take a truncated credential.
-            refuse("systemd did not take the whole credential in time (its lease ends at its expiry)", unitMeta.merging(["error": "\(errnoText())"]) { a, _ in a })
+            await refuse("systemd did not take the whole credential in time (its lease ends at its expiry)",
+                         unitMeta.merging(["error": "\(String(cString: strerror(failure)))"]) { a, _ in a })
         }
     }
 
@@ -225,26 +237,26 @@ final class CredentialProvider: Sendable {
         return withUnsafeBytes(of: &addr.sun_path) { Array($0.prefix(Int(len) - offset)) }
     }
 
-    /// Makes systemd fail the unit's start: more than a credential's worth of zero bytes.
-    private static func refuse(_ fd: Int32, until deadline: ContinuousClock.Instant) {
-        _ = writeAll(fd, [UInt8](repeating: 0, count: refusalBytes), until: deadline)
+    /// Writes `bytes` before `deadline`, off the cooperative pool (the wait blocks a thread); 0 or the errno.
+    private static func write(_ fd: Int32, _ bytes: [UInt8], until deadline: ContinuousClock.Instant) async -> Int32 {
+        (try? await NIOThreadPool.singleton.runIfActive { writeAll(fd, bytes, until: deadline) }) ?? ECANCELED
     }
 
-    /// Writes `bytes` before `deadline` (the whole write, not each send); true when all were written.
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], until deadline: ContinuousClock.Instant) -> Bool {
+    /// Writes `bytes` before `deadline` (the whole write, not each send); 0 when all were written, else the errno.
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], until deadline: ContinuousClock.Instant) -> Int32 {
         let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return false }
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return errno }
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             if n >= 0 { sent += n; continue }
-            guard errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK else { return false }
+            guard errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK else { return errno }
             let left = deadline - .now
-            guard left > .zero else { errno = ETIMEDOUT; return false }
+            guard left > .zero else { return ETIMEDOUT }
             let ms = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
             var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&pfd, 1, ms)
         }
-        return true
+        return 0
     }
 }

@@ -162,4 +162,47 @@ struct CredentialProviderEndToEndTests {
         #expect(!d.logText.contains(secret), "the secret is not logged")
         #expect(!audit.stdout.contains(secret), "the secret is not audited")
     }
+
+    /// A root peer that never reads holds one worker until the answer's total deadline, not
+    /// the provider: another unit is answered meanwhile, and the stalled one is cut off.
+    @Test func aPeerThatDoesNotReadIsCutOffAndHoldsUpNobody() throws {
+        guard TestSupport.isRoot else { return }
+        let d = try DaemonProcess(policy: Self.policy)
+        defer { d.cleanup() }
+        let socketPath = d.dir + "/credentials.sock"
+        d.extraArguments = ["--credentials-socket", socketPath]
+        try d.start()
+        // A root peer (this test) that connects and never reads: it is owed the 1 MiB refusal.
+        let stalled = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(stalled) }
+        var target = sockaddr_un()
+        target.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &target.sun_path) { $0.copyBytes(from: Array(socketPath.utf8) + [0]) }
+        let connected = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(stalled, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(connected == 0)
+
+        let slice = "/lanyard-e2e-\(getpid())-stall.slice"
+        let good = try Self.askOrphaned(socketPath, from: "00c0ffee/unit/github-sync.service/github", in: slice + "/github-sync.service")
+        guard good.ppid == 1, good.error == nil else {
+            print("CredentialProviderEndToEndTests: no PID 1 reaper or no cgroups here (\(good)): the stalled-peer case is skipped")
+            return
+        }
+        #expect(good.text?.isEmpty == false, "answered while another peer stalls: \(good)")
+        var pfd = pollfd(fd: stalled, events: 0, revents: 0)
+        #expect(poll(&pfd, 1, 0) == 0, "the stalled connection is still open while the other was answered")
+
+        // The daemon gives up at the deadline (10 s from accept): the connection closes with the refusal unfinished.
+        #expect(poll(&pfd, 1, 20_000) == 1 && pfd.revents & Int16(POLLHUP) != 0, "the stalled connection is closed at the deadline")
+        var total = 0
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(stalled, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            total += n
+        }
+        #expect(total > 0 && total < Self.refusalBytes, "cut off: \(total) bytes")
+        #expect(d.waitForLog("PID 1 did not fork"))
+    }
 }
