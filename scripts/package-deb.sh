@@ -137,6 +137,8 @@ install -d "$root/usr/share/lintian/overrides"
 {
   for p in "${products[@]}"; do echo "lanyard: embedded-library libyaml [usr/bin/$p]"; done
   echo "lanyard: embedded-library zlib [usr/bin/lanyardd]"
+  # The master key's folder: never world-traversable (postinst gives it to group lanyard).
+  echo "lanyard: non-standard-dir-perm 0750 != 0755 [etc/lanyard/]"
 } > "$root/usr/share/lintian/overrides/lanyard"
 for script in postinst prerm postrm; do
   install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"
