@@ -37,9 +37,14 @@ useradd -u 2001 -M -s /bin/sh coder
 useradd -u 2002 -M -s /bin/sh approver
 useradd -u 2003 -M -s /bin/sh outsider
 useradd -u 2004 -M -s /bin/sh syncbot
+# A lanyard-admin group that exists before the package, with a member: sysusers reuses it.
+useradd -u 2005 -M -s /bin/sh stranger
+groupadd -r lanyard-admin
+usermod -a -G lanyard-admin stranger
 
 echo "== install"
-check "apt-get install ./lanyard.deb" apt-get install -y -q --no-install-recommends /payload/lanyard.deb
+check "apt-get install ./lanyard.deb" bash -c 'apt-get install -y -q --no-install-recommends /payload/lanyard.deb >/tmp/install.log 2>&1; rc=$?; cat /tmp/install.log; exit $rc'
+check "the install warns that lanyard-admin already has members" grep -q "group 'lanyard-admin' already has members (stranger)" /tmp/install.log
 usermod -a -G lanyard-admin approver
 check "master key created 0600 root" test "$(stat -c %a:%U /etc/lanyard/master.key 2>/dev/null)" = 600:root
 key_sum="$(sha256sum /etc/lanyard/master.key | cut -d' ' -f1)"
