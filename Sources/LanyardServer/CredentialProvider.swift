@@ -26,7 +26,8 @@ final class CredentialProvider: Sendable {
     static let queueBound = 64
     /// Connections answered at once (one slow peer does not hold up other units' starts).
     static let workers = 4
-    /// How long answering one connection may take in all, from accept (writes included).
+    /// When, after accept, the writes of an answer must have ended (a slow reader is cut off);
+    /// issuing has its own bounds (an OpenBao call: the service's `timeout_ms`).
     static let answerDeadline = Duration.seconds(10)
     /// One byte more than systemd reads for a credential (CREDENTIAL_SIZE_MAX, 1 MiB): the refusal.
     static let refusalBytes = 1024 * 1024 + 1
