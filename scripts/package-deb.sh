@@ -55,7 +55,8 @@ install -m 0755 "$bin_dir/lanyard-mcp" "$root/usr/bin/"
 install -d "$root/lib/systemd"
 mv "$root/usr/lib/systemd/system" "$root/lib/systemd/system"
 rmdir "$root/usr/lib/systemd"
-install -d -m 0755 "$root/etc/lanyard"
+# 0750 from the start: never world-traversable, even before postinst gives it to group lanyard.
+install -d -m 0750 "$root/etc/lanyard"
 # A policy that starts on any host (the example names executables a host may lack).
 install -m 0644 packaging/debian/policy.yaml "$root/etc/lanyard/policy.yaml"
 for p in "${products[@]}"; do strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/$p"; done
@@ -136,6 +137,8 @@ install -d "$root/usr/share/lintian/overrides"
 {
   for p in "${products[@]}"; do echo "lanyard: embedded-library libyaml [usr/bin/$p]"; done
   echo "lanyard: embedded-library zlib [usr/bin/lanyardd]"
+  # The master key's folder: never world-traversable (postinst gives it to group lanyard).
+  echo "lanyard: non-standard-dir-perm 0750 != 0755 [etc/lanyard/]"
 } > "$root/usr/share/lintian/overrides/lanyard"
 for script in postinst prerm postrm; do
   install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"

@@ -37,9 +37,14 @@ useradd -u 2001 -M -s /bin/sh coder
 useradd -u 2002 -M -s /bin/sh approver
 useradd -u 2003 -M -s /bin/sh outsider
 useradd -u 2004 -M -s /bin/sh syncbot
+# A lanyard-admin group that exists before the package, with a member: sysusers reuses it.
+useradd -u 2005 -M -s /bin/sh stranger
+groupadd -r lanyard-admin
+usermod -a -G lanyard-admin stranger
 
 echo "== install"
-check "apt-get install ./lanyard.deb" apt-get install -y -q --no-install-recommends /payload/lanyard.deb
+check "apt-get install ./lanyard.deb" bash -c 'apt-get install -y -q --no-install-recommends /payload/lanyard.deb >/tmp/install.log 2>&1; rc=$?; cat /tmp/install.log; exit $rc'
+check "the install warns that lanyard-admin already has members" grep -q "group 'lanyard-admin' already has members (stranger)" /tmp/install.log
 usermod -a -G lanyard-admin approver
 check "master key created 0600 root" test "$(stat -c %a:%U /etc/lanyard/master.key 2>/dev/null)" = 600:root
 key_sum="$(sha256sum /etc/lanyard/master.key | cut -d' ' -f1)"
@@ -48,7 +53,9 @@ echo "== 1. sockets, activation, readiness, user, hardening"
 check "the three sockets listen" bash -c 'for s in agent admin credentials; do test -S /run/lanyard/$s.sock && systemctl is-active -q lanyard-$s.socket || exit 1; done'
 check "lanyard.service is inactive after install" inactive lanyard.service
 # The shipped policy, then the test's own (an agent, an approver, a service unit's credential).
-check "the first connection starts lanyard.service" ctl status
+# An agent's call (the agent socket; the shipped policy names no agent, so it is refused, but it starts the service).
+as 2001 lanyardctl whoami >/dev/null 2>&1
+check "the first agent connection starts lanyard.service" active lanyard.service
 check "it is active (running)" test "$(systemctl show -p ActiveState,SubState --value lanyard.service | tr '\n' ' ')" = "active running "
 # Type=notify: systemd makes it active only on READY=1, sent with STATUS=serving.
 check "Type=notify, and active after READY=1 (STATUS=serving came with it)" \
@@ -100,7 +107,7 @@ secrets+=("$push")
 log "admin socket: $(stat -c '%A %U:%G' /run/lanyard/admin.sock); approver: $(as 2002 id)"
 out="$(as 2003 lanyardctl approvals list 2>&1)"; orc=$?
 log "non-member: exit $orc: $out"
-check "a non-member of lanyard-admin is refused on the admin socket" test "$orc" -ne 0
+check "a non-member of lanyard-admin is refused on the admin socket (EACCES)" bash -c "[ $orc -ne 0 ] && grep -q 'errno: 13' <<<\"\$1\"" _ "$out"
 
 echo "== 3b. invalid policy, restart, stop"
 echo "agents: [this is: not, a policy" >/etc/lanyard/policy.yaml
@@ -110,6 +117,7 @@ check "the old policy stays active (a provision still works)" bash -c 'test -n "
 printf '%s\n' "$good_policy" >/etc/lanyard/policy.yaml
 systemctl reload lanyard.service
 leases_before="$(ctl leases list --json | grep -o '"lease_id":"[^"]*"' | sort)"
+check "there are leases before the restart" test -n "$leases_before"
 check "systemctl restart lanyard" systemctl restart lanyard.service
 check "the leases survive the restart" test "$(ctl leases list --json | grep -o '"lease_id":"[^"]*"' | sort)" = "$leases_before"
 check "the audit chain verifies after the restart" ctl audit verify
@@ -135,19 +143,43 @@ check "the unit read \$CREDENTIALS_DIRECTORY/github and it introspects active" w
 check "lanyardctl leases list shows the unit's lease" bash -c 'lanyardctl leases list --agent sync-bot --json | grep -q "\"agent\":\"sync-bot\""'
 check "the lease is audited with the unit's name" audit_has '"unit/github-sync.service/github"' '"issued"'
 check "a unit the policy does not name fails to start" bash -c '! systemctl start other-sync.service 2>/dev/null'
-check "... with systemd's journal line" bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "Failed to set up credentials"'
+# The exec child logs it: the journal may take it a moment after the start fails.
+check "... with systemd's journal line" waitfor 5 bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "Failed to set up credentials"'
+log "other-sync.service: $(journalctl -u other-sync.service -o cat --no-pager | grep -m1 'status=')"
+check "... as 243/CREDENTIALS (not an empty credential)" bash -c 'journalctl -u other-sync.service -o cat --no-pager | grep -q "status=243/CREDENTIALS" && [ ! -e /run/credentials/other-sync.service/github ]'
 check "... and lanyardd's" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep -q "no credential for this unit and id under service_units"'
 # A child of this unit's main process (PID 1 -> guest.sh -> lanyardctl): not a LoadCredential= address.
 lanyardctl whoami --agent-socket /run/lanyard/credentials.sock >/tmp/out 2>&1; wrc=$?; out="$(cat /tmp/out)"
 log "root process on the credentials socket: exit $wrc: $out"
-check "a root process that is not systemd's credential request gets nothing" bash -c "[ $wrc -ne 0 ] && journalctl -u lanyard.service -o cat --no-pager | grep -q 'not systemd.s LoadCredential= form.*nothing was sent'"
+check "a root process that is not systemd's credential request gets the refusal" bash -c "[ $wrc -ne 0 ] && journalctl -u lanyard.service -o cat --no-pager | grep -q 'not systemd.s LoadCredential= form.*refused'"
 # Further from PID 1: PID 1 -> guest.sh -> bash -> lanyardctl.
 bash -c 'lanyardctl whoami --agent-socket /run/lanyard/credentials.sock; exit $?' >/tmp/out 2>&1; wrc=$?; out="$(cat /tmp/out)"
 log "root process further from PID 1: exit $wrc: $out"
-check "a root process that PID 1 did not fork gets nothing" bash -c "[ $wrc -ne 0 ] && journalctl -u lanyard.service -o cat --no-pager | grep -q 'refused a peer that is not systemd'"
-check "a non-root user cannot connect to it (mode 0600)" bash -c '! setpriv --reuid=2001 --regid=2001 --init-groups -- lanyardctl whoami --agent-socket /run/lanyard/credentials.sock >/dev/null 2>&1'
+check "a root process that PID 1 did not fork gets the refusal" bash -c "[ $wrc -ne 0 ] && journalctl -u lanyard.service -o cat --no-pager | grep -q 'PID 1 did not fork'"
+out="$(as 2001 lanyardctl whoami --agent-socket /run/lanyard/credentials.sock 2>&1)"; wrc=$?
+check "a non-root user cannot connect to it (mode 0600: EACCES)" bash -c "[ $wrc -ne 0 ] && grep -q 'errno: 13' <<<\"\$1\"" _ "$out"
 unit_secret="$(cat /run/credentials/github-sync.service/github 2>/dev/null)"
+check "the unit's credential is not empty" test -n "$unit_secret"
 secrets+=("$unit_secret")
+# The cgroup is the boundary: root processes orphaned to PID 1 (a double fork, as setsid -f)
+# with systemd's address for github-sync.service, outside that unit's own cgroup.
+ask() { python3 /payload/credential_request.py /run/lanyard/credentials.sock 00c0ffee/unit/github-sync.service/github "$1"; }
+# refused JSON [CGROUP]: orphaned to PID 1 (in CGROUP), it got the refusal (zeros, one byte over 1 MiB).
+refused() { grep -q '"ppid": 1,' <<<"$1" && grep -q '"bytes": 1048577, "zeros": true' <<<"$1" && ! grep -qF -- "$unit_secret" <<<"$1" \
+  && { [ -z "${2:-}" ] || grep -qF "\"cgroup\": \"$2\"" <<<"$1"; }; }
+orphan="$(ask -)"
+log "orphaned to PID 1, in its own cgroup: $orphan"
+check "a root process orphaned to PID 1 with the unit's address gets the refusal" refused "$orphan"
+check "... refused by the cgroup check" bash -c "journalctl -u lanyard.service -o cat --no-pager | grep -q 'not in the unit.s own cgroup'"
+nested="$(ask /system.slice/lanyard-test-runner.service/github-sync.service)"
+log "in a sub-cgroup named github-sync.service under another unit: $nested"
+check "a sub-cgroup named after the unit under another unit gets the refusal" refused "$nested" /system.slice/lanyard-test-runner.service/github-sync.service
+sub="$(ask /system.slice/github-sync.service/sub)"
+log "in a sub-cgroup of the unit: $sub"
+check "a sub-cgroup of the unit gets the refusal" refused "$sub" /system.slice/github-sync.service/sub
+issued="$(lanyardctl audit export | grep -F '"unit/github-sync.service/github"' | grep -cF '"issued"')"
+log "leases issued for github-sync.service: $issued"
+check "no further lease was issued for the unit" test "$issued" -eq 1
 
 echo "== 6. kill -9 under load"
 install -m 0666 /dev/null /tmp/acked
@@ -169,8 +201,8 @@ check "the audit chain verifies after kill -9" ctl audit verify
 echo "== 4. journal"
 check "decisions are in journalctl -u lanyard, one line each" bash -c 'journalctl -u lanyard.service -o cat --no-pager | grep "^decision " | grep -q "audit.seq=.*policy.decision=allow"'
 check "... with structured fields (LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow)" bash -c '
-  journalctl -u lanyard.service LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow -o verbose --no-pager | grep -q "LANYARD_AUDIT_SEQ="'
-check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o verbose)"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
+  journalctl -u lanyard.service LANYARD_AUDIT_EVENT=provision LANYARD_POLICY_DECISION=allow -o export --no-pager | grep -q "^LANYARD_AUDIT_SEQ="'
+check "no secret is in the journal" bash -c 'j="$(journalctl -b --no-pager -o export | tr "\\0" "\\n")"; for s in "$@"; do [ -n "$s" ] || continue; grep -qF -- "$s" <<<"$j" && exit 1; done; exit 0' _ "${secrets[@]}"
 log "secrets searched for: ${#secrets[@]}"
 
 echo "== upgrade (the package installed again over a running daemon)"

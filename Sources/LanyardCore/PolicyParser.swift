@@ -615,6 +615,10 @@ private struct Reader {
             guard CredentialRequestAddress.isServiceUnitName(unit) else {
                 throw fail("service_units.\(unit)", unitKey, "'\(unit)' is not a service unit name: NAME.service, as in LoadCredential= of that unit")
             }
+            // systemd asks for a running unit, an instance (foo@bar.service), never the template.
+            guard !unit.hasSuffix("@.service") else {
+                throw fail("service_units.\(unit)", unitKey, "'\(unit)' is a template, which never runs: name each instance (NAME@INSTANCE.service) that gets the credential")
+            }
             for (idKey, value) in try pairs(ids, "service_units.\(unit)") {
                 let id = try string(idKey, "service_units.\(unit)")
                 let path = "service_units.\(unit).\(id)"

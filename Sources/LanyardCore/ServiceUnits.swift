@@ -30,6 +30,11 @@ public struct CredentialRequestAddress: Sendable, Equatable {
     public var unit: String
     public var id: String
 
+    public init(unit: String, id: String) {
+        self.unit = unit
+        self.id = id
+    }
+
     /// Parses the `sun_path` bytes of the peer's address (as long as getpeername says);
     /// nil unless it is exactly that form with a valid unit name and credential id.
     public static func parse(_ path: [UInt8]) -> CredentialRequestAddress? {
@@ -40,6 +45,18 @@ public struct CredentialRequestAddress: Sendable, Equatable {
         let unit = String(decoding: parts[2], as: UTF8.self), id = String(decoding: parts[3], as: UTF8.self)
         guard isServiceUnitName(unit), isCredentialID(id) else { return nil }
         return CredentialRequestAddress(unit: unit, id: id)
+    }
+
+    /// Whether `cgroup` is the unit's own cgroup as the system manager makes it: every
+    /// ancestor a `.slice`, the last component the unit, byte for byte
+    /// (`^(/[^/]+\.slice)*/UNIT$`). A sub-cgroup of any unit is refused, whatever its name:
+    /// under a `Delegate=` unit, a container's payload or `user@UID.service`, whoever
+    /// writes that subtree names its cgroups, so a name there proves nothing.
+    public func isUnitsOwnCgroup(_ cgroup: String?) -> Bool {
+        guard let cgroup else { return false }
+        let parts = Array(cgroup.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts[0].isEmpty, let last = parts.last, last.elementsEqual(unit.utf8) else { return false }
+        return parts.dropFirst().dropLast().allSatisfy { $0.count > 6 && $0.reversed().starts(with: ".slice".utf8.reversed()) }
     }
 
     /// A service unit name as systemd allows it: `NAME.service` (an instance `NAME@I.service`),

@@ -5,47 +5,63 @@ import CLanyardSys
 import LanyardCore
 import LanyardWire
 import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
 
 /// systemd's `LoadCredential=ID:/run/lanyard/credentials.sock` provider. systemd (PID 1 of
 /// lanyardd's pid namespace) connects from a process it forked for the unit — as root, from
-/// the abstract address `\0RANDOM/unit/UNIT/ID` (systemd.exec(5)), inside the unit's cgroup
-/// (systemd 252: `(sd-mkdcreds)`, a child of the unit's exec child, whose parent is PID 1).
-/// Only such a peer is answered, with the credential `service_units:` maps to that unit and
-/// id, issued as a lease of the entry's agent and audited like any provision; then the
-/// connection closes. Any other peer gets the connection closed without a byte. systemd
-/// 252 starts a unit with an empty credential when the connection closes without data, so
-/// a unit the policy does not name (or whose credential cannot be issued) is refused with
-/// more bytes than systemd takes for a credential: systemd fails the start
-/// ("Failed to set up credentials", status 243/CREDENTIALS).
+/// the abstract address `\0RANDOM/unit/UNIT/ID` (systemd.exec(5)), inside the unit's own
+/// cgroup (systemd 252: `(sd-mkdcreds)`). Only a root peer whose cgroup is exactly that
+/// unit's (`/SLICE.slice/.../UNIT`, no sub-cgroup: `CredentialRequestAddress.isUnitsOwnCgroup`)
+/// is answered, with the credential `service_units:` maps to that unit and id, issued as a
+/// lease of the entry's agent and audited like any provision; then the connection closes.
+/// systemd 252 starts a unit with an empty credential when the connection closes without
+/// data, so every refusal of a root peer (not systemd's form, another cgroup, no policy
+/// entry, not issued, a write that did not finish) sends more bytes than systemd takes for
+/// a credential: systemd fails the start ("Failed to set up credentials", 243/CREDENTIALS).
+/// A non-root peer (the socket is 0600, so none should get here) is closed without a byte.
 final class CredentialProvider: Sendable {
     /// Connections accepted and not yet answered; more are closed at once (only root can
     /// connect through the socket unit's mode, and systemd asks one credential at a time per unit).
     static let queueBound = 64
-    /// How long a write to systemd may block.
-    static let writeTimeoutSeconds = 5
+    /// Connections answered at once (one slow peer does not hold up other units' starts).
+    static let workers = 4
+    /// When, after accept, the writes of an answer must have ended (a slow reader is cut off);
+    /// issuing has its own bounds (an OpenBao call: the service's `timeout_ms`).
+    static let answerDeadline = Duration.seconds(10)
     /// One byte more than systemd reads for a credential (CREDENTIAL_SIZE_MAX, 1 MiB): the refusal.
     static let refusalBytes = 1024 * 1024 + 1
 
+    /// An accepted connection: its socket, when (for the deadline) and the boot-time clock
+    /// tick then (a peer that started later is a reused pid, not the one that connected).
+    struct Accepted: Sendable {
+        var fd: Int32
+        var at: ContinuousClock.Instant
+        var bootTicks: UInt64
+    }
+
     let descriptor: Int32
-    private let accepted: AsyncStream<Int32>
+    private let accepted: AsyncStream<Accepted>
     private let stopAccepting: @Sendable () -> Void
     private let policy: PolicyHolder
     private let credentials: CredentialService
     private let attestor: any Attestor
     private let logger: Logger
+    /// The lease last delivered for each `unit/UNIT/ID` (one a policy entry; since lanyardd started).
+    private let delivered = NIOLockedValueBox<[String: String]>([:])
 
     init(descriptor: Int32, policy: PolicyHolder, credentials: CredentialService, attestor: any Attestor, logger: Logger) throws {
         let flags = fcntl(descriptor, F_GETFL)
         guard flags >= 0, fcntl(descriptor, F_SETFL, flags | O_NONBLOCK) == 0 else {
             throw StartupError("cannot prepare the credentials socket (non-blocking): \(errnoText())")
         }
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self, bufferingPolicy: .bufferingOldest(Self.queueBound))
+        let (stream, continuation) = AsyncStream.makeStream(of: Accepted.self, bufferingPolicy: .bufferingOldest(Self.queueBound))
         let reactor = SocketReactor.shared
         let token = reactor.register(descriptor, persistent: true) {
             while true {
                 let fd = lanyard_accept(descriptor)
                 guard fd >= 0 else { return }
-                switch continuation.yield(fd) {
+                switch continuation.yield(Accepted(fd: fd, at: .now, bootTicks: Self.bootTicks())) {
                 case .enqueued: break
                 case .dropped, .terminated: Glibc.close(fd)
                 @unknown default: Glibc.close(fd)
@@ -65,11 +81,18 @@ final class CredentialProvider: Sendable {
         self.logger = logger
     }
 
-    /// Answers connections one at a time until `close`.
+    /// Answers connections, `workers` at a time, until `close`.
     func run() async {
-        for await fd in accepted {
-            await answer(fd)
-            Glibc.close(fd)
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for await connection in accepted {
+                if running == Self.workers, await group.next() != nil { running -= 1 }
+                group.addTask {
+                    await self.answer(connection.fd, accepted: connection)
+                    Glibc.close(connection.fd)
+                }
+                running += 1
+            }
         }
     }
 
@@ -79,36 +102,42 @@ final class CredentialProvider: Sendable {
         Glibc.close(descriptor)
     }
 
-    private func answer(_ fd: Int32) async {
+    private func answer(_ fd: Int32, accepted: Accepted) async {
+        let deadline = accepted.at + Self.answerDeadline
         var cred = UCred()
         var len = socklen_t(MemoryLayout<UCred>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 else { return }
         let who: Logger.Metadata = ["caller.uid": "\(cred.uid)", "caller.pid": "\(cred.pid)"]
+        guard cred.uid == 0 else {
+            logger.warning("credentials socket: refused a peer that is not root (only systemd, as root, asks for a unit's credential); nothing was sent",
+                           metadata: who)
+            return
+        }
+        // From here every refusal is the oversized one: a bare close would start the unit with an empty credential.
+        func refuse(_ what: String, _ metadata: Logger.Metadata) async {
+            logger.warning("credentials socket: \(what); refused, the unit's start fails", metadata: metadata.merging(who) { a, _ in a })
+            _ = await Self.write(fd, [UInt8](repeating: 0, count: Self.refusalBytes), until: deadline)
+        }
         // The pidfd and start time first: what /proc says below is then checked to be this process's.
         var pidfdNumber: Int32 = -1
         var pidfdLen = socklen_t(MemoryLayout<Int32>.size)
         let pidfd = getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD_, &pidfdNumber, &pidfdLen) == 0 && pidfdNumber >= 0 ? PidFD(fd: pidfdNumber) : nil
         let peer = attestor.attest(PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), pidfd: pidfd)
-        guard cred.uid == 0, Self.forkedByPID1(cred.pid) else {
-            logger.warning("credentials socket: refused a peer that is not systemd (only root processes PID 1 forked to start a unit are answered); nothing was sent",
-                           metadata: who)
-            return
+        // Advisory (any root process can be orphaned to PID 1): the cgroup below is the boundary.
+        guard Self.forkedByPID1(cred.pid) else {
+            return await refuse("a root peer that PID 1 did not fork (not systemd's credential request)", [:])
         }
         guard let address = Self.peerAddress(fd).flatMap(CredentialRequestAddress.parse) else {
-            logger.warning("credentials socket: a systemd process connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID); nothing was sent",
-                           metadata: who)
-            return
+            return await refuse("a root peer connected from an address that is not systemd's LoadCredential= form (\\0RANDOM/unit/UNIT/ID)", [:])
         }
         let unitMeta: Logger.Metadata = ["unit": "\(address.unit)", "credential": "\(address.id)"]
-        // The unit the address names is the one whose cgroup the peer is in.
-        guard peer.facts.unit?.sameBytes(as: address.unit) == true else {
-            logger.warning("credentials socket: the peer is not in the cgroup of the unit its address names; nothing was sent",
-                           metadata: unitMeta.merging(who) { a, _ in a })
-            return
+        guard address.isUnitsOwnCgroup(peer.facts.cgroup) else {
+            return await refuse("the peer is not in the unit's own cgroup (SLICE.slice/.../UNIT, no sub-cgroup) its address names",
+                          unitMeta.merging(["cgroup": "\(peer.facts.cgroup ?? "unknown")"]) { a, _ in a })
         }
-        guard peer.startTime != nil, attestor.isStillSame(peer) else {
-            logger.warning("credentials socket: the peer could not be attested (it changed or left while checked); nothing was sent", metadata: who)
-            return
+        // Without a pidfd (kernels before 6.5) the pid may have been reused since accept.
+        guard let started = peer.startTime, started <= accepted.bootTicks, attestor.isStillSame(peer) else {
+            return await refuse("the peer could not be attested (it started after the connection was accepted, changed or left while checked)", unitMeta)
         }
         let snapshot = policy.current
         let caller = Caller(connection: Connection(peer: peer, credentials: PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid), sender: cred.pid),
@@ -116,9 +145,6 @@ final class CredentialProvider: Sendable {
         let resource = "unit/\(address.unit)/\(address.id)"
         guard let entry = snapshot.policy.serviceUnitCredential(unit: address.unit, id: address.id),
               let agent = snapshot.policy.agent(named: entry.agent) else {
-            logger.warning("credentials socket: no credential for this unit and id under service_units: in the policy; the unit's start fails. Add service_units.UNIT.ID to the policy to give it one",
-                           metadata: unitMeta)
-            defer { Self.refuse(fd) }
             var record = caller.record("provision")
             record.resource = resource
             record.decision = Decision.deny.rawValue
@@ -128,35 +154,56 @@ final class CredentialProvider: Sendable {
             do { try await credentials.store.audit.append(record) } catch {
                 logger.error("cannot audit a refused unit credential", metadata: ["error": "\(error)"])
             }
-            return
+            return await refuse("no credential for this unit and id under service_units: in the policy. Add service_units.UNIT.ID to the policy to give it one", unitMeta)
         }
+        await endPrevious(resource, of: agent, caller)
         var request = Lanyard_V1_ProvisionRequest()
         request.service = entry.capability.service
         request.scope = [entry.capability.name]
         request.ttlSeconds = UInt64(entry.ttlSeconds ?? 0)
         request.resource = resource
-        let secret: String
+        let secret: String, leaseID: String
         do {
             let response = try await credentials.provision(request, Caller(connection: caller.connection, agent: agent, snapshot: snapshot), agent)
             guard response.provision.hasLease, !response.provision.lease.secret.isEmpty else {
-                logger.warning("credentials socket: the unit's credential was not issued; the unit's start fails", metadata: unitMeta.merging([
-                    "reason": "\(response.status.message)"]) { a, _ in a })
-                Self.refuse(fd)
-                return
+                return await refuse("the unit's credential was not issued", unitMeta.merging(["reason": "\(response.status.message)"]) { a, _ in a })
             }
             secret = response.provision.lease.secret
+            leaseID = response.provision.lease.leaseID
         } catch {
             let reason = (error as? CallError)?.message ?? "\(error)"
-            logger.warning("credentials socket: the unit's credential was refused; the unit's start fails", metadata: unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
-            Self.refuse(fd)
-            return
+            return await refuse("the unit's credential was refused", unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
         }
-        if Self.writeAll(fd, Array(secret.utf8)) {
+        delivered.withLockedValue { $0[resource] = leaseID }
+        let failure = await Self.write(fd, Array(secret.utf8), until: deadline)
+        if failure == 0 {
             logger.info("credentials socket: credential delivered to the unit", metadata: unitMeta.merging(["agent": "\(agent.name)"]) { a, _ in a })
         } else {
-            logger.warning("credentials socket: systemd did not take the credential (write failed); its lease ends at its expiry",
-                           metadata: unitMeta.merging(["error": "\(errnoText())"]) { a, _ in a })
+            // Part of it may be written: without more, systemd would take a truncated credential.
+            await refuse("systemd did not take the whole credential in time (its lease ends at its expiry)",
+                         unitMeta.merging(["error": "\(String(cString: strerror(failure)))"]) { a, _ in a })
         }
+    }
+
+    /// A unit runs once at a time: its new start ends the lease its previous start got, so
+    /// a unit that restarts holds one lease per credential, not one per start, of its agent's cap.
+    private func endPrevious(_ resource: String, of agent: Agent, _ caller: Caller) async {
+        guard let previous = delivered.withLockedValue({ $0[resource] }) else { return }
+        do {
+            let leases = try credentials.store.activeLeases(agentID: agent.id).filter { $0.id == previous }
+            guard !leases.isEmpty else { return }
+            _ = try await credentials.revokeAll(leases, actor: caller.record("revoke"), reason: "replaced: \(resource) started again")
+        } catch {
+            logger.error("credentials socket: cannot end the unit's previous lease; it ends at its expiry", metadata: ["error": "\(error)", "lease.id": "\(previous)"])
+        }
+    }
+
+    /// CLOCK_BOOTTIME in clock ticks: the clock of /proc/PID/stat's start time (field 22).
+    static func bootTicks() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        let hz = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        return UInt64(now.tv_sec) * hz + UInt64(now.tv_nsec) * hz / 1_000_000_000
     }
 
     /// Whether `pid` is PID 1 or a process PID 1 forked (directly, or through the unit's exec
@@ -191,23 +238,26 @@ final class CredentialProvider: Sendable {
         return withUnsafeBytes(of: &addr.sun_path) { Array($0.prefix(Int(len) - offset)) }
     }
 
-    /// Makes systemd fail the unit's start: more than a credential's worth of zero bytes.
-    private static func refuse(_ fd: Int32) {
-        _ = writeAll(fd, [UInt8](repeating: 0, count: refusalBytes))
+    /// Writes `bytes` before `deadline`, off the cooperative pool (the wait blocks a thread); 0 or the errno.
+    private static func write(_ fd: Int32, _ bytes: [UInt8], until deadline: ContinuousClock.Instant) async -> Int32 {
+        (try? await NIOThreadPool.singleton.runIfActive { writeAll(fd, bytes, until: deadline) }) ?? ECANCELED
     }
 
-    /// Writes `bytes` with a bounded wait; true when all were written.
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    /// Writes `bytes` before `deadline` (the whole write, not each send); 0 when all were written, else the errno.
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], until deadline: ContinuousClock.Instant) -> Int32 {
         let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 else { return false }
-        var timeout = timeval(tv_sec: writeTimeoutSeconds, tv_usec: 0)
-        guard setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else { return false }
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return errno }
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 { if errno == EINTR { continue }; return false }
-            sent += n
+            if n >= 0 { sent += n; continue }
+            guard errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK else { return errno }
+            let left = deadline - .now
+            guard left > .zero else { return ETIMEDOUT }
+            let ms = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&pfd, 1, ms)
         }
-        return true
+        return 0
     }
 }

@@ -55,5 +55,11 @@ public enum MasterKey {
             unlink(path)
             throw StartupError("cannot write \(path): \(e)")
         }
+        // The new name is durable only once its folder is.
+        let folder = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dir >= 0 else { throw StartupError("cannot open \(folder) to make \(path) durable: \(errnoText())") }
+        defer { close(dir) }
+        guard fsync(dir) == 0 else { throw StartupError("cannot make \(path) durable (fsync of \(folder)): \(errnoText())") }
     }
 }

@@ -75,6 +75,7 @@ struct ServiceUnitsTests {
         ("  s.service:\n    github: { agent: sync, capability: bound:use }\n", "service_units.s.service.github.capability", "bind_to_process", 13),
         ("  s.service:\n    github: { agent: sync, capability: github:read_repo, ttl_seconds: 601 }\n", "service_units.s.service.github.ttl_seconds", "max_ttl_seconds (600)", 13),
         ("  s.service:\n    github: { agent: sync, capability: github:read_repo, secret: x }\n", "service_units.s.service.github.secret", "unknown field", 13),
+        ("  s@.service:\n    github: { agent: sync, capability: github:read_repo }\n", "service_units.s@.service", "is a template", 12),
     ])
     func invalidEntriesAreLocated(_ entry: String, _ path: String, _ phrase: String, _ line: Int) {
         do {
@@ -85,5 +86,43 @@ struct ServiceUnitsTests {
             #expect(error.message.contains(phrase), "\(error)")
             #expect(error.line == line, "\(error)")
         }
+    }
+
+    /// The unit's own cgroup, as systemd makes it: only slices above it, no sub-cgroup.
+    @Test(arguments: [
+        "/system.slice/github-sync.service",
+        "/github-sync.service",                              // a unit in the root slice (-.slice)
+        "/system.slice/app.slice/github-sync.service",       // a nested slice
+    ])
+    func theUnitsOwnCgroupIsAccepted(_ cgroup: String) {
+        let request = CredentialRequestAddress(unit: "github-sync.service", id: "github")
+        #expect(request.isUnitsOwnCgroup(cgroup))
+    }
+
+    /// Anything a process inside some unit's subtree could name, or that is not this unit, is refused.
+    @Test(arguments: [
+        "/system.slice/other.service/github-sync.service",   // a Delegate= unit's subtree
+        "/machine.slice/machine-x.scope/github-sync.service", // a container's cgroup root
+        "/user.slice/user-0.slice/user@0.service/app.slice/github-sync.service", // systemd-run --user
+        "/user.slice/user-0.slice/user@0.service/github-sync.service",
+        "/system.slice/github-sync.service/sub",             // a sub-cgroup of the unit
+        "/system.slice/github-sync.service/github-sync.service",
+        "/system.slice/other.service",                       // another unit
+        "/system.slice/github-sync.serviceX",
+        "/system.slice/GITHUB-SYNC.service",
+        "/system.slice/github\u{2010}sync.service",          // a look-alike hyphen
+        "/system.slice//github-sync.service",                 // an empty component
+        "/.slice/github-sync.service",                        // a slice with no name
+        "system.slice/github-sync.service",                   // not absolute
+        "/",
+        "",
+    ])
+    func otherCgroupsAreRefused(_ cgroup: String) {
+        let request = CredentialRequestAddress(unit: "github-sync.service", id: "github")
+        #expect(!request.isUnitsOwnCgroup(cgroup))
+    }
+
+    @Test func anUnknownCgroupIsRefused() {
+        #expect(!CredentialRequestAddress(unit: "a.service", id: "b").isUnitsOwnCgroup(nil))
     }
 }
