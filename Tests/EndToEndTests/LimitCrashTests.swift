@@ -32,8 +32,8 @@ struct LimitCrashTests {
         func add(_ decision: Lanyard_V1_Decision) { lock.withLock { decision == .allow ? (allowed += 1) : (denied += 1) } }
     }
 
-    /// Charges 1 USD per Authorize until the connection dies.
-    static func client(_ socket: String, _ answers: Answers) {
+    /// Charges 1 USD per Authorize until the connection dies (or, `untilDenied`, until the first DENY).
+    static func client(_ socket: String, _ answers: Answers, untilDenied: Bool = false) {
         let agent = E2EUsers.agent!
         let fd = TestSupport.connect(socket, asUID: agent.uid, gid: agent.gid)
         guard fd >= 0 else { return }
@@ -45,6 +45,7 @@ struct LimitCrashTests {
             guard AbuseTests.send(fd, request), let body = TestSupport.readFrame(fd),
                   let r = try? Lanyard_V1_Response(serializedBytes: body), r.status.code == .ok else { return }
             answers.add(r.authorize.decision)
+            if untilDenied, r.authorize.decision == .deny { return }
         }
     }
 
@@ -81,8 +82,10 @@ struct LimitCrashTests {
             }
             try d.start()
             try d.ctlSucceeds(["audit", "verify"])
+            // The rest of the budget, however far the rounds got on this machine: spent exactly at it.
+            Self.client(d.agentSocket, answers, untilDenied: true)
             let c = try Self.counted(d)
-            #expect(answers.denied > 0, "the budget was never reached: \(c)")
+            #expect(answers.denied > 0 && c.spent == Self.budget, "the budget was not reached exactly: \(c)")
             print("kill -9 under limits: \(rounds) rounds, \(answers.allowed) ALLOW and \(answers.denied) DENY acknowledged, \(c.calls) counted")
         }
     }
