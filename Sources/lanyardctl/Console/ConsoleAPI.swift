@@ -51,8 +51,11 @@ actor ConsoleAPI {
                 }
                 standing = s
             }
-            if await feed.risk(of: id) == .high, code.isEmpty {
-                return .error(.badRequest, "Type the binding code the agent shows to approve this HIGH request.")
+            // Fail closed: without a code, only a request the console knows to be MEDIUM (lanyardd
+            // takes a HIGH approval without a code on this call; it checks a code when there is one).
+            if code.isEmpty, await feed.risk(of: id) != .medium {
+                return .error(.badRequest, "Type the binding code the agent shows in its own output to approve this request "
+                              + "(HIGH, or not in the console's list yet: reload the list and try again).")
             }
         }
         do {
