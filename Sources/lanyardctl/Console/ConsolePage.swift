@@ -224,9 +224,12 @@ enum ConsolePage {
         if (s.me && s.me.admin) overviewSoon();
       }
 
-      // What decides where the cards are: the cards in order and what is shown above them.
+      // What decides where the cards are: the cards in order, what they list that an update
+      // may change, and what is shown above them.
       function layout() {
-        return Array.from($('pending').children, (c) => c.dataset.id).join(' ') + '|' + $('problem').hidden + '|' + $('problem').textContent.length;
+        return [Array.from($('pending').children, (c) => c.dataset.id).join(' '),
+          Array.from(document.querySelectorAll('#pending .approvers'), (e) => e.textContent).join(' '),
+          $('problem').hidden, $('problem').textContent].join('|');
       }
 
       function row(dl, label, value, cls) {
