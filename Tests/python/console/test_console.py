@@ -417,11 +417,14 @@ def test_a_60_kb_string_is_shown_cut_and_inert(browser, root, tmp_path):
 
 
 class FakeAdmin:
-    """A stand-in for lanyardd's admin socket: whoami (an approver) and one pending approval."""
+    """A stand-in for lanyardd's admin socket: whoami (an approver, or an admin too) and one
+    pending approval; the overview's reads answered empty, each call counted."""
 
-    def __init__(self, path: str, resource: str) -> None:
+    def __init__(self, path: str, resource: str, admin: bool = False) -> None:
         from lanyard.v1 import admin_pb2, common_pb2
         self.path = path
+        self.admin = admin
+        self.calls: dict[str, int] = {}
         self.stop = threading.Event()
         self.approval = admin_pb2.Approval(
             approval_id="ap-huge", state=common_pb2.APPROVAL_STATE_PENDING, agent="builder", uid=1234, pid=42,
@@ -457,13 +460,16 @@ class FakeAdmin:
                 req = admin_pb2.AdminRequest.FromString(conn.recv(int.from_bytes(head, "big"), socket.MSG_WAITALL))
                 reply = admin_pb2.AdminResponse(id=req.id)
                 call = req.WhichOneof("call")
+                self.calls[call] = self.calls.get(call, 0) + 1
                 if call == "whoami":
-                    reply.whoami.uid, reply.whoami.approver = 1000, True
+                    reply.whoami.uid, reply.whoami.approver, reply.whoami.admin = 1000, True, self.admin
                 elif call == "approvals_list":
                     if req.approvals_list.wait_ms:  # a long poll: nothing changes here
                         self.stop.wait(req.approvals_list.wait_ms / 1000)
                     reply.approvals_list.version = 1
                     reply.approvals_list.approvals.append(self.approval)
+                elif self.admin and call in ("status", "agents_list", "leases_list", "audit_query"):
+                    getattr(reply, {"status": "status_result"}.get(call, call)).SetInParent()
                 else:
                     reply.status.code, reply.status.message = 7, "not in the stand-in"
                 body = reply.SerializeToString()
@@ -471,6 +477,22 @@ class FakeAdmin:
                     conn.sendall(len(body).to_bytes(4, "big") + body)
                 except OSError:  # the console stopped
                     return
+
+
+def test_the_overview_is_read_once_for_every_tab(root, tmp_path):
+    """Finding 6: each overview costs up to 42 admin calls; tabs asking together, or within
+    10 s, share one read (a stand-in admin socket counts the calls)."""
+    with FakeAdmin(str(tmp_path / "admin.sock"), resource="repo/main", admin=True) as fake:
+        d = Daemon.__new__(Daemon)
+        d.agent_socket, d.admin_socket = str(tmp_path / "agent.sock"), fake.path
+        c = start_console(d, None)
+        try:
+            sessions = [c.session() for _ in range(3)]
+            answers = [request(c, "GET", "/api/overview", {"Host": f"127.0.0.1:{c.port}", "X-Lanyard-Token": s}) for s in sessions * 2]
+            assert [r.status for r in answers] == [200] * 6
+            assert fake.calls.get("status") == 1 and fake.calls.get("audit_query") == 1
+        finally:
+            c.stop()
 
 
 def test_the_page_says_when_lanyardd_is_unreachable(daemon, console, browser, agent_user):
