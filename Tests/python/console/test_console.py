@@ -726,6 +726,7 @@ def test_screenshot_with_requests_and_the_admin_overview(daemon, console, browse
     assert "builder" in chart and re.search(r"4 / 1 / 2", chart)  # the reads and the lease, the human denial, the two waiting
     until(browser).until(lambda drv: "1: github" in drv.find_element(By.ID, "agents").text)
     until(browser).until(lambda drv: "DENIED" in drv.find_element(By.ID, "history").text)
+    until(browser).until(lambda drv: all(b.is_enabled() for b in drv.find_elements(By.CSS_SELECTOR, "#pending button.approve")))
     # The whole page, not just the window: Chromium's own screenshot beyond the viewport.
     height = browser.execute_script("return document.documentElement.scrollHeight")
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
