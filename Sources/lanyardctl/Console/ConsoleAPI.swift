@@ -18,6 +18,9 @@ actor ConsoleAPI {
     /// Bounds of the overview's reads: audit pages for the decision counts, lease pages.
     static let auditPages = 20
     static let leasePages = 20
+    /// How long one overview (up to 2 + `auditPages` + `leasePages` admin calls) serves every tab.
+    static let overviewFor = Duration.seconds(10)
+    private var overviewRead: (at: ContinuousClock.Instant, reply: Task<Reply, Never>)?
 
     init(admin: LanyardAdminClient, feed: ApprovalFeed) {
         self.admin = admin
@@ -51,8 +54,11 @@ actor ConsoleAPI {
                 }
                 standing = s
             }
-            if await feed.risk(of: id) == .high, code.isEmpty {
-                return .error(.badRequest, "Type the binding code the agent shows to approve this HIGH request.")
+            // Fail closed: without a code, only a request the console knows to be MEDIUM (lanyardd
+            // takes a HIGH approval without a code on this call; it checks a code when there is one).
+            if code.isEmpty, await feed.risk(of: id) != .medium {
+                return .error(.badRequest, "Type the binding code the agent shows in its own output to approve this request "
+                              + "(HIGH, or not in the console's list yet: reload the list and try again).")
             }
         }
         do {
@@ -77,6 +83,7 @@ actor ConsoleAPI {
                 ("first_broken_seq", .int(Int64(v.firstBrokenSeq))), ("reason", .string(Inert.text(v.reason, limit: 1024))),
                 ("head_hash", .string(Inert.text(v.headHash, limit: 128))),
             ])
+            overviewRead = nil  // the next overview shows this verification
             return .json(.ok, lastVerify.text)
         } catch let e as LanyardError {
             return Self.refusal(e)
@@ -86,8 +93,16 @@ actor ConsoleAPI {
     }
 
     /// GET /api/overview (admins): status, agents and their active leases, decisions per
-    /// agent over the last hour and day, the audit head and the last verification.
+    /// agent over the last hour and day, the audit head and the last verification; one read
+    /// shared by every tab (and every call while it runs) for `overviewFor`.
     func overview() async -> Reply {
+        if let last = overviewRead, ContinuousClock.now - last.at < Self.overviewFor { return await last.reply.value }
+        let read = Task { await readOverview() }
+        overviewRead = (.now, read)
+        return await read.value
+    }
+
+    private func readOverview() async -> Reply {
         do {
             var req = Lanyard_V1_AdminRequest()
             req.status = .init()

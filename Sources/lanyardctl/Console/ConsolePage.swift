@@ -3,8 +3,9 @@
 /// only through `textContent` (never `innerHTML`), so agent text stays text; the
 /// Content-Security-Policy allows only these same-origin files.
 enum ConsolePage {
-    /// The page; `token` (hex) is put in the two file links, which the browser loads itself.
-    static func html(token: String) -> String {
+    /// The page; `session` (hex, this tab's) is put in the two file links, which the browser
+    /// loads itself, and in a meta element the script reads.
+    static func html(session: String) -> String {
         """
         <!doctype html>
         <html lang="en">
@@ -12,8 +13,9 @@ enum ConsolePage {
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>Lanyard approvals</title>
-        <link rel="stylesheet" href="/console.css?token=\(token)">
-        <script src="/console.js?token=\(token)" defer></script>
+        <meta name="lanyard-session" content="\(session)">
+        <link rel="stylesheet" href="/console.css?session=\(session)">
+        <script src="/console.js?session=\(session)" defer></script>
         </head>
         <body>
         <header>
@@ -28,6 +30,7 @@ enum ConsolePage {
             <h2>Pending <span id="pending-count"></span></h2>
             <p id="pending-empty" class="empty">No pending requests.</p>
             <div id="pending"></div>
+            <ul id="pending-hidden"></ul>
           </section>
           <section id="overview" hidden>
             <h2>Overview</h2>
@@ -52,9 +55,12 @@ enum ConsolePage {
     static let script = #"""
     'use strict';
     (function () {
-      const token = new URL(document.currentScript.src).searchParams.get('token') || '';
+      // This tab's session, kept in memory only; the link's one-time token leaves the address bar.
+      const token = document.querySelector('meta[name="lanyard-session"]').content;
+      history.replaceState(null, '', '/');
       const $ = (id) => document.getElementById(id);
       let state = null;
+      let stopped = false;
       let overviewAt = 0;
       let overviewTimer = null;
 
@@ -98,10 +104,16 @@ enum ConsolePage {
       }
 
       // Live updates: server-sent events read from fetch (so the token goes in a header).
+      // A refusal or a refused connection means this console is gone (whatever listens on its
+      // port now is not it): stop asking and say so, rather than show another's answers.
       async function listen() {
         for (;;) {
+          let r;
           try {
-            const r = await fetch('/api/events', { cache: 'no-store', headers: { 'X-Lanyard-Token': token } });
+            r = await fetch('/api/events', { cache: 'no-store', headers: { 'X-Lanyard-Token': token } });
+          } catch (e) { r = null; }
+          if (!r || r.status === 403) return stop();
+          try {
             if (!r.ok) throw new Error('refused');
             live(true);
             const reader = r.body.getReader();
@@ -120,9 +132,19 @@ enum ConsolePage {
             }
           } catch (e) { /* reconnect below */ }
           live(false);
-          problem('The console (lanyardctl console) does not answer: it was stopped, or this page is from an earlier run. Start it again and open its new link.');
           await pause(2000);
         }
+      }
+      function stop() {
+        stopped = true;
+        const l = $('live');
+        l.textContent = 'stopped';
+        l.className = 'off';
+        document.body.classList.add('stopped');
+        for (const b of document.querySelectorAll('button')) b.disabled = true;
+        problem('This console has stopped (lanyardctl console was ended, or this page is from an earlier run). '
+          + 'This page asks nothing more; start lanyardctl console again and open the link it prints.');
+        settle();
       }
       function live(on) {
         const l = $('live');
@@ -138,13 +160,31 @@ enum ConsolePage {
         }
         if (!data) return;
         const value = JSON.parse(data);
+        if (stopped) return;
         if (name === 'state') render(value);
         else if (name === 'unreachable') problem(value.problem);
       }
 
+      // Nothing moves under the pointer: cards already shown keep their place, new ones go
+      // below them (most urgent first among themselves), and after any change of the layout
+      // the Approve buttons wait `settleMs` before they take a click.
       const riskOrder = { HIGH: 0, MEDIUM: 1, LOW: 2 };
+      const settleMs = 1000;
+      // Cards shown per agent: one agent's flood does not push the others' requests away.
+      const perAgent = 5;
+      let settleTimer = null;
+      function settle() {
+        for (const b of document.querySelectorAll('#pending button.approve')) b.disabled = true;
+        clearTimeout(settleTimer);
+        settleTimer = setTimeout(() => {
+          settleTimer = null;
+          if (stopped) return;
+          for (const c of document.querySelectorAll('#pending article:not(.sending)')) c.querySelector('button.approve').disabled = false;
+        }, settleMs);
+      }
       function render(s) {
         state = s;
+        const before = layout();
         document.body.classList.toggle('unreachable', !s.reachable);
         problem(s.problem);
         if (s.me) {
@@ -154,19 +194,42 @@ enum ConsolePage {
         const pending = s.pending.slice().sort((a, b) =>
           (riskOrder[a.risk] - riskOrder[b.risk]) || (a.expires_at - b.expires_at) || (b.created_at - a.created_at));
         const box = $('pending');
-        const keep = new Set(pending.map((a) => a.id));
-        for (const card of Array.from(box.children)) if (!keep.has(card.dataset.id)) card.remove();
+        const shownOf = {};
+        const hiddenOf = {};
+        for (const card of box.children) if (pending.some((a) => a.id === card.dataset.id)) shownOf[card.dataset.agent] = (shownOf[card.dataset.agent] || 0) + 1;
+        const keep = new Set();
         for (const a of pending) {
           let card = box.querySelector('[data-id="' + CSS.escape(a.id) + '"]');
-          if (!card) card = makeCard(a);
-          box.appendChild(card);  // in order
+          if (!card) {
+            if ((shownOf[a.agent] || 0) >= perAgent) { hiddenOf[a.agent] = (hiddenOf[a.agent] || 0) + 1; continue; }
+            shownOf[a.agent] = (shownOf[a.agent] || 0) + 1;
+            card = makeCard(a);
+            box.appendChild(card);
+          }
+          keep.add(a.id);
           card.querySelector('.approvers').textContent = a.approvers.length ? a.approvers.join(', ') : 'none yet';
         }
+        for (const card of Array.from(box.children)) if (!keep.has(card.dataset.id)) card.remove();
+        const hidden = $('pending-hidden');
+        hidden.replaceChildren();
+        for (const agent of Object.keys(hiddenOf).sort()) {
+          hidden.appendChild(el('li', '', '+' + hiddenOf[agent] + ' not shown from ' + agent + ' (decide the ones shown, or use lanyardctl approvals list)'));
+        }
+        if (s.omitted) hidden.appendChild(el('li', '', '+' + s.omitted + ' not shown: lanyardd listed only the newest (lanyardctl approvals list shows them)'));
         $('pending-count').textContent = pending.length ? '(' + pending.length + (s.omitted ? ' + ' + s.omitted + ' not shown' : '') + ')' : '';
         $('pending-empty').hidden = pending.length > 0;
+        if (layout() !== before) settle();
         renderHistory(s.history);
         tick();
         if (s.me && s.me.admin) overviewSoon();
+      }
+
+      // What decides where the cards are: the cards in order, what they list that an update
+      // may change, and what is shown above them.
+      function layout() {
+        return [Array.from($('pending').children, (c) => c.dataset.id).join(' '),
+          Array.from(document.querySelectorAll('#pending .approvers'), (e) => e.textContent).join(' '),
+          $('problem').hidden, $('problem').textContent].join('|');
       }
 
       function row(dl, label, value, cls) {
@@ -178,6 +241,7 @@ enum ConsolePage {
       function makeCard(a) {
         const card = el('article', 'card risk-' + a.risk.toLowerCase());
         card.dataset.id = a.id;
+        card.dataset.agent = a.agent;
         const top = el('div', 'top');
         top.appendChild(el('span', 'risk', a.risk));
         top.appendChild(el('span', 'caps', a.capabilities.join(', ')));
@@ -185,10 +249,14 @@ enum ConsolePage {
         t.dataset.expires = a.expires_at;
         top.appendChild(t);
         card.appendChild(top);
-        const codeLine = el('div', 'codeline');
-        codeLine.appendChild(el('span', '', 'binding code '));
-        codeLine.appendChild(el('span', 'code', a.code));
-        card.appendChild(codeLine);
+        // A HIGH card shows no code: the approver types the one the agent shows in its own
+        // output, so a look-alike request cannot hand over its own code to be copied.
+        if (a.risk !== 'HIGH') {
+          const codeLine = el('div', 'codeline');
+          codeLine.appendChild(el('span', '', 'binding code '));
+          codeLine.appendChild(el('span', 'code', a.code));
+          card.appendChild(codeLine);
+        }
         const dl = el('dl', 'context');
         row(dl, 'agent', a.agent, 'agent');
         row(dl, 'process', 'uid ' + a.uid + ', pid ' + a.pid);
@@ -215,7 +283,7 @@ enum ConsolePage {
         let code = null;
         let mode = null;
         if (a.risk === 'HIGH') {
-          const label = el('label', '', 'Type the code the agent shows: ');
+          const label = el('label', '', 'Type the binding code the agent shows you in its own output (this page does not show it): ');
           code = el('input', 'code-input');
           code.autocomplete = 'off';
           code.placeholder = 'XXXX-XXXX';
@@ -253,9 +321,14 @@ enum ConsolePage {
         approve.addEventListener('click', () => {
           const body = { id: a.id, approve: true };
           if (code) {
-            if (!code.value.trim()) { say(message, false, 'Type the binding code the agent shows first.'); return; }
+            if (!code.value.trim()) { say(message, false, 'Type the binding code the agent shows you in its own output first.'); return; }
             body.code = code.value.trim();
-          } else body.for = mode.value;
+          } else {
+            body.for = mode.value;
+            const lasting = mode.options[mode.selectedIndex].text;
+            if (mode.value !== 'once' && !window.confirm('Approve ' + a.capabilities.join(', ') + ' for agent ' + a.agent + ' ' + lasting
+              + '? Its matching requests are then approved without asking you.')) { say(message, false, 'Not approved.'); return; }
+          }
           send(card, message, body);
         });
         deny.addEventListener('click', () => send(card, message, { id: a.id, approve: false, reason: reason.value }));
@@ -266,10 +339,13 @@ enum ConsolePage {
         message.textContent = text;
       }
       function send(card, message, body) {
+        card.classList.add('sending');
         for (const b of card.querySelectorAll('button')) b.disabled = true;
         say(message, true, 'sending…');
         call('/api/decide', body).then((r) => {
-          for (const b of card.querySelectorAll('button')) b.disabled = false;
+          card.classList.remove('sending');
+          if (stopped) return;
+          for (const b of card.querySelectorAll('button')) b.disabled = b.classList.contains('approve') && settleTimer !== null;
           if (r.status === 200) {
             say(message, true, r.body.state + ' by you.');
             const n = $('notice');
@@ -302,6 +378,7 @@ enum ConsolePage {
         overviewTimer = setTimeout(() => { overviewTimer = null; overview(); }, wait);
       }
       function overview() {
+        if (stopped) return;
         overviewAt = Date.now();
         call('/api/overview').then((r) => {
           $('overview').hidden = false;
@@ -391,8 +468,9 @@ enum ConsolePage {
     main { padding: 0 1.5em 2em; display: grid; gap: 1em; }
     h2 { font-size: 1.05em; margin: 1.2em 0 .5em; } h3 { font-size: .95em; margin: 1em 0 .3em; }
     #problem { margin: 1em 1.5em 0; padding: .8em 1em; background: #ffe3e0; border: 1px solid #d9534f; color: #7a1c17; font-weight: 600; white-space: pre-wrap; overflow-wrap: anywhere; }
-    #notice { margin: .5em 1.5em 0; color: #1d6b3a; min-height: 1.2em; overflow-wrap: anywhere; }
-    body.unreachable main { opacity: .45; }
+    #notice { margin: .5em 1.5em 0; color: #1d6b3a; height: 1.2em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+    body.unreachable main, body.stopped main { opacity: .45; }
+    #pending-hidden { color: #a12a24; margin: 0; }
     .empty { color: #667; }
     .card { background: #fff; border: 1px solid #cfd4dc; border-left: 6px solid #e0a030; border-radius: 6px; padding: .8em 1em; margin-bottom: .8em; max-width: 70em; }
     .card.risk-high { border-left-color: #d9534f; }

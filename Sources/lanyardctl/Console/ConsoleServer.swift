@@ -6,11 +6,16 @@ import NIOPosix
 
 /// The console's HTTP/1.1 server on 127.0.0.1: NIOHTTP1 in the pipeline, one
 /// `NIOAsyncChannel` per connection in a discarding task group, only peers of this uid or
-/// root (`LoopbackPeer`), every request through `ConsoleGate` before any route.
+/// root (`LoopbackPeer`), every request through `ConsoleGate` before any route. A
+/// connection is first "waiting" (a small pool, a deadline for its first request) until a
+/// request carries a credential; only then does it take one of the console's slots.
 struct ConsoleServer {
     /// What one peer can make the console hold.
     enum Limits {
         static let connections = 32
+        /// Connections that have not yet sent a request with a credential, and how long one may take to.
+        static let waiting = 8
+        static let firstRequest = TimeAmount.seconds(10)
         static let bodyBytes = 16 * 1024
         /// Raw bytes of one request (head and body) before the connection is closed.
         static let requestBytes = 64 * 1024
@@ -25,9 +30,14 @@ struct ConsoleServer {
     let port: Int
     let gate: ConsoleGate
     let api: ConsoleAPI
-    private let open = NIOLockedValueBox(0)
+    private let slots = NIOLockedValueBox(Slots())
 
-    static func bind(port: Int, token: ConsoleToken, api: ConsoleAPI) async throws -> ConsoleServer {
+    /// Connections held: those still waiting for their first credential, and those past it.
+    private struct Slots {
+        var waiting = 0, open = 0
+    }
+
+    static func bind(port: Int, keys: ConsoleKeys, api: ConsoleAPI) async throws -> ConsoleServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 32)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -42,7 +52,7 @@ struct ConsoleServer {
                 }
             }
         let bound = channel.channel.localAddress?.port ?? port
-        return ConsoleServer(channel: channel, port: bound, gate: ConsoleGate(port: bound, token: token), api: api)
+        return ConsoleServer(channel: channel, port: bound, gate: ConsoleGate(port: bound, keys: keys), api: api)
     }
 
     func run() async throws {
@@ -50,30 +60,49 @@ struct ConsoleServer {
             try await channel.executeThenClose { inbound in
                 for try await connection in inbound {
                     group.addTask {
-                        guard let peer = connection.channel.remoteAddress?.port, let local = connection.channel.localAddress?.port,
-                              LoopbackPeer.allowed(peerPort: peer, localPort: local) else {
-                            try? await connection.channel.close()
+                        let channel = connection.channel
+                        guard LoopbackPeer.allowed(peer: channel.remoteAddress, console: channel.localAddress) else {
+                            try? await channel.close()
                             return
                         }
-                        let admitted = open.withLockedValue { n in
-                            guard n < Limits.connections else { return false }
-                            n += 1
+                        let admitted = slots.withLockedValue { s in
+                            guard s.waiting < Limits.waiting else { return false }
+                            s.waiting += 1
                             return true
                         }
                         guard admitted else {
-                            try? await connection.channel.close()
+                            try? await channel.close()
                             return
                         }
-                        await serve(connection)
-                        open.withLockedValue { $0 -= 1 }
+                        let deadline = channel.eventLoop.scheduleTask(in: Limits.firstRequest) { channel.close(promise: nil) }
+                        var waiting = true, open = false
+                        await serve(connection) {
+                            // The first request with a credential: from the waiting pool to a slot.
+                            deadline.cancel()
+                            waiting = false
+                            open = slots.withLockedValue { s in
+                                s.waiting -= 1
+                                guard s.open < Limits.connections else { return false }
+                                s.open += 1
+                                return true
+                            }
+                            return open
+                        }
+                        deadline.cancel()
+                        slots.withLockedValue { s in
+                            if waiting { s.waiting -= 1 }
+                            if open { s.open -= 1 }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// One connection's requests in order; an error ends only this connection.
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    /// One connection's requests in order; an error ends only this connection. `admit` is
+    /// called once, at the first request that passes the gate: false closes the connection.
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, admit: () -> Bool) async {
+        var admitted = false
         try? await connection.executeThenClose { inbound, outbound in
             var head: HTTPRequestHead?
             var body = ByteBuffer()
@@ -91,7 +120,16 @@ struct ConsoleServer {
                 case .end:
                     guard let h = head else { return }
                     head = nil
-                    switch await respond(h, body) {
+                    let outcome = gate.check(h)
+                    if case .allow = outcome, !admitted {
+                        admitted = true
+                        guard admit() else {
+                            try await write(.text(.serviceUnavailable, "The console holds \(Limits.connections) connections already; close some of its tabs."),
+                                            to: outbound, closing: true)
+                            return
+                        }
+                    }
+                    switch await respond(outcome, body) {
                     case .whole(let reply):
                         let keep = h.isKeepAlive && !reply.closing
                         try await write(reply, to: outbound, closing: !keep)
@@ -110,13 +148,13 @@ struct ConsoleServer {
         case events
     }
 
-    private func respond(_ head: HTTPRequestHead, _ body: ByteBuffer) async -> Answer {
-        switch gate.check(head) {
+    private func respond(_ outcome: ConsoleGate.Outcome, _ body: ByteBuffer) async -> Answer {
+        switch outcome {
         case .refuse(let reply):
             return .whole(reply)
-        case .allow(let route):
+        case .allow(let route, let session):
             switch route {
-            case .page: return .whole(.init(.ok, type: "text/html; charset=utf-8", ConsolePage.html(token: gate.token.text)))
+            case .page: return .whole(.init(.ok, type: "text/html; charset=utf-8", ConsolePage.html(session: session?.text ?? "")))
             case .script: return .whole(.init(.ok, type: "text/javascript; charset=utf-8", ConsolePage.script))
             case .style: return .whole(.init(.ok, type: "text/css; charset=utf-8", ConsolePage.style))
             case .state: return .whole(.json(.ok, await api.feed.state))
@@ -186,11 +224,12 @@ struct Reply: Sendable {
 /// the token, the methods, the bounds), kept apart from the I/O so that they read as one list.
 struct ConsoleGate: Sendable {
     let port: Int
-    let token: ConsoleToken
+    let keys: ConsoleKeys
 
     enum Route: Sendable { case page, script, style, state, events, overview, verify, decide }
     enum Outcome: Sendable {
-        case allow(Route)
+        /// `session`: the one the page opens (the link's token was exchanged for it).
+        case allow(Route, session: ConsoleToken? = nil)
         case refuse(Reply)
     }
 
@@ -237,9 +276,6 @@ struct ConsoleGate: Sendable {
         }
         let (path, query) = Self.split(head.uri)
         guard let (method, route) = Self.routes[String(path)] else { return .refuse(.text(.notFound, "Not found.")) }
-        guard presentsToken(head, query: query, route: route) else {
-            return .refuse(.text(.forbidden, "Forbidden: this request does not carry the console's token; open the link lanyardctl console printed."))
-        }
         guard head.method == method else {
             return .refuse(.text(.methodNotAllowed, "\(path) answers \(method.rawValue) only."))
         }
@@ -249,17 +285,30 @@ struct ConsoleGate: Sendable {
                 return .refuse(.text(.unsupportedMediaType, "A POST to the console carries application/json."))
             }
         }
-        return .allow(route)
+        return credential(head, query: query, route: route)
     }
 
-    /// The token: in the `X-Lanyard-Token` header (every call the page's script makes), or,
-    /// for the page and its two files, which the browser loads itself, as `?token=`.
-    private func presentsToken(_ head: HTTPRequestHead, query: Substring, route: Route) -> Bool {
+    /// The credential last, so that only a request that passes every other check uses up
+    /// the link's token: the page is opened with the link's one-time `?token=`, which is
+    /// exchanged for a new session; the page's two files carry that session as `?session=`
+    /// (the browser loads them itself), every call of its script in `X-Lanyard-Token`.
+    private func credential(_ head: HTTPRequestHead, query: Substring, route: Route) -> Outcome {
         let header = head.headers["X-Lanyard-Token"]
-        if header.count == 1 { return token.matches(Substring(header[0])) }
-        guard header.isEmpty, route == .page || route == .script || route == .style else { return false }
-        let given = query.split(separator: "&").filter { $0.hasPrefix("token=") }
-        return given.count == 1 && token.matches(given[0].dropFirst("token=".count))
+        func given(_ name: String) -> Substring? {
+            let values = query.split(separator: "&").filter { $0.hasPrefix(name + "=") }
+            return values.count == 1 ? values[0].dropFirst(name.count + 1) : nil
+        }
+        switch route {
+        case .page:
+            if header.isEmpty, let session = given("token").flatMap(keys.redeem) { return .allow(.page, session: session) }
+            return .refuse(.text(.forbidden, "Forbidden: this link was used already or is not the console's. Each link opens one tab; "
+                                 + "open the newest link lanyardctl console printed (it prints a new one each time one is used)."))
+        case .script, .style:
+            if header.isEmpty, let session = given("session"), keys.admits(session) { return .allow(route) }
+        case .state, .events, .overview, .verify, .decide:
+            if header.count == 1, keys.admits(Substring(header[0])) { return .allow(route) }
+        }
+        return .refuse(.text(.forbidden, "Forbidden: this request does not carry a session of this console; open the newest link lanyardctl console printed."))
     }
 
     private static func split(_ uri: String) -> (Substring, Substring) {
