@@ -51,12 +51,12 @@ public enum TestSupport {
     }
 
     public static func write(_ text: String, to path: String) {
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644])
     }
 
     /// A secret file as an operator keeps it (0600): lanyardd refuses one others can read.
     public static func writeSecret(_ text: String, to path: String) {
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
         chmod(path, 0o600)  // createFile keeps the mode of a file that exists
     }
 
@@ -187,7 +187,7 @@ extension TestSupport {
         let fd = open("/dev/urandom", O_RDONLY)
         _ = Glibc.read(fd, &bytes, 32)
         close(fd)
-        FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
         return path
     }
 }
