@@ -84,9 +84,13 @@ extension Store {
 
     /// Live pending approvals (or all, when `includeDecided`), newest first. Rows that do not
     /// authenticate are left out (and logged): an approver is never shown a forged request.
+    /// Pending ones come a fair share at a time: every agent's newest, then every agent's
+    /// next, ... — one agent's flood of large requests never pushes another agent's request
+    /// out of a reply that fits in a frame.
     public func approvals(includeDecided: Bool, nowMicros: Int64, limit: Int = 200) throws -> [StoredApproval] {
         try approvals(where: includeDecided ? "1" : "state = 'pending' AND expires_us > ?", includeDecided ? [] : [.int(nowMicros)],
-                      order: "created_us DESC", limit: limit)
+                      order: includeDecided ? "created_us DESC" : "row_number() OVER (PARTITION BY agent_id ORDER BY created_us DESC), created_us DESC",
+                      limit: limit)
     }
 
     /// The live approval of `agentID` for the operation with `digest` (approved and unused

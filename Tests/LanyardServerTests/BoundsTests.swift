@@ -164,6 +164,24 @@ struct BoundsTests {
         await d.stop()
     }
 
+    /// One agent's flood of the largest requests it may make does not push another agent's
+    /// request out of the list: pending approvals come a fair share per agent at a time.
+    @Test func oneAgentsFloodLeavesAnotherAgentsRequestListed() async throws {
+        let d = try TestDaemon(policy: Self.policy())
+        let (a, b) = (d.client(as: Users.agent!), d.client(as: Users.second!))
+        let victim = try await b.authorize("github:push", resource: "the victim's").approvalID
+        let full = Dictionary(uniqueKeysWithValues: (0..<16).map { (String(format: "%04d", $0) + String(repeating: "k", count: 1020), String(repeating: "v", count: 1024)) })
+        for i in 0..<16 { _ = try await a.authorize("github:push", resource: "\(i)" + String(repeating: "r", count: 1000), args: full) }
+        let approver = d.admin(as: Users.other!)
+        let listed = try await Self.list(approver)
+        #expect(listed.approvals.map(\.approvalID).contains(victim), "the victim's request is not listed: \(listed.approvals.count) listed, \(listed.omitted) omitted")
+        #expect((try listed.serializedBytes() as [UInt8]).count <= ServerLimits.replyBudget)
+        await a.close()
+        await b.close()
+        await approver.close()
+        await d.stop()
+    }
+
     /// Finding 10: active leases per agent are bounded (under pipelining too), and both
     /// lease lists come in pages that each fit in a frame and together hold every lease once.
     @Test func leasesPerAgentAreBoundedAndListsArePaged() async throws {
