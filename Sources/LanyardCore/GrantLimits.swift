@@ -189,13 +189,25 @@ extension GrantLimits {
         return out
     }
 
-    /// The limits' say on one request: within; or DENY for the first limit that no approval
-    /// can lift; or, when every limit it is over routes to an approver, an approval for all.
+    /// The limits' say on one request (`LimitCheck(overs:)` of its `overs`).
     public func check(amount: (value: Int64, unit: String)?, used: LimitUsage, nowMicros: Int64) -> LimitCheck {
-        let over = overs(amount: amount, used: used, nowMicros: nowMicros)
-        guard let first = over.first else { return .within }
-        if let hard = over.first(where: { !$0.needsApproval }) { return .over(code: hard.code, reason: hard.reason, needsApproval: false) }
-        return .over(code: first.code, reason: over.map(\.reason).joined(separator: "; "), needsApproval: true)
+        LimitCheck(overs: overs(amount: amount, used: used, nowMicros: nowMicros))
+    }
+}
+
+extension LimitCheck {
+    /// Within; or DENY for the first limit that no approval can lift; or, when every limit
+    /// the request is over routes to an approver, an approval for all of them.
+    public init(overs: [LimitOver]) {
+        guard let first = overs.first else {
+            self = .within
+            return
+        }
+        if let hard = overs.first(where: { !$0.needsApproval }) {
+            self = .over(code: hard.code, reason: hard.reason, needsApproval: false)
+        } else {
+            self = .over(code: first.code, reason: overs.map(\.reason).joined(separator: "; "), needsApproval: true)
+        }
     }
 }
 

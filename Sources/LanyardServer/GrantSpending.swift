@@ -40,10 +40,10 @@ struct GrantSpending: Sendable {
         var overruns: Set<ReasonCode> = []
         for (capability, limits) in use.limited {
             let used = try store.limitUsage(agent: use.agent, capability: capability.name, limits: limits, nowMicros: use.nowMicros)
-            let check = limits.check(amount: use.amount, used: used, nowMicros: use.nowMicros)
-            let step = out.limited(by: check)
+            let over = limits.overs(amount: use.amount, used: used, nowMicros: use.nowMicros)
+            let step = out.limited(by: LimitCheck(overs: over))
             out = step.verdict
-            if step.overrun { overruns.formUnion(limits.overs(amount: use.amount, used: used, nowMicros: use.nowMicros).map(\.code)) }
+            if step.overrun { overruns.formUnion(over.map(\.code)) }
         }
         return (out, out.decision == .deny ? [] : overruns.sorted { $0.rawValue < $1.rawValue })
     }
