@@ -31,6 +31,8 @@ final class CredentialProvider: Sendable {
     static let answerDeadline = Duration.seconds(10)
     /// One byte more than systemd reads for a credential (CREDENTIAL_SIZE_MAX, 1 MiB): the refusal.
     static let refusalBytes = 1024 * 1024 + 1
+    /// The refusal's bytes, made once (zeros: they carry nothing), shared by every answer.
+    static let refusal = [UInt8](repeating: 0, count: refusalBytes)
 
     /// An accepted connection: its socket, when (for the deadline) and the boot-time clock
     /// tick then (a peer that started later is a reused pid, not the one that connected).
@@ -116,7 +118,7 @@ final class CredentialProvider: Sendable {
         // From here every refusal is the oversized one: a bare close would start the unit with an empty credential.
         func refuse(_ what: String, _ metadata: Logger.Metadata) async {
             logger.warning("credentials socket: \(what); refused, the unit's start fails", metadata: metadata.merging(who) { a, _ in a })
-            _ = await Self.write(fd, [UInt8](repeating: 0, count: Self.refusalBytes), until: deadline)
+            _ = await Self.write(fd, Self.refusal, until: deadline)
         }
         // The pidfd and start time first: what /proc says below is then checked to be this process's.
         var pidfdNumber: Int32 = -1
@@ -175,6 +177,12 @@ final class CredentialProvider: Sendable {
             return await refuse("the unit's credential was refused", unitMeta.merging(["reason": "\(reason)"]) { a, _ in a })
         }
         delivered.withLockedValue { $0[resource] = leaseID }
+        // Invariant 2, as the agent socket's dispatch does it: the attested process is still
+        // the one on the socket when the secret is sent (issuing can take an OpenBao call).
+        guard attestor.isStillSame(peer) else {
+            await endPrevious(resource, of: agent, caller)
+            return await refuse("the peer changed or left while its credential was issued (its lease was revoked)", unitMeta)
+        }
         let failure = await Self.write(fd, Array(secret.utf8), until: deadline)
         if failure == 0 {
             logger.info("credentials socket: credential delivered to the unit", metadata: unitMeta.merging(["agent": "\(agent.name)"]) { a, _ in a })
@@ -190,9 +198,9 @@ final class CredentialProvider: Sendable {
     private func endPrevious(_ resource: String, of agent: Agent, _ caller: Caller) async {
         guard let previous = delivered.withLockedValue({ $0[resource] }) else { return }
         do {
-            let leases = try credentials.store.activeLeases(agentID: agent.id).filter { $0.id == previous }
-            guard !leases.isEmpty else { return }
-            _ = try await credentials.revokeAll(leases, actor: caller.record("revoke"), reason: "replaced: \(resource) started again")
+            // The one lease by its id (not every active lease of the agent, up to its cap).
+            guard let lease = try credentials.store.lease(id: previous), lease.agentID == agent.id, lease.state == .active else { return }
+            _ = try await credentials.revokeAll([lease], actor: caller.record("revoke"), reason: "replaced: \(resource) started again")
         } catch {
             logger.error("credentials socket: cannot end the unit's previous lease; it ends at its expiry", metadata: ["error": "\(error)", "lease.id": "\(previous)"])
         }
