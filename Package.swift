@@ -46,7 +46,7 @@ let package = Package(
         // Middle layer.
         .target(name: "LanyardCrypto", dependencies: ["CLibcrypto", "LanyardCore"]),
         .target(name: "LanyardStore", dependencies: [
-            "LanyardCore", "LanyardCrypto", "CSQLite",
+            "LanyardCore", "LanyardCrypto", "CSQLite", "CLanyardSys",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),

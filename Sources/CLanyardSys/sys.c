@@ -141,3 +141,10 @@ int lanyard_spawn_isolated(const char *path, char *const argv[], char *const env
     posix_spawn_file_actions_destroy(&actions);
     return rc;
 }
+
+void lanyard_name_thread(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, sizeof short_name - 1);
+    short_name[sizeof short_name - 1] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}

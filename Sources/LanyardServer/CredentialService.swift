@@ -167,7 +167,7 @@ final class CredentialService: Sendable {
 
         let now = clock.nowMicros()
         let leaseBound = leaseBound(agent)
-        if try store.countActiveLeases(agentID: agent.id, nowMicros: now) >= UInt64(approvals.limits.maxLeasesPerAgent) {
+        if try !store.agentHoldsFewerLeases(agent.id, than: UInt64(approvals.limits.maxLeasesPerAgent), nowMicros: now) {
             try await deny(.resourceExhausted, "resource_exhausted", leaseBound.message)
         }
         let (version, _) = try store.serviceVersion(service.name)
@@ -238,7 +238,7 @@ final class CredentialService: Sendable {
         do {
             try await approvals.commit([record], with: { db in
                 // Again inside the transaction: pipelined provisions cannot pass the bound (or a grant's limit) together.
-                guard try self.store.countActiveLeases(agentID: agentID, nowMicros: now, on: db) < limit else { throw leaseBound }
+                guard try self.store.agentHoldsFewerLeases(agentID, than: limit, nowMicros: now, on: db) else { throw leaseBound }
                 try consume?(db)
                 try insert(db)
             })

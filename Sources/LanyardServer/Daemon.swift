@@ -163,7 +163,7 @@ public final class Daemon: Service {
         checkDescriptorLimit()
         do {
             agent = try await .start(name: "agent", descriptor: sockets.agent, group: group, limits: config.limits, registry: registry,
-                                     rules: agentRules, attestor: attestor, exeHash: (hasher, needsExeHash), logger: logger)
+                                     rules: agentRules, attestor: attestor, exeHash: (hasher, needsExeHash), onEventLoop: true, logger: logger)
             admin = try await .start(name: "admin", descriptor: sockets.admin, group: group, limits: config.limits, registry: registry,
                                      rules: adminRules, attestor: attestor, exeHash: nil, logger: logger)
             provider = try credentialsSocket.map {
@@ -175,6 +175,8 @@ public final class Daemon: Service {
         }
         // Trap SIGHUP before announcing readiness: an early reload must not kill us.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        // What starting left free (the policy's parse tree above all) goes back before serving.
+        lanyard_release_free_memory()
         Systemd.notify("READY=1\nSTATUS=serving")
         logger.notice("lanyardd ready", metadata: [
             "agent.socket": "\(socketActivated ? "systemd:agent" : config.agentSocket)",

@@ -2,11 +2,11 @@
 import Glibc
 #endif
 import LanyardCore
+import LanyardStore
 import LanyardWire
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOConcurrencyHelpers
 import NIOPosix
 import CLanyardSys
 
@@ -61,12 +61,17 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     let attestor: any Attestor
     /// Hashes the executables of peers whose uid has exe_sha256 agents (nil: none on this socket).
     let exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?
+    /// Whether a connection's handlers run on its event loop (`EventLoopExecutor`): the agent
+    /// socket, whose calls are short or suspend. The admin socket's (an audit query or
+    /// verify reads the whole chain) run on the shared executor.
+    let onEventLoop: Bool
     let logger: Logger
 
     /// Accepts on an existing listening socket (ours or systemd's).
     static func start(name: String, descriptor: Int32, group: any EventLoopGroup, limits: ServerLimits,
                       registry: ConnectionRegistry, rules: PeerRules, attestor: any Attestor,
-                      exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?, logger: Logger) async throws -> Self {
+                      exeHash: (hasher: ExeHasher, needed: @Sendable (UInt32) -> Bool)?, onEventLoop: Bool = false,
+                      logger: Logger) async throws -> Self {
         // SO_PASSCRED on the listener: connections inherit it when they connect, so the kernel
         // attributes even the bytes a client sends before lanyardd accepts. Our own sockets
         // have it from before listen(); systemd's get it from PassCredentials=yes.
@@ -96,7 +101,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         }
         return Self(name: name, descriptor: descriptor, accepted: accepted, stopAccepting: stop, group: group, limits: limits,
                     registry: registry, gate: UIDGate(limit: limits.maxRunningPerUID), rules: rules, attestor: attestor, exeHash: exeHash,
-                    logger: logger)
+                    onEventLoop: onEventLoop, logger: logger)
     }
 
     /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
@@ -182,7 +187,10 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             for await fd in accepted {
                 group.addTask {
                     guard let accepted = await setUp(fd) else { return }
-                    await serve(accepted.channel, accepted.connection, handler)
+                    guard onEventLoop else { return await serve(accepted.channel, accepted.connection, handler) }
+                    await withTaskExecutorPreference(EventLoopExecutor(accepted.channel.channel.eventLoop)) {
+                        await serve(accepted.channel, accepted.connection, handler)
+                    }
                 }
             }
         }
@@ -235,13 +243,15 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         let logger = self.logger
         let socket = channel.channel
         let gate = self.gate
-        let writability = ChangeSignal()
-        try? await socket.pipeline.addHandler(WritabilityHandler(writability), position: .first).get()
+        // Moves when a call finishes or the channel's writability changes.
+        let progress = ChangeSignal()
+        try? await socket.pipeline.addHandler(WritabilityHandler(progress), position: .first).get()
         let connection = await withExeHash(connection, channel: socket)
         do {
             try await channel.executeThenClose { inbound, outbound in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    var unreaped = 0
+                // Discarding: a finished call's task is freed at once, not held until reaped.
+                try await withThrowingDiscardingTaskGroup { group in
+                    let running = NIOLockedValueBox(0)
                     do {
                         for try await frame in inbound {
                             let body = Array(frame.body.readableBytesView)
@@ -255,18 +265,26 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                                 try await outbound.write(Framing.frame(Response.failure(id: id, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)")))
                                 break
                             }
-                            while unreaped >= maxInFlight || (unreaped > 0 && !socket.isWritable) {
-                                try await group.next()
-                                unreaped -= 1
+                            await progress.wait {
+                                let n = running.withLockedValue { $0 }
+                                return n < maxInFlight && (n == 0 || socket.isWritable)
                             }
-                            unreaped += 1
+                            running.withLockedValue { $0 += 1 }
                             group.addTask {
-                                await writability.wait { socket.isWritable || !socket.isActive }
+                                defer {
+                                    running.withLockedValue { $0 -= 1 }
+                                    progress.bump()
+                                }
+                                await progress.wait { socket.isWritable || !socket.isActive }
                                 // Long polls wait, they do not work: they take no place at the gate.
-                                let gated = !request.waitsLong
-                                if gated { await gate.enter(sent.credentials.uid) }
-                                let response = await handler(request, sent)
-                                if gated { gate.leave(sent.credentials.uid) }
+                                let response: Response
+                                if request.waitsLong {
+                                    response = await handler(request, sent)
+                                } else {
+                                    let place = await gate.enter(sent.credentials.uid)
+                                    response = await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
+                                    place.leave()
+                                }
                                 try await outbound.write(Framing.frame(response))
                             }
                         }
@@ -275,7 +293,6 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                         try? await outbound.write(Framing.frame(Response.failure(id: 0, code, "\(error); connection closed")))
                         logger.info("peer sent a bad frame", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
                     }
-                    try await group.waitForAll()
                 }
             }
         } catch {
@@ -315,20 +332,67 @@ extension ChangeSignal {
     }
 }
 
-/// At most `limit` handlers run at once for one uid, across its connections; the rest
+/// At most `limit` handlers work at once for one uid, across its connections; the rest
 /// wait their turn in order. A uid that pipelines expensive calls on many connections
-/// queues behind itself, not in front of every other peer on the shared executor.
+/// queues behind itself, not in front of every other peer. A call that waits for its audit
+/// commit gives its place to the next (`Place.waitsOnDisk`), up to `diskLimit` such calls
+/// of the uid at once, so that one agent's concurrent calls share one group commit.
 final class UIDGate: Sendable {
     private struct State {
         var running: [UInt32: Int] = [:]
+        var onDisk: [UInt32: Int] = [:]
         var waiting: [UInt32: [CheckedContinuation<Void, Never>]] = [:]
     }
     private let state = NIOLockedValueBox(State())
     let limit: Int
+    let diskLimit: Int
 
-    init(limit: Int) { self.limit = max(1, limit) }
+    init(limit: Int, diskLimit: Int = 64) {
+        self.limit = max(1, limit)
+        self.diskLimit = max(0, diskLimit)
+    }
 
-    func enter(_ uid: UInt32) async {
+    /// One call's place: working, then perhaps waiting for the disk, then left.
+    final class Place: Sendable {
+        private enum Stage { case working, onDisk, left }
+        private let gate: UIDGate
+        private let uid: UInt32
+        private let stage = NIOLockedValueBox(Stage.working)
+
+        fileprivate init(_ gate: UIDGate, _ uid: UInt32) {
+            self.gate = gate
+            self.uid = uid
+        }
+
+        /// The call waits for its audit commit: its working place goes to the next call, if
+        /// fewer than `diskLimit` of the uid's calls wait so already.
+        @Sendable func waitsOnDisk() {
+            stage.withLockedValue { s in
+                if s == .working, gate.moveToDisk(uid) { s = .onDisk }
+            }
+        }
+
+        func leave() {
+            let was = stage.withLockedValue { s in
+                defer { s = .left }
+                return s
+            }
+            switch was {
+            case .working: gate.leave(uid)
+            case .onDisk: gate.leaveDisk(uid)
+            case .left: break
+            }
+        }
+    }
+
+    func enter(_ uid: UInt32) async -> Place {
+        // The common case takes a free place without suspending.
+        let entered = state.withLockedValue { s in
+            guard s.running[uid, default: 0] < limit, s.waiting[uid] == nil else { return false }
+            s.running[uid, default: 0] += 1
+            return true
+        }
+        if entered { return Place(self, uid) }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { s in
                 guard s.running[uid, default: 0] < limit else {
@@ -340,20 +404,47 @@ final class UIDGate: Sendable {
             }
             if now { c.resume() }
         }
+        return Place(self, uid)
+    }
+
+    /// Calls of `uid` working, waiting for the disk, and waiting for a place (for tests).
+    func counts(_ uid: UInt32) -> (working: Int, onDisk: Int, queued: Int) {
+        state.withLockedValue { ($0.running[uid] ?? 0, $0.onDisk[uid] ?? 0, $0.waiting[uid]?.count ?? 0) }
     }
 
     /// Hands the place to the next waiter of `uid`, or frees it.
-    func leave(_ uid: UInt32) {
-        let next = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-            if var queue = s.waiting[uid], !queue.isEmpty {
-                let c = queue.removeFirst()
-                s.waiting[uid] = queue.isEmpty ? nil : queue
-                return c
-            }
-            s.running[uid, default: 1] -= 1
-            if s.running[uid] == 0 { s.running[uid] = nil }
-            return nil
+    fileprivate func leave(_ uid: UInt32) {
+        state.withLockedValue { s in Self.handOn(uid, &s) }?.resume()
+    }
+
+    /// Moves one working call of `uid` to the disk wait, handing its place on; false when
+    /// `diskLimit` of its calls wait so already.
+    fileprivate func moveToDisk(_ uid: UInt32) -> Bool {
+        let (moved, next) = state.withLockedValue { s -> (Bool, CheckedContinuation<Void, Never>?) in
+            guard s.onDisk[uid, default: 0] < diskLimit else { return (false, nil) }
+            s.onDisk[uid, default: 0] += 1
+            return (true, Self.handOn(uid, &s))
         }
         next?.resume()
+        return moved
+    }
+
+    fileprivate func leaveDisk(_ uid: UInt32) {
+        state.withLockedValue { s in
+            s.onDisk[uid, default: 1] -= 1
+            if s.onDisk[uid] == 0 { s.onDisk[uid] = nil }
+        }
+    }
+
+    /// The next waiter of `uid`, who takes the place; or nil, and the place is freed.
+    private static func handOn(_ uid: UInt32, _ s: inout State) -> CheckedContinuation<Void, Never>? {
+        if var queue = s.waiting[uid], !queue.isEmpty {
+            let c = queue.removeFirst()
+            s.waiting[uid] = queue.isEmpty ? nil : queue
+            return c
+        }
+        s.running[uid, default: 1] -= 1
+        if s.running[uid] == 0 { s.running[uid] = nil }
+        return nil
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLanyardSys
 import LanyardCore
 import LanyardCrypto
 import Logging
@@ -8,6 +9,16 @@ import NIOConcurrencyHelpers
 
 /// A change that must commit in the same transaction as its audit record.
 package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
+
+/// What a task does as it starts to wait for an audit commit: the agent listener gives up
+/// the call's place at its uid's gate there (a call waiting for the disk is not working).
+/// (A class: a task-local optional closure crashed Swift 6.3.1's runtime in swift_task_localValuePush.)
+public final class AuditWait: Sendable {
+    @TaskLocal public static var current: AuditWait?
+    let willWait: @Sendable () -> Void
+
+    public init(_ willWait: @escaping @Sendable () -> Void) { self.willWait = willWait }
+}
 
 /// The tamper-evident audit chain. `append` returns only once the record (and the
 /// change it accompanies) is durable: one writer thread commits whatever has queued
@@ -21,7 +32,12 @@ public final class AuditLog: Sendable {
     /// the checkpoint written) over that evidence, and `audit verify` reports it.
     public let isAnchored: Bool
 
-    init(connection: SQLiteConnection, rows: RowAuthenticator, clock: any WallClock, logger: Logger) throws(StoreError) {
+    private let checkpointer: Checkpointer
+
+    init(connection: SQLiteConnection, checkpointer: Checkpointer, rows: RowAuthenticator, clock: any WallClock,
+         logger: Logger) throws(StoreError) {
+        self.checkpointer = checkpointer
+        try connection.onCommit { checkpointer.committed(walPages: $0) }
         let start: (UInt64, String)
         do {
             start = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
@@ -81,13 +97,20 @@ public final class AuditLog: Sendable {
     package func append(_ records: [AuditRecord], with mutation: Mutation?) async throws -> [AuditRecord] {
         precondition(!records.isEmpty)
         let records = records.map(\.capped)
+        AuditWait.current?.willWait()
         return try await withCheckedThrowingContinuation { continuation in
             queue.push(.init(records: records, mutation: mutation, continuation: continuation))
         }
     }
 
-    /// Stops the writer after it has committed what is queued.
-    public func close() { queue.close() }
+    /// WAL checkpoints completed off the commit path (`Checkpointer`).
+    package var checkpointsCompleted: Int { checkpointer.completed }
+
+    /// Stops the writer after it has committed what is queued, and the checkpoints.
+    public func close() {
+        queue.close()
+        checkpointer.close()
+    }
 
     // MARK: Writer
 
@@ -129,19 +152,6 @@ public final class AuditLog: Sendable {
                 if let rows, seq != startSeq { try setHead(db, rows: rows, seq: seq, hash: hash) }
                 try db.run("COMMIT")
                 head.value.withLockedValue { $0 = (seq, hash) }
-                // One structured line per durable decision (journald under systemd). Audit
-                // records never hold secrets, so neither do these lines.
-                if logger.logLevel <= .info {
-                    for case .success(let records) in results {
-                        for r in records {
-                            logger.info("decision", metadata: [
-                                "audit.seq": "\(r.seq)", "audit.event": "\(r.event)", "agent": "\(r.agent)",
-                                "caller.uid": "\(r.uid.map(String.init) ?? "")", "capability": "\(r.capability)",
-                                "policy.decision": "\(r.decision)", "outcome": "\(r.outcome)",
-                            ])
-                        }
-                    }
-                }
             } catch {
                 try? db.run("ROLLBACK")
                 logger.error("audit commit failed; failing the batch closed", metadata: ["audit.batch": "\(batch.count)", "error": "\(error)"])
@@ -150,6 +160,19 @@ public final class AuditLog: Sendable {
             }
             for (entry, result) in zip(batch, results) {
                 entry.continuation.resume(with: result)
+            }
+            // One structured line per durable decision (journald under systemd), written once
+            // its caller has its answer. Audit records never hold secrets, nor do these lines.
+            if logger.logLevel <= .info {
+                for case .success(let records) in results {
+                    for r in records {
+                        logger.info("decision", metadata: [
+                            "audit.seq": "\(r.seq)", "audit.event": "\(r.event)", "agent": "\(r.agent)",
+                            "caller.uid": "\(r.uid.map(String.init) ?? "")", "capability": "\(r.capability)",
+                            "policy.decision": "\(r.decision)", "outcome": "\(r.outcome)",
+                        ])
+                    }
+                }
             }
         }
     }
@@ -356,7 +379,10 @@ private final class ThreadBody {
 
 /// Starts a detached OS thread (the writer must not block Swift's cooperative pool on fsync).
 func startThread(name: String, _ body: @escaping () -> Void) {
-    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    let context = Unmanaged.passRetained(ThreadBody {
+        lanyard_name_thread(name)
+        body()
+    }).toOpaque()
     var thread = pthread_t()
     let rc = pthread_create(&thread, nil, { raw in
         let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()

@@ -23,6 +23,7 @@ extension Store {
                       l.process.map { .int(Int64($0.pid)) } ?? .null, l.process.map { .int(Int64(bitPattern: $0.startTime)) } ?? .null)
                 .run()
             try self.authenticate(db, .leases, key: [.text(l.id)])
+            self.leaseTally.added(l.agentID)
         }
     }
 

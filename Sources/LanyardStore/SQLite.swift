@@ -7,10 +7,16 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
+private final class WALHook {
+    let body: (Int32) -> Void
+    init(_ body: @escaping (Int32) -> Void) { self.body = body }
+}
+
 /// One SQLite connection (not thread-safe: each owner serializes its use).
 package final class SQLiteConnection {
     private let db: OpaquePointer
     private var statements: [String: Statement] = [:]
+    private var walHook: Unmanaged<WALHook>?
 
     package init(path: String) throws(StoreError) {
         var handle: OpaquePointer?
@@ -29,6 +35,7 @@ package final class SQLiteConnection {
     deinit {
         statements.removeAll()
         sqlite3_close_v2(db)
+        walHook?.release()
     }
 
     package func exec(_ sql: String) throws(StoreError) {
@@ -76,6 +83,28 @@ package final class SQLiteConnection {
     }
 
     package var lastError: String { String(cString: sqlite3_errmsg(db)) }
+
+    /// Calls `body` with the WAL's size in pages after each commit of this connection, which
+    /// then no longer checkpoints by itself (`Checkpointer` does, on its own connection).
+    package func onCommit(walPages body: @escaping (Int32) -> Void) throws(StoreError) {
+        try exec("PRAGMA wal_autocheckpoint=0")
+        let hook = Unmanaged.passRetained(WALHook(body))
+        walHook?.release()
+        walHook = hook
+        sqlite3_wal_hook(db, { context, _, _, pages in
+            Unmanaged<WALHook>.fromOpaque(context!).takeUnretainedValue().body(pages)
+            return SQLITE_OK
+        }, hook.toOpaque())
+    }
+
+    /// Copies what no reader still needs from the WAL into the database (PASSIVE: waits
+    /// for no reader or writer); returns the WAL's frames and those copied.
+    package func checkpoint() throws(StoreError) -> (walFrames: Int32, copied: Int32) {
+        var (log, copied): (Int32, Int32) = (0, 0)
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+        guard rc == SQLITE_OK else { throw StoreError("sqlite checkpoint: \(lastError)") }
+        return (log, copied)
+    }
     package var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
     package var changes: Int { Int(sqlite3_changes(db)) }
 }

@@ -218,6 +218,15 @@ enum Schema {
         -- row's MAC when set (AuthenticatedTable.added).
         ALTER TABLE approvals ADD COLUMN unit TEXT;
         """,
+        """
+        -- Fewer indexes written with each lease (issue 18): leases_agent_page and
+        -- leases_service_page begin with the columns of leases_agent and leases_service,
+        -- which only repeated them, and leases_bound holds the bound leases only.
+        DROP INDEX IF EXISTS leases_agent;
+        DROP INDEX IF EXISTS leases_service;
+        DROP INDEX IF EXISTS leases_bound;
+        CREATE INDEX leases_bound ON leases(state) WHERE process_pid IS NOT NULL;
+        """,
     ]
 
     /// Applies the migrations this database lacks, each in its own transaction. `adopt`

@@ -22,6 +22,7 @@ public final class Store: Sendable {
     /// Whether the grant counters matched their digest in the audit head at startup (or
     /// since every counter was reset): when not, limited grants are refused.
     let limitCountersAnchored = NIOLockedValueBox(true)
+    let leaseTally = LeaseTally()
 
     /// Opens (or creates) the database in `directory`. The first start of a Lanyard that
     /// authenticates rows adopts the rows it finds (see `adopt`); every start then anchors
@@ -51,7 +52,8 @@ public final class Store: Sendable {
             throw StoreError("cannot check the grant limit counters: \(error)")
         }
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
-        audit = try AuditLog(connection: try Self.open(path), rows: rows, clock: clock, logger: logger)
+        audit = try AuditLog(connection: try Self.open(path), checkpointer: try Checkpointer(path: path, logger: logger),
+                             rows: rows, clock: clock, logger: logger)
         requeueForgottenRevocations()
         var chainAnchored = audit.isAnchored
         do {
@@ -137,6 +139,20 @@ public final class Store: Sendable {
     /// Active, unexpired leases, of one agent or all (`db` as for `countPendingApprovals`).
     package func countActiveLeases(agentID: String? = nil, nowMicros: Int64, on db: SQLiteConnection? = nil) throws -> UInt64 {
         try count("leases WHERE state = 'active' AND expires_us > ?", agentID: agentID, nowMicros: nowMicros, on: db)
+    }
+
+    /// Whether the agent holds fewer than `limit` active, unexpired leases. Counts them only
+    /// when `leaseTally` cannot tell. `db`: the writer's transaction, which inserts the
+    /// lease, and the only one that moves the tally; else the reader (a check before the
+    /// transaction's, which decides).
+    package func agentHoldsFewerLeases(_ agentID: String, than limit: UInt64, nowMicros: Int64, on db: SQLiteConnection? = nil) throws -> Bool {
+        if let bound = leaseTally.bound(agentID), bound < limit { return true }
+        guard let db else { return try countActiveLeases(agentID: agentID, nowMicros: nowMicros) < limit }
+        let active = UInt64(try db.prepare("SELECT count(*) FROM leases WHERE state = 'active' AND agent_id = ?")
+            .bind(.text(agentID)).one { $0.int(0) } ?? 0)
+        leaseTally.set(agentID, active)
+        if active < limit { return true }
+        return try countActiveLeases(agentID: agentID, nowMicros: nowMicros, on: db) < limit
     }
 
     /// Live approvals (pending, or approved and unused) of one agent for one operation's

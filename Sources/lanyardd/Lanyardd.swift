@@ -69,6 +69,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-field-bytes"), help: "Bytes of a request's resource, each args key and value, and amount unit (default and most 1024).") var maxFieldBytes: Int?
     @Option(name: .customLong("max-args"), help: "Args entries of one request (default and most 16).") var maxArgs: Int?
     @Option(name: .customLong("unknown-audit-interval-seconds"), help: "Refusals of uids that are no agent: one audit record per uid this often, with a count (default 60).") var unknownAuditIntervalSeconds: Int?
+    @Option(name: .customLong("maintenance-interval-seconds"), help: "Expire, prune and return free memory this often (default 30).") var maintenanceIntervalSeconds: Int?
     @Option(name: .customLong("retention-days"), help: "Delete ended approvals, leases and revocations this old; the audit chain is kept (default 30).") var retentionDays: Int?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).") var logLevel: String?
     @Flag(help: "Throwaway setup: temp state dir, generated key, sample policy registering the invoking user as agent 'dev'.") var dev = false
@@ -159,6 +160,9 @@ struct Serve: AsyncParsableCommand {
         if let v = pickInt(maxArgs, "max-args") { cfg.limits.maxArgs = bounded(v, 0...16, "max-args") }
         if let v = pickInt(unknownAuditIntervalSeconds, "unknown-audit-interval-seconds") {
             cfg.limits.unknownAuditInterval = .seconds(bounded(v, 1...86_400, "unknown-audit-interval-seconds"))
+        }
+        if let v = pickInt(maintenanceIntervalSeconds, "maintenance-interval-seconds") {
+            cfg.maintenanceInterval = .seconds(bounded(v, 1...3_600, "maintenance-interval-seconds"))
         }
         if let v = pickInt(retentionDays, "retention-days") { cfg.retentionDays = bounded(v, 1...36_500, "retention-days") }
 

@@ -232,6 +232,28 @@ struct BoundsTests {
         await d.stop()
     }
 
+    /// The bound is checked against a tally that only counts up (LeaseTally): once it is
+    /// reached, the leases that ended (revoked) or expired (not yet swept) free their places.
+    @Test func leaseBoundFreesPlacesOfEndedAndExpiredLeases() async throws {
+        var limits = ServerLimits()
+        limits.maxLeasesPerAgent = 3
+        let clock = ManualClock()
+        let d = try TestDaemon(policy: Self.policy(), limits: limits, clock: clock)
+        let a = d.client(as: Users.agent!)
+        let full: @Sendable (any Error) -> Bool = { code($0) == .resourceExhausted && message($0).contains("limit 3") }
+        var leases: [String] = []
+        for _ in 0..<3 { leases.append(try await a.provision("github", ["github:read_repo"], ttl: 60).leaseID) }
+        await #expect(performing: { try await a.provision("github", ["github:read_repo"], ttl: 60) }, throws: full)
+        #expect(try await a.revoke(leases[0]))
+        leases.append(try await a.provision("github", ["github:read_repo"], ttl: 60).leaseID)
+        await #expect(performing: { try await a.provision("github", ["github:read_repo"], ttl: 60) }, throws: full)
+        clock.advance(seconds: 61)
+        for _ in 0..<3 { _ = try await a.provision("github", ["github:read_repo"], ttl: 60) }
+        await #expect(performing: { try await a.provision("github", ["github:read_repo"], ttl: 60) }, throws: full)
+        await a.close()
+        await d.stop()
+    }
+
     /// Finding 11: what ended more than the retention ago is deleted by the maintenance
     /// pass, with one audit record; what ended recently and what is live stay; the audit
     /// chain is kept whole.

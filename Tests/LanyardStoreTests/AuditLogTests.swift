@@ -53,6 +53,27 @@ struct AuditLogTests {
         #expect(try store.verifyAudit().ok)
     }
 
+    /// Issue 18: the writer's commits never checkpoint the WAL themselves; past the
+    /// threshold the checkpointer's own connection does, and the chain still verifies.
+    @Test func theWALIsCheckpointedOffTheCommitPath() async throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        defer { store.audit.close() }
+        var i = 0
+        let start = ContinuousClock.now
+        while store.audit.checkpointsCompleted == 0 && ContinuousClock.now - start < .seconds(60) {
+            var r = record(i)
+            r.reason = String(repeating: "r", count: 2_000)
+            r.resource = String(repeating: "s", count: 2_000)
+            try await store.audit.append(r)
+            i += 1
+        }
+        #expect(store.audit.checkpointsCompleted >= 1, "no checkpoint after \(i) commits")
+        #expect(i > 100, "a checkpoint after only \(i) commits: the threshold is 1,000 WAL pages")
+        #expect(try store.verifyAudit().ok)
+    }
+
     @Test func chainLinksAndVerifies() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }

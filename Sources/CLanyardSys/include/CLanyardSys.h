@@ -17,6 +17,9 @@ int lanyard_unblock_all_signals(void);
 /// pidfd_open(2): a pidfd for `pid`, or -1 with errno set.
 int lanyard_pidfd_open(pid_t pid);
 
+/// Names the calling thread (at most 15 bytes are kept), as ps and perf show it.
+void lanyard_name_thread(const char *name);
+
 /// Returns the heap's free pages to the kernel (glibc malloc_trim): after a burst of
 /// connections the allocator otherwise keeps them, and the daemon's RSS stays at its peak.
 void lanyard_release_free_memory(void);
