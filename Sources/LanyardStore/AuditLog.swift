@@ -34,10 +34,19 @@ public final class AuditLog: Sendable {
 
     private let checkpointer: Checkpointer
 
+    /// `rolledBack`: a batch's commit failed (what its changes noted in memory is undone there).
     init(connection: SQLiteConnection, checkpointer: Checkpointer, rows: RowAuthenticator, clock: any WallClock,
-         logger: Logger) throws(StoreError) {
+         logger: Logger, rolledBack: @escaping @Sendable () -> Void) throws(StoreError) {
         self.checkpointer = checkpointer
-        try connection.onCommit { checkpointer.committed(walPages: $0) }
+        try connection.exec("PRAGMA journal_size_limit=\(Int(Checkpointer.hardPages) * 4096)")
+        try connection.onCommit { [unowned connection] pages in
+            if pages < Checkpointer.hardPages { return checkpointer.committed(walPages: pages) }
+            do {
+                try connection.checkpoint(truncate: true)
+            } catch {
+                logger.warning("WAL checkpoint failed; retried after the next commit", metadata: ["error": "\(error)"])
+            }
+        }
         let start: (UInt64, String)
         do {
             start = try connection.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").one { (UInt64($0.int(0)), $0.text(1)) }
@@ -57,7 +66,8 @@ public final class AuditLog: Sendable {
         let box = SQLiteConnectionBox(connection)
         let anchored = isAnchored
         startThread(name: "lanyard-audit") {
-            Self.writerLoop(queue: queue, connection: box.connection, head: head, rows: anchored ? rows : nil, clock: clock, logger: logger)
+            Self.writerLoop(queue: queue, connection: box.connection, head: head, rows: anchored ? rows : nil, clock: clock, logger: logger,
+                            rolledBack: rolledBack)
         }
     }
 
@@ -97,7 +107,9 @@ public final class AuditLog: Sendable {
     package func append(_ records: [AuditRecord], with mutation: Mutation?) async throws -> [AuditRecord] {
         precondition(!records.isEmpty)
         let records = records.map(\.capped)
-        AuditWait.current?.willWait()
+        // A call appending many records (a rotation ending leases) keeps its place: what
+        // one uid puts in a batch stays bounded by its working calls.
+        if records.count == 1 { AuditWait.current?.willWait() }
         return try await withCheckedThrowingContinuation { continuation in
             queue.push(.init(records: records, mutation: mutation, continuation: continuation))
         }
@@ -116,7 +128,8 @@ public final class AuditLog: Sendable {
 
     /// `rows`: moves the authenticated head with each commit (nil when it is not anchored).
     private static func writerLoop(queue: WriterQueue, connection db: SQLiteConnection,
-                                   head: ChainHead, rows: RowAuthenticator?, clock: any WallClock, logger: Logger) {
+                                   head: ChainHead, rows: RowAuthenticator?, clock: any WallClock, logger: Logger,
+                                   rolledBack: () -> Void) {
         while let batch = queue.popAll() {
             var (seq, hash) = head.value.withLockedValue { $0 }
             let startSeq = seq
@@ -154,6 +167,7 @@ public final class AuditLog: Sendable {
                 head.value.withLockedValue { $0 = (seq, hash) }
             } catch {
                 try? db.run("ROLLBACK")
+                rolledBack()
                 logger.error("audit commit failed; failing the batch closed", metadata: ["audit.batch": "\(batch.count)", "error": "\(error)"])
                 let failure = StoreError("the audit log could not be written: \(error)")
                 results = batch.map { _ in .failure(failure) }

@@ -7,8 +7,11 @@ import Logging
 /// not checkpoint (SQLite's automatic checkpoint would run inside a commit, fsyncing the
 /// database while every caller of the batch waits): its commits wake this thread once the
 /// WAL holds `pages` pages, and a PASSIVE checkpoint on its own connection copies what no
-/// reader still needs while the writer goes on committing.
+/// reader still needs while the writer goes on committing. Under a steady load the WAL
+/// restarts only after a checkpoint that copied all of it, which these may never be: past
+/// `hardPages` the writer copies and empties it itself, so it stays bounded.
 final class Checkpointer: @unchecked Sendable {
+    static let hardPages: Int32 = 4_000
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var due = false

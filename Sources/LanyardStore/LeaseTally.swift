@@ -5,7 +5,9 @@ import NIOConcurrencyHelpers
 /// Only the audit writer moves it, inside its transactions: up by one with each lease
 /// inserted, and to the exact figure whenever a check has to count because the bound is
 /// near. Ended leases are not counted down, and a rolled-back insert stays counted: it
-/// only ever over-counts, and an over-count costs one exact count, never a lease past the bound.
+/// only ever over-counts, and an over-count costs one exact count, never a lease past the
+/// bound. A batch whose commit fails may have set it from rows it then rolled back (an
+/// end undone): it is forgotten, and the next checks count again.
 final class LeaseTally: Sendable {
     private let upper = NIOLockedValueBox<[String: UInt64]>([:])
 
@@ -14,6 +16,9 @@ final class LeaseTally: Sendable {
 
     /// Writer only: the exact number of the agent's active rows, as its transaction sees them.
     func set(_ agentID: String, _ active: UInt64) { upper.withLockedValue { $0[agentID] = active } }
+
+    /// Writer only: a batch's commit failed.
+    func forgetAll() { upper.withLockedValue { $0.removeAll() } }
 
     /// Writer only: a lease of the agent was inserted.
     func added(_ agentID: String) { upper.withLockedValue { t in if let n = t[agentID] { t[agentID] = n + 1 } } }

@@ -97,11 +97,13 @@ package final class SQLiteConnection {
         }, hook.toOpaque())
     }
 
-    /// Copies what no reader still needs from the WAL into the database (PASSIVE: waits
-    /// for no reader or writer); returns the WAL's frames and those copied.
-    package func checkpoint() throws(StoreError) -> (walFrames: Int32, copied: Int32) {
+    /// Copies the WAL into the database; returns the WAL's frames and those copied.
+    /// `truncate` false: what no reader still needs, waiting for nobody (PASSIVE); true: all
+    /// of it, waiting for readers, then empties the WAL file (TRUNCATE).
+    @discardableResult
+    package func checkpoint(truncate: Bool = false) throws(StoreError) -> (walFrames: Int32, copied: Int32) {
         var (log, copied): (Int32, Int32) = (0, 0)
-        let rc = sqlite3_wal_checkpoint_v2(db, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
         guard rc == SQLITE_OK else { throw StoreError("sqlite checkpoint: \(lastError)") }
         return (log, copied)
     }

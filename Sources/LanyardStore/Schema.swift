@@ -225,7 +225,7 @@ enum Schema {
         DROP INDEX IF EXISTS leases_agent;
         DROP INDEX IF EXISTS leases_service;
         DROP INDEX IF EXISTS leases_bound;
-        CREATE INDEX leases_bound ON leases(state) WHERE process_pid IS NOT NULL;
+        CREATE INDEX leases_bound ON leases(state, issued_us) WHERE process_pid IS NOT NULL;
         """,
     ]
 

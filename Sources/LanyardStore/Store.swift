@@ -52,8 +52,9 @@ public final class Store: Sendable {
             throw StoreError("cannot check the grant limit counters: \(error)")
         }
         reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
+        let tally = leaseTally
         audit = try AuditLog(connection: try Self.open(path), checkpointer: try Checkpointer(path: path, logger: logger),
-                             rows: rows, clock: clock, logger: logger)
+                             rows: rows, clock: clock, logger: logger, rolledBack: { tally.forgetAll() })
         requeueForgottenRevocations()
         var chainAnchored = audit.isAnchored
         do {
@@ -93,6 +94,7 @@ public final class Store: Sendable {
     static func open(_ path: String) throws(StoreError) -> SQLiteConnection {
         let c = try SQLiteConnection(path: path)
         try c.exec("PRAGMA trusted_schema=OFF")
+        try c.exec("PRAGMA temp_store=MEMORY")
         try c.exec("PRAGMA journal_mode=WAL")
         try c.exec("PRAGMA synchronous=FULL")
         try c.exec("PRAGMA foreign_keys=ON")
@@ -138,7 +140,9 @@ public final class Store: Sendable {
 
     /// Active, unexpired leases, of one agent or all (`db` as for `countPendingApprovals`).
     package func countActiveLeases(agentID: String? = nil, nowMicros: Int64, on db: SQLiteConnection? = nil) throws -> UInt64 {
-        try count("leases WHERE state = 'active' AND expires_us > ?", agentID: agentID, nowMicros: nowMicros, on: db)
+        // One agent's: by leases_agent_page (agent, state), not leases_expiry's range over every agent's (`+`: no index on it).
+        try count("leases WHERE state = 'active' AND " + (agentID == nil ? "expires_us > ?" : "+expires_us > ?"),
+                  agentID: agentID, nowMicros: nowMicros, on: db)
     }
 
     /// Whether the agent holds fewer than `limit` active, unexpired leases. Counts them only
