@@ -544,6 +544,7 @@ private struct Reader {
                 approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
         var out: [Agent] = []
         var keys: [String: Node] = [:]
+        var byUID: [UInt32: [Int]] = [:]  // selectors overlap only on one uid
         for (key, value) in try pairs(node, "agents") {
             let name = try string(key, "agents")
             let path = "agents.\(name)"
@@ -578,7 +579,9 @@ private struct Reader {
             var grants: [Capability: RiskLevel] = [:]
             var limits: [Capability: GrantLimits] = [:]
             if let g = m["grants"] {
-                for (i, item) in try sequence(g, "\(path).grants").enumerated() {
+                let items = try sequence(g, "\(path).grants")
+                grants.reserveCapacity(items.count)  // sized once: no outgrown tables left between the policy's
+                for (i, item) in items.enumerated() {
                     let gpath = "\(path).grants[\(i)]"
                     let (cap, raised, limit) = try grant(item, gpath)
                     if let effective = limit.isEmpty ? catalogLimits[cap] : limit { limits[cap] = effective }
@@ -595,12 +598,14 @@ private struct Reader {
             var agent = Agent(name: name, selector: selector, grants: grants)
             agent.limits = limits
             agent.delegation = try m["delegation"].map { n throws(PolicyError) in try delegation(n, "\(path).delegation", grants: grants) }
+            agent.lines.reserveCapacity(m.count + 1)
             agent.lines[""] = key.mark?.line
             for (field, n) in m { agent.lines[field] = n.mark?.line }
-            if let other = out.first(where: { $0.selector.overlaps(selector) }) {
+            if let other = byUID[uid, default: []].lazy.map({ out[$0] }).first(where: { $0.selector.overlaps(selector) }) {
                 throw fail(path, key, "selectors are ambiguous: a process could match both '\(other.name)' and '\(name)'; add an exe, gid, exe_sha256 or unit that tells them apart")
             }
             keys[name] = key
+            byUID[uid, default: []].append(out.count)
             out.append(agent)
         }
         return out

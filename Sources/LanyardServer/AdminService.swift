@@ -89,7 +89,11 @@ final class AdminService: Sendable {
         case .policyShow:
             var r = Lanyard_V1_PolicyShowResponse()
             r.policyVersion = snapshot.version
-            r.source = snapshot.source
+            guard let source = try store.policySource(version: snapshot.version) else {
+                throw CallError(.dataLoss, "the stored text of the active policy (\(snapshot.version.prefix(12))) is missing or was altered at rest; "
+                                + "the policy in force is unchanged: run `lanyardctl policy reload` to record it again")
+            }
+            r.source = source
             r.path = snapshot.path
             response.policyShow = r
         case .policyExplain(let c):

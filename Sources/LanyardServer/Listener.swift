@@ -243,6 +243,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         let logger = self.logger
         let socket = channel.channel
         let gate = self.gate
+        let onEventLoop = self.onEventLoop
         // Moves when a call finishes or the channel's writability changes.
         let progress = ChangeSignal()
         try? await socket.pipeline.addHandler(WritabilityHandler(progress), position: .first).get()
@@ -255,8 +256,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                     do {
                         for try await frame in inbound {
                             let body = Array(frame.body.readableBytesView)
-                            var sent = connection
-                            sent.sender = frame.sender
+                            var attributed = connection
+                            attributed.sender = frame.sender
+                            let sent = attributed
                             let request: Request
                             do {
                                 request = try Request(serializedBytes: body)
@@ -277,14 +279,15 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                                 }
                                 await progress.wait { socket.isWritable || !socket.isActive }
                                 // Long polls wait, they do not work: they take no place at the gate.
-                                let response: Response
-                                if request.waitsLong {
-                                    response = await handler(request, sent)
-                                } else {
+                                @Sendable func answer() async -> Response {
+                                    if request.waitsLong { return await handler(request, sent) }
                                     let place = await gate.enter(sent.credentials.uid)
-                                    response = await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
-                                    place.leave()
+                                    defer { place.leave() }
+                                    return await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
                                 }
+                                // A call that reads many rows leaves the event loop to the calls sharing it.
+                                let response = onEventLoop && !request.isBrief
+                                    ? await withTaskExecutorPreference(globalConcurrentExecutor) { await answer() } : await answer()
                                 try await outbound.write(Framing.frame(response))
                             }
                         }

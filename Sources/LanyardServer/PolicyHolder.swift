@@ -7,11 +7,11 @@ import LanyardStore
 import Logging
 import NIOConcurrencyHelpers
 
-/// An active policy version with where it came from.
+/// An active policy version with where it came from (its text is in the store, read back
+/// by `policy show`: a large policy's text is not held twice).
 public struct PolicySnapshot: Sendable {
     public var policy: Policy
     public var path: String
-    public var source: String
     public var version: String { policy.version }
 }
 
@@ -57,7 +57,7 @@ public final class PolicyHolder: Sendable {
         let ids = try store.recordPolicy(version: policy.version, path: path, source: source,
                                          agentNames: policy.agents.map(\.name), nowMicros: clock.nowMicros())
         policy.assignIDs(ids)
-        return PolicySnapshot(policy: policy, path: path, source: source)
+        return PolicySnapshot(policy: policy, path: path)
     }
 
     /// The policy decides who may do what: it must be a file only root or the daemon's user

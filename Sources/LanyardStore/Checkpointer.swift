@@ -24,7 +24,7 @@ final class Checkpointer: @unchecked Sendable {
         self.pages = pages
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
-        let box = SQLiteConnectionBox(try Store.open(path))
+        let box = SQLiteConnectionBox(try Store.open(path, cacheKiB: 64))  // it reads the WAL and writes pages, caching none
         startThread(name: "lanyard-ckpt") { [self] in loop(box.connection, logger) }
     }
 

@@ -10,7 +10,11 @@ public final class Store: Sendable {
     public let path: String
     public let directory: String
     public let audit: AuditLog
-    private let reader: NIOLockedValueBox<SQLiteConnectionBox>
+    /// Read connections, each behind its own lock, taken in turn: reads from different
+    /// event loops run at once instead of queueing on one connection.
+    private let readers: [NIOLockedValueBox<SQLiteConnectionBox>]
+    private let nextReader = NIOLockedValueBox(0)
+    static let readerCount = 3
     /// Seals secrets and signing keys under the master key.
     let sealer: AESGCM
     /// Authenticates stored rows and the audit checkpoint, under a key derived from the master key.
@@ -51,7 +55,9 @@ public final class Store: Sendable {
         } catch {
             throw StoreError("cannot check the grant limit counters: \(error)")
         }
-        reader = NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))
+        var readers: [NIOLockedValueBox<SQLiteConnectionBox>] = []
+        for _ in 0..<Self.readerCount { readers.append(NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))) }
+        self.readers = readers
         let tally = leaseTally
         audit = try AuditLog(connection: try Self.open(path), checkpointer: try Checkpointer(path: path, logger: logger),
                              rows: rows, clock: clock, logger: logger, rolledBack: { tally.forgetAll() })
@@ -91,8 +97,10 @@ public final class Store: Sendable {
                          + "once started, and start lanyardd again")
     }
 
-    static func open(_ path: String) throws(StoreError) -> SQLiteConnection {
+    /// `cacheKiB`: the connection's page cache (SQLite's default is 2 MiB; the OS caches the file too).
+    static func open(_ path: String, cacheKiB: Int = 1024) throws(StoreError) -> SQLiteConnection {
         let c = try SQLiteConnection(path: path)
+        try c.exec("PRAGMA cache_size=-\(cacheKiB)")
         try c.exec("PRAGMA trusted_schema=OFF")
         try c.exec("PRAGMA temp_store=MEMORY")
         try c.exec("PRAGMA journal_mode=WAL")
@@ -101,9 +109,13 @@ public final class Store: Sendable {
         return c
     }
 
-    /// Runs a read (or a rare out-of-band write) on the reader connection.
+    /// Runs a read (or a rare out-of-band write) on a reader connection.
     package func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try reader.withLockedValue { box in try body(box.connection) }
+        let i = nextReader.withLockedValue { n in
+            defer { n = (n + 1) % Self.readerCount }
+            return n
+        }
+        return try readers[i].withLockedValue { box in try body(box.connection) }
     }
 
     /// Records a policy version in the history and returns the stable ids of `agentNames`,
@@ -111,7 +123,8 @@ public final class Store: Sendable {
     public func recordPolicy(version: String, path policyPath: String, source: String, agentNames: [String], nowMicros: Int64) throws -> [String: String] {
         try read { db in
             try db.transaction {
-                try db.prepare("INSERT OR IGNORE INTO policy_versions(version, first_loaded_us, path, source) VALUES (?, ?, ?, ?)")
+                // The text is the version's preimage: a row altered at rest gets it back.
+                try db.prepare("INSERT INTO policy_versions(version, first_loaded_us, path, source) VALUES (?, ?, ?, ?) ON CONFLICT(version) DO UPDATE SET source = excluded.source")
                     .bind(.text(version), .int(nowMicros), .text(policyPath), .text(source)).run()
                 var ids: [String: String] = [:]
                 try db.prepare("SELECT \(AuthenticatedTable.agents.selection) FROM agents").rows { row in
@@ -127,9 +140,18 @@ public final class Store: Sendable {
                     try authenticate(db, .agents, key: [.text(name)])
                     ids[name] = id
                 }
-                return ids.filter { agentNames.contains($0.key) }
+                let named = Set(agentNames)
+                return ids.filter { named.contains($0.key) }
             }
         }
+    }
+
+    /// The text of policy `version` as recorded when it was first loaded; nil when the
+    /// stored text is missing or does not hash to its version (altered at rest).
+    public func policySource(version: String) throws -> String? {
+        try read { db in
+            try db.prepare("SELECT source FROM policy_versions WHERE version = ?").bind(.text(version)).one { $0.text(0) }
+        }.flatMap { SHA256.hex(Array($0.utf8)) == version ? $0 : nil }
     }
 
     /// Live PENDING approvals (not yet expired), of one agent or all. `db`: a write

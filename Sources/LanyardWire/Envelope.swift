@@ -5,6 +5,9 @@ public protocol Envelope: SwiftProtobuf.Message {
     var id: UInt64 { get set }
     /// A long poll: its handler mostly waits (for a decision), it does not work.
     var waitsLong: Bool { get }
+    /// Its handler works briefly and otherwise waits (no scan of many rows), so it may run on
+    /// its connection's event loop.
+    var isBrief: Bool { get }
 }
 
 /// A response envelope: it carries the status of the call it answers.
@@ -14,15 +17,24 @@ public protocol ResponseEnvelope: Envelope {
 
 extension Lanyard_V1_Request: Envelope {
     public var waitsLong: Bool { if case .awaitApproval = call { true } else { false } }
+    public var isBrief: Bool {
+        switch call {
+        case .hello, .authorize, .provision, .revoke, .introspect, .issueIdentity, .validateIdentity, .awaitApproval: true
+        case .listLeases, .rotate, .mcpServer, .none: false  // a page of rows, every lease of a service, up to 1,024 tools
+        }
+    }
 }
 extension Lanyard_V1_AdminRequest: Envelope {
     public var waitsLong: Bool { false }
+    public var isBrief: Bool { false }
 }
 extension Lanyard_V1_Response: ResponseEnvelope {
     public var waitsLong: Bool { false }
+    public var isBrief: Bool { false }
 }
 extension Lanyard_V1_AdminResponse: ResponseEnvelope {
     public var waitsLong: Bool { false }
+    public var isBrief: Bool { false }
 }
 
 extension ResponseEnvelope {

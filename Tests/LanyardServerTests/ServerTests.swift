@@ -245,6 +245,26 @@ struct ServerTests {
         await d.stop()
     }
 
+    /// `policy show` reads the text from the store (not held in memory): text altered at
+    /// rest is refused, never shown as the policy in force, and a reload records it again.
+    @Test func policyShowRefusesStoredTextThatNoLongerHashesToItsVersion() async throws {
+        let d = try TestDaemon(policy: Users.policy())
+        let root = d.admin(as: Users.root)
+        var show = Lanyard_V1_AdminRequest()
+        show.policyShow = .init()
+        #expect(try await root.call(show).policyShow.source == Users.policy())
+        #expect(sqlite(d.daemon.store.path, "UPDATE policy_versions SET source = 'trust_domain: evil.example'"))
+        await #expect { try await root.call(show) } throws: {
+            ($0 as? LanyardError)?.code == .dataLoss && ($0 as? LanyardError)?.message.contains("altered at rest") == true
+        }
+        var reload = Lanyard_V1_AdminRequest()
+        reload.policyReload = .init()
+        _ = try await root.call(reload)
+        #expect(try await root.call(show).policyShow.source == Users.policy())
+        await root.close()
+        await d.stop()
+    }
+
     @Test func policyReloadSwapsWholeOrKeepsTheOld() async throws {
         let d = try TestDaemon(policy: Users.policy())
         let before = d.daemon.policy.current.version
