@@ -11,10 +11,10 @@ public final class Store: Sendable {
     public let directory: String
     public let audit: AuditLog
     /// Read connections, each behind its own lock, taken in turn: reads from different
-    /// event loops run at once instead of queueing on one connection.
+    /// event loops run at once instead of queueing on one connection (`readerCount`).
     private let readers: [NIOLockedValueBox<SQLiteConnectionBox>]
     private let nextReader = NIOLockedValueBox(0)
-    static let readerCount = 3
+    public static let readerCount = 3
     /// Seals secrets and signing keys under the master key.
     let sealer: AESGCM
     /// Authenticates stored rows and the audit checkpoint, under a key derived from the master key.
@@ -31,7 +31,9 @@ public final class Store: Sendable {
     /// Opens (or creates) the database in `directory`. The first start of a Lanyard that
     /// authenticates rows adopts the rows it finds (see `adopt`); every start then anchors
     /// the audit head in a checkpoint.
-    public init(directory: String, masterKey: [UInt8], clock: any WallClock, logger: Logger) throws(StoreError) {
+    /// `readers`: reader connections (tests that change a row in an open savepoint and read
+    /// it back through the store need one).
+    public init(directory: String, masterKey: [UInt8], clock: any WallClock, logger: Logger, readers: Int = Store.readerCount) throws(StoreError) {
         do {
             sealer = try AESGCM(key: masterKey)
             rows = try RowAuthenticator(masterKey: masterKey)
@@ -55,9 +57,9 @@ public final class Store: Sendable {
         } catch {
             throw StoreError("cannot check the grant limit counters: \(error)")
         }
-        var readers: [NIOLockedValueBox<SQLiteConnectionBox>] = []
-        for _ in 0..<Self.readerCount { readers.append(NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))) }
-        self.readers = readers
+        var connections: [NIOLockedValueBox<SQLiteConnectionBox>] = []
+        for _ in 0..<max(1, readers) { connections.append(NIOLockedValueBox(SQLiteConnectionBox(try Self.open(path)))) }
+        self.readers = connections
         let tally = leaseTally
         audit = try AuditLog(connection: try Self.open(path), checkpointer: try Checkpointer(path: path, logger: logger),
                              rows: rows, clock: clock, logger: logger, rolledBack: { tally.forgetAll() })
@@ -112,7 +114,7 @@ public final class Store: Sendable {
     /// Runs a read (or a rare out-of-band write) on a reader connection.
     package func read<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         let i = nextReader.withLockedValue { n in
-            defer { n = (n + 1) % Self.readerCount }
+            defer { n = (n + 1) % readers.count }
             return n
         }
         return try readers[i].withLockedValue { box in try body(box.connection) }

@@ -17,7 +17,8 @@ struct RowAuthenticationTests {
 
     /// A store with one row in every authenticated table, written through the store's own API.
     func populatedStore(_ dir: String) throws -> Store {
-        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        // One reader: the tests change a row in a savepoint and read it back through the store.
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger, readers: 1)
         func commit(_ m: Mutation) throws { try store.read { db in try db.transaction { try m(db) } } }
         _ = try store.recordPolicy(version: "v1", path: "p", source: "s", agentNames: ["a"], nowMicros: 1)
         let machine = ApprovalMachine(risk: .high, digest: "d1", requesterUID: 1000, quorum: 2, expiresMicros: 5, timeoutMicros: 3)
@@ -277,7 +278,7 @@ struct RowAuthenticationTests {
     @Test func boundProcessIsCoveredAndOlderLeasesSurviveTheMigration() throws {
         let dir = TestSupport.tempDir("rows")
         defer { TestSupport.remove(dir) }
-        var store: Store? = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
+        var store: Store? = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger, readers: 1)
         func commit(_ m: Mutation) throws { try store!.read { db in try db.transaction { try m(db) } } }
         let bound = Lease(id: "bound", agentID: "i", agent: "a", service: "github", kind: .opaque, scope: ["github:push"], version: 1,
                           issuedMicros: 1, expiresMicros: 2, process: BoundProcess(pid: 4242, startTime: 99))
