@@ -370,9 +370,13 @@ final class UIDGate: Sendable {
         /// The call waits for its audit commit: its working place goes to the next call, if
         /// fewer than `diskLimit` of the uid's calls wait so already.
         @Sendable func waitsOnDisk() {
-            stage.withLockedValue { s in
-                if s == .working, gate.moveToDisk(uid) { s = .onDisk }
+            // The next call is resumed once this place's lock is released.
+            let next = stage.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+                guard s == .working, case .moved(let next) = gate.moveToDisk(uid) else { return nil }
+                s = .onDisk
+                return next
             }
+            next?.resume()
         }
 
         func leave() {
@@ -420,16 +424,20 @@ final class UIDGate: Sendable {
         state.withLockedValue { s in Self.handOn(uid, &s) }?.resume()
     }
 
-    /// Moves one working call of `uid` to the disk wait, handing its place on; false when
-    /// `diskLimit` of its calls wait so already.
-    fileprivate func moveToDisk(_ uid: UInt32) -> Bool {
-        let (moved, next) = state.withLockedValue { s -> (Bool, CheckedContinuation<Void, Never>?) in
-            guard s.onDisk[uid, default: 0] < diskLimit else { return (false, nil) }
+    fileprivate enum DiskMove {
+        /// `diskLimit` of the uid's calls wait for the disk already: the call keeps its place.
+        case refused
+        /// The place went to `next` (for the caller to resume), or was freed.
+        case moved(next: CheckedContinuation<Void, Never>?)
+    }
+
+    /// Moves one working call of `uid` to the disk wait, handing its place on.
+    fileprivate func moveToDisk(_ uid: UInt32) -> DiskMove {
+        state.withLockedValue { s in
+            guard s.onDisk[uid, default: 0] < diskLimit else { return .refused }
             s.onDisk[uid, default: 0] += 1
-            return (true, Self.handOn(uid, &s))
+            return .moved(next: Self.handOn(uid, &s))
         }
-        next?.resume()
-        return moved
     }
 
     fileprivate func leaveDisk(_ uid: UInt32) {
