@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // Dependencies point one way: LanyardWire and LanyardCore at the bottom, then
@@ -15,21 +15,23 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
-        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        // No traits: their Foundation streams and field masks are unused, and would link Foundation and its ICU into lanyardd.
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),  // LogHandler.log(event:)
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // Built anyway for async-http-client; named for its TLSConfiguration (OpenBao's ca_file).
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
     ],
     targets: [
-        // System libraries (Debian: libssl-dev, libsqlite3-dev).
+        // System libraries (Debian: libssl-dev, libsqlite3-dev, libyaml-dev).
         .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
 
         // Two Linux syscalls Glibc's module does not export (prctl, per-thread setresuid).
         .target(name: "CLanyardSys"),
@@ -39,9 +41,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .target(name: "LanyardCore", dependencies: [
-            .product(name: "Yams", package: "Yams"),
-        ]),
+        .target(name: "LanyardCore", dependencies: ["CYAML"]),
 
         // Middle layer.
         .target(name: "LanyardCrypto", dependencies: ["CLibcrypto", "LanyardCore"]),
@@ -78,7 +78,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Yams", package: "Yams"),
+        ], linkerSettings: [
+            // What the loader touches before main: lld packs the relative relocations of the
+            // position-independent binary (DT_RELR, glibc 2.36) where gold writes 24 bytes for
+            // each, and nothing needs the daemon's symbols exported (backtraces read .symtab).
+            .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"]),
         ]),
         .executableTarget(name: "lanyardctl", dependencies: [
             "LanyardClient", "LanyardCore",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lanyard-bench: Lanyard's throughput, latency and memory against the C transport and
 # durable ceilings of this machine, measured side by side (bench/run.py says how).
-#   scripts/bench.sh             the full run: release build, 5 runs × 3 s per cell
+#   scripts/bench.sh             the full run: the packaged release build, 5 runs × 3 s per cell
 #   scripts/bench.sh --smoke     a short run on the debug build (CI runs this)
 #   scripts/bench.sh --runs N --seconds S
 #   scripts/bench.sh --peers     also OpenSSH's ssh-agent and Redis (appendfsync always), same ceilings
@@ -17,9 +17,12 @@ if [[ " $* " == *" --smoke "* ]]; then
   swift build --product lanyard-mcp >&2
   bin="$(swift build --show-bin-path)"
 else
-  swift build -c release --product lanyardd >&2
-  swift build -c release --product lanyard-mcp >&2
-  bin="$(swift build -c release --show-bin-path)"
+  # The release build the Debian package ships (scripts/package-deb.sh): the Swift runtime
+  # linked statically, in the scratch path the package builds in.
+  release=(-c release --static-swift-stdlib --scratch-path .build-release)
+  swift build "${release[@]}" --product lanyardd >&2
+  swift build "${release[@]}" --product lanyard-mcp >&2
+  bin="$(swift build "${release[@]}" --show-bin-path)"
 fi
 make -s -C clients/c >&2
 make -s -C bench >&2

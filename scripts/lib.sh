@@ -18,7 +18,7 @@ ensure_debs() {
 }
 
 # The Debian packages every build and test needs.
-LANYARD_DEBS=(libssl-dev libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config make gcc)
+LANYARD_DEBS=(libssl-dev libsqlite3-dev libyaml-dev tzdata libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config make gcc)
 
 # What the project's one Python venv holds: the SDK with its test extras (editable, so
 # the tests import the working tree) and the tools the tests run (selenium drives Debian's

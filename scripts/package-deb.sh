@@ -105,7 +105,8 @@ printf 'lanyard (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- Lanyard 
   "$version" "$version" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" > "$doc/changelog"
 gzip -9n "$doc/changelog"
 
-# Depends: what the ELF files need, as dpkg-shlibdeps says (the private Swift runtime aside).
+# Depends: what the ELF files need, as dpkg-shlibdeps says (the private Swift runtime aside);
+# tzdata for the time zones of grant windows (LanyardCore's ZoneInfo reads /usr/share/zoneinfo).
 mkdir -p "$stage/shlibs/debian"
 printf 'Source: lanyard\n\nPackage: lanyard\nArchitecture: amd64\n' > "$stage/shlibs/debian/control"
 elves=("${products[@]/#/$root/usr/bin/}")
@@ -120,7 +121,7 @@ Version: $version
 Architecture: amd64
 Maintainer: Lanyard maintainers <maintainers@lanyard.dev>
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
-Depends: $depends, systemd
+Depends: $depends, systemd, tzdata
 Section: admin
 Priority: optional
 Homepage: https://github.com/lanyard/lanyard
@@ -131,11 +132,9 @@ Description: credential and authorization daemon for local AI agents
  LoadCredential= on Unix sockets, socket-activated.
 EOF
 echo /etc/lanyard/policy.yaml > "$root/DEBIAN/conffiles"
-# Swift packages compile the C libraries they vendor into the binaries (Yams: libyaml;
-# and a zlib copy in lanyardd's dependencies): no Debian library can replace them.
+# A Swift package compiles the zlib copy it vendors into lanyardd: no Debian library can replace it.
 install -d "$root/usr/share/lintian/overrides"
 {
-  for p in "${products[@]}"; do echo "lanyard: embedded-library libyaml [usr/bin/$p]"; done
   echo "lanyard: embedded-library zlib [usr/bin/lanyardd]"
   # The master key's folder: never world-traversable (postinst gives it to group lanyard).
   echo "lanyard: non-standard-dir-perm 0750 != 0755 [etc/lanyard/]"

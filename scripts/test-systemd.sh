@@ -24,7 +24,7 @@ deb="${1:-$(ls -t lanyard_*_amd64.deb 2>/dev/null | head -1)}"
 [ -f "$deb" ] || { echo "test-systemd.sh: no .deb; build one with scripts/package-deb.sh" >&2; exit 2; }
 
 tree=.build-tools/nspawn-tree
-includes="systemd,systemd-sysv,dbus,libssl3,libsqlite3-0,libprotobuf-c1,passwd,python3"
+includes="systemd,systemd-sysv,dbus,libssl3,libsqlite3-0,libyaml-0-2,tzdata,libprotobuf-c1,passwd,python3"
 # The unit that runs the guest's checks at boot, writes the results and powers off with their status.
 runner='[Unit]
 Description=Lanyard systemd test runner

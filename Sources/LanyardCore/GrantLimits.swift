@@ -1,5 +1,3 @@
-import Foundation
-
 /// What a grant may spend (issue 19): at most `rate` decisions per period, at most
 /// `budget` of an amount per period, only inside `window`. Periods are fixed buckets
 /// of UTC time (a minute, an hour, a day from midnight UTC).
@@ -71,10 +69,10 @@ public struct GrantLimits: Sendable, Equatable {
         /// Minutes after local midnight.
         public var startMinute: Int
         public var endMinute: Int
-        public var timeZone: TimeZone
+        public var timeZone: ZoneInfo
         public var text: String
 
-        public init(days: Set<Int>, startMinute: Int, endMinute: Int, timeZone: TimeZone, text: String) {
+        public init(days: Set<Int>, startMinute: Int, endMinute: Int, timeZone: ZoneInfo, text: String) {
             self.days = days
             self.startMinute = startMinute
             self.endMinute = endMinute
@@ -82,15 +80,14 @@ public struct GrantLimits: Sendable, Equatable {
             self.text = text
         }
 
-        /// Whether `micros` (UTC) falls inside the window, read in its time zone (DST by the calendar).
+        /// Whether `micros` (UTC) falls inside the window, read in its time zone (DST by the zone's rules).
         public func contains(micros: Int64) -> Bool {
-            var calendar = Calendar(identifier: .gregorian)
-            calendar.timeZone = timeZone
-            let date = Date(timeIntervalSince1970: Double(micros / 1_000_000))
-            let c = calendar.dateComponents([.weekday, .hour, .minute], from: date)
-            guard let weekday = c.weekday, let hour = c.hour, let minute = c.minute, days.contains(weekday) else { return false }
-            let local = hour * 60 + minute
-            return local >= startMinute && local < endMinute
+            let utc = micros / 1_000_000
+            let local = utc + Int64(timeZone.offset(at: utc))
+            let day = local >= 0 ? local / 86_400 : (local - 86_399) / 86_400
+            guard days.contains(Civil.weekday(day) + 1) else { return false }
+            let minute = Int(local - day * 86_400) / 60
+            return minute >= startMinute && minute < endMinute
         }
 
         public static let dayNames = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]

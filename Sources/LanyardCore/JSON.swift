@@ -276,10 +276,3 @@ extension JSON {
         }
     }
 }
-
-extension String {
-    /// Byte-for-byte equality of the UTF-8 forms. Swift's `==` is canonical equivalence
-    /// (NFC equals NFD, KELVIN SIGN equals K): never the test for names, audiences, paths
-    /// or anything else a peer chooses and a check relies on.
-    @inlinable public func sameBytes(as other: String) -> Bool { utf8.elementsEqual(other.utf8) }
-}

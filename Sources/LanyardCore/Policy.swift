@@ -6,7 +6,8 @@ public struct Policy: Sendable {
     public var approvers: Approvers?
     public var services: [String: Service]
     public var capabilities: [Capability: RiskLevel]
-    public var agents: [Agent]
+    /// In policy order; changed only with the indexes below (`assignIDs`).
+    public private(set) var agents: [Agent]
     /// The MCP servers of `lanyard-mcp --server NAME`, by name.
     public var mcpServers: [String: McpServer] = [:]
     /// The credentials systemd units get through `LoadCredential=` (`service_units:`).
@@ -130,11 +131,11 @@ public struct Policy: Sendable {
     /// none that can be pinned); it is asked at match time, so a replaced path is seen.
     /// The parser rejects policies in which two agents could match one process.
     public func agent(matching peer: PeerFacts, exeFile: (String) -> FileID?) -> Agent? {
-        agentsByUID[peer.uid]?.first { $0.selector.matches(peer, exeFile: exeFile) }
+        agents(uid: peer.uid).first { $0.selector.matches(peer, exeFile: exeFile) }
     }
 
     public func agent(named name: String) -> Agent? {
-        agentsByName[name]
+        agentsByName[name].map { agents[Int($0)] }
     }
 
     /// The effective risk of `capability` for `agent`, or nil when it is not granted.
@@ -142,13 +143,30 @@ public struct Policy: Sendable {
         agent.grants[capability]
     }
 
-    // Indexes, built once by the parser so lookups stay flat with many agents.
-    var agentsByUID: [UInt32: [Agent]] = [:]
-    var agentsByName: [String: Agent] = [:]
+    // Positions in `agents`, built by the parser (and again with the ids) so lookups stay
+    // flat with many agents: one table sorted by uid, not an array per uid nor copies of agents.
+    struct UIDEntry: Sendable {
+        var uid: UInt32
+        var index: Int32
+    }
+    var agentsByUID: [UIDEntry] = []
+    var agentsByName: [String: Int32] = [:]
 
     mutating func buildIndexes() {
-        agentsByUID = Dictionary(grouping: agents, by: \.selector.uid)
-        agentsByName = Dictionary(uniqueKeysWithValues: agents.map { ($0.name, $0) })
+        agentsByUID = agents.indices.map { UIDEntry(uid: agents[$0].selector.uid, index: Int32($0)) }
+        agentsByUID.sort { ($0.uid, $0.index) < ($1.uid, $1.index) }
+        agentsByName = Dictionary(uniqueKeysWithValues: agents.indices.map { (agents[$0].name, Int32($0)) })
+    }
+
+    /// The agents with `uid`, in policy order.
+    func agents(uid: UInt32) -> some Collection<Agent> {
+        var lo = 0, hi = agentsByUID.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if agentsByUID[mid].uid < uid { lo = mid + 1 } else { hi = mid }
+        }
+        let end = agentsByUID[lo...].firstIndex { $0.uid != uid } ?? agentsByUID.count
+        return agentsByUID[lo..<end].lazy.map { agents[Int($0.index)] }
     }
 }
 
@@ -303,6 +321,6 @@ extension Policy {
 
     /// Whether any agent with this uid is bound by exe_sha256 (hashing is costly; do it only then).
     public func needsExeHash(uid: UInt32) -> Bool {
-        agentsByUID[uid]?.contains { $0.selector.exeSHA256 != nil } ?? false
+        agents(uid: uid).contains { $0.selector.exeSHA256 != nil }
     }
 }

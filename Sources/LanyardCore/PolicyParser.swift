@@ -1,5 +1,3 @@
-import Foundation
-import Yams
 
 /// A policy problem, located: file, field path and (where known) line.
 public struct PolicyError: Error, CustomStringConvertible, Sendable {
@@ -36,18 +34,16 @@ public enum PolicyParser {
 private struct Reader {
     let file: String
 
-    func fail(_ path: String, _ node: Node?, _ message: String) -> PolicyError {
+    func fail(_ path: String, _ node: YAMLNode?, _ message: String) -> PolicyError {
         PolicyError(file: file, path: path, line: node?.mark?.line, message: message)
     }
 
     mutating func policy(_ yaml: String) throws(PolicyError) -> Policy {
-        let root: Node?
+        let root: YAMLNode?
         do {
-            root = try Yams.compose(yaml: yaml)
-        } catch let error as YamlError {
-            throw PolicyError(file: file, path: "", line: Self.line(of: error), message: "not valid YAML: \(Self.summary(of: error))")
+            root = try YAML.compose(yaml)
         } catch {
-            throw PolicyError(file: file, path: "", line: nil, message: "not valid YAML: \(error)")
+            throw PolicyError(file: file, path: "", line: error.line, message: "not valid YAML: \(error.problem)")
         }
         guard let root else { throw fail("", nil, "the policy is empty; it needs at least trust_domain") }
         let top = try mapping(root, "", allowed: ["trust_domain", "admins", "approvers", "services", "capabilities", "agents", "mcp_servers", "identity", "service_units"])
@@ -82,7 +78,7 @@ private struct Reader {
 
     // MARK: Sections
 
-    func principals(_ node: Node, _ path: String, extra: Set<String>) throws(PolicyError) -> Policy.Principals {
+    func principals(_ node: YAMLNode, _ path: String, extra: Set<String>) throws(PolicyError) -> Policy.Principals {
         let m = try mapping(node, path, allowed: Set(["uids", "groups"]).union(extra))
         var p = Policy.Principals()
         if let uids = m["uids"] {
@@ -100,7 +96,7 @@ private struct Reader {
         return p
     }
 
-    func approvers(_ node: Node) throws(PolicyError) -> Policy.Approvers {
+    func approvers(_ node: YAMLNode) throws(PolicyError) -> Policy.Approvers {
         let path = "approvers"
         let m = try mapping(node, path, allowed: ["uids", "groups", "high_risk_quorum", "timeout_seconds", "notify"])
         let who = try principals(node, path, extra: ["high_risk_quorum", "timeout_seconds", "notify"])
@@ -122,7 +118,7 @@ private struct Reader {
 
     /// `approvers.notify`: `webhook` and `command`, each one entry or a list of them, and
     /// `console_url`.
-    func notify(_ node: Node) throws(PolicyError) -> Policy.Notify {
+    func notify(_ node: YAMLNode) throws(PolicyError) -> Policy.Notify {
         let path = "approvers.notify"
         let m = try mapping(node, path, allowed: ["webhook", "command", "console_url"])
         var notify = Policy.Notify()
@@ -142,13 +138,13 @@ private struct Reader {
     }
 
     /// One mapping or a list of them, each with its field path.
-    func entries(_ node: Node?, _ path: String) throws(PolicyError) -> [(Node, String)] {
+    func entries(_ node: YAMLNode?, _ path: String) throws(PolicyError) -> [(YAMLNode, String)] {
         guard let node else { return [] }
         guard case .sequence = node else { return [(node, path)] }
         return try sequence(node, path).enumerated().map { ($0.element, "\(path)[\($0.offset)]") }
     }
 
-    func webhook(_ node: Node, _ path: String) throws(PolicyError) -> Policy.Webhook {
+    func webhook(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Policy.Webhook {
         let w = try mapping(node, path, allowed: ["url", "secret_file", "format", "topic", "token_file"])
         let format = try w["format"].map { n throws(PolicyError) in
             let name = try string(n, "\(path).format")
@@ -187,7 +183,7 @@ private struct Reader {
         return webhook
     }
 
-    func notifyCommand(_ node: Node, _ path: String) throws(PolicyError) -> Policy.NotifyCommand {
+    func notifyCommand(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Policy.NotifyCommand {
         let c = try mapping(node, path, allowed: ["argv", "timeout_seconds"])
         guard let argvNode = c["argv"] else { throw fail("\(path).argv", node, "is required: the program and its arguments, e.g. [/usr/bin/notify-send, Lanyard]") }
         var argv: [String] = []
@@ -209,7 +205,7 @@ private struct Reader {
         return .init(argv: argv, timeoutSeconds: timeout)
     }
 
-    func absolutePath(_ node: Node, _ path: String) throws(PolicyError) -> String {
+    func absolutePath(_ node: YAMLNode, _ path: String) throws(PolicyError) -> String {
         let f = try string(node, path)
         guard f.hasPrefix("/") else { throw fail(path, node, "must be an absolute path") }
         return f
@@ -217,7 +213,7 @@ private struct Reader {
 
     static func isHTTPURL(_ s: String) -> Bool { s.hasPrefix("http://") || s.hasPrefix("https://") }
 
-    func services(_ node: Node) throws(PolicyError) -> [String: Policy.Service] {
+    func services(_ node: YAMLNode) throws(PolicyError) -> [String: Policy.Service] {
         var out: [String: Policy.Service] = [:]
         for (key, value) in try pairs(node, "services") {
             let name = try string(key, "services")
@@ -267,7 +263,7 @@ private struct Reader {
         return out
     }
 
-    func openbao(_ node: Node, _ path: String) throws(PolicyError) -> Policy.OpenBao {
+    func openbao(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Policy.OpenBao {
         let m = try mapping(node, path, allowed: ["addresses", "mode", "kv_mount", "kv_path", "kv_field", "token_policies", "auth", "ca_file", "timeout_ms"])
         guard let addressesNode = m["addresses"] else { throw fail("\(path).addresses", node, "is required: the OpenBao API addresses, tried in order") }
         var addresses: [String] = []
@@ -338,7 +334,7 @@ private struct Reader {
     }
 
     /// An absolute path, or a systemd credential name (no '/').
-    func secretFile(_ node: Node, _ path: String) throws(PolicyError) -> String {
+    func secretFile(_ node: YAMLNode, _ path: String) throws(PolicyError) -> String {
         let f = try string(node, path)
         guard !f.isEmpty, f.hasPrefix("/") || !f.contains("/") else {
             throw fail(path, node, "must be an absolute path, or the name of a systemd credential (LoadCredential=)")
@@ -347,7 +343,7 @@ private struct Reader {
     }
 
     /// A name or path that goes into an OpenBao URL: letters, digits, '-', '_', '.', and '/' between segments.
-    func pathSegment(_ node: Node, _ path: String, allowSlash: Bool) throws(PolicyError) -> String {
+    func pathSegment(_ node: YAMLNode, _ path: String, allowSlash: Bool) throws(PolicyError) -> String {
         let s = try string(node, path)
         let segments = s.split(separator: "/", omittingEmptySubsequences: false)
         let ok = !s.isEmpty && (allowSlash || segments.count == 1) && segments.allSatisfy { seg in
@@ -361,7 +357,7 @@ private struct Reader {
     }
 
     /// The capabilities catalog; `limits` gets each entry's limits (the default of its grants).
-    func catalog(_ node: Node, services: [String: Policy.Service], mcpServers: Set<String>,
+    func catalog(_ node: YAMLNode, services: [String: Policy.Service], mcpServers: Set<String>,
                  limits: inout [Capability: GrantLimits]) throws(PolicyError) -> [Capability: RiskLevel] {
         var out: [Capability: RiskLevel] = [:]
         for (key, value) in try pairs(node, "capabilities") {
@@ -381,7 +377,7 @@ private struct Reader {
     }
 
     /// The names of `mcp_servers:` (slugs, none also a service's name).
-    func mcpServerNames(_ node: Node, services: [String: Policy.Service]) throws(PolicyError) -> Set<String> {
+    func mcpServerNames(_ node: YAMLNode, services: [String: Policy.Service]) throws(PolicyError) -> Set<String> {
         var names: Set<String> = []
         for (key, _) in try pairs(node, "mcp_servers") {
             let name = try string(key, "mcp_servers")
@@ -397,7 +393,7 @@ private struct Reader {
         return names
     }
 
-    func mcpServers(_ node: Node, services: [String: Policy.Service], catalog: [Capability: RiskLevel]) throws(PolicyError) -> [String: Policy.McpServer] {
+    func mcpServers(_ node: YAMLNode, services: [String: Policy.Service], catalog: [Capability: RiskLevel]) throws(PolicyError) -> [String: Policy.McpServer] {
         var out: [String: Policy.McpServer] = [:]
         for (key, value) in try pairs(node, "mcp_servers") {
             let name = try string(key, "mcp_servers")
@@ -439,7 +435,7 @@ private struct Reader {
         return out
     }
 
-    func mcpTool(_ tool: String, _ node: Node, server: String, _ path: String, _ key: Node,
+    func mcpTool(_ tool: String, _ node: YAMLNode, server: String, _ path: String, _ key: YAMLNode,
                  catalog: [Capability: RiskLevel]) throws(PolicyError) -> Policy.McpServer.Tool {
         guard Policy.McpServer.isToolName(tool) else {
             throw fail(path, key, "'\(tool)' is not an MCP tool name: 1 to 128 of A-Z a-z 0-9 _ . -")
@@ -474,7 +470,7 @@ private struct Reader {
     }
 
     /// The name of a tool's argument (a key of its arguments object).
-    func argumentName(_ node: Node, _ path: String) throws(PolicyError) -> String {
+    func argumentName(_ node: YAMLNode, _ path: String) throws(PolicyError) -> String {
         let s = try string(node, path)
         guard (1...128).contains(s.utf8.count), !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw fail(path, node, "an argument name is 1 to 128 bytes without control characters")
@@ -492,7 +488,7 @@ private struct Reader {
     ]
     static let refusedEnvPrefixes = ["LD_", "DYLD_", "BASH_FUNC_", "MALLOC_", "GLIBC_"]
 
-    func envName(_ name: String, _ path: String, _ node: Node) throws(PolicyError) {
+    func envName(_ name: String, _ path: String, _ node: YAMLNode) throws(PolicyError) {
         let bytes = Array(name.utf8)
         let ok = (1...128).contains(bytes.count) && !(bytes[0] >= UInt8(ascii: "0") && bytes[0] <= UInt8(ascii: "9")) && bytes.allSatisfy {
             ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_")
@@ -503,7 +499,7 @@ private struct Reader {
         }
     }
 
-    func fileName(_ name: String, _ path: String, _ node: Node) throws(PolicyError) {
+    func fileName(_ name: String, _ path: String, _ node: YAMLNode) throws(PolicyError) {
         let ok = (1...128).contains(name.utf8.count) && name != "." && name != ".." && name.utf8.allSatisfy {
             ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z"))
                 || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
@@ -511,7 +507,7 @@ private struct Reader {
         guard ok else { throw fail(path, node, "'\(name)' is not a file name: 1 to 128 of A-Z a-z 0-9 _ . - (one path component, not . or ..)") }
     }
 
-    func mcpCredential(_ target: Policy.McpServer.Credential.Target, _ node: Node, _ path: String, services: [String: Policy.Service],
+    func mcpCredential(_ target: Policy.McpServer.Credential.Target, _ node: YAMLNode, _ path: String, services: [String: Policy.Service],
                        catalog: [Capability: RiskLevel]) throws(PolicyError) -> Policy.McpServer.Credential {
         let m = try mapping(node, path, allowed: ["service", "scope", "ttl_seconds"])
         guard let sn = m["service"] else { throw fail("\(path).service", node, "is required: the service whose credential the server gets") }
@@ -540,10 +536,10 @@ private struct Reader {
     }
 
     /// `catalogLimits`: a grant without limits of its own takes its catalog entry's.
-    func agents(_ node: Node, catalog: [Capability: RiskLevel], catalogLimits: [Capability: GrantLimits],
+    func agents(_ node: YAMLNode, catalog: [Capability: RiskLevel], catalogLimits: [Capability: GrantLimits],
                 approvers: Policy.Approvers?) throws(PolicyError) -> [Agent] {
         var out: [Agent] = []
-        var keys: [String: Node] = [:]
+        var keys: [String: YAMLNode] = [:]
         var byUID: [UInt32: [Int]] = [:]  // selectors overlap only on one uid
         for (key, value) in try pairs(node, "agents") {
             let name = try string(key, "agents")
@@ -583,11 +579,13 @@ private struct Reader {
                 grants.reserveCapacity(items.count)  // sized once: no outgrown tables left between the policy's
                 for (i, item) in items.enumerated() {
                     let gpath = "\(path).grants[\(i)]"
-                    let (cap, raised, limit) = try grant(item, gpath)
-                    if let effective = limit.isEmpty ? catalogLimits[cap] : limit { limits[cap] = effective }
-                    guard let base = catalog[cap] else {
-                        throw fail(gpath, item, "capability '\(cap)' is not in the capabilities catalog: add it there with its risk")
+                    let (named, raised, limit) = try grant(item, gpath)
+                    guard let entry = catalog.index(forKey: named) else {
+                        throw fail(gpath, item, "capability '\(named)' is not in the capabilities catalog: add it there with its risk")
                     }
+                    // The catalog's own key: every agent's grant of it shares one name's storage.
+                    let (cap, base) = catalog[entry]
+                    if let effective = limit.isEmpty ? catalogLimits[cap] : limit { limits[cap] = effective }
                     if let raised, raised < base {
                         throw fail(gpath, item, "a grant may raise the risk of '\(cap)' but never lower it (catalog: \(base), grant: \(raised))")
                     }
@@ -613,7 +611,7 @@ private struct Reader {
 
     /// `service_units: {UNIT: {ID: {agent, capability, ttl_seconds}}}`: each credential a LOW
     /// grant of a declared agent (a unit starts with no approver at hand).
-    func serviceUnits(_ node: Node, agents: [Agent], services: [String: Policy.Service]) throws(PolicyError) -> [ServiceUnitCredential] {
+    func serviceUnits(_ node: YAMLNode, agents: [Agent], services: [String: Policy.Service]) throws(PolicyError) -> [ServiceUnitCredential] {
         var out: [ServiceUnitCredential] = []
         for (unitKey, ids) in try pairs(node, "service_units") {
             let unit = try string(unitKey, "service_units")
@@ -665,7 +663,7 @@ private struct Reader {
     }
 
     /// `identity: {alg: EdDSA | ES256}`.
-    func identityAlgorithm(_ node: Node) throws(PolicyError) -> String {
+    func identityAlgorithm(_ node: YAMLNode) throws(PolicyError) -> String {
         let m = try mapping(node, "identity", allowed: ["alg"])
         guard let n = m["alg"] else { throw fail("identity.alg", node, "is required: EdDSA or ES256 (SPIFFE JWT-SVID verifiers need ES256)") }
         let alg = try string(n, "identity.alg")
@@ -677,7 +675,7 @@ private struct Reader {
 
     /// An agent's `delegation: {max_depth, capabilities}`; `capabilities` lists HIGH grants
     /// that may be delegated, so each must be a HIGH grant of the agent.
-    func delegation(_ node: Node, _ path: String, grants: [Capability: RiskLevel]) throws(PolicyError) -> Agent.Delegation {
+    func delegation(_ node: YAMLNode, _ path: String, grants: [Capability: RiskLevel]) throws(PolicyError) -> Agent.Delegation {
         let m = try mapping(node, path, allowed: ["max_depth", "capabilities"])
         guard let n = m["max_depth"] else { throw fail("\(path).max_depth", node, "is required: how deep sub-agents may chain (1 to \(Agent.Delegation.depthLimit))") }
         let depth = try int(n, "\(path).max_depth")
@@ -699,7 +697,7 @@ private struct Reader {
 
     /// `NAME.service` (a unit of system.slice) or a whole cgroup path such as
     /// `/agents.slice/NAME.service`; never a path into a user manager's delegated subtree.
-    func systemUnit(_ node: Node, _ path: String) throws(PolicyError) -> UnitSelector {
+    func systemUnit(_ node: YAMLNode, _ path: String) throws(PolicyError) -> UnitSelector {
         let s = try string(node, path)
         guard s.hasPrefix("/") else { return .system(cgroup: "/system.slice/" + (try unitName(node, path))) }
         let parts = s.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
@@ -712,7 +710,7 @@ private struct Reader {
     }
 
     /// A systemd unit name: no '/', ending in .service or .scope.
-    func unitName(_ node: Node, _ path: String) throws(PolicyError) -> String {
+    func unitName(_ node: YAMLNode, _ path: String) throws(PolicyError) -> String {
         let s = try string(node, path)
         guard Self.isUnitName(Substring(s)) else {
             throw fail(path, node, "must be a systemd unit name ending in .service or .scope, got '\(s)'")
@@ -725,7 +723,7 @@ private struct Reader {
         return !stem.isEmpty && !s.contains("/") && stem != "." && stem != ".."
     }
 
-    func grant(_ node: Node, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?, GrantLimits) {
+    func grant(_ node: YAMLNode, _ path: String) throws(PolicyError) -> (Capability, RiskLevel?, GrantLimits) {
         if case .scalar = node {
             return (try capability(try string(node, path), path, node), nil, GrantLimits())
         }
@@ -737,13 +735,13 @@ private struct Reader {
     }
 
     /// A grant's `rate`, `budget` (+ `over_budget`) and `window` (+ `outside_window`).
-    func grantLimits(_ m: [String: Node], _ path: String) throws(PolicyError) -> GrantLimits {
+    func grantLimits(_ m: [String: YAMLNode], _ path: String) throws(PolicyError) -> GrantLimits {
         var limits = GrantLimits()
         if let n = m["rate"] {
             let s = try string(n, "\(path).rate")
             let parts = s.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count == 2, let count = Int64(parts[0].trimmingCharacters(in: .whitespaces)), count > 0,
-                  let period = GrantLimits.Period(rawValue: parts[1].trimmingCharacters(in: .whitespaces)) else {
+            guard parts.count == 2, let count = Int64(parts[0].trimmed), count > 0,
+                  let period = GrantLimits.Period(rawValue: String(parts[1].trimmed)) else {
                 throw fail("\(path).rate", n, "'\(s)' is not a rate: write COUNT/minute, COUNT/hour or COUNT/day (for example 60/hour)")
             }
             limits.rate = .init(count: count, period: period)
@@ -773,7 +771,7 @@ private struct Reader {
     }
 
     /// `over_budget` / `outside_window`: `deny` (the default) or `approval`.
-    func overrun(_ node: Node?, _ path: String, needs present: Bool, of limit: String) throws(PolicyError) -> Bool {
+    func overrun(_ node: YAMLNode?, _ path: String, needs present: Bool, of limit: String) throws(PolicyError) -> Bool {
         guard let node else { return false }
         guard present else { throw fail(path, node, "applies to a \(limit): set \(limit) on this grant, or remove it") }
         switch try string(node, path) {
@@ -784,7 +782,7 @@ private struct Reader {
     }
 
     /// `window: {days: [mon-fri], hours: "08:00-19:00", tz: Europe/Berlin}`.
-    func window(_ node: Node, _ path: String) throws(PolicyError) -> GrantLimits.Window {
+    func window(_ node: YAMLNode, _ path: String) throws(PolicyError) -> GrantLimits.Window {
         let w = try mapping(node, path, allowed: ["days", "hours", "tz"])
         guard let d = w["days"], let h = w["hours"], let z = w["tz"] else {
             throw fail(path, node, "needs days, hours and tz (for example {days: [mon-fri], hours: \"08:00-19:00\", tz: Europe/Berlin})")
@@ -805,7 +803,7 @@ private struct Reader {
             throw fail("\(path).hours", h, "'\(hours)' is not a time range: write \"HH:MM-HH:MM\" with the start before the end (for example \"08:00-19:00\")")
         }
         let tz = try string(z, "\(path).tz")
-        guard tz.contains("/") || tz == "UTC", let zone = TimeZone(identifier: tz) else {
+        guard tz.contains("/") || tz == "UTC", let zone = ZoneInfo(identifier: tz) else {
             throw fail("\(path).tz", z, "unknown time zone '\(tz)': name one of the system's tz database (for example Europe/Berlin or UTC)")
         }
         return .init(days: days, startMinute: start, endMinute: end, timeZone: zone,
@@ -814,41 +812,41 @@ private struct Reader {
 
     // MARK: Scalars
 
-    func capability(_ raw: String, _ path: String, _ node: Node?) throws(PolicyError) -> Capability {
+    func capability(_ raw: String, _ path: String, _ node: YAMLNode?) throws(PolicyError) -> Capability {
         do { return try Capability(parsing: raw) } catch { throw fail(path, node, error.description) }
     }
 
-    func risk(_ node: Node, _ path: String) throws(PolicyError) -> RiskLevel {
+    func risk(_ node: YAMLNode, _ path: String) throws(PolicyError) -> RiskLevel {
         let s = try string(node, path)
         guard let r = RiskLevel(name: s) else { throw fail(path, node, "unknown risk '\(s)': use low, medium or high") }
         return r
     }
 
-    func string(_ node: Node, _ path: String) throws(PolicyError) -> String {
+    func string(_ node: YAMLNode, _ path: String) throws(PolicyError) -> String {
         guard case .scalar(let s) = node else { throw fail(path, node, "expected a string") }
         return s.string
     }
 
-    func int(_ node: Node, _ path: String) throws(PolicyError) -> Int {
+    func int(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Int {
         guard case .scalar = node, let v = node.int else { throw fail(path, node, "expected a whole number") }
         return v
     }
 
-    func uid(_ node: Node, _ path: String) throws(PolicyError) -> UInt32 {
+    func uid(_ node: YAMLNode, _ path: String) throws(PolicyError) -> UInt32 {
         let v = try int(node, path)
         guard v >= 0, v < Int(UInt32.max) else { throw fail(path, node, "\(v) is not a valid uid/gid") }
         return UInt32(v)
     }
 
-    func sequence(_ node: Node, _ path: String) throws(PolicyError) -> [Node] {
+    func sequence(_ node: YAMLNode, _ path: String) throws(PolicyError) -> [YAMLNode] {
         guard case .sequence(let s) = node else { throw fail(path, node, "expected a list") }
         return Array(s)
     }
 
-    func pairs(_ node: Node, _ path: String) throws(PolicyError) -> [(Node, Node)] {
+    func pairs(_ node: YAMLNode, _ path: String) throws(PolicyError) -> [(YAMLNode, YAMLNode)] {
         guard case .mapping(let m) = node else { throw fail(path, node, "expected a mapping") }
         var seen: Set<String> = []
-        var out: [(Node, Node)] = []
+        var out: [(YAMLNode, YAMLNode)] = []
         for (k, v) in m {
             let name = k.string ?? ""
             guard seen.insert(name).inserted else { throw fail("\(path).\(name)", k, "is defined twice") }
@@ -857,8 +855,8 @@ private struct Reader {
         return out
     }
 
-    func mapping(_ node: Node, _ path: String, allowed: Set<String>) throws(PolicyError) -> [String: Node] {
-        var out: [String: Node] = [:]
+    func mapping(_ node: YAMLNode, _ path: String, allowed: Set<String>) throws(PolicyError) -> [String: YAMLNode] {
+        var out: [String: YAMLNode] = [:]
         for (k, v) in try pairs(node, path) {
             let key = k.string ?? ""
             guard allowed.contains(key) else {
@@ -881,20 +879,6 @@ private struct Reader {
         !s.isEmpty && s.utf8.count <= 255 && s.utf8.allSatisfy {
             ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
                 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
-        }
-    }
-
-    static func line(of error: YamlError) -> Int? {
-        switch error {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
-        default: return nil
-        }
-    }
-
-    static func summary(of error: YamlError) -> String {
-        switch error {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
-        default: return "\(error)"
         }
     }
 }

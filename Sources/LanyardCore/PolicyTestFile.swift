@@ -1,4 +1,3 @@
-import Yams
 
 /// A policy test file (`lanyardctl policy test POLICY TESTS.yaml`, issue 19): cases that
 /// each name a caller (an agent or facts), a request and the expected decision, risk and
@@ -39,11 +38,11 @@ public struct PolicyTestFile: Sendable, Equatable {
 
     /// Parses a test file, or says where it is malformed (file:line).
     public static func parse(_ yaml: String, file: String) throws(PolicyError) -> PolicyTestFile {
-        func fail(_ node: Node?, _ path: String, _ message: String) -> PolicyError {
+        func fail(_ node: YAMLNode?, _ path: String, _ message: String) -> PolicyError {
             PolicyError(file: file, path: path, line: node?.mark?.line, message: message)
         }
-        let root: Node?
-        do { root = try Yams.compose(yaml: yaml) } catch { throw fail(nil, "", "not valid YAML: \(error)") }
+        let root: YAMLNode?
+        do { root = try YAML.compose(yaml) } catch { throw PolicyError(file: file, path: "", line: error.line, message: "not valid YAML: \(error.problem)") }
         guard let top = root?.mapping, let list = top["cases"] else { throw fail(root, "", "needs a top-level list `cases:`") }
         guard let items = list.sequence, !items.isEmpty else { throw fail(list, "cases", "must be a non-empty list of cases") }
         var cases: [Case] = []

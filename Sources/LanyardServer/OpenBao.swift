@@ -172,7 +172,7 @@ final class OpenBaoBackend: Sendable {
         } catch {
             throw UpstreamError("\(error)")
         }
-        let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = String(text.trimmed)
         guard !value.isEmpty else { throw UpstreamError("the \(what) \(path) is empty") }
         return value
     }

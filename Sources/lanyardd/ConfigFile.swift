@@ -1,5 +1,5 @@
+import LanyardCore
 import LanyardServer
-import Yams
 
 /// `--config FILE`: a YAML mapping whose keys are the long flag names (`state-dir: ...`).
 enum ConfigFile {
@@ -23,8 +23,8 @@ enum ConfigFile {
         } catch {
             throw Problem(description: "\(error)")
         }
-        let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch { throw Problem(description: "\(path): not valid YAML: \(error)") }
+        let node: YAMLNode?
+        do { node = try YAML.compose(text) } catch { throw Problem(description: "\(path): not valid YAML: \(error)") }
         guard let node else { return [:] }
         guard case .mapping(let mapping) = node else { throw Problem(description: "\(path): expected a mapping of option: value") }
         var out: [String: String] = [:]

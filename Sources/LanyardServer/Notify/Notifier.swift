@@ -170,7 +170,7 @@ final class Notifier: Sendable {
     /// `scheme://host[:port]` of a URL: webhook URLs often carry a credential in their path
     /// or query, so only the origin may reach logs and audit records.
     static func origin(of url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return "(webhook)" }
+        guard let schemeEnd = url.firstRange(of: "://") else { return "(webhook)" }
         let rest = url[schemeEnd.upperBound...]
         let hostPort = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
         return url[..<schemeEnd.upperBound] + String(hostPort.split(separator: "@").last ?? "")
