@@ -4,6 +4,14 @@ import PackageDescription
 // Dependencies point one way: LanyardWire and LanyardCore at the bottom, then
 // LanyardCrypto and LanyardStore, then LanyardServer, then the executables.
 // LanyardClient depends only on LanyardWire.
+// What the loader touches before main: lld packs the relative relocations of a
+// position-independent binary (DT_RELR, glibc 2.36) where gold writes 24 bytes for each
+// (2 MB of lanyardd's start), and nothing needs the programs' symbols exported
+// (backtraces read .symtab).
+let leanExecutable: [LinkerSetting] = [
+    .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"]),
+]
+
 let package = Package(
     name: "Lanyard",
     platforms: [.macOS(.v15)],
@@ -78,12 +86,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], linkerSettings: [
-            // What the loader touches before main: lld packs the relative relocations of the
-            // position-independent binary (DT_RELR, glibc 2.36) where gold writes 24 bytes for
-            // each, and nothing needs the daemon's symbols exported (backtraces read .symtab).
-            .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"]),
-        ]),
+        ], linkerSettings: leanExecutable),
         .executableTarget(name: "lanyardctl", dependencies: [
             "LanyardClient", "LanyardCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -92,14 +95,14 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], linkerSettings: leanExecutable),
 
         // The MCP gateway (docs/mcp.md): an agent-side program, so the client library only.
         .executableTarget(name: "lanyard-mcp", dependencies: [
             "LanyardClient", "LanyardCore", "LanyardWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-        ]),
+        ], linkerSettings: leanExecutable),
 
         // Tests.
         .target(name: "LanyardTestSupport", dependencies: ["CLanyardSys"], path: "Tests/LanyardTestSupport"),

@@ -33,6 +33,8 @@ public enum PolicyParser {
 
 private struct Reader {
     let file: String
+    /// Each zone a window names, read once however many grants name it.
+    let zones = ZoneCache()
 
     func fail(_ path: String, _ node: YAMLNode?, _ message: String) -> PolicyError {
         PolicyError(file: file, path: path, line: node?.mark?.line, message: message)
@@ -803,7 +805,7 @@ private struct Reader {
             throw fail("\(path).hours", h, "'\(hours)' is not a time range: write \"HH:MM-HH:MM\" with the start before the end (for example \"08:00-19:00\")")
         }
         let tz = try string(z, "\(path).tz")
-        guard tz.contains("/") || tz == "UTC", let zone = ZoneInfo(identifier: tz) else {
+        guard tz.contains("/") || tz == "UTC", let zone = zones.zone(tz) else {
             throw fail("\(path).tz", z, "unknown time zone '\(tz)': name one of the system's tz database (for example Europe/Berlin or UTC)")
         }
         return .init(days: days, startMinute: start, endMinute: end, timeZone: zone,
@@ -844,15 +846,9 @@ private struct Reader {
     }
 
     func pairs(_ node: YAMLNode, _ path: String) throws(PolicyError) -> [(YAMLNode, YAMLNode)] {
+        // The composer refuses a key given twice.
         guard case .mapping(let m) = node else { throw fail(path, node, "expected a mapping") }
-        var seen: Set<String> = []
-        var out: [(YAMLNode, YAMLNode)] = []
-        for (k, v) in m {
-            let name = k.string ?? ""
-            guard seen.insert(name).inserted else { throw fail("\(path).\(name)", k, "is defined twice") }
-            out.append((k, v))
-        }
-        return out
+        return m.pairs
     }
 
     func mapping(_ node: YAMLNode, _ path: String, allowed: Set<String>) throws(PolicyError) -> [String: YAMLNode] {
@@ -880,5 +876,17 @@ private struct Reader {
             ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
                 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
         }
+    }
+}
+
+/// The zones of one policy's windows, by name.
+private final class ZoneCache {
+    private var zones: [String: ZoneInfo?] = [:]
+
+    func zone(_ name: String) -> ZoneInfo? {
+        if let known = zones[name] { return known }
+        let zone = ZoneInfo(identifier: name)
+        zones[name] = zone
+        return zone
     }
 }

@@ -74,8 +74,10 @@ public struct PolicyTestFile: Sendable, Equatable {
             }
             request.amount = try text("amount") ?? ""
             if let t = m["time"] {
-                guard let s = t.scalar?.string, let seconds = Int64(s) else { throw fail(t, "\(path).time", "must be unix seconds") }
-                request.atMicros = seconds * 1_000_000
+                guard let s = t.scalar?.string, let seconds = Int64(s), case let (micros, false) = seconds.multipliedReportingOverflow(by: 1_000_000) else {
+                    throw fail(t, "\(path).time", "must be unix seconds")
+                }
+                request.atMicros = micros
             }
             guard let e = m["expect"], let em = e.mapping else { throw fail(item, "\(path).expect", "is required: {decision, risk, reason_code}") }
             for key in em.keys { if let k = key.string, !["decision", "risk", "reason_code"].contains(k) { throw fail(key, "\(path).expect.\(k)", "unknown field: use decision, risk, reason_code") } }

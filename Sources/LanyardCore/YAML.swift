@@ -59,6 +59,9 @@ public indirect enum YAMLNode: Sendable {
     }
 
     /// A whole number: decimal with an optional sign, or 0x/0o/0b; `_` may group digits.
+    /// A decimal with a leading zero (`0755`) is none: YAML 1.1 (and Yams before this
+    /// reader) read it as octal, so a policy written for that reading fails to load
+    /// rather than name other uids.
     public var int: Int? {
         guard var s = string.map({ Substring($0) }) else { return nil }
         s.removeAll { $0 == "_" }
@@ -67,12 +70,16 @@ public indirect enum YAMLNode: Sendable {
             negative = sign == "-"
             s = s.dropFirst()
         }
-        var radix = 10
-        for (prefix, r) in [("0x", 16), ("0o", 8), ("0b", 2)] where s.hasPrefix(prefix) {
-            radix = r
-            s = s.dropFirst(2)
+        let radix: Int
+        switch s.prefix(2) {
+        case "0x": radix = 16
+        case "0o": radix = 8
+        case "0b": radix = 2
+        default: radix = 10
         }
-        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isHexDigit }), let magnitude = Int(s, radix: radix) else { return nil }
+        if radix != 10 { s = s.dropFirst(2) }
+        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isHexDigit }), radix != 10 || s == "0" || s.first != "0",
+              let magnitude = Int(s, radix: radix) else { return nil }
         return negative ? -magnitude : magnitude
     }
 }
@@ -108,10 +115,12 @@ private struct Composer {
         var mark: YAMLNode.Mark
         var anchor: String?
         var size = 1
+        /// Levels below this collection so far (aliases included).
+        var height = 1
     }
 
     var open: [Open] = []
-    var anchors: [String: (node: YAMLNode, size: Int)] = [:]
+    var anchors: [String: (node: YAMLNode, size: Int, height: Int)] = [:]
     var expanded = 0
     var root: YAMLNode?
     var documents = 0
@@ -141,11 +150,15 @@ private struct Composer {
         case YAML_SCALAR_EVENT:
             let s = event.data.scalar
             let text = String(decoding: UnsafeBufferPointer(start: s.value, count: s.length), as: UTF8.self)
-            try close(.scalar(.init(string: text, mark: mark)), size: 1, anchor: Self.string(s.anchor), mark: mark)
+            try close(.scalar(.init(string: text, mark: mark)), size: 1, height: 1, anchor: Self.string(s.anchor), mark: mark)
         case YAML_ALIAS_EVENT:
             let name = Self.string(event.data.alias.anchor) ?? ""
             guard let target = anchors[name] else { throw YAMLError(problem: "alias *\(name) names no anchor before it", line: mark.line) }
-            try close(target.node, size: target.size, anchor: nil, mark: mark, isAlias: true)
+            // What an alias repeats is nested where it stands: the depth bound counts it there.
+            guard open.count + target.height <= YAML.maxDepth else {
+                throw YAMLError(problem: "nested deeper than \(YAML.maxDepth) levels (through alias *\(name))", line: mark.line)
+            }
+            try close(target.node, size: target.size, height: target.height, anchor: nil, mark: mark, isAlias: true)
         case YAML_SEQUENCE_START_EVENT where open.count >= YAML.maxDepth, YAML_MAPPING_START_EVENT where open.count >= YAML.maxDepth:
             throw YAMLError(problem: "nested deeper than \(YAML.maxDepth) levels", line: mark.line)
         case YAML_SEQUENCE_START_EVENT:
@@ -155,32 +168,37 @@ private struct Composer {
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
             let done = open.removeLast()
             let node: YAMLNode = done.isMapping ? .mapping(.init(pairs: done.pairs, mark: done.mark)) : .sequence(.init(items: done.items, mark: done.mark))
-            try close(node, size: done.size, anchor: done.anchor, mark: mark)
+            try close(node, size: done.size, height: done.height, anchor: done.anchor, mark: mark)
         default:
             break  // stream start, document end
         }
     }
 
     /// A finished node goes into the collection it is in, or becomes the document.
-    mutating func close(_ node: YAMLNode, size: Int, anchor: String?, mark: YAMLNode.Mark, isAlias: Bool = false) throws(YAMLError) {
+    mutating func close(_ node: YAMLNode, size: Int, height: Int, anchor: String?, mark: YAMLNode.Mark, isAlias: Bool = false) throws(YAMLError) {
         // Every node once, an alias as the whole subtree it repeats.
         expanded += isAlias ? size : 1
         guard expanded <= YAML.maxExpandedNodes else {
             throw YAMLError(problem: "the document expands to more than \(YAML.maxExpandedNodes) nodes (through its aliases)", line: mark.line)
         }
-        if let anchor { anchors[anchor] = (node, size) }
+        if let anchor { anchors[anchor] = (node, size, height) }
         guard !open.isEmpty else {
             root = node
             return
         }
         let top = open.count - 1
         open[top].size += size
+        open[top].height = max(open[top].height, height + 1)
         if !open[top].isMapping {
             open[top].items.append(node)
         } else if let key = open[top].key {
             open[top].pairs.append((key, node))
             open[top].key = nil
         } else {
+            // A key given twice is refused here, for every reader (bytes compared, not canonical equivalence).
+            if let text = node.string, open[top].pairs.contains(where: { $0.0.string?.sameBytes(as: text) == true }) {
+                throw YAMLError(problem: "'\(Inert.text(text, limit: 64))' is defined twice in this mapping", line: mark.line)
+            }
             open[top].key = node
         }
     }

@@ -36,6 +36,7 @@ public struct ZoneInfo: Sendable, Equatable {
             header = v2
             timeSize = 8
         }
+        guard header.dataLength(timeSize: timeSize) <= tzif.count else { return nil }
         var transitions: [Int64] = []
         transitions.reserveCapacity(header.timeCount)
         for _ in 0..<header.timeCount {
@@ -52,7 +53,8 @@ public struct ZoneInfo: Sendable, Equatable {
             guard let off = r.int32(), r.skip(2) else { return nil }  // utoff, then isdst and the name's index
             typeOffsets.append(off)
         }
-        guard !typeOffsets.isEmpty, r.skip(header.charCount + header.leapCount * (timeSize + 4) + header.stdCount + header.utCount) else { return nil }
+        // Leap seconds (the right/ zones) are not UTC as the daemon's clock counts it: refused.
+        guard header.leapCount == 0, !typeOffsets.isEmpty, r.skip(header.charCount + header.leapCount * (timeSize + 4) + header.stdCount + header.utCount) else { return nil }
         var rule: Rule?
         if header.version >= 2 {
             guard r.byte() == UInt8(ascii: "\n"), let footer = r.line() else { return nil }
@@ -153,14 +155,20 @@ extension ZoneInfo {
             }
         }
 
+        /// The offset of the last change at or before `utc`, among those of its year and the
+        /// years beside it: a change may fall in another UTC year than its local one, and a
+        /// rule may keep daylight time all year (`EST5EDT,0/0,J365/25`: a year's end is the
+        /// next one's start, which wins).
         func offset(at utc: Int64) -> Int {
             guard let dst = daylight else { return standard }
             let year = Civil.year(ofDay: utc >= 0 ? utc / 86_400 : (utc - 86_399) / 86_400)
-            let start = dst.start.localSeconds(year: year) - Int64(standard)
-            let end = dst.end.localSeconds(year: year) - Int64(dst.offset)
-            // Southern zones (and Dublin's negative daylight time) start after they end.
-            let inDaylight = start < end ? (utc >= start && utc < end) : !(utc >= end && utc < start)
-            return inDaylight ? dst.offset : standard
+            var last: (at: Int64, offset: Int)?
+            for y in year - 1...year + 1 {
+                let changes = [(dst.end.localSeconds(year: y) - Int64(dst.offset), standard),
+                               (dst.start.localSeconds(year: y) - Int64(standard), dst.offset)]
+                for (at, offset) in changes where at <= utc && at >= (last?.at ?? .min) { last = (at, offset) }
+            }
+            return last?.offset ?? standard
         }
 
         init?(_ text: String) {

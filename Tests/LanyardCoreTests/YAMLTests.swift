@@ -22,9 +22,14 @@ struct YAMLTests {
         #expect(try YAML.compose("# only a comment\n") == nil)
     }
 
-    @Test func duplicateKeysAreKeptInOrderForTheReader() throws {
-        let m = try #require(try YAML.compose("a: 1\na: 2\n")?.mapping)
-        #expect(m.pairs.map { $0.1.string } == ["1", "2"])
+    /// For every reader: the config file and test files as much as the policy.
+    @Test func aKeyGivenTwiceIsRefused() {
+        #expect {
+            try YAML.compose("a: 1\nb: 2\na: 3\n")
+        } throws: { error in
+            (error as? YAMLError).map { $0.problem.contains("'a' is defined twice") && $0.line == 3 } ?? false
+        }
+        #expect(throws: Never.self) { try YAML.compose("a: { x: 1 }\nb: { x: 1 }\n") }  // the same key in two mappings
     }
 
     @Test func malformedYAMLSaysWhatAndWhere() {
@@ -62,6 +67,13 @@ struct YAMLTests {
     @Test func nestingIsBounded() throws {
         func nested(_ depth: Int) -> String { String(repeating: "[", count: depth) + String(repeating: "]", count: depth) }
         #expect(try YAML.compose(nested(YAML.maxDepth))?.sequence != nil)
+        // Aliases nest what they repeat where they stand: a chain of deep anchors is as deep as its expansion.
+        let deep = String(repeating: "[", count: 200) + "x" + String(repeating: "]", count: 200)
+        #expect {
+            try YAML.compose("a: &a \(deep)\nb: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n")
+        } throws: { error in
+            (error as? YAMLError)?.problem.contains("through alias *a") == true
+        }
         #expect {
             try YAML.compose(nested(100_000))
         } throws: { error in
@@ -70,13 +82,15 @@ struct YAMLTests {
     }
 
     @Test(arguments: [
-        ("1001", 1001), ("-5", -5), ("+5", 5), ("0x1f", 31), ("0o17", 15), ("0b101", 5), ("1_000", 1000),
+        ("1001", 1001), ("-5", -5), ("+5", 5), ("0x1f", 31), ("0o17", 15), ("0b101", 5), ("1_000", 1000), ("0", 0),
+        ("0x0b11", 2833), ("0x0b", 11),
     ])
     func wholeNumbers(text: String, value: Int) throws {
         #expect(try YAML.compose("v: \(text)")?.mapping?["v"]?.int == value)
     }
 
-    @Test(arguments: ["1.5", "abc", "0x", "", "12a", "99999999999999999999"])
+    /// `0755` was octal in YAML 1.1: not read as 755 now, so such a policy does not load.
+    @Test(arguments: ["1.5", "abc", "0x", "", "12a", "99999999999999999999", "0755", "01000", "-012", "1:30", "0o0x1"])
     func notWholeNumbers(text: String) throws {
         #expect(try YAML.compose("v: \(text)")?.mapping?["v"]?.int == nil)
     }

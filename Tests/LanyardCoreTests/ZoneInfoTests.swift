@@ -55,7 +55,9 @@ struct ZoneInfoTests {
         }
     }
 
-    @Test(arguments: ["../etc/passwd", "/etc/localtime", "Europe/../../etc/shadow", "Nowhere/Atlantis", "", "Europe/", "-x/y"])
+    /// Not names of the database's zones, or zones counting leap seconds (`right/`): refused.
+    @Test(arguments: ["../etc/passwd", "/etc/localtime", "Europe/../../etc/shadow", "Nowhere/Atlantis", "", "Europe/", "-x/y",
+                      "right/Europe/Berlin"])
     func namesThatAreNotZonesAreRefused(name: String) {
         #expect(ZoneInfo(identifier: name) == nil)
     }
@@ -77,5 +79,15 @@ struct ZoneInfoTests {
     ])
     func posixRules(text: String, valid: Bool) {
         #expect((ZoneInfo.Rule(text) != nil) == valid, "\(text)")
+    }
+
+    /// A rule keeping daylight time all year (RFC 8536's `0/0,J365/25`): daylight time
+    /// holds across New Year, where a year's end meets the next one's start.
+    @Test func daylightTimeAllYearHoldsAcrossNewYear() throws {
+        let rule = try #require(ZoneInfo.Rule("EST5EDT,0/0,J365/25"))
+        let newYear = Civil.days(year: 2030, month: 1, day: 1) * 86_400
+        for t in stride(from: newYear - 6 * 3_600, through: newYear + 6 * 3_600, by: 900) {
+            #expect(rule.offset(at: t) == -4 * 3_600, "at \(t - newYear) s from New Year (UTC)")
+        }
     }
 }
