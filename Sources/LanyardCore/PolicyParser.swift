@@ -830,7 +830,12 @@ private struct Reader {
     }
 
     func int(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Int {
-        guard case .scalar = node, let v = node.int else { throw fail(path, node, "expected a whole number") }
+        guard let v = node.int else {
+            let text = node.string ?? ""
+            let octal = text.count > 1 && text.first == "0" && text.dropFirst().first?.isNumber == true
+            throw fail(path, node, octal ? "'\(text)' has a leading zero: write the number without it (YAML 1.1 read it as octal; 0o755 for octal)"
+                                         : "expected a whole number")
+        }
         return v
     }
 

@@ -32,6 +32,7 @@ struct PolicyParserTests {
         (header + "agents:\n  a: { uid: 1001, grants: [github:push, github:push] }\n", "agents.a.grants[1]", "granted twice", 8),
         (header + "agents:\n  Bad_Name: { uid: 1001 }\n", "agents.Bad_Name", "not a slug", 8),
         (header + "agentz: {}\n", "agentz", "unknown field", 7),
+        (header + "agents:\n  a: { uid: 01001 }\n", "agents.a.uid", "has a leading zero", 8),
         (header + "identity: { alg: HS256 }\n", "identity.alg", "not an identity token algorithm", 7),
         (header + "identity: {}\n", "identity.alg", "is required", 7),
         (header + "agents:\n  a: { uid: 1001, delegation: { max_depth: 4 } }\n", "agents.a.delegation.max_depth", "out of range", 8),
