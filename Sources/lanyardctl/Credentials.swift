@@ -41,17 +41,27 @@ func readSecretFromStdin(_ what: String) throws -> [UInt8] {
 /// back at `end` (every return and throw goes through it) and on the signals that end a
 /// typing session (Ctrl-C, Ctrl-\, hangup, kill), before the signal takes its course.
 enum HiddenInput {
-    nonisolated(unsafe) private static var saved = termios()
+    /// The saved settings and the quiet ones, in heap memory larger than the C struct: a
+    /// Swift global `termios` was emitted 57 bytes long, and glibc's tcgetattr writes 60
+    /// into it (AddressSanitizer: global-buffer-overflow).
+    nonisolated(unsafe) private static let settings: UnsafeMutableRawPointer = {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 16)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: 256)
+        return p
+    }()
+    private static var saved: UnsafeMutablePointer<termios> { settings.assumingMemoryBound(to: termios.self) }
+    private static var quiet: UnsafeMutablePointer<termios> { (settings + 128).assumingMemoryBound(to: termios.self) }
     private static let signals = [SIGINT, SIGQUIT, SIGHUP, SIGTERM]
 
     /// Turns echo off when standard input is a terminal; false (and nothing done) otherwise.
     static func begin() throws -> Bool {
         guard isatty(0) == 1 else { return false }
-        guard tcgetattr(0, &saved) == 0 else { throw Failure("cannot read the terminal's settings to hide the secret; pipe it on standard input instead") }
+        guard tcgetattr(0, saved) == 0, tcgetattr(0, quiet) == 0 else {
+            throw Failure("cannot read the terminal's settings to hide the secret; pipe it on standard input instead")
+        }
         for s in signals { signal(s, restoreAndResignal) }
-        var quiet = saved
-        quiet.c_lflag &= ~tcflag_t(ECHO | ECHONL)
-        guard tcsetattr(0, TCSANOW, &quiet) == 0 else {
+        quiet.pointee.c_lflag &= ~tcflag_t(ECHO | ECHONL)
+        guard tcsetattr(0, TCSANOW, quiet) == 0 else {
             end()
             throw Failure("cannot turn off the terminal's echo to hide the secret; pipe it on standard input instead")
         }
@@ -59,14 +69,15 @@ enum HiddenInput {
     }
 
     static func end() {
-        tcsetattr(0, TCSANOW, &saved)
+        tcsetattr(0, TCSANOW, saved)
         for s in signals { signal(s, SIG_DFL) }
         FileHandleStderr.write("\n")  // the Enter the user typed was not echoed
     }
 
-    /// Async-signal-safe: tcsetattr, signal and raise only.
+    /// Async-signal-safe: tcsetattr, signal and raise only (`settings` is set before the
+    /// handler is installed).
     private static let restoreAndResignal: @convention(c) (Int32) -> Void = { sig in
-        tcsetattr(0, TCSANOW, &HiddenInput.saved)
+        tcsetattr(0, TCSANOW, HiddenInput.saved)
         signal(sig, SIG_DFL)
         raise(sig)
     }

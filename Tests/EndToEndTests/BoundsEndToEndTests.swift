@@ -219,7 +219,10 @@ struct BoundsEndToEndTests {
         }
         let served = probe.stop()
         fds.forEach { close($0) }
-        #expect(peak < 200 * 1024, "RSS peaked at \(peak / 1024) MB during the unread ListLeases flood")
+        // (ASan keeps freed memory in quarantine on purpose: RSS says nothing under a sanitizer.)
+        if ProcessInfo.processInfo.environment["LANYARD_SANITIZER"] == nil {
+            #expect(peak < 200 * 1024, "RSS peaked at \(peak / 1024) MB during the unread ListLeases flood")
+        }
         #expect(served.failed == 0 && served.p99 < 1, "victim's Hello during the flood: \(served)")
         print("ListLeases flood: 16 × 64 unread over 2,000 leases; RSS peak \(peak / 1024) MB; victim Hello p99 \(served.p99) s over \(served.answered)")
     }
