@@ -17,12 +17,9 @@ if [[ " $* " == *" --smoke "* ]]; then
   swift build --product lanyard-mcp >&2
   bin="$(swift build --show-bin-path)"
 else
-  # The release build the Debian package ships (scripts/package-deb.sh): the Swift runtime
-  # linked statically, in the scratch path the package builds in.
-  release=(-c release --static-swift-stdlib --scratch-path .build-release)
-  swift build "${release[@]}" --product lanyardd >&2
-  swift build "${release[@]}" --product lanyard-mcp >&2
-  bin="$(swift build "${release[@]}" --show-bin-path)"
+  swift build "${LANYARD_RELEASE_BUILD[@]}" --product lanyardd >&2
+  swift build "${LANYARD_RELEASE_BUILD[@]}" --product lanyard-mcp >&2
+  bin="$(swift build "${LANYARD_RELEASE_BUILD[@]}" --show-bin-path)"
 fi
 make -s -C clients/c >&2
 make -s -C bench >&2

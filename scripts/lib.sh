@@ -42,3 +42,7 @@ ensure_venv() {
   "$LANYARD_VENV/bin/pip" install -q "${LANYARD_VENV_PACKAGES[@]}" >&2
   echo "$stamp" >"$LANYARD_VENV/.stamp"
 }
+
+# The release build the Debian package ships and the benchmark measures: Swift's runtime
+# linked statically, in its own scratch path (scripts/package-deb.sh, scripts/bench.sh).
+LANYARD_RELEASE_BUILD=(-c release --static-swift-stdlib --scratch-path .build-release)

@@ -35,9 +35,9 @@ products=(lanyardd lanyardctl lanyard-mcp)
 
 if [ -z "$from_build" ]; then
   for p in "${products[@]}"; do
-    swift build -c release --static-swift-stdlib --scratch-path .build-release --product "$p" >&2
+    swift build "${LANYARD_RELEASE_BUILD[@]}" --product "$p" >&2
   done
-  bin_dir="$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)"
+  bin_dir="$(swift build "${LANYARD_RELEASE_BUILD[@]}" --show-bin-path)"
 else
   bin_dir="$from_build"
 fi

@@ -831,10 +831,9 @@ private struct Reader {
 
     func int(_ node: YAMLNode, _ path: String) throws(PolicyError) -> Int {
         guard let v = node.int else {
-            let text = node.string ?? ""
-            let octal = text.count > 1 && text.first == "0" && text.dropFirst().first?.isNumber == true
-            throw fail(path, node, octal ? "'\(text)' has a leading zero: write the number without it (YAML 1.1 read it as octal; 0o755 for octal)"
-                                         : "expected a whole number")
+            throw fail(path, node, node.hasLeadingZero
+                ? "'\(node.string ?? "")' has a leading zero: write the number without it (YAML 1.1 read it as octal; 0o755 for octal)"
+                : "expected a whole number")
         }
         return v
     }

@@ -78,9 +78,22 @@ public indirect enum YAMLNode: Sendable {
         default: radix = 10
         }
         if radix != 10 { s = s.dropFirst(2) }
-        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isHexDigit }), radix != 10 || s == "0" || s.first != "0",
+        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isHexDigit }), radix != 10 || !Self.hasLeadingZero(s),
               let magnitude = Int(s, radix: radix) else { return nil }
         return negative ? -magnitude : magnitude
+    }
+}
+
+extension YAMLNode {
+    /// A decimal written with a leading zero (`0755`, `-012`): what YAML 1.1 read as octal.
+    public var hasLeadingZero: Bool {
+        guard var s = string.map({ Substring($0) }) else { return false }
+        if s.first == "-" || s.first == "+" { s = s.dropFirst() }
+        return Self.hasLeadingZero(s)
+    }
+
+    static func hasLeadingZero(_ digits: Substring) -> Bool {
+        digits.count > 1 && digits.first == "0" && digits.dropFirst().first?.isNumber == true
     }
 }
 
@@ -111,6 +124,8 @@ private struct Composer {
         var isMapping: Bool
         var items: [YAMLNode] = []
         var pairs: [(YAMLNode, YAMLNode)] = []
+        /// The mapping's scalar keys so far: a repeated one is found in constant time.
+        var keys: Set<String> = []
         var key: YAMLNode?
         var mark: YAMLNode.Mark
         var anchor: String?
@@ -153,10 +168,12 @@ private struct Composer {
             try close(.scalar(.init(string: text, mark: mark)), size: 1, height: 1, anchor: Self.string(s.anchor), mark: mark)
         case YAML_ALIAS_EVENT:
             let name = Self.string(event.data.alias.anchor) ?? ""
-            guard let target = anchors[name] else { throw YAMLError(problem: "alias *\(name) names no anchor before it", line: mark.line) }
+            guard let target = anchors[name] else {
+                throw YAMLError(problem: "alias *\(Inert.text(name, limit: 64)) names no anchor before it", line: mark.line)
+            }
             // What an alias repeats is nested where it stands: the depth bound counts it there.
             guard open.count + target.height <= YAML.maxDepth else {
-                throw YAMLError(problem: "nested deeper than \(YAML.maxDepth) levels (through alias *\(name))", line: mark.line)
+                throw YAMLError(problem: "nested deeper than \(YAML.maxDepth) levels (through alias *\(Inert.text(name, limit: 64)))", line: mark.line)
             }
             try close(target.node, size: target.size, height: target.height, anchor: nil, mark: mark, isAlias: true)
         case YAML_SEQUENCE_START_EVENT where open.count >= YAML.maxDepth, YAML_MAPPING_START_EVENT where open.count >= YAML.maxDepth:
@@ -195,8 +212,9 @@ private struct Composer {
             open[top].pairs.append((key, node))
             open[top].key = nil
         } else {
-            // A key given twice is refused here, for every reader (bytes compared, not canonical equivalence).
-            if let text = node.string, open[top].pairs.contains(where: { $0.0.string?.sameBytes(as: text) == true }) {
+            // A key given twice is refused here, for every reader; keys that are canonically
+            // equivalent (NFC and NFD of one name) count as the same, so look-alikes are refused too.
+            if let text = node.string, !open[top].keys.insert(text).inserted {
                 throw YAMLError(problem: "'\(Inert.text(text, limit: 64))' is defined twice in this mapping", line: mark.line)
             }
             open[top].key = node

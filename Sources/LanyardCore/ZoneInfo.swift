@@ -162,13 +162,15 @@ extension ZoneInfo {
         func offset(at utc: Int64) -> Int {
             guard let dst = daylight else { return standard }
             let year = Civil.year(ofDay: utc >= 0 ? utc / 86_400 : (utc - 86_399) / 86_400)
-            var last: (at: Int64, offset: Int)?
-            for y in year - 1...year + 1 {
-                let changes = [(dst.end.localSeconds(year: y) - Int64(dst.offset), standard),
-                               (dst.start.localSeconds(year: y) - Int64(standard), dst.offset)]
-                for (at, offset) in changes where at <= utc && at >= (last?.at ?? .min) { last = (at, offset) }
+            var last: (at: Int64, offset: Int) = (.min, standard)
+            func consider(_ at: Int64, _ offset: Int) {
+                if at <= utc && at >= last.at { last = (at, offset) }
             }
-            return last?.offset ?? standard
+            for y in year - 1...year + 1 {  // no allocation: a window is checked on the decision path
+                consider(dst.end.localSeconds(year: y) - Int64(dst.offset), standard)
+                consider(dst.start.localSeconds(year: y) - Int64(standard), dst.offset)
+            }
+            return last.offset
         }
 
         init?(_ text: String) {

@@ -30,6 +30,8 @@ struct YAMLTests {
             (error as? YAMLError).map { $0.problem.contains("'a' is defined twice") && $0.line == 3 } ?? false
         }
         #expect(throws: Never.self) { try YAML.compose("a: { x: 1 }\nb: { x: 1 }\n") }  // the same key in two mappings
+        // Canonically equivalent keys (é precomposed, and e + combining acute) look alike: refused as one.
+        #expect(throws: YAMLError.self) { try YAML.compose("\u{E9}: 1\ne\u{301}: 2\n") }
     }
 
     @Test func malformedYAMLSaysWhatAndWhere() {
