@@ -44,7 +44,8 @@ struct PeerRules: Sendable {
 /// only when the attested process sent it (invariant 11, SenderAttribution.swift).
 struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     typealias Handler = @Sendable (Request, Connection) async -> Response
-    typealias Accepted = (channel: NIOAsyncChannel<SentFrame, ByteBuffer>, connection: Connection)?
+    typealias Dispatcher = CallDispatcher<Request, Response>
+    typealias Accepted = (channel: any Channel, dispatcher: Dispatcher, connection: Connection)?
 
     let name: String
     let descriptor: Int32
@@ -104,8 +105,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                     onEventLoop: onEventLoop, logger: logger)
     }
 
-    /// Sets up one accepted socket: kernel credentials first, then the caps, then the pipeline.
-    private func setUp(_ fd: Int32) async -> Accepted {
+    /// Sets up one accepted socket on `loop`: kernel credentials first, then the caps, then
+    /// the pipeline, whose calls run on `executor`.
+    private func setUp(_ fd: Int32, on loop: any EventLoop, executor: any TaskExecutor, _ handler: @escaping Handler) async -> Accepted {
         var peerCred = UCred()
         var len = socklen_t(MemoryLayout<UCred>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peerCred, &len) == 0, lanyard_enable_passcred(fd) == 0 else {
@@ -125,17 +127,20 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         // The reader owns `fd` from the moment the initializer adds it; until then, we do.
         let owned = NIOLockedValueBox(false)
         let limits = self.limits, registry = self.registry, rules = self.rules, attestor = self.attestor, logger = self.logger
+        let dispatcher = Dispatcher(loop: loop, maxInFlight: limits.maxInFlight, executor: executor, uid: cred.uid, logger: logger) {
+            [self] request, sent in await answer(request, sent, handler)
+        }
         do {
             // Past this many unsent reply bytes the channel is unwritable and `serve` stops taking requests.
-            return try await NIOPipeBootstrap(group: group)
+            return try await NIOPipeBootstrap(group: loop)
                 .channelOption(.writeBufferWaterMark, value: .init(low: limits.maxUnsentReplyBytes / 2, high: limits.maxUnsentReplyBytes))
                 .takingOwnershipOfDescriptor(output: output) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ledger = SenderLedger()
                     try channel.pipeline.syncOperations.addHandler(AttributedReader(fd: fd, ledger: ledger))
                     owned.withLockedValue { $0 = true }
-                    return try Self.accept(channel, cred: cred, pidfd: pidfd, ledger: ledger, limits: limits, registry: registry,
-                                           rules: rules, attestor: attestor, logger: logger)
+                    return try Self.accept(channel, cred: cred, pidfd: pidfd, ledger: ledger, dispatcher: dispatcher, limits: limits,
+                                           registry: registry, rules: rules, attestor: attestor, logger: logger)
                 }
             }
         } catch {
@@ -146,7 +151,7 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     }
 
     /// Runs on the event loop at accept: the caps, attestation, then the pipeline.
-    private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, ledger: SenderLedger, limits: ServerLimits,
+    private static func accept(_ channel: any Channel, cred: UCred, pidfd: PidFD?, ledger: SenderLedger, dispatcher: Dispatcher, limits: ServerLimits,
                                registry: ConnectionRegistry, rules: PeerRules, attestor: any Attestor, logger: Logger) throws -> Accepted {
         let creds = PeerCredentials(uid: cred.uid, gid: cred.gid, pid: cred.pid)
 
@@ -175,22 +180,25 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
             DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
             FrameAttribution(ledger: ledger),
+            dispatcher,
         ])
-        let async = try NIOAsyncChannel<SentFrame, ByteBuffer>(wrappingChannelSynchronously: channel)
-        return (async, Connection(peer: peer, credentials: creds, sender: nil))
+        return (channel, dispatcher, Connection(peer: peer, credentials: creds, sender: nil))
     }
 
     /// Serves connections until the listener is closed; one connection's failure never
     /// reaches the others.
     func run(_ handler: @escaping Handler) async {
-        await withDiscardingTaskGroup { group in
+        await withDiscardingTaskGroup { tasks in
             for await fd in accepted {
-                group.addTask {
-                    guard let accepted = await setUp(fd) else { return }
-                    guard onEventLoop else { return await serve(accepted.channel, accepted.connection, handler) }
-                    await withTaskExecutorPreference(EventLoopExecutor(accepted.channel.channel.eventLoop)) {
-                        await serve(accepted.channel, accepted.connection, handler)
-                    }
+                // A connection is set up on the event loop that will own it, never queued on
+                // Swift's shared threads behind the calls other peers keep busy there.
+                let loop = group.next()
+                let executor = EventLoopExecutor(loop)
+                tasks.addTask(executorPreference: executor) {
+                    guard let accepted = await setUp(fd, on: loop, executor: onEventLoop ? executor : globalConcurrentExecutor, handler) else { return }
+                    let connection = await withExeHash(accepted.connection, channel: accepted.channel)
+                    accepted.dispatcher.start(connection)
+                    await accepted.dispatcher.closed()
                 }
             }
         }
@@ -234,93 +242,16 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         return nil
     }
 
-    /// Answers a connection's requests, at most `maxInFlight` at once. Backpressure: while the
-    /// peer leaves more than `maxUnsentReplyBytes` unread (the channel is unwritable), no
-    /// further request is read, and none read is processed, until the peer reads; a reply
-    /// waiting to be written is held as its frame only.
-    private func serve(_ channel: NIOAsyncChannel<SentFrame, ByteBuffer>, _ connection: Connection, _ handler: @escaping Handler) async {
-        let maxInFlight = limits.maxInFlight
-        let logger = self.logger
-        let socket = channel.channel
-        let gate = self.gate
-        let onEventLoop = self.onEventLoop
-        // Moves when a call finishes or the channel's writability changes.
-        let progress = ChangeSignal()
-        try? await socket.pipeline.addHandler(WritabilityHandler(progress), position: .first).get()
-        let connection = await withExeHash(connection, channel: socket)
-        do {
-            try await channel.executeThenClose { inbound, outbound in
-                // Discarding: a finished call's task is freed at once, not held until reaped.
-                try await withThrowingDiscardingTaskGroup { group in
-                    let running = NIOLockedValueBox(0)
-                    do {
-                        for try await frame in inbound {
-                            let body = Array(frame.body.readableBytesView)
-                            var attributed = connection
-                            attributed.sender = frame.sender
-                            let sent = attributed
-                            let request: Request
-                            do {
-                                request = try Request(serializedBytes: body)
-                            } catch {
-                                let id = Request.peekID(body) ?? 0
-                                try await outbound.write(Framing.frame(Response.failure(id: id, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)")))
-                                break
-                            }
-                            await progress.wait {
-                                let n = running.withLockedValue { $0 }
-                                return n < maxInFlight && (n == 0 || socket.isWritable)
-                            }
-                            running.withLockedValue { $0 += 1 }
-                            group.addTask {
-                                defer {
-                                    running.withLockedValue { $0 -= 1 }
-                                    progress.bump()
-                                }
-                                await progress.wait { socket.isWritable || !socket.isActive }
-                                // Long polls wait, they do not work: they take no place at the gate.
-                                @Sendable func answer() async -> Response {
-                                    if request.waitsLong { return await handler(request, sent) }
-                                    let place = await gate.enter(sent.credentials.uid)
-                                    defer { place.leave() }
-                                    return await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
-                                }
-                                // A call that reads many rows leaves the event loop to the calls sharing it.
-                                let response = onEventLoop && !request.isBrief
-                                    ? await withTaskExecutorPreference(globalConcurrentExecutor) { await answer() } : await answer()
-                                try await outbound.write(Framing.frame(response))
-                            }
-                        }
-                    } catch let error as FrameError {
-                        let code: Lanyard_V1_Code = if case .tooLarge = error { .resourceExhausted } else { .invalidArgument }
-                        try? await outbound.write(Framing.frame(Response.failure(id: 0, code, "\(error); connection closed")))
-                        logger.info("peer sent a bad frame", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
-                    }
-                }
-            }
-        } catch {
-            logger.debug("connection ended", metadata: ["caller.uid": "\(connection.credentials.uid)", "error": "\(error)"])
+    /// One call: at its uid's gate (a long poll waits there without taking a place), and off
+    /// the event loop when it reads many rows, leaving the loop to the calls sharing it.
+    private func answer(_ request: Request, _ sent: Connection, _ handler: Handler) async -> Response {
+        @Sendable func gated() async -> Response {
+            if request.waitsLong { return await handler(request, sent) }
+            let place = await gate.enter(sent.credentials.uid)
+            defer { place.leave() }
+            return await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
         }
-    }
-}
-
-/// Moves `signal` whenever the channel's writability changes or it closes, so that `serve`
-/// can wait, off the event loop, for a peer to read its replies.
-private final class WritabilityHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    let signal: ChangeSignal
-
-    init(_ signal: ChangeSignal) { self.signal = signal }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        signal.bump()
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        signal.bump()
-        context.fireChannelInactive()
+        return onEventLoop && !request.isBrief ? await withTaskExecutorPreference(globalConcurrentExecutor) { await gated() } : await gated()
     }
 }
 

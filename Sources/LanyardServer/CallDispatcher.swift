@@ -1,0 +1,172 @@
+import LanyardWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The tail of a connection's pipeline: turns each frame into a request and answers it with
+/// a task that prefers `executor` (the connection's event loop, for the agent socket). The
+/// answers go out as their calls finish (pipelined, by id). At most `maxInFlight` calls run
+/// at once. While they do, or while the peer leaves its replies unread (the channel is
+/// unwritable), frames wait here, no more are read, and a call started meanwhile waits for
+/// the peer to read before it works: a reply not yet written is held as its frame only. Once
+/// the input has ended (EOF, a bad frame, a graceful shutdown) and every call read is
+/// answered, the connection closes.
+///
+/// Its state is touched on the event loop only; a call hops back to the loop to answer.
+final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = SentFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    typealias Call = @Sendable (Request, Connection) async -> Response
+
+    private let loop: any EventLoop
+    private let maxInFlight: Int
+    private let executor: any TaskExecutor
+    private let call: Call
+    private let uid: UInt32
+    private let logger: Logger
+    /// Moves when writability changes or the channel closes: a call waits on it for the peer to read.
+    private let progress = ChangeSignal()
+    /// Whether the channel is closed with none of its calls running, and who waits for that.
+    private let ended = NIOLockedValueBox<(done: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    private var context: ChannelHandlerContext?
+    /// The attested connection, once calls may be dispatched (`start`).
+    private var connection: Connection?
+    private var frames = CircularBuffer<SentFrame>()
+    private var running = 0
+    private var inputEnded = false
+    private var readHeld = false
+    private var active = true
+
+    init(loop: any EventLoop, maxInFlight: Int, executor: any TaskExecutor, uid: UInt32, logger: Logger, call: @escaping Call) {
+        self.loop = loop
+        self.maxInFlight = max(1, maxInFlight)
+        self.executor = executor
+        self.uid = uid
+        self.logger = logger
+        self.call = call
+    }
+
+    /// Lets calls be dispatched, the connection's facts complete (its exe hash taken).
+    func start(_ connection: Connection) {
+        loop.execute {
+            self.connection = connection
+            self.dispatch()
+        }
+    }
+
+    /// Returns once the connection is closed and every call it read has finished.
+    func closed() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = ended.withLockedValue { s in
+                if !s.done { s.waiter = c }
+                return s.done
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        frames.append(unwrapInboundIn(data))
+        dispatch()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard !inputEnded else { return }
+        if connection != nil, frames.isEmpty { context.read() } else { readHeld = true }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        progress.bump()
+        dispatch()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event as? ChannelEvent == .inputClosed else { return context.fireUserInboundEventTriggered(event) }
+        inputEnded = true
+        dispatch()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let error = error as? FrameError else {
+            logger.debug("connection ended", metadata: ["caller.uid": "\(uid)", "error": "\(error)"])
+            return context.close(promise: nil)
+        }
+        let code: Lanyard_V1_Code = if case .tooLarge = error { .resourceExhausted } else { .invalidArgument }
+        write(.failure(id: 0, code, "\(error); connection closed"))
+        logger.info("peer sent a bad frame", metadata: ["caller.uid": "\(uid)", "error": "\(error)"])
+        inputEnded = true
+        dispatch()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        frames.removeAll()
+        progress.bump()
+        endIfIdle()
+        context.fireChannelInactive()
+    }
+
+    /// Starts the calls there is room for; reads again once every frame read has its call;
+    /// closes once the input has ended and every call is answered.
+    private func dispatch() {
+        guard let context, let connection, active else { return }
+        let channel = context.channel
+        while running < maxInFlight, running == 0 || channel.isWritable, let frame = frames.popFirst() {
+            let body = Array(frame.body.readableBytesView)
+            let request: Request
+            do {
+                request = try Request(serializedBytes: body)
+            } catch {
+                write(.failure(id: Request.peekID(body) ?? 0, .invalidArgument, "request does not decode as a \(Request.protoMessageName): \(error)"))
+                frames.removeAll()
+                inputEnded = true
+                break
+            }
+            var sent = connection
+            sent.sender = frame.sender
+            running += 1
+            let progress = self.progress, call = self.call, loop = self.loop
+            Task(executorPreference: executor) { [sent] in
+                await progress.wait { channel.isWritable || !channel.isActive }
+                let answer = try? Framing.frame(await call(request, sent))
+                if loop.inEventLoop { self.answered(answer) } else { loop.execute { self.answered(answer) } }
+            }
+        }
+        if frames.isEmpty, readHeld, !inputEnded {
+            readHeld = false
+            context.read()
+        }
+        if inputEnded, frames.isEmpty, running == 0 { context.close(promise: nil) }
+    }
+
+    /// A call's answer (nil: it did not encode, and the connection closes).
+    private func answered(_ frame: ByteBuffer?) {
+        running -= 1
+        if let context {
+            if let frame { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) } else { context.close(promise: nil) }
+        }
+        dispatch()
+        endIfIdle()
+    }
+
+    private func write(_ response: Response) {
+        guard let context, let frame = try? Framing.frame(response, allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    private func endIfIdle() {
+        guard !active, running == 0 else { return }
+        let waiter = ended.withLockedValue { s in
+            defer { s = (true, nil) }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+}
