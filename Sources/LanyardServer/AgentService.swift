@@ -3,6 +3,7 @@ import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import Logging
+import NIOCore
 
 /// Answers the agent socket. Every call acts as the kernel-attested caller; the
 /// request has no field that changes who that is (invariant 1).
@@ -33,6 +34,19 @@ final class AgentService: Sendable {
 
     func handle(_ request: Lanyard_V1_Request, _ connection: Connection) async -> Lanyard_V1_Response {
         await .answering(request.id, logger: logger) { try await dispatch(request, connection) }
+    }
+
+    /// A Hello from the process that opened the connection, answered on the event loop as it
+    /// is read: from the bytes the connection's Hello encoded to under this policy and agent.
+    /// Nil for every other call.
+    func answerAtOnce(_ request: Lanyard_V1_Request, _ connection: Connection) -> ByteBuffer? {
+        guard case .hello = request.call, connection.senderRefusal == nil else { return nil }
+        let snapshot = policy.current
+        let agent = snapshot.policy.agent(matching: connection.peer.facts, exeFile: pinnableExeFile)
+        let rest = connection.memo.hello(policy: snapshot.version, agent: agent?.name) {
+            try? hello(Caller(connection: connection, agent: agent, snapshot: snapshot)).serializedBytes()
+        }
+        return rest.map { Framing.frame(id: request.id, rest: $0) }
     }
 
     private func dispatch(_ request: Lanyard_V1_Request, _ connection: Connection) async throws -> Lanyard_V1_Response {

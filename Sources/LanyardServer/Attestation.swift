@@ -87,9 +87,11 @@ public struct ProcAttestor: Attestor {
     }
 
     public func isStillSame(_ peer: AttestedPeer) -> Bool {
-        if let pidfd = peer.pidfd, !pidfd.isAlive { return false }
-        guard let start = peer.startTime, Self.startTime(peer.facts.pid) == start else { return false }
-        return Self.exeFile(peer.facts.pid) == peer.facts.exeFile
+        guard let start = peer.startTime else { return false }
+        // A pidfd pins the process: alive after its exe was looked up, the pid named it then
+        // (it cannot be reused before the process is reaped), and no start time need be read.
+        if let pidfd = peer.pidfd { return Self.exeFile(peer.facts.pid) == peer.facts.exeFile && pidfd.isAlive }
+        return Self.startTime(peer.facts.pid) == start && Self.exeFile(peer.facts.pid) == peer.facts.exeFile
     }
 
     static func exe(_ pid: Int32) -> String? {

@@ -4,7 +4,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// The tail of a connection's pipeline: turns each frame into a request and answers it with
-/// a task that prefers `executor` (the connection's event loop, for the agent socket). The
+/// a task that prefers `executor` (the connection's event loop, for the agent socket), or at
+/// once where `immediate` has the reply (a call that needs neither the disk nor a wait). The
 /// answers go out as their calls finish (pipelined, by id). At most `maxInFlight` calls run
 /// at once. While they do, or while the peer leaves its replies unread (the channel is
 /// unwritable), frames wait here, no more are read, and a call started meanwhile waits for
@@ -18,11 +19,14 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     typealias Call = @Sendable (Request, Connection) async -> Response
+    /// The framed reply to a call answered on the event loop as it is read, or nil.
+    typealias Immediate = @Sendable (Request, Connection) -> ByteBuffer?
 
     private let loop: any EventLoop
     private let maxInFlight: Int
     private let executor: any TaskExecutor
     private let call: Call
+    private let immediate: Immediate?
     private let uid: UInt32
     private let logger: Logger
     /// Moves when writability changes or the channel closes: a call waits on it for the peer to read.
@@ -39,13 +43,15 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     private var readHeld = false
     private var active = true
 
-    init(loop: any EventLoop, maxInFlight: Int, executor: any TaskExecutor, uid: UInt32, logger: Logger, call: @escaping Call) {
+    init(loop: any EventLoop, maxInFlight: Int, executor: any TaskExecutor, uid: UInt32, logger: Logger,
+         immediate: Immediate?, call: @escaping Call) {
         self.loop = loop
         self.maxInFlight = max(1, maxInFlight)
         self.executor = executor
         self.uid = uid
         self.logger = logger
         self.call = call
+        self.immediate = immediate
     }
 
     /// Lets calls be dispatched, the connection's facts complete (its exe hash taken).
@@ -131,6 +137,10 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
             }
             var sent = connection
             sent.sender = frame.sender
+            if let reply = immediate?(request, sent) {
+                context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+                continue
+            }
             running += 1
             let progress = self.progress, call = self.call, loop = self.loop
             Task(executorPreference: executor) { [sent] in

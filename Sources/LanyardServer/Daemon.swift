@@ -195,7 +195,7 @@ public final class Daemon: Service {
         }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { tasks in
-                tasks.addTask { await agent.run(agentService.handle) }
+                tasks.addTask { await agent.run(agentService.handle, immediate: agentService.answerAtOnce) }
                 tasks.addTask { await admin.run(adminService.handle) }
                 if let provider { tasks.addTask { await provider.run() } }
                 tasks.addTask { await self.reload(on: hangups) }

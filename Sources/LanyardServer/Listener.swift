@@ -18,6 +18,8 @@ public struct Connection: Sendable {
     /// The sender of the current request's bytes, as the kernel reported them (nil: more
     /// than one process, or no credentials). Set by the listener for each request.
     public var sender: Int32?
+    /// What this connection's answers that depend only on it and the policy encoded to.
+    let memo = ConnectionMemo()
 
     /// Invariant 11: why this request must be refused because a process other than the
     /// attested one sent it (a copied, passed or inherited descriptor), or nil.
@@ -26,6 +28,24 @@ public struct Connection: Sendable {
         let who = sender.map { "pid \($0)" } ?? "more than one process or without kernel credentials"
         return "this request was sent by \(who), not by pid \(credentials.pid) that opened the connection; "
             + "a connection answers only the process that opened it: connect from this process"
+    }
+}
+
+/// A connection's Hello answer, encoded once for each policy version and agent it was
+/// given under (the rest of the reply but its id): a Hello is answered from these bytes.
+final class ConnectionMemo: Sendable {
+    private struct Hello {
+        var policy: String
+        var agent: String?
+        var rest: [UInt8]
+    }
+    private let memo = NIOLockedValueBox<Hello?>(nil)
+
+    func hello(policy: String, agent: String?, encode: () -> [UInt8]?) -> [UInt8]? {
+        if let m = memo.withLockedValue({ $0 }), m.policy == policy, m.agent == agent { return m.rest }
+        guard let rest = encode() else { return nil }
+        memo.withLockedValue { $0 = Hello(policy: policy, agent: agent, rest: rest) }
+        return rest
     }
 }
 
@@ -107,7 +127,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
 
     /// Sets up one accepted socket on `loop`: kernel credentials first, then the caps, then
     /// the pipeline, whose calls run on `executor`.
-    private func setUp(_ fd: Int32, on loop: any EventLoop, executor: any TaskExecutor, _ handler: @escaping Handler) async -> Accepted {
+    private func setUp(_ fd: Int32, on loop: any EventLoop, executor: any TaskExecutor, _ handler: @escaping Handler,
+                       immediate: Dispatcher.Immediate?) async -> Accepted {
         var peerCred = UCred()
         var len = socklen_t(MemoryLayout<UCred>.size)
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peerCred, &len) == 0, lanyard_enable_passcred(fd) == 0 else {
@@ -127,7 +148,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         // The reader owns `fd` from the moment the initializer adds it; until then, we do.
         let owned = NIOLockedValueBox(false)
         let limits = self.limits, registry = self.registry, rules = self.rules, attestor = self.attestor, logger = self.logger
-        let dispatcher = Dispatcher(loop: loop, maxInFlight: limits.maxInFlight, executor: executor, uid: cred.uid, logger: logger) {
+        let dispatcher = Dispatcher(loop: loop, maxInFlight: limits.maxInFlight, executor: executor, uid: cred.uid, logger: logger,
+                                    immediate: immediate) {
             [self] request, sent in await answer(request, sent, handler)
         }
         do {
@@ -186,8 +208,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     }
 
     /// Serves connections until the listener is closed; one connection's failure never
-    /// reaches the others.
-    func run(_ handler: @escaping Handler) async {
+    /// reaches the others. `immediate` answers the calls it can on the event loop, as they are read.
+    func run(_ handler: @escaping Handler, immediate: Dispatcher.Immediate? = nil) async {
         await withDiscardingTaskGroup { tasks in
             for await fd in accepted {
                 // A connection is set up on the event loop that will own it, never queued on
@@ -195,7 +217,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
                 let loop = group.next()
                 let executor = EventLoopExecutor(loop)
                 tasks.addTask(executorPreference: executor) {
-                    guard let accepted = await setUp(fd, on: loop, executor: onEventLoop ? executor : globalConcurrentExecutor, handler) else { return }
+                    guard let accepted = await setUp(fd, on: loop, executor: onEventLoop ? executor : globalConcurrentExecutor, handler,
+                                                     immediate: immediate) else { return }
                     let connection = await withExeHash(accepted.connection, channel: accepted.channel)
                     accepted.dispatcher.start(connection)
                     await accepted.dispatcher.closed()

@@ -15,6 +15,26 @@ public enum Framing {
         buffer.writeBytes(body)
     }
 
+    /// One framed envelope from its `id` (field 1) and the encoding of its other fields,
+    /// made once and reused: protobuf reads concatenated fields as one message.
+    public static func frame(id: UInt64, rest: [UInt8], allocator: ByteBufferAllocator = .init()) -> ByteBuffer {
+        var idField: [UInt8] = []
+        if id != 0 {
+            idField.append(0x08)  // field 1, varint
+            var v = id
+            while v >= 0x80 {
+                idField.append(UInt8(truncatingIfNeeded: v) | 0x80)
+                v >>= 7
+            }
+            idField.append(UInt8(v))
+        }
+        var buffer = allocator.buffer(capacity: headerSize + idField.count + rest.count)
+        buffer.writeInteger(UInt32(idField.count + rest.count))
+        buffer.writeBytes(idField)
+        buffer.writeBytes(rest)
+        return buffer
+    }
+
     public static func frame(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator = .init()) throws -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 64)
         try write(message, into: &buffer)

@@ -24,6 +24,32 @@ struct ServerTests {
         await d.stop()
     }
 
+    /// A Hello is answered on the event loop from what the connection's Hello encoded to:
+    /// it carries each request's id, and follows a reload on the same connection.
+    @Test func helloAnswersFollowTheirIDsAndAReload() async throws {
+        let d = try TestDaemon(policy: Users.policy())
+        let client = d.client(as: Users.agent!)
+        #expect(try await client.hello().caller.grants.map(\.capability) == ["deploy:production", "github:push", "github:read_repo"])
+        TestSupport.write(Users.policy(extraGrants: ["github:admin"]), to: d.policyPath)
+        let root = d.admin(as: Users.root)
+        var reload = Lanyard_V1_AdminRequest()
+        reload.policyReload = .init()
+        #expect(try await root.call(reload).policyReload.changed)
+        #expect(try await client.hello().caller.grants.map(\.capability) == ["deploy:production", "github:admin", "github:push", "github:read_repo"])
+
+        let fd = TestSupport.connect(d.agentSocket, asUID: Users.agent!.uid, gid: Users.agent!.gid)
+        defer { close(fd) }
+        let ids: [UInt64] = [0, 1, 127, 128, 300, 1 << 40, .max]
+        let frames = try ids.map { id in try TestSupport.frame(Lanyard_V1_Request.with { $0.id = id; $0.hello = .init() }.serializedBytes()) }
+        TestSupport.writeAll(fd, frames.flatMap { $0 })
+        let replies = try ids.map { _ in try Lanyard_V1_Response(serializedBytes: #require(TestSupport.readFrame(fd))) }
+        #expect(replies.map(\.id) == ids)
+        #expect(replies.allSatisfy { $0.hello.caller.agent == "a" && $0.status.code == .ok && $0.hello.caller.grants.count == 4 })
+        await client.close()
+        await root.close()
+        await d.stop()
+    }
+
     @Test func authorizeAllowsDeniesAndRoutesRiskToHumans() async throws {
         let d = try TestDaemon(policy: Users.policy(approverUID: 4242))
         let client = d.client(as: Users.agent!)
