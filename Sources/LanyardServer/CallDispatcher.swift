@@ -8,8 +8,8 @@ import NIOCore
 /// once where `immediate` has the reply (a call that needs neither the disk nor a wait). The
 /// answers go out as their calls finish (pipelined, by id). At most `maxInFlight` calls run
 /// at once. While they do, or while the peer leaves its replies unread (the channel is
-/// unwritable), frames wait here, no more are read, and a call started meanwhile waits for
-/// the peer to read before it works: a reply not yet written is held as its frame only. Once
+/// unwritable), frames wait here and no more are read; a call started before waits for the
+/// peer to read before it works: a reply not yet written is held as its frame only. Once
 /// the input has ended (EOF, a bad frame, a graceful shutdown) and every call read is
 /// answered, the connection closes.
 ///
@@ -42,6 +42,11 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     private var inputEnded = false
     private var readHeld = false
     private var active = true
+    /// A later turn of the loop continues with the frames left (`answersPerTurn`).
+    private var continuing = false
+    /// Immediate answers per turn of the event loop: a peer pipelining thousands of Hellos
+    /// takes turns with the other connections of its loop, not the loop.
+    private static var answersPerTurn: Int { 16 }
 
     init(loop: any EventLoop, maxInFlight: Int, executor: any TaskExecutor, uid: UInt32, logger: Logger,
          immediate: Immediate?, call: @escaping Call) {
@@ -79,6 +84,10 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         frames.append(unwrapInboundIn(data))
+    }
+
+    /// The frames of one read are dispatched together, in turns of `answersPerTurn`.
+    func channelReadComplete(context: ChannelHandlerContext) {
         dispatch()
     }
 
@@ -124,7 +133,9 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     private func dispatch() {
         guard let context, let connection, active else { return }
         let channel = context.channel
-        while running < maxInFlight, running == 0 || channel.isWritable, let frame = frames.popFirst() {
+        var answered = 0
+        // While the peer leaves its replies unread, nothing read is processed.
+        while running < maxInFlight, channel.isWritable, let frame = frames.popFirst() {
             let body = Array(frame.body.readableBytesView)
             let request: Request
             do {
@@ -139,6 +150,17 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
             sent.sender = frame.sender
             if let reply = immediate?(request, sent) {
                 context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+                answered += 1
+                if answered == Self.answersPerTurn, !frames.isEmpty {
+                    if !continuing {
+                        continuing = true
+                        loop.execute {
+                            self.continuing = false
+                            self.dispatch()
+                        }
+                    }
+                    return
+                }
                 continue
             }
             running += 1

@@ -124,10 +124,13 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
     private var token: UInt64 = 0
     private var context: ChannelHandlerContext?
     private var wantsRead = false
+    /// Inside `readable`, handing reads to the pipeline.
+    private var inBatch = false
     private var inputClosed = false
     private var closed = false
-    /// Reads per turn of the event loop before yielding to other connections.
-    private static let readsPerTurn = 4
+    /// Reads per turn of the event loop before yielding to other connections (one: the
+    /// frames of a read wait in the dispatcher until answered, at most a read's worth).
+    private static let readsPerTurn = 1
     private static let readSize = 16 * 1024
 
     init(fd: Int32, ledger: SenderLedger, reactor: SocketReactor = .shared) {
@@ -164,7 +167,9 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
     func read(context: ChannelHandlerContext) {
         guard !inputClosed, !closed else { return }
         wantsRead = true
-        readable()
+        // Asked for from inside a batch (a handler answering what it was given): taken once
+        // the batch is done, never by reading deeper into the stack.
+        if !inBatch { readable() }
     }
 
     /// NIO's notion of input is an output-only channel's absent one (its bootstrap closes
@@ -184,10 +189,16 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
         promise?.succeed(())
     }
 
+    /// One batch: up to `readsPerTurn` reads. A further read the pipeline asks for is taken
+    /// after what else the event loop has queued (the other connections), or when the socket
+    /// is readable again if it was drained.
     private func readable() {
         guard let context, wantsRead, !inputClosed, !closed else { return }
+        wantsRead = false
+        inBatch = true
+        defer { inBatch = false }
         var delivered = false
-        defer { if delivered { context.fireChannelReadComplete() } }
+        var drained = false
         for _ in 0..<Self.readsPerTurn {
             var buffer = context.channel.allocator.buffer(capacity: Self.readSize)
             var sender: pid_t = -1
@@ -203,26 +214,33 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
                 context.fireChannelRead(wrapInboundOut(buffer))
             } else if result == 0 {
                 inputClosed = true
+                if delivered { context.fireChannelReadComplete() }
                 context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
                 return
             } else if err == EAGAIN || err == EWOULDBLOCK {
+                drained = true
                 break
             } else {
+                if delivered { context.fireChannelReadComplete() }
                 context.close(promise: nil)
                 return
             }
         }
         if delivered {
-            wantsRead = false
             context.fireChannelReadComplete()
-            delivered = false
             // What a socket channel does with autoRead: ask again, through the pipeline, so
             // a handler applying backpressure can hold the read back.
             if (try? context.channel.syncOptions?.getOption(.autoRead)) ?? false {
                 context.pipeline.syncOperations.read()
             }
         } else {
+            wantsRead = true  // nothing read: still wanted
+        }
+        guard wantsRead, !inputClosed, !closed else { return }
+        if drained {
             reactor.arm(fd, token: token)
+        } else {
+            context.eventLoop.execute { self.readable() }
         }
     }
 

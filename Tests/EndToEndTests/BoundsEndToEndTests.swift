@@ -227,6 +227,52 @@ struct BoundsEndToEndTests {
         print("ListLeases flood: 16 × 64 unread over 2,000 leases; RSS peak \(peak / 1024) MB; victim Hello p99 \(served.p99) s over \(served.answered)")
     }
 
+    /// Hellos are answered on the event loop as they are read (issue 18). For 3 s, 16
+    /// connections of an agent and 16 of a uid that is no agent pipeline Hellos as fast as
+    /// they can: half never read a reply, so the daemon must stop reading them rather than
+    /// hold their answers; half read every reply, so the reads must take turns on the event
+    /// loop rather than nest. RSS stays under 100 MB, the daemon lives, another agent is served.
+    @Test func helloFloodsThatReadAndThatDoNotStayBounded() throws {
+        let d = try DaemonProcess(policy: Self.policy())
+        defer { d.cleanup() }
+        try d.start()
+        let stranger = try #require(TestSupport.user("lanyard-test-s0"))
+        let chunk = Array((0..<10_000).map { i in Self.request(UInt64(i + 1)) { $0.hello = .init() } }.joined())
+        let probe = HelloProbe(d.agentSocket, as: Self.victim!)
+        let until = Date().addingTimeInterval(3)
+        let floods = (0..<32).map { i in
+            Thread.detachedResult {
+                let who = i % 2 == 0 ? (uid: Self.attacker!.uid, gid: Self.attacker!.gid) : (uid: stranger.uid, gid: stranger.gid)
+                let fd = TestSupport.connect(d.agentSocket, asUID: who.uid, gid: who.gid)
+                defer { close(fd) }
+                var tv = timeval(tv_sec: 0, tv_usec: 200_000)  // a blocked send gives up, the flood goes on until `until`
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                let reader = i % 4 < 2 ? nil : Thread.detachedResult {
+                    var replies = 0
+                    while TestSupport.readFrame(fd) != nil { replies += 1 }
+                    return replies
+                }
+                while Date() < until { _ = AbuseTests.send(fd, chunk) }
+                shutdown(fd, Int32(SHUT_RDWR))
+                return reader?.wait() ?? 0
+            }
+        }
+        var peak = 0
+        while Date() < until {
+            peak = max(peak, try d.footprint().rssKiB)
+            usleep(50_000)  // sampling RSS, not synchronizing
+        }
+        let read = floods.map { $0.wait() }.reduce(0, +)
+        let served = probe.stop()
+        #expect(try d.ctlSucceeds(["status"]).status == 0, "the daemon must outlive the flood")
+        if ProcessInfo.processInfo.environment["LANYARD_SANITIZER"] == nil {
+            #expect(peak < 100 * 1024, "RSS peaked at \(peak / 1024) MB during the Hello flood")
+        }
+        #expect(read > 0)
+        #expect(served.failed == 0 && served.p99 < 1, "victim's Hello during the flood: \(served)")
+        print("Hello flood: 32 connections, half never reading; \(read) replies read; RSS peak \(peak / 1024) MB; victim Hello p99 \(served.p99) s over \(served.answered)")
+    }
+
     /// Finding 11: a uid that is no agent pipelines 2,000 Revoke calls: each is refused
     /// UNAUTHENTICATED, but the audit chain gets one record (with a count later), not 2,000.
     @Test func strangersRevokeFloodWritesOneAuditRecord() throws {
