@@ -90,8 +90,11 @@ int lanyard_epoll_create(void) {
 }
 
 int lanyard_epoll_add(int epfd, int fd, uint64_t token, int oneshot) {
-    // A oneshot registration starts disarmed: the first read request arms it.
-    struct epoll_event ev = {.events = oneshot ? 0 : EPOLLIN, .data.u64 = token};
+    // A oneshot registration starts disarmed, the first read request arms it. Disarmed
+    // means EPOLLONESHOT too: the kernel reports hang-ups and errors whatever the events
+    // asked for, and a level-triggered hang-up before the first arm would be reported on
+    // every wait for as long as the connection stays open (its calls still running).
+    struct epoll_event ev = {.events = oneshot ? EPOLLONESHOT : EPOLLIN, .data.u64 = token};
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
@@ -116,7 +119,7 @@ int lanyard_pipe(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
 }
 
-int lanyard_spawn_isolated(const char *path, char *const argv[], char *const envp[], int in, int out, pid_t *pid) {
+static int spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err, int isolated, pid_t *pid) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     sigset_t none, all;
@@ -128,18 +131,26 @@ int lanyard_spawn_isolated(const char *path, char *const argv[], char *const env
     sigfillset(&all);
     if ((rc = posix_spawn_file_actions_adddup2(&actions, in, 0)) == 0
         && (rc = posix_spawn_file_actions_adddup2(&actions, out, 1)) == 0
-        && (rc = posix_spawn_file_actions_adddup2(&actions, out, 2)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&actions, err, 2)) == 0
         && (rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) == 0
-        && (rc = posix_spawn_file_actions_addchdir_np(&actions, "/")) == 0
-        && (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0
+        && (!isolated || (rc = posix_spawn_file_actions_addchdir_np(&actions, "/")) == 0)
+        && (!isolated || (rc = posix_spawnattr_setpgroup(&attr, 0)) == 0)
         && (rc = posix_spawnattr_setsigmask(&attr, &none)) == 0
         && (rc = posix_spawnattr_setsigdefault(&attr, &all)) == 0
-        && (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0) {
+        && (rc = posix_spawnattr_setflags(&attr, (isolated ? POSIX_SPAWN_SETPGROUP : 0) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0) {
         rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
     }
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     return rc;
+}
+
+int lanyard_spawn_isolated(const char *path, char *const argv[], char *const envp[], int in, int out, pid_t *pid) {
+    return spawn(path, argv, envp, in, out, out, 1, pid);
+}
+
+int lanyard_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err, pid_t *pid) {
+    return spawn(path, argv, envp, in, out, err, 0, pid);
 }
 
 void lanyard_name_thread(const char *name) {

@@ -211,6 +211,9 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
             if result > 0 {
                 ledger.append(result, from: sender)
                 delivered = true
+                // A short read most likely drained the socket (or met another sender's bytes):
+                // re-arming tells if more is there, without a read that finds nothing.
+                drained = result < Self.readSize
                 context.fireChannelRead(wrapInboundOut(buffer))
             } else if result == 0 {
                 inputClosed = true

@@ -273,6 +273,39 @@ struct BoundsEndToEndTests {
         print("Hello flood: 32 connections, half never reading; \(read) replies read; RSS peak \(peak / 1024) MB; victim Hello p99 \(served.p99) s over \(served.answered)")
     }
 
+    /// A peer that sends its long polls and hangs up at once leaves lanyardd idle while they
+    /// wait: its socket's hang-up is reported once, not on every epoll wait (issue 18's
+    /// review: a registration without EPOLLONESHOT reported it level-triggered until the
+    /// first re-arm, and a connection whose first reads met EOF was never re-armed).
+    @Test func longPollsOfAPeerThatHungUpCostNoCPU() throws {
+        let d = try DaemonProcess(policy: Self.policy())
+        defer { d.cleanup() }
+        try d.start()
+        let agent = Self.attacker!
+        let fd = TestSupport.connect(d.agentSocket, asUID: agent.uid, gid: agent.gid)
+        defer { close(fd) }
+        let pending = Self.pipeline(fd, [Self.request(1) { $0.authorize = .with { $0.capability = "github:push" } }])
+        let id = try #require(pending.first?.authorize.approvalID)
+        let polls = (0..<8).map { i in Self.request(UInt64(i + 1)) { $0.awaitApproval = .with { $0.approvalID = id; $0.waitMs = 4_000 } } }
+        for _ in 0..<8 {
+            let hungUp = TestSupport.connect(d.agentSocket, asUID: agent.uid, gid: agent.gid)
+            _ = AbuseTests.send(hungUp, Array(polls.joined()))
+            close(hungUp)
+        }
+        let pid = try #require(d.pid)
+        func cpuTicks() throws -> Int {
+            let stat = try #require(TestSupport.readText("/proc/\(pid)/stat"))
+            let fields = stat[stat.index(after: try #require(stat.lastIndex(of: ")")))...].split(separator: " ")
+            return try #require(Int(fields[11])) + #require(Int(fields[12]))  // utime + stime
+        }
+        let before = try cpuTicks()
+        let started = Date()
+        while Date().timeIntervalSince(started) < 2 { usleep(100_000) }  // a window to measure CPU over, not a synchronizer
+        let used = Double(try cpuTicks() - before) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        #expect(used < 0.5, "lanyardd used \(used) s of CPU in 2 s while 64 long polls of hung-up peers waited")
+        print("hung-up long polls: lanyardd used \(used) s of CPU in 2 s")
+    }
+
     /// Finding 11: a uid that is no agent pipelines 2,000 Revoke calls: each is refused
     /// UNAUTHENTICATED, but the audit chain gets one record (with a count later), not 2,000.
     @Test func strangersRevokeFloodWritesOneAuditRecord() throws {

@@ -139,7 +139,7 @@ struct EndToEndTests {
         // SIGHUP reloads the file in place.
         TestSupport.write(E2EUsers.policy(extra: ", github:admin"), to: d.policyPath)
         let before = try d.ctl(["status", "--json"]).stdout
-        kill(d.process!.processIdentifier, SIGHUP)
+        kill(d.process!.pid, SIGHUP)
         let agent = E2EUsers.agent!
         #expect(d.waitForLog("policy reloaded on SIGHUP"))
         let q = try d.ctl(["audit", "query", "--decision", "allow"])

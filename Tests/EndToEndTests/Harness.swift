@@ -32,7 +32,7 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     var adminSocket: String { (socketDir ?? dir) + "/admin.sock" }
     /// Where the sockets go (default: `dir`).
     var socketDir: String?
-    private(set) var process: Process?
+    private(set) var process: Child?
     let log = NSCondition()
     private var logSoFar = ""
 
@@ -69,17 +69,18 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     }
 
     func start() throws {
-        let p = Process()
         let argv = wrapper + [Bin.lanyardd] + arguments
-        p.executableURL = URL(fileURLWithPath: argv[0])
-        p.arguments = Array(argv.dropFirst())
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        process = p
+        let err = try closingPipe()
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        let handle = FileHandle(fileDescriptor: err.read, closeOnDealloc: true)
+        do {
+            defer {
+                close(null)
+                close(err.write)
+            }
+            process = try Child(argv, stdin: null, stdout: null, stderr: err.write)
+        }
         // Wait for the readiness line (the daemon writes it once both sockets are served).
-        let handle = err.fileHandleForReading
         var buffer = Data()
         while true {
             let chunk = handle.availableData
@@ -118,7 +119,7 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
     }
 
     /// The daemon's pid while it runs.
-    var pid: pid_t? { process?.processIdentifier }
+    var pid: pid_t? { process?.pid }
 
     /// Open descriptors and resident memory (KiB) of the daemon, from /proc.
     func footprint() throws -> (fds: Int, rssKiB: Int) {
@@ -131,17 +132,16 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
 
     func kill9() {
         guard let p = process else { return }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        kill(p.pid, SIGKILL)
+        p.wait()
         process = nil
     }
 
     func stop() -> Int32 {
         guard let p = process else { return 0 }
-        p.terminate()
-        p.waitUntilExit()
+        kill(p.pid, SIGTERM)
         process = nil
-        return p.terminationStatus
+        return p.wait()
     }
 
     func cleanup() {

@@ -1,3 +1,4 @@
+import CLanyardSys
 import Foundation
 
 public struct RunResult: Sendable {
@@ -6,33 +7,87 @@ public struct RunResult: Sendable {
     public var stderr: String
 }
 
+/// A child process started with posix_spawn, not Foundation's `Process`: that crashes when
+/// many threads start and reap children at once (its run loop's sources race; seen in the
+/// suite and reproduced with 2,000 threads running /bin/true), and the suites do.
+public final class Child: @unchecked Sendable {  // `exit` guarded by `lock`
+    public let pid: pid_t
+    private let lock = NSLock()
+    private var exit: Int32?
+
+    /// Starts `argv` (an absolute path first) with `stdin`, `stdout` and `stderr` as its
+    /// standard descriptors (the caller closes its copies) and this environment plus `env`.
+    public init(_ argv: [String], env: [String: String] = [:], stdin: Int32, stdout: Int32, stderr: Int32) throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(env) { $1 }
+        var pid: pid_t = 0
+        let rc = Self.withCStrings(argv) { cArgv in
+            Self.withCStrings(environment.map { "\($0)=\($1)" }) { cEnv in lanyard_spawn(argv[0], cArgv, cEnv, stdin, stdout, stderr, &pid) }
+        }
+        guard rc == 0 else { throw RunError("cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
+        self.pid = pid
+    }
+
+    /// Waits for the child to exit: its exit status, or the signal that ended it.
+    @discardableResult
+    public func wait() -> Int32 {
+        lock.lock()
+        defer { lock.unlock() }
+        if let exit { return exit }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
+        exit = code
+        return code
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        var pointers = strings.map { strdup($0) } + [nil]
+        defer { for p in pointers { free(p) } }
+        return body(&pointers)
+    }
+}
+
+/// A pipe whose ends close on exec: neither leaks into a program another thread starts.
+public func closingPipe() throws -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    guard lanyard_pipe(&fds) == 0 else { throw RunError("cannot make a pipe: \(String(cString: strerror(errno)))") }
+    return (fds[0], fds[1])
+}
+
+public struct RunError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Runs a program to completion, optionally as another user (via setpriv), without a shell.
 @discardableResult
 public func run(_ argv: [String], as user: (uid: UInt32, gid: UInt32)? = nil, env: [String: String] = [:], stdin: String? = nil) throws -> RunResult {
-    let p = Process()
     var args = argv
     if let user, user.uid != getuid() {
         args = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + argv
     }
-    p.executableURL = URL(fileURLWithPath: args[0])
-    p.arguments = Array(args.dropFirst())
-    var environment = ProcessInfo.processInfo.environment
-    environment.merge(env) { $1 }
-    p.environment = environment
     // Files, not pipes: a chatty child can never block on a full pipe.
-    let outPath = TestSupport.tempDir("out") + "/out", errPath = outPath + ".err"
-    defer { TestSupport.remove((outPath as NSString).deletingLastPathComponent) }
-    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    p.standardOutput = FileHandle(forWritingAtPath: outPath)
-    p.standardError = FileHandle(forWritingAtPath: errPath)
-    let input = Pipe()
-    p.standardInput = input
-    try p.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    p.waitUntilExit()
-    return RunResult(status: p.terminationStatus, stdout: TestSupport.readText(outPath) ?? "", stderr: TestSupport.readText(errPath) ?? "")
+    let dir = TestSupport.tempDir("out")
+    defer { TestSupport.remove(dir) }
+    let outPath = dir + "/out", errPath = dir + "/err"
+    let out = open(outPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let err = open(errPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    defer { for fd in [out, err] where fd >= 0 { close(fd) } }
+    guard out >= 0, err >= 0 else { throw RunError("cannot open the output files of \(args[0]): \(String(cString: strerror(errno)))") }
+    let input = try closingPipe()
+    let child: Child
+    do {
+        defer { close(input.read) }
+        child = try Child(args, env: env, stdin: input.read, stdout: out, stderr: err)
+    } catch {
+        close(input.write)
+        throw error
+    }
+    if let stdin { TestSupport.writeAll(input.write, Array(stdin.utf8)) }
+    close(input.write)
+    let status = child.wait()
+    return RunResult(status: status, stdout: TestSupport.readText(outPath) ?? "", stderr: TestSupport.readText(errPath) ?? "")
 }
 
 

@@ -64,13 +64,7 @@ public enum TestSupport {
     public static func user(_ name: String) -> (uid: UInt32, gid: UInt32)? {
         if let found = lookUp(name) { return found }
         guard isRoot else { return nil }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/useradd")
-        p.arguments = ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try? p.run()
-        p.waitUntilExit()
+        _ = try? run(["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
         return lookUp(name)
     }
 

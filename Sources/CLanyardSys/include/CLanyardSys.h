@@ -53,4 +53,9 @@ int lanyard_pipe(int fds[2]);
 /// unblocked and at its default. Stores the pid in `*pid`; 0 or an errno value.
 int lanyard_spawn_isolated(const char *path, char *const argv[], char *const envp[], int in, int out, pid_t *pid);
 
+/// posix_spawn(2) with `in`, `out` and `err` as the child's stdin, stdout and stderr, no
+/// other descriptor, every signal at its default, in the caller's working directory and
+/// process group (the test suites' children). 0 or an errno value.
+int lanyard_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err, pid_t *pid);
+
 #endif
