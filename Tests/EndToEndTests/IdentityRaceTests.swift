@@ -96,20 +96,22 @@ struct IdentityRaceTests {
         }
         // Invariant 11: while the attested process is alive and unchanged, a copy of its
         // connection — inherited, stolen with pidfd_getfd, or passed with SCM_RIGHTS — is
-        // still answered only with a refusal.
+        // still answered only with a refusal — a Hello too, which lanyardd answers on the
+        // event loop from its encoded bytes only for the process that opened the connection.
+        let hello = Self.request(7) { $0.hello = .init() }
         for mode in ["fork-alive", "steal", "pass"] {
-            for (request, what) in [(Self.provision, "provision"), (Self.issueIdentity, "issue_identity")] {
+            for (request, what) in [(Self.provision, "provision"), (Self.issueIdentity, "issue_identity"), (hello, "hello")] {
                 let r = try call(request, mode, d)
                 #expect(r.status.code == .unauthenticated, "\(what), \(mode): \(r.status)")
                 #expect(r.status.message.contains("not by pid"), "\(what), \(mode): \(r.status.message)")
-                #expect(r.provision.lease.secret.isEmpty && r.issueIdentity.token.isEmpty)
+                #expect(r.provision.lease.secret.isEmpty && r.issueIdentity.token.isEmpty && !r.hello.caller.authenticated)
             }
         }
         let leases = try d.ctl(["leases", "list", "--json"])
         #expect((try JSONSerialization.jsonObject(with: Data(leases.stdout.utf8)) as? [Any])?.count == 1)  // only the control's
         let denials = try d.ctl(["audit", "query", "--decision", "deny"]).stdout
         #expect(denials.components(separatedBy: "exited or changed").count == 3)  // exec: the attested pid, another binary
-        #expect(denials.components(separatedBy: "answers only the process that opened it").count == 9)  // fork, fork-alive, steal, pass: another pid
+        #expect(denials.components(separatedBy: "answers only the process that opened it").count == 12)  // fork, fork-alive, steal, pass: another pid
     }
 
     static func request(_ id: UInt64, _ set: (inout Lanyard_V1_Request) -> Void) -> Lanyard_V1_Request {
