@@ -128,9 +128,6 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
     private var inBatch = false
     private var inputClosed = false
     private var closed = false
-    /// Reads per turn of the event loop before yielding to other connections (one: the
-    /// frames of a read wait in the dispatcher until answered, at most a read's worth).
-    private static let readsPerTurn = 1
     private static let readSize = 16 * 1024
 
     init(fd: Int32, ledger: SenderLedger, reactor: SocketReactor = .shared) {
@@ -189,58 +186,45 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
         promise?.succeed(())
     }
 
-    /// One batch: up to `readsPerTurn` reads. A further read the pipeline asks for is taken
-    /// after what else the event loop has queued (the other connections), or when the socket
-    /// is readable again if it was drained.
+    /// One read per turn of the event loop: its frames wait in the dispatcher until answered.
+    /// A further read the pipeline asks for is taken after what else the loop has queued (the
+    /// other connections) when this one filled the buffer, else once the socket is readable.
     private func readable() {
         guard let context, wantsRead, !inputClosed, !closed else { return }
         wantsRead = false
         inBatch = true
         defer { inBatch = false }
-        var delivered = false
-        var drained = false
-        for _ in 0..<Self.readsPerTurn {
-            var buffer = context.channel.allocator.buffer(capacity: Self.readSize)
-            var sender: pid_t = -1
-            var result = 0
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.readSize) { raw in
-                result = lanyard_recv_attributed(fd, raw.baseAddress, raw.count, &sender)
-                return max(0, result)
-            }
-            let err = errno
-            if result > 0 {
-                ledger.append(result, from: sender)
-                delivered = true
-                // A short read most likely drained the socket (or met another sender's bytes):
-                // re-arming tells if more is there, without a read that finds nothing.
-                drained = result < Self.readSize
-                context.fireChannelRead(wrapInboundOut(buffer))
-            } else if result == 0 {
-                inputClosed = true
-                if delivered { context.fireChannelReadComplete() }
-                context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-                return
-            } else if err == EAGAIN || err == EWOULDBLOCK {
-                drained = true
-                break
-            } else {
-                if delivered { context.fireChannelReadComplete() }
-                context.close(promise: nil)
-                return
-            }
+        var buffer = context.channel.allocator.buffer(capacity: Self.readSize)
+        var sender: pid_t = -1
+        var result = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.readSize) { raw in
+            result = lanyard_recv_attributed(fd, raw.baseAddress, raw.count, &sender)
+            return max(0, result)
         }
-        if delivered {
-            context.fireChannelReadComplete()
-            // What a socket channel does with autoRead: ask again, through the pipeline, so
-            // a handler applying backpressure can hold the read back.
-            if (try? context.channel.syncOptions?.getOption(.autoRead)) ?? false {
-                context.pipeline.syncOperations.read()
-            }
-        } else {
+        let err = errno
+        if result == 0 {
+            inputClosed = true
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            return
+        }
+        if result < 0 {
+            guard err == EAGAIN || err == EWOULDBLOCK else { return context.close(promise: nil) }
             wantsRead = true  // nothing read: still wanted
+            reactor.arm(fd, token: token)
+            return
+        }
+        ledger.append(result, from: sender)
+        context.fireChannelRead(wrapInboundOut(buffer))
+        context.fireChannelReadComplete()
+        // What a socket channel does with autoRead: ask again, through the pipeline, so a
+        // handler applying backpressure can hold the read back.
+        if (try? context.channel.syncOptions?.getOption(.autoRead)) ?? false {
+            context.pipeline.syncOperations.read()
         }
         guard wantsRead, !inputClosed, !closed else { return }
-        if drained {
+        // A short read most likely drained the socket (or met another sender's bytes):
+        // re-arming tells if more is there, without a read that finds nothing.
+        if result < Self.readSize {
             reactor.arm(fd, token: token)
         } else {
             context.eventLoop.execute { self.readable() }
