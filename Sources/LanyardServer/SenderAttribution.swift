@@ -128,7 +128,7 @@ final class AttributedReader: ChannelDuplexHandler, @unchecked Sendable {
     private var inBatch = false
     private var inputClosed = false
     private var closed = false
-    private static let readSize = 16 * 1024
+    private static let readSize = 4 * 1024
 
     init(fd: Int32, ledger: SenderLedger, reactor: SocketReactor = .shared) {
         self.fd = fd
