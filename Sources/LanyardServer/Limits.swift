@@ -1,5 +1,6 @@
 import CLanyardSys
 import LanyardWire
+import Logging
 import NIOCore
 import NIOConcurrencyHelpers
 
@@ -33,6 +34,10 @@ public struct ServerLimits: Sendable {
     public var unknownIdleTimeout: TimeAmount = .seconds(10)
     /// Reply bytes a connection may leave unread before the daemon stops reading its requests.
     public var maxUnsentReplyBytes = 256 * 1024
+    /// Once a peer leaves more than `maxUnsentReplyBytes` unread, it must read within this, or
+    /// its connection closes: a peer that stops reading holds neither its connection, its
+    /// unsent replies nor the daemon's graceful shutdown for longer.
+    public var replyDeadline: TimeAmount = .seconds(10)
     /// Live PENDING approvals one agent may have at once.
     public var maxPendingApprovalsPerAgent = 16
     /// Active leases one agent may hold at once.
@@ -152,8 +157,10 @@ public final class ConnectionRegistry: Sendable {
     }
 }
 
-/// Enforces the frame deadline (from a frame's first byte to its last) and closes
-/// idle connections (never one waiting for an answer). Driven by the decoder's `FrameProgress` events.
+/// Enforces the frame deadline (from a frame's first byte to its last) and the reply
+/// deadline (from the moment a peer's unread replies pass the bound until it reads again),
+/// and closes idle connections (never one waiting for an answer). Driven by the decoder's
+/// `FrameProgress` events and the channel's writability.
 final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -174,12 +181,34 @@ final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let frameDeadline: TimeAmount
+    private let replyDeadline: TimeAmount
     private let makeTimeoutFrame: @Sendable () -> ByteBuffer?
+    private let logger: Logger
     private var timer: Scheduled<Void>?
+    private var replyTimer: Scheduled<Void>?
 
-    init(frameDeadline: TimeAmount, timeoutFrame: @escaping @Sendable () -> ByteBuffer?) {
+    /// `logger`: with the connection's uid in its metadata.
+    init(frameDeadline: TimeAmount, replyDeadline: TimeAmount, logger: Logger, timeoutFrame: @escaping @Sendable () -> ByteBuffer?) {
         self.frameDeadline = frameDeadline
+        self.replyDeadline = replyDeadline
+        self.logger = logger
         self.makeTimeoutFrame = timeoutFrame
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            replyTimer?.cancel()
+            replyTimer = nil
+        } else if replyTimer == nil {
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let (logger, deadline) = (logger, replyDeadline)
+            replyTimer = context.eventLoop.scheduleTask(in: replyDeadline) {
+                logger.notice("peer left its replies unread past the reply deadline; connection closed",
+                              metadata: ["deadline.ms": "\(deadline.nanoseconds / 1_000_000)"])
+                loopBound.value.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -206,6 +235,8 @@ final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        replyTimer?.cancel()
+        replyTimer = nil
         context.fireChannelInactive()
     }
 }

@@ -194,13 +194,17 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         channel.closeFuture.whenComplete { _ in registry.release(uid: creds.uid, socket: rules.socket, known: known, channel: channel) }
 
         let peer = attestor.attest(creds, pidfd: pidfd)
+        var connectionLogger = logger
+        connectionLogger[metadataKey: "caller.uid"] = "\(creds.uid)"
+        connectionLogger[metadataKey: "caller.pid"] = "\(creds.pid)"
         let timeoutFrame: @Sendable () -> ByteBuffer? = {
             try? Framing.frame(Response.failure(id: 0, .deadlineExceeded, "frame not completed within the deadline; connection closed"))
         }
         try channel.pipeline.syncOperations.addHandlers([
             IdleStateHandler(readTimeout: known ? limits.idleTimeout : limits.unknownIdleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
-            DeadlineHandler(frameDeadline: limits.frameDeadline, timeoutFrame: timeoutFrame),
+            DeadlineHandler(frameDeadline: limits.frameDeadline, replyDeadline: limits.replyDeadline,
+                            logger: connectionLogger, timeoutFrame: timeoutFrame),
             FrameAttribution(ledger: ledger),
             dispatcher,
         ])

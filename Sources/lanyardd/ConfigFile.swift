@@ -7,7 +7,7 @@ enum ConfigFile {
         "policy", "state-dir", "agent-socket", "admin-socket", "master-key-file", "agent-socket-mode",
         "admin-socket-mode", "admin-group", "max-frame", "max-in-flight", "max-running-per-uid", "max-connections-per-uid",
         "max-connections", "frame-deadline-ms", "idle-timeout-seconds", "log-level", "max-admin-connections", "admin-reserve", "max-unknown-connections",
-        "unknown-idle-timeout-seconds", "max-unsent-reply-bytes", "max-pending-approvals-per-agent", "max-leases-per-agent",
+        "unknown-idle-timeout-seconds", "max-unsent-reply-bytes", "reply-deadline-ms", "max-pending-approvals-per-agent", "max-leases-per-agent",
         "max-field-bytes", "max-args", "unknown-audit-interval-seconds", "maintenance-interval-seconds", "retention-days", "max-exe-hash-bytes",
     ]
 

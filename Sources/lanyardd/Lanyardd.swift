@@ -64,6 +64,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-exe-hash-bytes"), help: "Largest executable hashed for exe_sha256 selectors; larger ones do not match (default 268435456).") var maxExeHashBytes: Int?
     @Option(name: .customLong("unknown-idle-timeout-seconds"), help: "Close idle connections of uids that are no agent (or hold no admin role) sooner (default 10).") var unknownIdleTimeoutSeconds: Int?
     @Option(name: .customLong("max-unsent-reply-bytes"), help: "Unread reply bytes per connection before its requests wait (default 262144).") var maxUnsentReplyBytes: Int?
+    @Option(name: .customLong("reply-deadline-ms"), help: "A peer past --max-unsent-reply-bytes must read within this, or its connection closes (default 10000).") var replyDeadlineMs: Int?
     @Option(name: .customLong("max-pending-approvals-per-agent"), help: "Pending approvals one agent may have at once (default 16).") var maxPendingApprovalsPerAgent: Int?
     @Option(name: .customLong("max-leases-per-agent"), help: "Active leases one agent may hold at once (default 1000).") var maxLeasesPerAgent: Int?
     @Option(name: .customLong("max-field-bytes"), help: "Bytes of a request's resource, each args key and value, and amount unit (default and most 1024).") var maxFieldBytes: Int?
@@ -152,6 +153,7 @@ struct Serve: AsyncParsableCommand {
             cfg.limits.unknownIdleTimeout = .seconds(Int64(bounded(v, 1...86_400, "unknown-idle-timeout-seconds")))
         }
         if let v = pickInt(maxUnsentReplyBytes, "max-unsent-reply-bytes") { cfg.limits.maxUnsentReplyBytes = bounded(v, 4096...(1 << 30), "max-unsent-reply-bytes") }
+        if let v = pickInt(replyDeadlineMs, "reply-deadline-ms") { cfg.limits.replyDeadline = .milliseconds(Int64(bounded(v, 10...600_000, "reply-deadline-ms"))) }
         if let v = pickInt(maxPendingApprovalsPerAgent, "max-pending-approvals-per-agent") {
             cfg.limits.maxPendingApprovalsPerAgent = bounded(v, 1...100_000, "max-pending-approvals-per-agent")
         }

@@ -14,6 +14,15 @@ public enum TestSupport {
 
     public static var isRoot: Bool { getuid() == 0 }
 
+    /// Whether the binaries under test are sanitized (scripts/sanitize.sh sets it).
+    public static let sanitized = ProcessInfo.processInfo.environment["LANYARD_SANITIZER"] != nil
+
+    /// A latency bound of the suite, in seconds: as written, or 3 times it when the binaries
+    /// are sanitized. ThreadSanitizer and AddressSanitizer slow the daemon and its clients
+    /// several times over, and those runs look for races and memory errors, not latency;
+    /// the unsanitized suite (scripts/test.sh, CI) holds every bound as written.
+    public static func latencyBound(_ seconds: Double) -> Double { sanitized ? 3 * seconds : seconds }
+
     /// The repository root (for the built binaries and the C client).
     public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
