@@ -131,56 +131,68 @@ struct AuditShippingTests {
 
 /// A long-running lanyardctl whose stdout is read as it comes.
 final class Follower {
-    private let process = Process()
-    private let out = Pipe()
-    private let err = Pipe()
+    private let child: Child
+    private let out: Int32
+    private let err: Int32
     private var errors = ""
-    private var buffer = Data()
+    private var buffer: [UInt8] = []
     private var searched = 0
     var output: String { String(decoding: buffer, as: UTF8.self) }
 
     init(_ argv: [String], env: [String: String]) throws {
-        process.executableURL = URL(fileURLWithPath: argv[0])
-        process.arguments = Array(argv.dropFirst())
-        process.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
+        let out = try closingPipe(), err = try closingPipe()
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { for fd in [null, out.write, err.write] { close(fd) } }
+        do {
+            child = try Child(argv, env: env, stdin: null, stdout: out.write, stderr: err.write)
+        } catch {
+            close(out.read)
+            close(err.read)
+            throw error
+        }
+        (self.out, self.err) = (out.read, err.read)
     }
 
-    /// Reads stderr until it holds `text` (false if it ends first).
+    deinit {
+        close(out)
+        close(err)
+    }
+
+    /// Reads stderr until it holds `text` (false if it ends first, or in 120 s: against hanging only).
     func readStderr(until text: String) -> Bool {
+        let deadline = Date().addingTimeInterval(120)
         while !errors.contains(text) {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { return false }
+            guard let chunk = readSome(err, until: deadline) else { return false }
             errors += String(decoding: chunk, as: UTF8.self)
         }
         return true
     }
 
-    /// Reads until a complete line with `"seq":seq` has come (false if the output ends first).
+    /// Reads until a complete line with `"seq":seq` has come (false if the output ends first,
+    /// or in 120 s: against hanging only).
     func read(untilSeq seq: UInt64) -> Bool {
-        let guardTimer = DispatchWorkItem { [process] in process.terminate() }  // against hanging only
-        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: guardTimer)
-        defer { guardTimer.cancel() }
-        let needle = Data("{\"seq\":\(seq),".utf8)
+        let deadline = Date().addingTimeInterval(120)
+        let needle = Array("{\"seq\":\(seq),".utf8)
         while true {
-            if let found = buffer.range(of: needle, in: max(0, searched - needle.count)..<buffer.count) {
-                if buffer[found.upperBound...].contains(UInt8(ascii: "\n")) { return true }
+            if let found = Self.find(needle, in: buffer, from: max(0, searched - needle.count)) {
+                if buffer[(found + needle.count)...].contains(UInt8(ascii: "\n")) { return true }
                 // Its line is not complete yet: look here again once more has come (moving past
                 // it lost the record whenever a read ended inside that line).
-                searched = found.lowerBound + needle.count
+                searched = found + needle.count
             } else {
                 searched = buffer.count
             }
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { return false }
-            buffer.append(chunk)
+            guard let chunk = readSome(out, until: deadline) else { return false }
+            buffer += chunk
         }
     }
 
+    private static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
+        return (start...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+
     func stop() {
-        process.terminate()
-        process.waitUntilExit()
+        child.stop()
     }
 }

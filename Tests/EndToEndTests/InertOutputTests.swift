@@ -169,25 +169,19 @@ struct InertOutputTests {
     /// The stdout of a command that runs until stopped, read until `done` holds; then it is stopped.
     static func output(of argv: [String], as user: (uid: UInt32, gid: UInt32), _ d: DaemonProcess,
                        until done: (String) -> Bool) throws -> String {
-        let p = Process()
         let args = user.uid == getuid() ? argv : ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + argv
-        p.executableURL = URL(fileURLWithPath: args[0])
-        p.arguments = Array(args.dropFirst())
-        p.environment = ProcessInfo.processInfo.environment.merging(d.env) { $1 }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer { p.terminate(); p.waitUntilExit() }
-        let guardTimer = DispatchWorkItem { p.terminate() }  // against hanging: a view that never shows it fails
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: guardTimer)
-        defer { guardTimer.cancel() }
-        var seen = Data()
-        while !done(String(decoding: seen, as: UTF8.self)) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen.append(chunk)
+        let out = try closingPipe()
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(null); close(out.read) }
+        let child: Child
+        do {
+            defer { close(out.write) }
+            child = try Child(args, env: d.env, stdin: null, stdout: out.write, stderr: null)
         }
+        defer { child.stop() }
+        let deadline = Date().addingTimeInterval(60)  // against hanging: a view that never shows it fails
+        var seen: [UInt8] = []
+        while !done(String(decoding: seen, as: UTF8.self)), let chunk = readSome(out.read, until: deadline) { seen += chunk }
         return String(decoding: seen, as: UTF8.self)
     }
 }

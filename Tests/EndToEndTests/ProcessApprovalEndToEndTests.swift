@@ -29,22 +29,51 @@ struct ProcessApprovalEndToEndTests {
 
     /// A long-lived agent process (Scripts/agent_process.py as the agent uid) on one connection.
     final class AgentProcess {
-        let process = Process()
-        let input = Pipe()
-        let output = Pipe()
+        private let child: Child
+        /// The process's stdin (we write) and stdout (we read).
+        private var input: Int32
+        private let output: Int32
         var nextID: UInt64 = 1
 
         init(socket: String) throws {
             let agent = E2EUsers.agent!
             let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/agent_process.py").path
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--", "/usr/bin/python3", script, socket]
-            process.standardInput = input
-            process.standardOutput = output
-            try process.run()
+            let stdin = try closingPipe(), stdout = try closingPipe()
+            defer { close(stdin.read); close(stdout.write) }
+            do {
+                child = try Child(["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--", "/usr/bin/python3", script, socket],
+                                  stdin: stdin.read, stdout: stdout.write, stderr: 2)
+            } catch {
+                close(stdin.write)
+                close(stdout.read)
+                throw error
+            }
+            (input, output) = (stdin.write, stdout.read)
         }
 
-        var pid: Int32 { process.processIdentifier }
+        deinit {
+            if input >= 0 { close(input) }
+            close(output)
+        }
+
+        var pid: Int32 { child.pid }
+
+        /// One line of the process's output, without its newline.
+        private func line() throws -> [UInt8] {
+            var line: [UInt8] = []
+            var byte: UInt8 = 0
+            while true {
+                let n = read(output, &byte, 1)
+                if n < 0, errno == EINTR { continue }
+                guard n == 1 else { throw HarnessError("the agent process closed its output") }
+                if byte == UInt8(ascii: "\n") { return line }
+                line.append(byte)
+            }
+        }
+
+        private func send(_ text: String) {
+            TestSupport.writeAll(input, Array(text.utf8))
+        }
 
         func authorize(_ capability: String, resource: String) throws -> Lanyard_V1_AuthorizeResponse {
             var r = Lanyard_V1_Request()
@@ -66,15 +95,8 @@ struct ProcessApprovalEndToEndTests {
             r.id = nextID
             nextID += 1
             let frame = TestSupport.frame(try r.serializedBytes())
-            input.fileHandleForWriting.write(Data((frame.map { String(format: "%02x", $0) }.joined() + "\n").utf8))
-            var line = Data()
-            while true {
-                let byte = output.fileHandleForReading.readData(ofLength: 1)
-                guard let b = byte.first else { throw HarnessError("the agent process closed its output") }
-                if b == UInt8(ascii: "\n") { break }
-                line.append(b)
-            }
-            let hex = Array(String(decoding: line, as: UTF8.self).utf8)
+            send(frame.map { String(format: "%02x", $0) }.joined() + "\n")
+            let hex = try line()
             let body = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
             return try Lanyard_V1_Response(serializedBytes: body)
         }
@@ -82,19 +104,15 @@ struct ProcessApprovalEndToEndTests {
         /// Replaces the process with `program` running the script again (same pid): stdin's
         /// buffered input is not carried over, so this waits for its acknowledgement.
         func exec(_ program: String) throws {
-            input.fileHandleForWriting.write(Data("exec \(program)\n".utf8))
-            var line = Data()
-            while line.last != UInt8(ascii: "\n") {
-                let byte = output.fileHandleForReading.readData(ofLength: 1)
-                guard !byte.isEmpty else { throw HarnessError("the agent process closed its output") }
-                line.append(byte)
-            }
+            send("exec \(program)\n")
+            _ = try line()
         }
 
         /// Ends the process (end of its input) and waits until it has exited.
         func finish() throws {
-            try input.fileHandleForWriting.close()
-            process.waitUntilExit()
+            close(input)
+            input = -1
+            child.wait()
         }
     }
 

@@ -8,11 +8,8 @@ import Testing
 struct AttestationTests {
     /// Invariant 2's check: the attested process must still be the one there.
     @Test func aProcessThatExitedIsNoLongerTheSame() throws {
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        child.arguments = ["600"]
-        try child.run()
-        let pid = child.processIdentifier
+        let child = try Child(["/bin/sleep", "600"])
+        let pid = child.pid
         let attestor = ProcAttestor()
         let fd = lanyard_pidfd_open(pid)
         let peer = attestor.attest(PeerCredentials(uid: getuid(), gid: getgid(), pid: pid),
@@ -22,8 +19,7 @@ struct AttestationTests {
         #expect(peer.startTime != nil)
         #expect(attestor.isStillSame(peer))
 
-        kill(pid, SIGKILL)
-        child.waitUntilExit()
+        child.stop(SIGKILL)
         #expect(!attestor.isStillSame(peer))
     }
 
@@ -37,20 +33,16 @@ struct AttestationTests {
     }
 
     /// Runs a copy of /bin/sleep at `path`; the peer as attested (with a pidfd).
-    static func running(_ path: String) throws -> (Process, AttestedPeer) {
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: path)
-        child.arguments = ["600"]
-        try child.run()
-        let pid = child.processIdentifier
+    static func running(_ path: String) throws -> (Child, AttestedPeer) {
+        let child = try Child([path, "600"])
+        let pid = child.pid
         let fd = lanyard_pidfd_open(pid)
         let peer = ProcAttestor().attest(PeerCredentials(uid: getuid(), gid: getgid(), pid: pid), pidfd: fd >= 0 ? PidFD(fd: fd) : nil)
         return (child, peer)
     }
 
-    static func stop(_ child: Process) {
-        kill(child.processIdentifier, SIGKILL)
-        child.waitUntilExit()
+    static func stop(_ child: Child) {
+        child.stop(SIGKILL)
     }
 
     /// Security I, finding 2: the hash cache was keyed by (device, inode, mtime, size), so a

@@ -244,10 +244,5 @@ struct CredentialTests {
 
 @discardableResult
 func sqlite(_ db: String, _ sql: String) -> Bool {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-    p.arguments = [db, sql]
-    try? p.run()
-    p.waitUntilExit()
-    return p.terminationStatus == 0
+    (try? run(["/usr/bin/sqlite3", db, sql]))?.status == 0
 }

@@ -28,6 +28,24 @@ public final class Child: @unchecked Sendable {  // `exit` guarded by `lock`
         self.pid = pid
     }
 
+    /// Starts `argv` with /dev/null as its standard input, output and error.
+    public convenience init(_ argv: [String], env: [String: String] = [:]) throws {
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        guard null >= 0 else { throw RunError("cannot open /dev/null: \(String(cString: strerror(errno)))") }
+        defer { close(null) }
+        try self.init(argv, env: env, stdin: null, stdout: null, stderr: null)
+    }
+
+    /// Sends `signal` (unless the child was already waited for), then waits for it to exit.
+    @discardableResult
+    public func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+        lock.lock()
+        let waited = exit != nil
+        lock.unlock()
+        if !waited { kill(pid, signal) }
+        return wait()
+    }
+
     /// Waits for the child to exit: its exit status, or the signal that ended it.
     @discardableResult
     public func wait() -> Int32 {
@@ -53,6 +71,22 @@ public func closingPipe() throws -> (read: Int32, write: Int32) {
     var fds: [Int32] = [-1, -1]
     guard lanyard_pipe(&fds) == 0 else { throw RunError("cannot make a pipe: \(String(cString: strerror(errno)))") }
     return (fds[0], fds[1])
+}
+
+/// The bytes `fd` has now, waiting for some until `deadline`: nil at its end, at the
+/// deadline, or on an error (a guard against a child that hangs, not a synchronization).
+public func readSome(_ fd: Int32, until deadline: Date) -> [UInt8]? {
+    var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    while true {
+        let left = Int32(max(0, min(Double(Int32.max), deadline.timeIntervalSinceNow * 1000)))
+        let ready = poll(&pfd, 1, left)
+        if ready < 0, errno == EINTR { continue }
+        guard ready == 1 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0, errno == EINTR { continue }
+        return n > 0 ? Array(buffer[..<n]) : nil
+    }
 }
 
 public struct RunError: Error, CustomStringConvertible {
