@@ -24,7 +24,11 @@ run() {  # run SANITIZER SCRATCH
   local rc=0 pass
   : > "$2/sanitize.log"
   for pass in "--skip LoadSensitive" "--filter LoadSensitive"; do
+    # Two tests at a time (Swift Testing's default is twice the cores): the sanitized
+    # daemons and clients are several times slower, and four at once on two cores stretched
+    # in-process calls past the suites' wall-clock windows (an idle timeout, a revocation wait).
     # shellcheck disable=SC2086  # the pass's two words
+    SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=2 \
     LANYARD_BIN_DIR="$PWD/$2/debug" LANYARD_SANITIZER="$1" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ASAN_OPTIONS="halt_on_error=1 detect_leaks=${LANYARD_LEAKS:-1}" \

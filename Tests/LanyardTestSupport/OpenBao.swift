@@ -170,7 +170,7 @@ public final class OpenBao: @unchecked Sendable {
 
     /// Waits (20 s at most) until OpenBao no longer accepts `token`; false if it still does.
     public func waitUntilRevoked(token: String, node: Int = 0) throws -> Bool {
-        let deadline = Date().addingTimeInterval(20)
+        let deadline = Date().addingTimeInterval(TestSupport.latencyBound(20))
         while try isValid(token: token, node: node) {
             guard Date() < deadline else { return false }
             usleep(100_000)
