@@ -324,7 +324,8 @@ final class ApprovalService: Sendable {
         }
     }
 
-    /// Long poll: the approval's state now, or when it changes, within `wait_ms`.
+    /// Long poll: the approval's state now, or when it changes, within `wait_ms` (at once when
+    /// the call is cancelled: its connection closed, or the daemon stops gracefully).
     func await(_ c: Lanyard_V1_AwaitApprovalRequest, agent: Agent) async throws -> Lanyard_V1_AwaitApprovalResponse {
         let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, Self.maxWaitMs)))
         while true {
@@ -333,7 +334,7 @@ final class ApprovalService: Sendable {
                 throw CallError(.notFound, "no approval '\(c.approvalID.prefix(64))' of agent '\(agent.name)'")
             }
             let state = stored.machine.state(atMicros: clock.nowMicros())
-            if state != .pending || ContinuousClock.now >= deadline {
+            if state != .pending || ContinuousClock.now >= deadline || Task.isCancelled {
                 return .with {
                     $0.state = state.wire
                     $0.reason = stored.decidedReason.isEmpty ? (state == .expired ? "no approver decided in time" : "") : stored.decidedReason

@@ -13,6 +13,10 @@ import NIOCore
 /// the input has ended (EOF, a bad frame, a graceful shutdown) and every call read is
 /// answered, the connection closes.
 ///
+/// When the connection closes, its long polls are cancelled (they answer at once, to nobody)
+/// and a call still waiting for the peer to read is not run; at a graceful stop
+/// (`StopReading`) long polls are cancelled too, so the stop waits for none of them.
+///
 /// Its state is touched on the event loop only; a call hops back to the loop to answer.
 final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = SentFrame
@@ -39,6 +43,9 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     private var connection: Connection?
     private var frames = CircularBuffer<SentFrame>()
     private var running = 0
+    /// The running calls' tasks, by key, and whether each is a long poll.
+    private var calls: [Int: (task: Task<Void, Never>, waitsLong: Bool)] = [:]
+    private var nextCall = 0
     private var inputEnded = false
     private var readHeld = false
     private var active = true
@@ -96,6 +103,22 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
         if connection != nil, frames.isEmpty { context.read() } else { readHeld = true }
     }
 
+    /// Whether the daemon holds this connection's reads (frames wait for their calls, or for
+    /// the peer to read its replies): the rest of a frame left unread then is not the peer's delay.
+    var holdsReads: Bool { readHeld }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is StopReading { cancelLongPolls() }
+        context.triggerUserOutboundEvent(event, promise: promise)
+    }
+
+    /// Long polls answer at once with what they have. Other calls run to their end: one
+    /// cancelled half-way (an OpenBao token made, its lease not yet recorded) would leave
+    /// what it did unrecorded.
+    private func cancelLongPolls() {
+        for call in calls.values where call.waitsLong { call.task.cancel() }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         progress.bump()
         dispatch()
@@ -123,6 +146,7 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         frames.removeAll()
+        cancelLongPolls()
         progress.bump()
         endIfIdle()
         context.fireChannelInactive()
@@ -164,12 +188,15 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
                 continue
             }
             running += 1
+            let key = nextCall
+            nextCall += 1
             let progress = self.progress, call = self.call, loop = self.loop
-            Task(executorPreference: executor) { [sent] in
+            calls[key] = (Task(executorPreference: executor) { [sent] in
                 await progress.wait { channel.isWritable || !channel.isActive }
-                let answer = try? Framing.frame(await call(request, sent))
-                if loop.inEventLoop { self.answered(answer) } else { loop.execute { self.answered(answer) } }
-            }
+                // The peer left (or was cut) while the call waited for it to read: nothing is done for it.
+                let answer = channel.isActive ? try? Framing.frame(await call(request, sent)) : nil
+                if loop.inEventLoop { self.answered(answer, key) } else { loop.execute { self.answered(answer, key) } }
+            }, request.waitsLong)
         }
         if frames.isEmpty, readHeld, !inputEnded {
             readHeld = false
@@ -178,9 +205,10 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
         if inputEnded, frames.isEmpty, running == 0 { context.close(promise: nil) }
     }
 
-    /// A call's answer (nil: it did not encode, and the connection closes).
-    private func answered(_ frame: ByteBuffer?) {
+    /// Call `key`'s answer (nil: it did not encode, or its peer is gone; the connection closes).
+    private func answered(_ frame: ByteBuffer?, _ key: Int) {
         running -= 1
+        calls[key] = nil
         if let context {
             if let frame { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) } else { context.close(promise: nil) }
         }

@@ -157,7 +157,7 @@ public final class ConnectionRegistry: Sendable {
     }
 }
 
-/// Enforces the frame deadline (from a frame's first byte to its last) and the reply
+/// Enforces the frame deadline (from a frame's first byte to its last, while the daemon reads) and the reply
 /// deadline (from the moment a peer's unread replies pass the bound until it reads again),
 /// and closes idle connections (never one waiting for an answer). Driven by the decoder's
 /// `FrameProgress` events and the channel's writability.
@@ -183,15 +183,19 @@ final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let frameDeadline: TimeAmount
     private let replyDeadline: TimeAmount
     private let makeTimeoutFrame: @Sendable () -> ByteBuffer?
+    private let readsHeld: @Sendable () -> Bool
     private let logger: Logger
     private var timer: Scheduled<Void>?
     private var replyTimer: Scheduled<Void>?
 
-    /// `logger`: with the connection's uid in its metadata.
-    init(frameDeadline: TimeAmount, replyDeadline: TimeAmount, logger: Logger, timeoutFrame: @escaping @Sendable () -> ByteBuffer?) {
+    /// `logger`: with the connection's uid in its metadata. `readsHeld`: whether the daemon
+    /// holds the connection's reads now (`CallDispatcher.holdsReads`; called on the loop).
+    init(frameDeadline: TimeAmount, replyDeadline: TimeAmount, logger: Logger, readsHeld: @escaping @Sendable () -> Bool,
+         timeoutFrame: @escaping @Sendable () -> ByteBuffer?) {
         self.frameDeadline = frameDeadline
         self.replyDeadline = replyDeadline
         self.logger = logger
+        self.readsHeld = readsHeld
         self.makeTimeoutFrame = timeoutFrame
     }
 
@@ -215,13 +219,7 @@ final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch event {
         case FrameProgress.started:
             timer?.cancel()
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            let frame = makeTimeoutFrame
-            timer = context.eventLoop.scheduleTask(in: frameDeadline) {
-                let context = loopBound.value
-                if let buffer = frame() { context.writeAndFlush(NIOAny(buffer), promise: nil) }
-                context.close(promise: nil)
-            }
+            armFrameDeadline(context)
         case FrameProgress.completed:
             timer?.cancel()
             timer = nil
@@ -229,6 +227,19 @@ final class DeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if unanswered == 0 { context.close(promise: nil) }
         default:
             context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// Closes the connection `frameDeadline` from now unless the frame completes first. While
+    /// the daemon itself holds the reads (the rest of the frame waits in the socket by its
+    /// choice: calls running, or replies unread), the deadline moves on instead.
+    private func armFrameDeadline(_ context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: frameDeadline) {
+            let (handler, context) = loopBound.value
+            if handler.readsHeld() { return handler.armFrameDeadline(context) }
+            if let buffer = handler.makeTimeoutFrame() { context.writeAndFlush(NIOAny(buffer), promise: nil) }
+            context.close(promise: nil)
         }
     }
 

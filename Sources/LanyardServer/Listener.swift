@@ -203,8 +203,8 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         try channel.pipeline.syncOperations.addHandlers([
             IdleStateHandler(readTimeout: known ? limits.idleTimeout : limits.unknownIdleTimeout),
             ByteToMessageHandler(FrameDecoder(maxFrame: limits.maxFrame)),
-            DeadlineHandler(frameDeadline: limits.frameDeadline, replyDeadline: limits.replyDeadline,
-                            logger: connectionLogger, timeoutFrame: timeoutFrame),
+            DeadlineHandler(frameDeadline: limits.frameDeadline, replyDeadline: limits.replyDeadline, logger: connectionLogger,
+                            readsHeld: { [weak dispatcher] in dispatcher?.holdsReads ?? false }, timeoutFrame: timeoutFrame),
             FrameAttribution(ledger: ledger),
             dispatcher,
         ])

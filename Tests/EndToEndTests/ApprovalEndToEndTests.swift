@@ -1,23 +1,34 @@
 import Foundation
 import LanyardTestSupport
+import LanyardWire
 import Testing
 
 @Suite(.serialized, .enabled(if: TestSupport.isRoot, "needs root to create agent and approver uids"))
 struct ApprovalEndToEndTests {
     /// Acceptance 2: MEDIUM request → an approver approves with lanyardctl → AwaitApproval
     /// returns APPROVED → Provision succeeds once, the second use is refused.
-    @Test func approverApprovesWithLanyardctl() throws {
+    /// A started daemon whose policy names `lanyard-test-b` an approver, and the id of the
+    /// approval the agent's Provision of `github:push` asked for.
+    static func pendingProvision() throws -> (DaemonProcess, approver: (uid: UInt32, gid: UInt32), id: String) {
         let approver = try #require(TestSupport.user("lanyard-test-b"))
         let policy = E2EUsers.policy().replacingOccurrences(of: "services:", with: "approvers: { uids: [\(approver.uid)] }\nservices:")
         let d = try DaemonProcess(policy: policy)
-        defer { d.cleanup() }
-        try d.start()
-        let agent = E2EUsers.agent!
+        do {
+            try d.start()
+            let asked = try d.ctl(["provision", "github", "--scope", "github:push", "--json"], as: E2EUsers.agent!)
+            #expect(asked.status == 3, "\(asked)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(asked.stdout.utf8)) as? [String: Any])
+            return (d, approver, try #require(json["approval_id"] as? String))
+        } catch {
+            d.cleanup()
+            throw error
+        }
+    }
 
-        let asked = try d.ctl(["provision", "github", "--scope", "github:push", "--json"], as: agent)
-        #expect(asked.status == 3, "\(asked)")
-        let json = try JSONSerialization.jsonObject(with: Data(asked.stdout.utf8)) as! [String: Any]
-        let id = try #require(json["approval_id"] as? String)
+    @Test func approverApprovesWithLanyardctl() throws {
+        let (d, approver, id) = try Self.pendingProvision()
+        defer { d.cleanup() }
+        let agent = E2EUsers.agent!
 
         let listed = try d.ctl(["approvals", "list"], as: approver)
         #expect(listed.status == 0 && listed.stdout.contains(id) && listed.stdout.contains("github:push") && listed.stdout.contains("uid \(agent.uid)"))
@@ -35,5 +46,34 @@ struct ApprovalEndToEndTests {
         let second = try d.ctl(["provision", "github", "--scope", "github:push", "--approval", id], as: agent)
         #expect(second.status == 1 && second.stderr.contains("PERMISSION_DENIED") && second.stderr.contains("already used"))
         try d.ctlSucceeds(["audit", "verify"])
+    }
+
+    /// A graceful stop does not wait for long polls: an agent waiting on AwaitApproval (up to
+    /// 60 s) gets the approval's state at once, and lanyardd exits well inside the unit's 30 s
+    /// stop timeout (it waited the poll's whole 60 s, and systemd killed it at 30 s).
+    @Test func aGracefulStopAnswersLongPollsAtOnce() throws {
+        let (d, _, id) = try Self.pendingProvision()
+        defer { d.cleanup() }
+        let agent = E2EUsers.agent!
+
+        let fd = TestSupport.connect(d.agentSocket, asUID: agent.uid, gid: agent.gid)
+        defer { close(fd) }
+        // The long poll, then a Hello: once the Hello is answered, the poll was read and runs.
+        var poll = Lanyard_V1_Request()
+        poll.id = 1
+        poll.awaitApproval = .with { $0.approvalID = id; $0.waitMs = 60_000 }
+        var hello = Lanyard_V1_Request()
+        hello.id = 2
+        hello.hello = .init()
+        TestSupport.writeAll(fd, AbuseTests.frame(poll) + AbuseTests.frame(hello))
+        let helloAnswer = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd)))
+        #expect(helloAnswer.id == 2)
+
+        let stopping = Date()
+        #expect(d.stop() == 0)
+        let took = Date().timeIntervalSince(stopping)
+        let answer = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd), "the long poll got no answer"))
+        #expect(answer.id == 1 && answer.status.code == .ok && answer.awaitApproval.state == .pending, "\(answer)")
+        #expect(took < TestSupport.latencyBound(10), "the graceful stop took \(took) s with a long poll open")
     }
 }

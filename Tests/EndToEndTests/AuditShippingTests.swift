@@ -140,7 +140,9 @@ final class Follower {
     var output: String { String(decoding: buffer, as: UTF8.self) }
 
     init(_ argv: [String], env: [String: String]) throws {
-        let out = try closingPipe(), err = try closingPipe()
+        let out = try closingPipe()
+        let err: (read: Int32, write: Int32)
+        do { err = try closingPipe() } catch { close(out.read); close(out.write); throw error }
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer { for fd in [null, out.write, err.write] { close(fd) } }
         do {
@@ -154,6 +156,7 @@ final class Follower {
     }
 
     deinit {
+        child.stop()  // a test that threw before stopping it leaves no follower behind
         close(out)
         close(err)
     }

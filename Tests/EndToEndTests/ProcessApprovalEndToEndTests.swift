@@ -38,7 +38,9 @@ struct ProcessApprovalEndToEndTests {
         init(socket: String) throws {
             let agent = E2EUsers.agent!
             let script = TestSupport.packageRoot.appendingPathComponent("Tests/EndToEndTests/Scripts/agent_process.py").path
-            let stdin = try closingPipe(), stdout = try closingPipe()
+            let stdin = try closingPipe()
+            let stdout: (read: Int32, write: Int32)
+            do { stdout = try closingPipe() } catch { close(stdin.read); close(stdin.write); throw error }
             defer { close(stdin.read); close(stdout.write) }
             do {
                 child = try Child(["/usr/bin/setpriv", "--reuid=\(agent.uid)", "--regid=\(agent.gid)", "--clear-groups", "--", "/usr/bin/python3", script, socket],
@@ -54,20 +56,26 @@ struct ProcessApprovalEndToEndTests {
         deinit {
             if input >= 0 { close(input) }
             close(output)
+            child.stop()
         }
 
         var pid: Int32 { child.pid }
 
-        /// One line of the process's output, without its newline.
+        /// What the process wrote and no line has taken yet.
+        private var pending: [UInt8] = []
+
+        /// One line of the process's output, without its newline (60 s at most: against hanging only).
         private func line() throws -> [UInt8] {
-            var line: [UInt8] = []
-            var byte: UInt8 = 0
+            let deadline = Date().addingTimeInterval(60)
             while true {
-                let n = read(output, &byte, 1)
-                if n < 0, errno == EINTR { continue }
-                guard n == 1 else { throw HarnessError("the agent process closed its output") }
-                if byte == UInt8(ascii: "\n") { return line }
-                line.append(byte)
+                if let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    defer { pending.removeSubrange(...end) }
+                    return Array(pending[..<end])
+                }
+                guard let chunk = readSome(output, until: deadline) else {
+                    throw HarnessError("the agent process closed its output, or wrote no line in 60 s")
+                }
+                pending += chunk
             }
         }
 
