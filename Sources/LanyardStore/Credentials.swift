@@ -211,13 +211,24 @@ extension Store {
     /// for rotation at once: tampering can only bring a rotation forward.
     public func serviceVersion(_ service: String) throws -> (version: Int, rotatedMicros: Int64) {
         try read { db in
-            let row = try db.prepare("SELECT \(AuthenticatedTable.serviceVersions.selection) FROM service_versions WHERE service = ?")
-                .bind(.text(service)).one { row -> (Int, Int64)? in
-                    guard rows.isAuthentic(.serviceVersions, row) else { reportTampered(.serviceVersions, row); return nil }
-                    return (Int(row.int(1)), row.int(2))
-                }
-            if let row, let v = row { return v }
+            // The row as stored: nil when there is none, .some(nil) when it does not authenticate.
+            func stored(report: Bool) throws -> (Int, Int64)?? {
+                try db.prepare("SELECT \(AuthenticatedTable.serviceVersions.selection) FROM service_versions WHERE service = ?")
+                    .bind(.text(service)).one { row -> (Int, Int64)? in
+                        guard rows.isAuthentic(.serviceVersions, row) else {
+                            if report { reportTampered(.serviceVersions, row) }
+                            return nil
+                        }
+                        return (Int(row.int(1)), row.int(2))
+                    }
+            }
+            if let found = try stored(report: false), let v = found { return v }
             return try db.transaction {
+                // Again under the write lock: another call (a provision, the maintenance pass)
+                // may have made the row since, with a lease of its version already written;
+                // judged outside the lock, that lease made a fresh service look tampered with.
+                let row = try stored(report: true)
+                if let row, let v = row { return v }
                 let lastLease = try db.prepare("SELECT max(version) FROM leases WHERE service = ?").bind(.text(service)).one { $0.optionalInt(0) } ?? nil
                 let fresh = row == nil && lastLease == nil
                 if !fresh {
@@ -231,8 +242,21 @@ extension Store {
         }
     }
 
-    /// Moves the service to `version` (a rotation).
-    package func setServiceVersion(_ service: String, _ version: Int, nowMicros: Int64) -> Mutation {
+    /// Moves the service from `from` to `version` (a rotation). Two rotations at once (an
+    /// admin's and the scheduled one) read the same version: the second fails, to be retried,
+    /// rather than record the same version again over leases the first one did not see.
+    package func setServiceVersion(_ service: String, _ version: Int, from: Int, nowMicros: Int64) -> Mutation {
+        { db in
+            let stored = try db.prepare("SELECT version FROM service_versions WHERE service = ?").bind(.text(service)).one { Int($0.int(0)) } ?? nil
+            guard stored == from else {
+                throw StoreError("service '\(service)' was rotated meanwhile (version \(stored.map(String.init) ?? "none"), not \(from)); rotate again if still needed")
+            }
+            try self.setServiceVersion(service, version, nowMicros: nowMicros)(db)
+        }
+    }
+
+    /// Writes the service's version row (its first, or a rotation checked by the caller).
+    private func setServiceVersion(_ service: String, _ version: Int, nowMicros: Int64) -> Mutation {
         { db in
             try db.prepare("INSERT INTO service_versions(service, version, rotated_us) VALUES (?, ?, ?) ON CONFLICT(service) DO UPDATE SET version = excluded.version, rotated_us = excluded.rotated_us")
                 .bind(.text(service), .int(Int64(version)), .int(nowMicros)).run()
