@@ -141,7 +141,10 @@ final class DaemonProcess: @unchecked Sendable {  // logSoFar is guarded by `log
         guard let p = process else { return 0 }
         kill(p.pid, SIGTERM)
         process = nil
-        return p.wait()
+        let status = p.wait()
+        // A graceful stop ends with 0: otherwise the test's output shows why.
+        if status != 0 { print("lanyardd exited \(status) at SIGTERM; its log ends:\n\(logText.suffix(4000))") }
+        return status
     }
 
     func cleanup() {
