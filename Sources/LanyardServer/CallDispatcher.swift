@@ -46,6 +46,8 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     /// The running calls' tasks, by key, and whether each is a long poll.
     private var calls: [Int: (task: Task<Void, Never>, waitsLong: Bool)] = [:]
     private var nextCall = 0
+    /// A graceful stop began: a long poll started from now on is cancelled as it starts.
+    private var stopping = false
     private var inputEnded = false
     private var readHeld = false
     private var active = true
@@ -108,7 +110,10 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
     var holdsReads: Bool { readHeld }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        if event is StopReading { cancelLongPolls() }
+        if event is StopReading {
+            stopping = true
+            cancelLongPolls()
+        }
         context.triggerUserOutboundEvent(event, promise: promise)
     }
 
@@ -197,6 +202,8 @@ final class CallDispatcher<Request: Envelope, Response: ResponseEnvelope>: Chann
                 let answer = channel.isActive ? try? Framing.frame(await call(request, sent)) : nil
                 if loop.inEventLoop { self.answered(answer, key) } else { loop.execute { self.answered(answer, key) } }
             }, request.waitsLong)
+            // Read before the stop, started after it: answered at once too.
+            if stopping, request.waitsLong { calls[key]?.task.cancel() }
         }
         if frames.isEmpty, readHeld, !inputEnded {
             readHeld = false

@@ -439,7 +439,7 @@ final class CredentialService: Sendable {
         var revocation = actor
         revocation.event = "lease.revoke"
         let revocations = Self.records(ending: leases, by: revocation, outcome: "revoked", reason: "service '\(service.name)' rotated")
-        let setVersion = store.setServiceVersion(service.name, current + 1, from: current, nowMicros: now)
+        let setVersion = store.setServiceVersion(service.name, current + 1, nowMicros: now)
         let end = store.endLeases(leases.map(\.id), as: .revoked, reason: "rotation", nowMicros: now)
         try await store.audit.append([rotation] + revocations, with: { db in
             try setVersion(db)

@@ -242,21 +242,8 @@ extension Store {
         }
     }
 
-    /// Moves the service from `from` to `version` (a rotation). Two rotations at once (an
-    /// admin's and the scheduled one) read the same version: the second fails, to be retried,
-    /// rather than record the same version again over leases the first one did not see.
-    package func setServiceVersion(_ service: String, _ version: Int, from: Int, nowMicros: Int64) -> Mutation {
-        { db in
-            let stored = try db.prepare("SELECT version FROM service_versions WHERE service = ?").bind(.text(service)).one { Int($0.int(0)) } ?? nil
-            guard stored == from else {
-                throw StoreError("service '\(service)' was rotated meanwhile (version \(stored.map(String.init) ?? "none"), not \(from)); rotate again if still needed")
-            }
-            try self.setServiceVersion(service, version, nowMicros: nowMicros)(db)
-        }
-    }
-
-    /// Writes the service's version row (its first, or a rotation checked by the caller).
-    private func setServiceVersion(_ service: String, _ version: Int, nowMicros: Int64) -> Mutation {
+    /// Moves the service to `version` (a rotation).
+    package func setServiceVersion(_ service: String, _ version: Int, nowMicros: Int64) -> Mutation {
         { db in
             try db.prepare("INSERT INTO service_versions(service, version, rotated_us) VALUES (?, ?, ?) ON CONFLICT(service) DO UPDATE SET version = excluded.version, rotated_us = excluded.rotated_us")
                 .bind(.text(service), .int(Int64(version)), .int(nowMicros)).run()
