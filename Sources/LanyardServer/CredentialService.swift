@@ -3,6 +3,7 @@ import LanyardCrypto
 import LanyardStore
 import LanyardWire
 import Logging
+import NIOConcurrencyHelpers
 
 /// Just-in-time credentials (DESIGN.md section 7): authorize every capability of the
 /// scope, route by risk (the caller's process is re-checked by the dispatch), mint, make the lease and its
@@ -15,6 +16,9 @@ final class CredentialService: Sendable {
     let clock: any WallClock
     let logger: Logger
     let processWatcher = ProcessWatcher()
+    /// One rotation at a time: each reads the version it moves from, so two at once would
+    /// both record the same new version (and a jwt service rotate its key twice for it).
+    private let rotations = AsyncSerializer()
     /// The active policy's version, for records no request carries (a process exit).
     let policyVersion: @Sendable () -> String
 
@@ -423,6 +427,10 @@ final class CredentialService: Sendable {
     /// published until those tokens expire). Returns the new version and how many leases
     /// were revoked.
     func rotate(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool = false) async throws -> (version: Int, revoked: Int) {
+        try await rotations.run { try await rotateAlone(service: service, actor: actor, reason: reason, compromised: compromised) }
+    }
+
+    private func rotateAlone(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool) async throws -> (version: Int, revoked: Int) {
         let now = clock.nowMicros()
         let (current, _) = try store.serviceVersion(service.name)
         var dropped: [String] = []
@@ -529,4 +537,29 @@ extension Policy.Service {
     var signingPurpose: String { "service:\(name)" }
     /// The `typ` of access tokens (RFC 9068), never an identity token's.
     static let accessTokenType = "at+jwt"
+}
+
+/// Runs one body at a time, the others waiting in order (for rare, short critical
+/// sections that await: a rotation's commit).
+final class AsyncSerializer: Sendable {
+    private let state = NIOLockedValueBox<(held: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func run<T>(_ body: () async throws -> T) async rethrows -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { s in
+                if s.held { s.waiting.append(c); return false }
+                s.held = true
+                return true
+            }
+            if now { c.resume() }
+        }
+        defer {
+            let next = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+                if s.waiting.isEmpty { s.held = false; return nil }
+                return s.waiting.removeFirst()  // it holds it from here
+            }
+            next?.resume()
+        }
+        return try await body()
+    }
 }

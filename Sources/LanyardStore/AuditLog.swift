@@ -25,7 +25,9 @@ public final class AuditWait: Sendable {
 /// up in a single fsync'ed transaction (group commit). If the commit fails, every
 /// caller in the batch gets the error: fail closed.
 public final class AuditLog: Sendable {
-    private let queue: WriterQueue
+    private let queue = ThreadQueue<WriterEntry>()
+    /// The durable records whose "decision" lines are yet to be written (`decisionLoop`).
+    private let decisions = ThreadQueue<DecisionLine>(limit: AuditLog.decisionLineBacklog)
     private let head: ChainHead
     /// Whether the chain's end matched its authenticated head at startup. If it did not,
     /// records were appended, removed or rewritten at rest: the head is never moved (nor
@@ -60,14 +62,18 @@ public final class AuditLog: Sendable {
                             metadata: ["audit.seq": "\(start.0)"])
         }
         head = ChainHead(start)
-        queue = WriterQueue()
         let head = self.head
         let queue = self.queue
+        let decisions = logger.logLevel <= .info ? self.decisions : nil
         let box = SQLiteConnectionBox(connection)
         let anchored = isAnchored
         startThread(name: "lanyard-audit") {
             Self.writerLoop(queue: queue, connection: box.connection, head: head, rows: anchored ? rows : nil, clock: clock, logger: logger,
-                            rolledBack: rolledBack)
+                            decisions: decisions, rolledBack: rolledBack)
+            decisions?.close()  // after the last commit's lines: they are written, then its thread ends
+        }
+        if let decisions {
+            startThread(name: "lanyard-decisions") { Self.decisionLoop(decisions, logger: logger) }
         }
     }
 
@@ -111,7 +117,9 @@ public final class AuditLog: Sendable {
         // one uid puts in a batch stays bounded by its working calls.
         if records.count == 1 { AuditWait.current?.willWait() }
         return try await withCheckedThrowingContinuation { continuation in
-            queue.push(.init(records: records, mutation: mutation, continuation: continuation))
+            if !queue.push(CollectionOfOne(WriterEntry(records: records, mutation: mutation, continuation: continuation))) {
+                continuation.resume(throwing: StoreError("the audit log is closed: the daemon is shutting down"))
+            }
         }
     }
 
@@ -127,10 +135,11 @@ public final class AuditLog: Sendable {
     // MARK: Writer
 
     /// `rows`: moves the authenticated head with each commit (nil when it is not anchored).
-    private static func writerLoop(queue: WriterQueue, connection db: SQLiteConnection,
+    /// `decisions`: where durable records go for their log lines (nil: the level is above info).
+    private static func writerLoop(queue: ThreadQueue<WriterEntry>, connection db: SQLiteConnection,
                                    head: ChainHead, rows: RowAuthenticator?, clock: any WallClock, logger: Logger,
-                                   rolledBack: () -> Void) {
-        while let batch = queue.popAll() {
+                                   decisions: ThreadQueue<DecisionLine>?, rolledBack: () -> Void) {
+        while let (batch, _) = queue.popAll() {
             var (seq, hash) = head.value.withLockedValue { $0 }
             let startSeq = seq
             var results: [Result<[AuditRecord], Error>] = []
@@ -175,18 +184,31 @@ public final class AuditLog: Sendable {
             for (entry, result) in zip(batch, results) {
                 entry.continuation.resume(with: result)
             }
-            // One structured line per durable decision (journald under systemd), written once
-            // its caller has its answer. Audit records never hold secrets, nor do these lines.
-            if logger.logLevel <= .info {
-                for case .success(let records) in results {
-                    for r in records {
-                        logger.info("decision", metadata: [
-                            "audit.seq": "\(r.seq)", "audit.event": "\(r.event)", "agent": "\(r.agent)",
-                            "caller.uid": "\(r.uid.map(String.init) ?? "")", "capability": "\(r.capability)",
-                            "policy.decision": "\(r.decision)", "outcome": "\(r.outcome)",
-                        ])
-                    }
-                }
+            if let decisions {
+                for case .success(let records) in results { decisions.push(records.lazy.map(DecisionLine.init)) }
+            }
+        }
+    }
+
+    /// Decision lines that may wait for the log sink; beyond, lines are dropped and counted
+    /// (the chain is the record, the lines a view of it).
+    static let decisionLineBacklog = 1024
+
+    /// One structured line per durable record (journald under systemd), in chain order, on a
+    /// thread of its own: the writer, the one serial stage, neither formats them nor waits on
+    /// the log sink. Audit records never hold secrets, nor do these lines.
+    private static func decisionLoop(_ decisions: ThreadQueue<DecisionLine>, logger: Logger) {
+        while let (lines, dropped) = decisions.popAll() {
+            if dropped > 0 {
+                logger.warning("decision lines dropped: the log sink fell \(decisionLineBacklog) lines behind; the audit log has every record (lanyardctl audit query)",
+                               metadata: ["dropped": "\(dropped)"])
+            }
+            for line in lines {
+                logger.info("decision", metadata: [
+                    "audit.seq": "\(line.seq)", "audit.event": "\(line.event)", "agent": "\(line.agent)",
+                    "caller.uid": "\(line.uid.map(String.init) ?? "")", "capability": "\(line.capability)",
+                    "policy.decision": "\(line.decision)", "outcome": "\(line.outcome)",
+                ])
             }
         }
     }
@@ -331,19 +353,34 @@ private final class ChainHead: Sendable {
     init(_ start: (UInt64, String)) { value = NIOLockedValueBox(start) }
 }
 
-private final class WriterQueue: @unchecked Sendable {
-    struct Entry {
-        var records: [AuditRecord]
-        var mutation: Mutation?
-        var continuation: CheckedContinuation<[AuditRecord], Error>
+/// What a record's decision line shows (only these fields are held while it waits).
+private struct DecisionLine {
+    var seq: UInt64, uid: Int64?
+    var event, agent, capability, decision, outcome: String
+    init(_ r: AuditRecord) {
+        (seq, uid, event, agent, capability, decision, outcome) = (r.seq, r.uid, r.event, r.agent, r.capability, r.decision, r.outcome)
     }
+}
 
+/// What a caller hands the writer thread: records, the change they accompany, and who waits.
+private struct WriterEntry {
+    var records: [AuditRecord]
+    var mutation: Mutation?
+    var continuation: CheckedContinuation<[AuditRecord], Error>
+}
+
+/// A queue that one OS thread drains: `push` from any thread, `popAll` blocks on the
+/// draining one. At most `limit` elements wait; a push beyond it is refused and counted.
+private final class ThreadQueue<Element>: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var pending: [Entry] = []
+    private let limit: Int
+    private var pending: [Element] = []
+    private var refused = 0
     private var closed = false
 
-    init() {
+    init(limit: Int = .max) {
+        self.limit = limit
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
     }
@@ -355,27 +392,28 @@ private final class WriterQueue: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func push(_ entry: Entry) {
-        pthread_mutex_lock(mutex)
-        if closed {
-            pthread_mutex_unlock(mutex)
-            entry.continuation.resume(throwing: StoreError("the audit log is closed: the daemon is shutting down"))
-            return
-        }
-        pending.append(entry)
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
-    }
-
-    /// Blocks until entries are queued; nil once closed and drained.
-    func popAll() -> [Entry]? {
+    /// Queues what fits of `elements`; false when the queue is closed (nothing is queued).
+    @discardableResult
+    func push(_ elements: some Collection<Element>) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        while pending.isEmpty && !closed { pthread_cond_wait(cond, mutex) }
-        if pending.isEmpty { return nil }
-        let batch = pending
-        pending.removeAll(keepingCapacity: true)
-        return batch
+        if closed { return false }
+        let room = max(0, limit - pending.count)
+        pending.append(contentsOf: elements.prefix(room))
+        refused += max(0, elements.count - room)
+        pthread_cond_signal(cond)
+        return true
+    }
+
+    /// Blocks until elements are queued, and takes them all with the count of those refused
+    /// since the last call; nil once closed and drained.
+    func popAll() -> (elements: [Element], refused: Int)? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while pending.isEmpty && refused == 0 && !closed { pthread_cond_wait(cond, mutex) }
+        if pending.isEmpty && refused == 0 { return nil }
+        defer { pending.removeAll(keepingCapacity: true); refused = 0 }
+        return (pending, refused)
     }
 
     func close() {

@@ -25,7 +25,8 @@ extension Lanyard_V1_Request: Envelope {
     }
 }
 extension Lanyard_V1_AdminRequest: Envelope {
-    public var waitsLong: Bool { false }
+    /// `lanyardctl approvals watch`: a list that waits up to 30 s for a change.
+    public var waitsLong: Bool { if case .approvalsList(let c) = call { c.waitMs > 0 } else { false } }
     public var isBrief: Bool { false }
 }
 extension Lanyard_V1_Response: ResponseEnvelope {

@@ -22,6 +22,7 @@ struct Lanyardd: AsyncParsableCommand {
     /// `lanyardd --help` shows the daemon's own flags (every bound with its default), not
     /// only the list of subcommands: serve is what an operator runs.
     static func main() async {
+        Libcrypto.initializeWithoutExitCleanup()
         let args = Array(CommandLine.arguments.dropFirst())
         if args == ["--help"] || args == ["-h"] {
             print(helpMessage())

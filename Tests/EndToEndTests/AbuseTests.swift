@@ -10,7 +10,7 @@ import Testing
 struct AbuseTests {
     static let long = ProcessInfo.processInfo.environment["LANYARD_LONG_TESTS"] == "1"
 
-    static func frame(_ request: Lanyard_V1_Request) -> [UInt8] {
+    static func frame(_ request: some Envelope) -> [UInt8] {
         TestSupport.frame(try! request.serializedBytes())
     }
 

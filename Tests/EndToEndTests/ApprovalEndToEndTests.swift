@@ -52,7 +52,7 @@ struct ApprovalEndToEndTests {
     /// 60 s) gets the approval's state at once, and lanyardd exits well inside the unit's 30 s
     /// stop timeout (it waited the poll's whole 60 s, and systemd killed it at 30 s).
     @Test func aGracefulStopAnswersLongPollsAtOnce() throws {
-        let (d, _, id) = try Self.pendingProvision()
+        let (d, approver, id) = try Self.pendingProvision()
         defer { d.cleanup() }
         let agent = E2EUsers.agent!
 
@@ -69,11 +69,30 @@ struct ApprovalEndToEndTests {
         let helloAnswer = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd)))
         #expect(helloAnswer.id == 2)
 
+        // An approver's `approvals watch` (a list that waits 30 s for a change), read likewise.
+        let admin = TestSupport.connect(d.adminSocket, asUID: approver.uid, gid: approver.gid)
+        defer { close(admin) }
+        var list = Lanyard_V1_AdminRequest()
+        list.id = 1
+        list.approvalsList = .init()
+        TestSupport.writeAll(admin, AbuseTests.frame(list))
+        let listed = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
+        #expect(listed.status.code == .ok && listed.approvalsList.approvals.count == 1, "\(listed)")
+        var watch = Lanyard_V1_AdminRequest()
+        watch.id = 2
+        watch.approvalsList = .with { $0.waitMs = 30_000; $0.sinceVersion = listed.approvalsList.version }
+        list.id = 3
+        TestSupport.writeAll(admin, AbuseTests.frame(watch) + AbuseTests.frame(list))
+        let listedAgain = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
+        #expect(listedAgain.id == 3)
+
         let stopping = Date()
         #expect(d.stop() == 0)
         let took = Date().timeIntervalSince(stopping)
         let answer = try Lanyard_V1_Response(serializedBytes: try #require(TestSupport.readFrame(fd), "the long poll got no answer"))
         #expect(answer.id == 1 && answer.status.code == .ok && answer.awaitApproval.state == .pending, "\(answer)")
+        let watched = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin), "the watch got no answer"))
+        #expect(watched.id == 2 && watched.status.code == .ok && watched.approvalsList.approvals.count == 1, "\(watched)")
         #expect(took < TestSupport.latencyBound(10), "the graceful stop took \(took) s with a long poll open")
     }
 }

@@ -240,6 +240,24 @@ struct CredentialTests {
         await root.close()
         await d.stop()
     }
+
+    /// Rotations at once each move the version by one: each reads the version it moves from
+    /// before its commit, and two at once both recorded the same new version.
+    @Test func concurrentRotationsEachMoveTheVersion() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let rotate = Lanyard_V1_Request.with { $0.rotate = .with { $0.service = "github" } }
+        let versions = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 { group.addTask { Int(try await a.call(rotate).rotate.version) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(versions.sorted() == Array(2...9))
+        #expect(try d.daemon.store.serviceVersion("github").version == 9)
+        let outcomes = try d.daemon.store.queryAudit(AuditFilter()).filter { $0.capability == "github:rotate" }.map(\.outcome)
+        #expect(outcomes == (2...9).map { "rotated to version \($0)" })
+        await a.close()
+        await d.stop()
+    }
 }
 
 @discardableResult

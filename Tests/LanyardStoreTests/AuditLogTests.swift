@@ -1,7 +1,9 @@
+import Dispatch
 import LanyardCore
 import LanyardStore
 import LanyardTestSupport
 import Logging
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -207,5 +209,54 @@ struct AuditLogTests {
         let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: logger)
         store.audit.close()
         await #expect(throws: StoreError.self) { try await store.audit.append(record(1)) }
+    }
+
+    /// A log sink that takes nothing (a stuck journal or pipe) holds up no commit: the
+    /// decision lines wait on a thread of their own, at most `decisionLineBacklog` of them,
+    /// and the rest are counted in a warning once the sink moves again.
+    @Test func aStuckLogSinkHoldsUpNoCommitAndBoundsTheLines() async throws {
+        let sink = StuckSink()
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: Logger(label: "test") { _ in sink })
+        defer { store.audit.close() }
+        // A commit of 100 records, whose first line the sink holds; then 15 more commits.
+        try await store.audit.append((0..<100).map(record), with: nil)
+        #expect(sink.holding.wait(timeout: .now() + .seconds(60)) == .success, "the first commit's lines did not reach the sink")
+        for batch in 1..<16 {
+            try await store.audit.append((0..<100).map { record(batch * 100 + $0) }, with: nil)
+        }
+        #expect(store.audit.headRecord.seq == 1600)
+        sink.open.signal()
+        // The first commit's 100 lines, then the 1,024 that waited: 1,124 decision lines.
+        #expect(sink.done.wait(timeout: .now() + .seconds(60)) == .success, "the lines were not written once the sink moved")
+        let (seqs, warnings) = sink.seen.withLock { ($0.seqs, $0.warnings) }
+        #expect(seqs == Array(1...1124), "the decision lines in chain order")
+        #expect(warnings == ["476"], "the dropped lines counted")
+    }
+}
+
+/// A log handler stuck on the first decision line (`holding`) until `open` is signalled;
+/// `done` is signalled at the 1,124th.
+private final class StuckSink: LogHandler, @unchecked Sendable {
+    let holding = DispatchSemaphore(value: 0), open = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    let seen = Mutex<(seqs: [UInt64], warnings: [String])>(([], []))
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        if event.message.description.hasPrefix("decision lines dropped") {
+            seen.withLock { $0.warnings.append(event.metadata?["dropped"]?.description ?? "?") }
+            return
+        }
+        guard event.message.description == "decision", let seq = event.metadata?["audit.seq"].flatMap({ UInt64($0.description) }) else { return }
+        if seq == 1 {
+            holding.signal()
+            open.wait()
+        }
+        if seen.withLock({ $0.seqs.append(seq); return $0.seqs.count }) == 1124 { done.signal() }
     }
 }
