@@ -117,6 +117,9 @@ final class AdminService: Sendable {
             let now = clock.nowMicros()
             let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, ApprovalService.maxWaitMs)))
             if c.waitMs > 0, approvals.events.version == c.sinceVersion {
+                // Waiting is not working: the call's place at its uid's gate goes to the next
+                // call (up to the gate's bound on calls that wait), as for an audit commit.
+                AuditWait.current?.willWait()
                 await approvals.events.wait(since: c.sinceVersion, until: deadline)
             }
             let version = approvals.events.version

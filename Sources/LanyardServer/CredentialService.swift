@@ -16,9 +16,10 @@ final class CredentialService: Sendable {
     let clock: any WallClock
     let logger: Logger
     let processWatcher = ProcessWatcher()
-    /// One rotation at a time: each reads the version it moves from, so two at once would
-    /// both record the same new version (and a jwt service rotate its key twice for it).
-    private let rotations = AsyncSerializer()
+    /// A service's rotation runs alone: without its other rotations (each reads the version
+    /// it moves from) and without its provisions (one in flight would make a lease the
+    /// rotation does not revoke, or one of the version it leaves).
+    let rotations = ServiceRotations()
     /// The active policy's version, for records no request carries (a process exit).
     let policyVersion: @Sendable () -> String
 
@@ -48,7 +49,7 @@ final class CredentialService: Sendable {
 
     func provision(_ call: Lanyard_V1_ProvisionRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
         do {
-            return try await issue(call, caller, agent)
+            return try await rotations.provisioning(call.service) { try await issue(call, caller, agent) }
         } catch let refusal as Refusal {
             var response = Lanyard_V1_Response.failure(id: 0, refusal.error.code, refusal.error.message)
             response.provision = .with {
@@ -258,7 +259,7 @@ final class CredentialService: Sendable {
             throw error
         }
         if let binding { try await watchProcess(of: lease.id, binding, uid: caller.credentials.uid) }
-        logger.info("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)",
+        logger.debug("lease issued", metadata: ["agent": "\(agent.name)", "service": "\(service.name)", "lease.id": "\(lease.id)", "ttl": "\(ttl)",
                                               "bound.pid": "\(binding.map { "\($0.process.pid)" } ?? "")"])
 
         var response = Lanyard_V1_Response()
@@ -427,7 +428,7 @@ final class CredentialService: Sendable {
     /// published until those tokens expire). Returns the new version and how many leases
     /// were revoked.
     func rotate(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool = false) async throws -> (version: Int, revoked: Int) {
-        try await rotations.run { try await rotateAlone(service: service, actor: actor, reason: reason, compromised: compromised) }
+        try await rotations.rotating(service.name) { try await rotateAlone(service: service, actor: actor, reason: reason, compromised: compromised) }
     }
 
     private func rotateAlone(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool) async throws -> (version: Int, revoked: Int) {
@@ -438,7 +439,6 @@ final class CredentialService: Sendable {
             if compromised { dropped = try store.rotateCompromisedSigningKey(purpose: service.signingPurpose).dropped }
             else { try store.rotateSigningKey(purpose: service.signingPurpose) }
         }
-        let leases = try store.activeLeases(service: service.name)
         var rotation = actor
         rotation.capability = "\(service.name):rotate"
         rotation.decision = Decision.allow.rawValue
@@ -446,6 +446,8 @@ final class CredentialService: Sendable {
         rotation.reason = compromised ? reason + "; compromised: dropped \(dropped.isEmpty ? "no key" : dropped.joined(separator: ", ")) from the JWKS" : reason
         var revocation = actor
         revocation.event = "lease.revoke"
+        // No provision of the service is in flight (`ServiceRotations`): the leases read here are all it has.
+        let leases = try store.activeLeases(service: service.name)
         let revocations = Self.records(ending: leases, by: revocation, outcome: "revoked", reason: "service '\(service.name)' rotated")
         let setVersion = store.setServiceVersion(service.name, current + 1, nowMicros: now)
         let end = store.endLeases(leases.map(\.id), as: .revoked, reason: "rotation", nowMicros: now)
@@ -487,16 +489,26 @@ final class CredentialService: Sendable {
         return expired.count
     }
 
-    /// Rotates every service whose `rotation_days` have passed.
-    func rotateDue(_ policy: Policy) async throws -> [String] {
+    /// Rotates every service whose `rotation_days` have passed; one that fails is logged and
+    /// tried again at the next pass, and does not keep the others from rotating.
+    @discardableResult
+    func rotateDue(_ policy: Policy) async -> [String] {
         var rotated: [String] = []
         for service in policy.services.values.sorted(by: { $0.name < $1.name }) where service.rotationDays != nil {
-            let (_, last) = try store.serviceVersion(service.name)
-            guard TTLRule.rotationDue(service, lastRotatedMicros: last, nowMicros: clock.nowMicros()) else { continue }
             var actor = AuditRecord(event: "rotate")
             actor.policyVersion = policy.version
-            _ = try await rotate(service: service, actor: actor, reason: "scheduled: every \(service.rotationDays!) days")
-            rotated.append(service.name)
+            do {
+                // Due is judged in turn with other rotations: one just done (an admin's) is not repeated.
+                let done = try await rotations.rotating(service.name) { () async throws -> Bool in
+                    let (_, last) = try store.serviceVersion(service.name)
+                    guard TTLRule.rotationDue(service, lastRotatedMicros: last, nowMicros: clock.nowMicros()) else { return false }
+                    _ = try await rotateAlone(service: service, actor: actor, reason: "scheduled: every \(service.rotationDays!) days", compromised: false)
+                    return true
+                }
+                if done { rotated.append(service.name) }
+            } catch {
+                logger.error("scheduled rotation failed; tried again at the next maintenance pass", metadata: ["service": "\(service.name)", "error": "\(error)"])
+            }
         }
         return rotated
     }
@@ -539,27 +551,72 @@ extension Policy.Service {
     static let accessTokenType = "at+jwt"
 }
 
-/// Runs one body at a time, the others waiting in order (for rare, short critical
-/// sections that await: a rotation's commit).
-final class AsyncSerializer: Sendable {
-    private let state = NIOLockedValueBox<(held: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+/// Per service, its provisions share it and a rotation holds it alone. A rotation waits for
+/// the provisions in flight, and provisions that come meanwhile wait for it, so a flood of
+/// provisions cannot hold a rotation off; rotations of one service run one after another.
+final class ServiceRotations: Sendable {
+    private struct Service {
+        var provisions = 0
+        var rotating = false
+        var rotations: [CheckedContinuation<Void, Never>] = []
+        var provisionsWaiting: [CheckedContinuation<Void, Never>] = []
+        var isIdle: Bool { provisions == 0 && !rotating && rotations.isEmpty && provisionsWaiting.isEmpty }
+    }
+    private let state = NIOLockedValueBox([String: Service]())
 
-    func run<T>(_ body: () async throws -> T) async rethrows -> T {
+    func provisioning<T>(_ service: String, _ body: () async throws -> T) async rethrows -> T {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { s in
-                if s.held { s.waiting.append(c); return false }
-                s.held = true
+                if s[service, default: Service()].rotating || !s[service, default: Service()].rotations.isEmpty {
+                    s[service, default: Service()].provisionsWaiting.append(c)
+                    return false
+                }
+                s[service, default: Service()].provisions += 1
                 return true
             }
             if now { c.resume() }
         }
-        defer {
-            let next = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
-                if s.waiting.isEmpty { s.held = false; return nil }
-                return s.waiting.removeFirst()  // it holds it from here
-            }
-            next?.resume()
-        }
+        defer { leave(service) { $0.provisions -= 1 } }
         return try await body()
+    }
+
+    func rotating<T>(_ service: String, _ body: () async throws -> T) async rethrows -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { s in
+                if s[service, default: Service()].provisions > 0 || s[service, default: Service()].rotating {
+                    s[service, default: Service()].rotations.append(c)
+                    return false
+                }
+                s[service, default: Service()].rotating = true
+                return true
+            }
+            if now { c.resume() }
+        }
+        defer { leave(service) { $0.rotating = false } }
+        return try await body()
+    }
+
+    /// Whether nothing holds or waits for `service` (for tests).
+    func isIdle(_ service: String) -> Bool { state.withLockedValue { $0[service] == nil } }
+
+    /// Applies `leaving`, then lets in who may go next: a waiting rotation first, else every
+    /// waiting provision.
+    private func leave(_ service: String, _ leaving: (inout Service) -> Void) {
+        let next = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+            var entry = s[service, default: Service()]
+            leaving(&entry)
+            var next: [CheckedContinuation<Void, Never>] = []
+            if entry.provisions == 0, !entry.rotating, !entry.rotations.isEmpty {
+                entry.rotating = true
+                next = [entry.rotations.removeFirst()]
+            } else if !entry.rotating, entry.rotations.isEmpty {
+                entry.provisions += entry.provisionsWaiting.count
+                next = entry.provisionsWaiting
+                entry.provisionsWaiting = []
+            }
+            s[service] = entry.isIdle ? nil : entry
+            return next
+        }
+        for c in next { c.resume() }
     }
 }

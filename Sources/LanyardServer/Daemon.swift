@@ -261,24 +261,31 @@ public final class Daemon: Service {
     /// One maintenance pass (tests call this directly with an injected clock).
     func maintenance() async {
         let snapshot = policy.current
-        do {
+        // Each step on its own: one that fails (a full disk, a broken row) is logged and tried
+        // again at the next pass, and keeps none of the others (OpenBao's sessions) from running.
+        func step(_ what: String, _ body: () async throws -> Void) async {
+            do {
+                try await body()
+            } catch {
+                logger.error("maintenance: \(what) failed; tried again at the next pass", metadata: ["error": "\(error)"])
+            }
+        }
+        await step("reaping expired leases") {
             let reaped = try await credentials.reapExpired(policyVersion: snapshot.version)
             if reaped > 0 { logger.info("expired leases reaped", metadata: ["leases": "\(reaped)"]) }
-            try await credentials.reconcileProcessBindings(reason: "the process it was bound to exited")
-            _ = try await credentials.rotateDue(snapshot.policy)
-            await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
-        } catch {
-            logger.error("maintenance failed; will retry", metadata: ["error": "\(error)"])
         }
+        await step("ending the leases of exited processes") {
+            try await credentials.reconcileProcessBindings(reason: "the process it was bound to exited")
+        }
+        await credentials.rotateDue(snapshot.policy)
+        await backend.renewSessions(snapshot.policy.services.values.compactMap(\.openbao))
         // Bounded state: expiry recorded, strangers' refusals counted, old rows pruned.
-        do {
+        await step("recording expired approvals") {
             let expired = try await approvals.expireDue(policyVersion: snapshot.version)
             if expired > 0 { logger.info("expired approvals recorded", metadata: ["approvals": "\(expired)"]) }
-            try await agentService.flushUnknownRefusals(policyVersion: snapshot.version)
-            try await prune(policyVersion: snapshot.version)
-        } catch {
-            logger.error("maintenance of approvals and retention failed; will retry", metadata: ["error": "\(error)"])
         }
+        await step("auditing refusals of unknown uids") { try await agentService.flushUnknownRefusals(policyVersion: snapshot.version) }
+        await step("pruning ended rows") { try await prune(policyVersion: snapshot.version) }
         await writeCheckpoint()
         lanyard_release_free_memory()
     }

@@ -269,11 +269,13 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
         return nil
     }
 
-    /// One call: at its uid's gate (a long poll waits there without taking a place), and off
-    /// the event loop when it reads many rows, leaving the loop to the calls sharing it.
+    /// One call: at its uid's gate, and off the event loop when it reads many rows, leaving
+    /// the loop to the calls sharing it. A long poll that works only briefly (AwaitApproval)
+    /// waits without taking a place; one that reads rows (an admin's approvals watch) works
+    /// in its place, checks included, and gives it up only while it waits (`AuditWait`).
     private func answer(_ request: Request, _ sent: Connection, _ handler: Handler) async -> Response {
         @Sendable func gated() async -> Response {
-            if request.waitsLong { return await handler(request, sent) }
+            if request.waitsLong, request.isBrief { return await handler(request, sent) }
             let place = await gate.enter(sent.credentials.uid)
             defer { place.leave() }
             return await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }

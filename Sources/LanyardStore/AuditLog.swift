@@ -10,12 +10,13 @@ import NIOConcurrencyHelpers
 /// A change that must commit in the same transaction as its audit record.
 package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
 
-/// What a task does as it starts to wait for an audit commit: the agent listener gives up
-/// the call's place at its uid's gate there (a call waiting for the disk is not working).
+/// What a task does as it starts to wait for an audit commit (or for another thing that is
+/// not work: an approvals watch): the listeners give up the call's place at its uid's gate
+/// there (a call waiting for the disk is not working).
 /// (A class: a task-local optional closure crashed Swift 6.3.1's runtime in swift_task_localValuePush.)
 public final class AuditWait: Sendable {
     @TaskLocal public static var current: AuditWait?
-    let willWait: @Sendable () -> Void
+    public let willWait: @Sendable () -> Void
 
     public init(_ willWait: @escaping @Sendable () -> Void) { self.willWait = willWait }
 }
@@ -28,6 +29,7 @@ public final class AuditLog: Sendable {
     private let queue = ThreadQueue<WriterEntry>()
     /// The durable records whose "decision" lines are yet to be written (`decisionLoop`).
     private let decisions = ThreadQueue<DecisionLine>(limit: AuditLog.decisionLineBacklog)
+    private let writesDecisionLines: Bool
     private let head: ChainHead
     /// Whether the chain's end matched its authenticated head at startup. If it did not,
     /// records were appended, removed or rewritten at rest: the head is never moved (nor
@@ -40,6 +42,7 @@ public final class AuditLog: Sendable {
     init(connection: SQLiteConnection, checkpointer: Checkpointer, rows: RowAuthenticator, clock: any WallClock,
          logger: Logger, rolledBack: @escaping @Sendable () -> Void) throws(StoreError) {
         self.checkpointer = checkpointer
+        writesDecisionLines = logger.logLevel <= .info
         try connection.exec("PRAGMA journal_size_limit=\(Int(Checkpointer.hardPages) * 4096)")
         try connection.onCommit { [unowned connection] pages in
             if pages < Checkpointer.hardPages { return checkpointer.committed(walPages: pages) }
@@ -64,16 +67,19 @@ public final class AuditLog: Sendable {
         head = ChainHead(start)
         let head = self.head
         let queue = self.queue
-        let decisions = logger.logLevel <= .info ? self.decisions : nil
+        let decisions = writesDecisionLines ? self.decisions : nil
         let box = SQLiteConnectionBox(connection)
         let anchored = isAnchored
         startThread(name: "lanyard-audit") {
             Self.writerLoop(queue: queue, connection: box.connection, head: head, rows: anchored ? rows : nil, clock: clock, logger: logger,
                             decisions: decisions, rolledBack: rolledBack)
-            decisions?.close()  // after the last commit's lines: they are written, then its thread ends
+            decisions?.close()  // after the last commit's lines: the decision thread writes them, then ends
         }
         if let decisions {
-            startThread(name: "lanyard-decisions") { Self.decisionLoop(decisions, logger: logger) }
+            startThread(name: "lanyard-decisions") {
+                Self.decisionLoop(decisions, logger: logger)
+                decisions.finish()
+            }
         }
     }
 
@@ -126,9 +132,12 @@ public final class AuditLog: Sendable {
     /// WAL checkpoints completed off the commit path (`Checkpointer`).
     package var checkpointsCompleted: Int { checkpointer.completed }
 
-    /// Stops the writer after it has committed what is queued, and the checkpoints.
+    /// Stops the writer after it has committed what is queued, and the checkpoints; returns
+    /// once the last commit's decision lines are written (at most 2 s: a stuck log sink does
+    /// not hold the stop).
     public func close() {
         queue.close()
+        if writesDecisionLines { _ = decisions.waitUntilFinished(seconds: 2) }
         checkpointer.close()
     }
 
@@ -190,8 +199,8 @@ public final class AuditLog: Sendable {
         }
     }
 
-    /// Decision lines that may wait for the log sink; beyond, lines are dropped and counted
-    /// (the chain is the record, the lines a view of it).
+    /// Decision lines that may wait for the log sink (besides those being written); beyond,
+    /// lines are dropped and counted (the chain is the record, the lines a view of it).
     static let decisionLineBacklog = 1024
 
     /// One structured line per durable record (journald under systemd), in chain order, on a
@@ -199,16 +208,19 @@ public final class AuditLog: Sendable {
     /// the log sink. Audit records never hold secrets, nor do these lines.
     private static func decisionLoop(_ decisions: ThreadQueue<DecisionLine>, logger: Logger) {
         while let (lines, dropped) = decisions.popAll() {
-            if dropped > 0 {
-                logger.warning("decision lines dropped: the log sink fell \(decisionLineBacklog) lines behind; the audit log has every record (lanyardctl audit query)",
-                               metadata: ["dropped": "\(dropped)"])
-            }
             for line in lines {
-                logger.info("decision", metadata: [
+                var metadata: Logger.Metadata = [
                     "audit.seq": "\(line.seq)", "audit.event": "\(line.event)", "agent": "\(line.agent)",
                     "caller.uid": "\(line.uid.map(String.init) ?? "")", "capability": "\(line.capability)",
                     "policy.decision": "\(line.decision)", "outcome": "\(line.outcome)",
-                ])
+                ]
+                if !line.leaseID.isEmpty { metadata["lease.id"] = "\(line.leaseID)" }
+                logger.info("decision", metadata: metadata)
+            }
+            // After the lines queued before them: the dropped ones are the records that follow.
+            if let first = dropped.first, let last = dropped.last {
+                logger.warning("decision lines dropped: the log sink fell \(decisionLineBacklog) lines behind; the audit log has every record (lanyardctl audit query --from \(first.seq))",
+                               metadata: ["dropped": "\(dropped.count)", "audit.seq.first": "\(first.seq)", "audit.seq.last": "\(last.seq)"])
             }
         }
     }
@@ -356,9 +368,9 @@ private final class ChainHead: Sendable {
 /// What a record's decision line shows (only these fields are held while it waits).
 private struct DecisionLine {
     var seq: UInt64, uid: Int64?
-    var event, agent, capability, decision, outcome: String
+    var event, agent, capability, decision, outcome, leaseID: String
     init(_ r: AuditRecord) {
-        (seq, uid, event, agent, capability, decision, outcome) = (r.seq, r.uid, r.event, r.agent, r.capability, r.decision, r.outcome)
+        (seq, uid, event, agent, capability, decision, outcome, leaseID) = (r.seq, r.uid, r.event, r.agent, r.capability, r.decision, r.outcome, r.leaseID)
     }
 }
 
@@ -370,19 +382,30 @@ private struct WriterEntry {
 }
 
 /// A queue that one OS thread drains: `push` from any thread, `popAll` blocks on the
-/// draining one. At most `limit` elements wait; a push beyond it is refused and counted.
+/// draining one. At most `limit` elements wait; what a push brings beyond it is refused,
+/// and the draining thread is told how many and which were first and last.
 private final class ThreadQueue<Element>: @unchecked Sendable {
+    struct Refused {
+        var count = 0
+        var first: Element?, last: Element?
+    }
+
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let limit: Int
     private var pending: [Element] = []
-    private var refused = 0
+    private var refused = Refused()
     private var closed = false
+    private var finished = false
 
     init(limit: Int = .max) {
         self.limit = limit
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)  // for waitUntilFinished's deadline
+        pthread_cond_init(cond, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -400,19 +423,23 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
         if closed { return false }
         let room = max(0, limit - pending.count)
         pending.append(contentsOf: elements.prefix(room))
-        refused += max(0, elements.count - room)
+        for element in elements.dropFirst(room) {
+            if refused.count == 0 { refused.first = element }
+            refused.last = element
+            refused.count += 1
+        }
         pthread_cond_signal(cond)
         return true
     }
 
-    /// Blocks until elements are queued, and takes them all with the count of those refused
-    /// since the last call; nil once closed and drained.
-    func popAll() -> (elements: [Element], refused: Int)? {
+    /// Blocks until elements are queued, and takes them all with what was refused since the
+    /// last call; nil once closed and drained.
+    func popAll() -> (elements: [Element], refused: Refused)? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        while pending.isEmpty && refused == 0 && !closed { pthread_cond_wait(cond, mutex) }
-        if pending.isEmpty && refused == 0 { return nil }
-        defer { pending.removeAll(keepingCapacity: true); refused = 0 }
+        while pending.isEmpty && refused.count == 0 && !closed { pthread_cond_wait(cond, mutex) }
+        if pending.isEmpty && refused.count == 0 { return nil }
+        defer { pending.removeAll(keepingCapacity: true); refused = Refused() }
         return (pending, refused)
     }
 
@@ -421,6 +448,27 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
         closed = true
         pthread_cond_broadcast(cond)
         pthread_mutex_unlock(mutex)
+    }
+
+    /// The draining thread has handled the last element (after `popAll` returned nil).
+    func finish() {
+        pthread_mutex_lock(mutex)
+        finished = true
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until `finish`, at most `seconds`; whether it came.
+    func waitUntilFinished(seconds: Int) -> Bool {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        deadline.tv_sec += seconds
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !finished {
+            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { return finished }
+        }
+        return true
     }
 }
 

@@ -3,7 +3,8 @@ import SwiftProtobuf
 /// A framed message with a request id: the agent and admin envelopes.
 public protocol Envelope: SwiftProtobuf.Message {
     var id: UInt64 { get set }
-    /// A long poll: its handler mostly waits (for a decision), it does not work.
+    /// A long poll: its handler mostly waits (for a decision, a change). It is cancelled when
+    /// its connection closes and at a graceful stop, and answers with what it has then.
     var waitsLong: Bool { get }
     /// Its handler works briefly and otherwise waits (no scan of many rows), so it may run on
     /// its connection's event loop.
@@ -25,7 +26,7 @@ extension Lanyard_V1_Request: Envelope {
     }
 }
 extension Lanyard_V1_AdminRequest: Envelope {
-    /// `lanyardctl approvals watch`: a list that waits up to 30 s for a change.
+    /// `lanyardctl approvals watch`: a list that waits for a change (up to 60 s).
     public var waitsLong: Bool { if case .approvalsList(let c) = call { c.waitMs > 0 } else { false } }
     public var isBrief: Bool { false }
 }

@@ -9,10 +9,11 @@ struct ApprovalEndToEndTests {
     /// returns APPROVED → Provision succeeds once, the second use is refused.
     /// A started daemon whose policy names `lanyard-test-b` an approver, and the id of the
     /// approval the agent's Provision of `github:push` asked for.
-    static func pendingProvision() throws -> (DaemonProcess, approver: (uid: UInt32, gid: UInt32), id: String) {
+    static func pendingProvision(extraArguments: [String] = []) throws -> (DaemonProcess, approver: (uid: UInt32, gid: UInt32), id: String) {
         let approver = try #require(TestSupport.user("lanyard-test-b"))
         let policy = E2EUsers.policy().replacingOccurrences(of: "services:", with: "approvers: { uids: [\(approver.uid)] }\nservices:")
         let d = try DaemonProcess(policy: policy)
+        d.extraArguments = extraArguments
         do {
             try d.start()
             let asked = try d.ctl(["provision", "github", "--scope", "github:push", "--json"], as: E2EUsers.agent!)
@@ -46,6 +47,31 @@ struct ApprovalEndToEndTests {
         let second = try d.ctl(["provision", "github", "--scope", "github:push", "--approval", id], as: agent)
         #expect(second.status == 1 && second.stderr.contains("PERMISSION_DENIED") && second.stderr.contains("already used"))
         try d.ctlSucceeds(["audit", "verify"])
+    }
+
+    /// An approver's watch gives up its place at the uid's gate while it waits: with one
+    /// place per uid, two watches wait and the approver's next call is answered meanwhile.
+    @Test func anApproversWatchWaitsWithoutItsPlace() throws {
+        let (d, approver, _) = try Self.pendingProvision(extraArguments: ["--max-running-per-uid", "1"])
+        defer { d.cleanup() }
+        let admin = TestSupport.connect(d.adminSocket, asUID: approver.uid, gid: approver.gid)
+        defer { close(admin) }
+        var list = Lanyard_V1_AdminRequest()
+        list.id = 1
+        list.approvalsList = .init()
+        TestSupport.writeAll(admin, AbuseTests.frame(list))
+        let listed = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
+        var watches: [UInt8] = []
+        for id in [2, 3] as [UInt64] {
+            var watch = Lanyard_V1_AdminRequest()
+            watch.id = id
+            watch.approvalsList = .with { $0.waitMs = 30_000; $0.sinceVersion = listed.approvalsList.version }
+            watches += AbuseTests.frame(watch)
+        }
+        list.id = 4
+        TestSupport.writeAll(admin, watches + AbuseTests.frame(list))
+        let next = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin), "the list after two watches got no answer"))
+        #expect(next.id == 4 && next.status.code == .ok, "\(next)")
     }
 
     /// A graceful stop does not wait for long polls: an agent waiting on AwaitApproval (up to

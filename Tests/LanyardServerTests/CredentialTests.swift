@@ -5,6 +5,7 @@ import LanyardCrypto
 import LanyardStore
 import LanyardTestSupport
 import LanyardWire
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import LanyardServer
@@ -256,6 +257,40 @@ struct CredentialTests {
         let outcomes = try d.daemon.store.queryAudit(AuditFilter()).filter { $0.capability == "github:rotate" }.map(\.outcome)
         #expect(outcomes == (2...9).map { "rotated to version \($0)" })
         await a.close()
+        await d.stop()
+    }
+
+    /// A lease made while its service rotates does not outlive the rotation: a rotation waits
+    /// for the provisions in flight (one committed between its read of the leases and its
+    /// commit was not revoked, or was made of the version it left), and provisions that come
+    /// meanwhile wait for it, so a flood of them does not hold it off.
+    @Test func aLeaseMadeDuringARotationDoesNotOutliveIt() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!), rotator = d.client(as: Users.agent!)
+        _ = try await a.provision("github", ["github:read_repo"])
+        let rotate = Lanyard_V1_Request.with { $0.rotate = .with { $0.service = "github" } }
+        let rotating = NIOLockedValueBox(true)
+        // Eight provisions in flight on one connection for as long as four rotations run on another.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    while rotating.withLockedValue({ $0 }) { _ = try await a.provision("github", ["github:read_repo"]) }
+                }
+            }
+            group.addTask {
+                for _ in 0..<4 { _ = try await rotator.call(rotate) }
+                rotating.withLockedValue { $0 = false }
+            }
+            try await group.waitForAll()
+        }
+        let current = try d.daemon.store.serviceVersion("github").version
+        #expect(current == 5)
+        let stale = try d.daemon.store.activeLeases(service: "github").filter { $0.version != current }
+        #expect(stale.count == 0, "leases of an earlier version outlived a rotation: versions \(stale.map(\.version))")
+        #expect(d.daemon.credentials.rotations.isIdle("github"))
+        #expect(try d.daemon.store.verifyAudit().ok)
+        await a.close()
+        await rotator.close()
         await d.stop()
     }
 }

@@ -220,6 +220,7 @@ struct AuditLogTests {
         defer { TestSupport.remove(dir) }
         let store = try Store(directory: dir, masterKey: testKey, clock: ManualClock(), logger: Logger(label: "test") { _ in sink })
         defer { store.audit.close() }
+        defer { sink.open.signal() }  // whatever happens below, before the close
         // A commit of 100 records, whose first line the sink holds; then 15 more commits.
         try await store.audit.append((0..<100).map(record), with: nil)
         #expect(sink.holding.wait(timeout: .now() + .seconds(60)) == .success, "the first commit's lines did not reach the sink")
@@ -228,16 +229,16 @@ struct AuditLogTests {
         }
         #expect(store.audit.headRecord.seq == 1600)
         sink.open.signal()
-        // The first commit's 100 lines, then the 1,024 that waited: 1,124 decision lines.
+        // The first commit's 100 lines, then the 1,024 that waited (1,124), then the warning.
         #expect(sink.done.wait(timeout: .now() + .seconds(60)) == .success, "the lines were not written once the sink moved")
         let (seqs, warnings) = sink.seen.withLock { ($0.seqs, $0.warnings) }
         #expect(seqs == Array(1...1124), "the decision lines in chain order")
-        #expect(warnings == ["476"], "the dropped lines counted")
+        #expect(warnings == ["476 1125 1600"], "the dropped lines counted, the first and last named")
     }
 }
 
 /// A log handler stuck on the first decision line (`holding`) until `open` is signalled;
-/// `done` is signalled at the 1,124th.
+/// `done` is signalled at the warning that counts the dropped lines (written after the lines).
 private final class StuckSink: LogHandler, @unchecked Sendable {
     let holding = DispatchSemaphore(value: 0), open = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
     let seen = Mutex<(seqs: [UInt64], warnings: [String])>(([], []))
@@ -249,7 +250,9 @@ private final class StuckSink: LogHandler, @unchecked Sendable {
     }
     func log(event: LogEvent) {
         if event.message.description.hasPrefix("decision lines dropped") {
-            seen.withLock { $0.warnings.append(event.metadata?["dropped"]?.description ?? "?") }
+            let fields = ["dropped", "audit.seq.first", "audit.seq.last"].map { event.metadata?[$0]?.description ?? "?" }
+            seen.withLock { $0.warnings.append(fields.joined(separator: " ")) }
+            done.signal()
             return
         }
         guard event.message.description == "decision", let seq = event.metadata?["audit.seq"].flatMap({ UInt64($0.description) }) else { return }
@@ -257,6 +260,6 @@ private final class StuckSink: LogHandler, @unchecked Sendable {
             holding.signal()
             open.wait()
         }
-        if seen.withLock({ $0.seqs.append(seq); return $0.seqs.count }) == 1124 { done.signal() }
+        seen.withLock { $0.seqs.append(seq) }
     }
 }
