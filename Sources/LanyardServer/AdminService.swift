@@ -118,9 +118,9 @@ final class AdminService: Sendable {
             let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, ApprovalService.maxWaitMs)))
             if c.waitMs > 0, approvals.events.version == c.sinceVersion {
                 // Waiting is not working: the call's place at its uid's gate goes to the next
-                // call (up to the gate's bound on calls that wait), as for an audit commit.
-                AuditWait.current?.willWait()
-                await approvals.events.wait(since: c.sinceVersion, until: deadline)
+                // call meanwhile, and the list after it is worked in a place again.
+                let wait = { await self.approvals.events.wait(since: c.sinceVersion, until: deadline) }
+                if let place = UIDGate.Place.current { await place.away(while: wait) } else { await wait() }
             }
             let version = approvals.events.version
             response.approvalsList = try approvals.list(includeDecided: c.includeDecided, now: now)

@@ -498,10 +498,14 @@ final class CredentialService: Sendable {
             var actor = AuditRecord(event: "rotate")
             actor.policyVersion = policy.version
             do {
-                // Due is judged in turn with other rotations: one just done (an admin's) is not repeated.
+                // Due before it waits for the service (which holds its provisions off), and again
+                // in turn with the other rotations: one just done (an admin's) is not repeated.
+                func due() throws -> Bool {
+                    TTLRule.rotationDue(service, lastRotatedMicros: try store.serviceVersion(service.name).rotatedMicros, nowMicros: clock.nowMicros())
+                }
+                guard try due() else { continue }
                 let done = try await rotations.rotating(service.name) { () async throws -> Bool in
-                    let (_, last) = try store.serviceVersion(service.name)
-                    guard TTLRule.rotationDue(service, lastRotatedMicros: last, nowMicros: clock.nowMicros()) else { return false }
+                    guard try due() else { return false }
                     _ = try await rotateAlone(service: service, actor: actor, reason: "scheduled: every \(service.rotationDays!) days", compromised: false)
                     return true
                 }
@@ -553,7 +557,9 @@ extension Policy.Service {
 
 /// Per service, its provisions share it and a rotation holds it alone. A rotation waits for
 /// the provisions in flight, and provisions that come meanwhile wait for it, so a flood of
-/// provisions cannot hold a rotation off; rotations of one service run one after another.
+/// provisions cannot hold a rotation off; when it ends, the provisions that waited go before
+/// the next rotation, so rotations in a row cannot hold provisions off either. A provision
+/// that waits gives up its place at its uid's gate meanwhile (`AuditWait`).
 final class ServiceRotations: Sendable {
     private struct Service {
         var provisions = 0
@@ -565,18 +571,26 @@ final class ServiceRotations: Sendable {
     private let state = NIOLockedValueBox([String: Service]())
 
     func provisioning<T>(_ service: String, _ body: () async throws -> T) async rethrows -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLockedValue { s in
-                if s[service, default: Service()].rotating || !s[service, default: Service()].rotations.isEmpty {
-                    s[service, default: Service()].provisionsWaiting.append(c)
-                    return false
-                }
-                s[service, default: Service()].provisions += 1
-                return true
-            }
-            if now { c.resume() }
+        let admitted = state.withLockedValue { s in
+            guard !s[service, default: Service()].rotating, s[service, default: Service()].rotations.isEmpty else { return false }
+            s[service, default: Service()].provisions += 1
+            return true
         }
-        defer { leave(service) { $0.provisions -= 1 } }
+        if !admitted {
+            AuditWait.current?.willWait()
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLockedValue { s in
+                    guard !s[service, default: Service()].rotating, s[service, default: Service()].rotations.isEmpty else {
+                        s[service, default: Service()].provisionsWaiting.append(c)
+                        return false
+                    }
+                    s[service, default: Service()].provisions += 1
+                    return true
+                }
+                if now { c.resume() }
+            }
+        }
+        defer { leave(service, rotation: false) }
         return try await body()
     }
 
@@ -592,27 +606,27 @@ final class ServiceRotations: Sendable {
             }
             if now { c.resume() }
         }
-        defer { leave(service) { $0.rotating = false } }
+        defer { leave(service, rotation: true) }
         return try await body()
     }
 
     /// Whether nothing holds or waits for `service` (for tests).
     func isIdle(_ service: String) -> Bool { state.withLockedValue { $0[service] == nil } }
 
-    /// Applies `leaving`, then lets in who may go next: a waiting rotation first, else every
-    /// waiting provision.
-    private func leave(_ service: String, _ leaving: (inout Service) -> Void) {
+    /// A provision or a rotation leaves; lets in who goes next: after a rotation the
+    /// provisions that waited (all at once), else the next rotation once no provision is in flight.
+    private func leave(_ service: String, rotation: Bool) {
         let next = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
             var entry = s[service, default: Service()]
-            leaving(&entry)
+            if rotation { entry.rotating = false } else { entry.provisions -= 1 }
             var next: [CheckedContinuation<Void, Never>] = []
-            if entry.provisions == 0, !entry.rotating, !entry.rotations.isEmpty {
-                entry.rotating = true
-                next = [entry.rotations.removeFirst()]
-            } else if !entry.rotating, entry.rotations.isEmpty {
+            if rotation, !entry.provisionsWaiting.isEmpty {
                 entry.provisions += entry.provisionsWaiting.count
                 next = entry.provisionsWaiting
                 entry.provisionsWaiting = []
+            } else if entry.provisions == 0, !entry.rotating, !entry.rotations.isEmpty {
+                entry.rotating = true
+                next = [entry.rotations.removeFirst()]
             }
             s[service] = entry.isIdle ? nil : entry
             return next

@@ -272,13 +272,15 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
     /// One call: at its uid's gate, and off the event loop when it reads many rows, leaving
     /// the loop to the calls sharing it. A long poll that works only briefly (AwaitApproval)
     /// waits without taking a place; one that reads rows (an admin's approvals watch) works
-    /// in its place, checks included, and gives it up only while it waits (`AuditWait`).
+    /// in its place, checks included, and is away from it only while it waits (`Place.away`).
     private func answer(_ request: Request, _ sent: Connection, _ handler: Handler) async -> Response {
         @Sendable func gated() async -> Response {
             if request.waitsLong, request.isBrief { return await handler(request, sent) }
             let place = await gate.enter(sent.credentials.uid)
             defer { place.leave() }
-            return await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
+            return await UIDGate.Place.$current.withValue(place) {
+                await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
+            }
         }
         return onEventLoop && !request.isBrief ? await withTaskExecutorPreference(globalConcurrentExecutor) { await gated() } : await gated()
     }
@@ -317,7 +319,10 @@ final class UIDGate: Sendable {
 
     /// One call's place: working, then perhaps waiting for the disk, then left.
     final class Place: Sendable {
-        private enum Stage { case working, onDisk, left }
+        /// The place of the call this task works on, while it works at its uid's gate.
+        @TaskLocal static var current: Place?
+
+        private enum Stage { case working, onDisk, away, left }
         private let gate: UIDGate
         private let uid: UInt32
         private let stage = NIOLockedValueBox(Stage.working)
@@ -339,6 +344,22 @@ final class UIDGate: Sendable {
             next?.resume()
         }
 
+        /// Runs `body`, a wait that is not work (an approvals watch), without the place, which
+        /// goes to the next call; then takes a place again, in turn, for the work after it.
+        func away<T>(while body: () async -> T) async -> T {
+            let working = stage.withLockedValue { s in
+                guard s == .working else { return false }
+                s = .away
+                return true
+            }
+            guard working else { return await body() }
+            gate.leave(uid)
+            let result = await body()
+            await gate.take(uid)
+            stage.withLockedValue { $0 = .working }
+            return result
+        }
+
         func leave() {
             let was = stage.withLockedValue { s in
                 defer { s = .left }
@@ -347,19 +368,25 @@ final class UIDGate: Sendable {
             switch was {
             case .working: gate.leave(uid)
             case .onDisk: gate.leaveDisk(uid)
-            case .left: break
+            case .away, .left: break
             }
         }
     }
 
     func enter(_ uid: UInt32) async -> Place {
+        await take(uid)
+        return Place(self, uid)
+    }
+
+    /// Takes a working place of `uid`, in turn.
+    fileprivate func take(_ uid: UInt32) async {
         // The common case takes a free place without suspending.
         let entered = state.withLockedValue { s in
             guard s.running[uid, default: 0] < limit, s.waiting[uid] == nil else { return false }
             s.running[uid, default: 0] += 1
             return true
         }
-        if entered { return Place(self, uid) }
+        if entered { return }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { s in
                 guard s.running[uid, default: 0] < limit else {
@@ -371,7 +398,6 @@ final class UIDGate: Sendable {
             }
             if now { c.resume() }
         }
-        return Place(self, uid)
     }
 
     /// Calls of `uid` working, waiting for the disk, and waiting for a place (for tests).

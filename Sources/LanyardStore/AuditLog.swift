@@ -10,9 +10,9 @@ import NIOConcurrencyHelpers
 /// A change that must commit in the same transaction as its audit record.
 package typealias Mutation = @Sendable (SQLiteConnection) throws -> Void
 
-/// What a task does as it starts to wait for an audit commit (or for another thing that is
-/// not work: an approvals watch): the listeners give up the call's place at its uid's gate
-/// there (a call waiting for the disk is not working).
+/// What a task does as it starts to wait for an audit commit (or for a rotation of the
+/// service it provisions): the listeners give up the call's place at its uid's gate there (a
+/// call waiting for the disk is not working).
 /// (A class: a task-local optional closure crashed Swift 6.3.1's runtime in swift_task_localValuePush.)
 public final class AuditWait: Sendable {
     @TaskLocal public static var current: AuditWait?
@@ -392,6 +392,8 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// Signalled once, at `finish` (the draining thread alone waits on `cond`).
+    private let finishedCond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let limit: Int
     private var pending: [Element] = []
     private var refused = Refused()
@@ -404,29 +406,33 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)  // for waitUntilFinished's deadline
-        pthread_cond_init(cond, &attributes)
+        pthread_cond_init(finishedCond, &attributes)
         pthread_condattr_destroy(&attributes)
+        pthread_cond_init(cond, nil)
     }
 
     deinit {
         pthread_cond_destroy(cond)
+        pthread_cond_destroy(finishedCond)
         pthread_mutex_destroy(mutex)
         cond.deallocate()
+        finishedCond.deallocate()
         mutex.deallocate()
     }
 
     /// Queues what fits of `elements`; false when the queue is closed (nothing is queued).
     @discardableResult
-    func push(_ elements: some Collection<Element>) -> Bool {
+    func push(_ elements: some BidirectionalCollection<Element>) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         if closed { return false }
         let room = max(0, limit - pending.count)
         pending.append(contentsOf: elements.prefix(room))
-        for element in elements.dropFirst(room) {
-            if refused.count == 0 { refused.first = element }
-            refused.last = element
-            refused.count += 1
+        let rest = elements.dropFirst(room)
+        if let first = rest.first, let last = rest.last {
+            if refused.count == 0 { refused.first = first }
+            refused.last = last
+            refused.count += rest.count
         }
         pthread_cond_signal(cond)
         return true
@@ -454,7 +460,7 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
     func finish() {
         pthread_mutex_lock(mutex)
         finished = true
-        pthread_cond_broadcast(cond)
+        pthread_cond_broadcast(finishedCond)
         pthread_mutex_unlock(mutex)
     }
 
@@ -466,7 +472,7 @@ private final class ThreadQueue<Element>: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !finished {
-            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { return finished }
+            if pthread_cond_timedwait(finishedCond, mutex, &deadline) == ETIMEDOUT { return finished }
         }
         return true
     }

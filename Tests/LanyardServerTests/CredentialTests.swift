@@ -260,11 +260,34 @@ struct CredentialTests {
         await d.stop()
     }
 
+    /// Rotations in a row do not hold a service's provisions off: when a rotation ends, the
+    /// provisions that waited for it go before the next one.
+    @Test(.timeLimit(.minutes(1))) func rotationsInARowDoNotHoldProvisionsOff() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!), rotator = d.client(as: Users.agent!)
+        let rotate = Lanyard_V1_Request.with { $0.rotate = .with { $0.service = "github" } }
+        let provisioning = NIOLockedValueBox(true)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 {
+                group.addTask { while provisioning.withLockedValue({ $0 }) { _ = try await rotator.call(rotate) } }
+            }
+            group.addTask {
+                for _ in 0..<20 { _ = try await a.provision("github", ["github:read_repo"]) }
+                provisioning.withLockedValue { $0 = false }
+            }
+            try await group.waitForAll()
+        }
+        #expect(d.daemon.credentials.rotations.isIdle("github"))
+        await a.close()
+        await rotator.close()
+        await d.stop()
+    }
+
     /// A lease made while its service rotates does not outlive the rotation: a rotation waits
     /// for the provisions in flight (one committed between its read of the leases and its
     /// commit was not revoked, or was made of the version it left), and provisions that come
     /// meanwhile wait for it, so a flood of them does not hold it off.
-    @Test func aLeaseMadeDuringARotationDoesNotOutliveIt() async throws {
+    @Test(.timeLimit(.minutes(1))) func aLeaseMadeDuringARotationDoesNotOutliveIt() async throws {
         let d = try TestDaemon(policy: Users.credentialPolicy())
         let a = d.client(as: Users.agent!), rotator = d.client(as: Users.agent!)
         _ = try await a.provision("github", ["github:read_repo"])
