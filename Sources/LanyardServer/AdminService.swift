@@ -114,7 +114,6 @@ final class AdminService: Sendable {
             r.headHash = v.headHash
             response.auditVerify = r
         case .approvalsList(let c):
-            let now = clock.nowMicros()
             let deadline = ContinuousClock.now + .milliseconds(Int(min(c.waitMs, ApprovalService.maxWaitMs)))
             if c.waitMs > 0, approvals.events.version == c.sinceVersion {
                 // Waiting is not working: the call's place at its uid's gate goes to the next
@@ -123,7 +122,7 @@ final class AdminService: Sendable {
                 if let place = UIDGate.Place.current { await place.away(while: wait) } else { await wait() }
             }
             let version = approvals.events.version
-            response.approvalsList = try approvals.list(includeDecided: c.includeDecided, now: now)
+            response.approvalsList = try approvals.list(includeDecided: c.includeDecided, now: clock.nowMicros())
             response.approvalsList.version = version
         case .approvalDecide(let c):
             let approval = try await approvals.decide(c, connection, snapshot)

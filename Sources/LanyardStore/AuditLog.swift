@@ -190,11 +190,12 @@ public final class AuditLog: Sendable {
                 let failure = StoreError("the audit log could not be written: \(error)")
                 results = batch.map { _ in .failure(failure) }
             }
-            for (entry, result) in zip(batch, results) {
-                entry.continuation.resume(with: result)
-            }
+            // The lines are queued before the callers have their answers (a lock and a copy).
             if let decisions {
                 for case .success(let records) in results { decisions.push(records.lazy.map(DecisionLine.init)) }
+            }
+            for (entry, result) in zip(batch, results) {
+                entry.continuation.resume(with: result)
             }
         }
     }

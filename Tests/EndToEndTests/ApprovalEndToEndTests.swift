@@ -26,6 +26,22 @@ struct ApprovalEndToEndTests {
         }
     }
 
+    /// An approvals list request, framed.
+    static func list(id: UInt64) -> [UInt8] {
+        AbuseTests.frame(Lanyard_V1_AdminRequest.with { $0.id = id; $0.approvalsList = .init() })
+    }
+
+    /// `approvals watch`'s request, framed: a list that waits up to 30 s for a change after `version`.
+    static func watch(id: UInt64, since version: UInt64) -> [UInt8] {
+        AbuseTests.frame(Lanyard_V1_AdminRequest.with { $0.id = id; $0.approvalsList = .with { $0.waitMs = 30_000; $0.sinceVersion = version } })
+    }
+
+    /// The approvals list as the admin connection `admin` gets it now.
+    static func listApprovals(_ admin: Int32) throws -> Lanyard_V1_AdminResponse {
+        TestSupport.writeAll(admin, list(id: 1))
+        return try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
+    }
+
     @Test func approverApprovesWithLanyardctl() throws {
         let (d, approver, id) = try Self.pendingProvision()
         defer { d.cleanup() }
@@ -56,20 +72,9 @@ struct ApprovalEndToEndTests {
         defer { d.cleanup() }
         let admin = TestSupport.connect(d.adminSocket, asUID: approver.uid, gid: approver.gid)
         defer { close(admin) }
-        var list = Lanyard_V1_AdminRequest()
-        list.id = 1
-        list.approvalsList = .init()
-        TestSupport.writeAll(admin, AbuseTests.frame(list))
-        let listed = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
-        var watches: [UInt8] = []
-        for id in [2, 3] as [UInt64] {
-            var watch = Lanyard_V1_AdminRequest()
-            watch.id = id
-            watch.approvalsList = .with { $0.waitMs = 30_000; $0.sinceVersion = listed.approvalsList.version }
-            watches += AbuseTests.frame(watch)
-        }
-        list.id = 4
-        TestSupport.writeAll(admin, watches + AbuseTests.frame(list))
+        let listed = try Self.listApprovals(admin)
+        TestSupport.writeAll(admin, Self.watch(id: 2, since: listed.approvalsList.version) + Self.watch(id: 3, since: listed.approvalsList.version)
+                                    + Self.list(id: 4))
         let next = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin), "the list after two watches got no answer"))
         #expect(next.id == 4 && next.status.code == .ok, "\(next)")
     }
@@ -98,17 +103,9 @@ struct ApprovalEndToEndTests {
         // An approver's `approvals watch` (a list that waits 30 s for a change), read likewise.
         let admin = TestSupport.connect(d.adminSocket, asUID: approver.uid, gid: approver.gid)
         defer { close(admin) }
-        var list = Lanyard_V1_AdminRequest()
-        list.id = 1
-        list.approvalsList = .init()
-        TestSupport.writeAll(admin, AbuseTests.frame(list))
-        let listed = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
+        let listed = try Self.listApprovals(admin)
         #expect(listed.status.code == .ok && listed.approvalsList.approvals.count == 1, "\(listed)")
-        var watch = Lanyard_V1_AdminRequest()
-        watch.id = 2
-        watch.approvalsList = .with { $0.waitMs = 30_000; $0.sinceVersion = listed.approvalsList.version }
-        list.id = 3
-        TestSupport.writeAll(admin, AbuseTests.frame(watch) + AbuseTests.frame(list))
+        TestSupport.writeAll(admin, Self.watch(id: 2, since: listed.approvalsList.version) + Self.list(id: 3))
         let listedAgain = try Lanyard_V1_AdminResponse(serializedBytes: try #require(TestSupport.readFrame(admin)))
         #expect(listedAgain.id == 3)
 
