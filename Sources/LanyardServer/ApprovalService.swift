@@ -293,8 +293,10 @@ final class ApprovalService: Sendable {
     /// Covers the approved operation for `process` until it exits; audited when it ends.
     private func coverProcess(_ stored: StoredApproval, _ requester: ProcessApprovals.Requester, _ pidfd: PidFD, approver: String, policyVersion: String) async {
         let process = requester.process
-        let ended: @Sendable () -> Void = { [weak self] in
-            Task { await self?.processApprovalEnded(stored, process, policyVersion: policyVersion) }
+        // Strong: the watch holds this closure until the process exits, and the service lives
+        // as long as the daemon (a weak reference left a side table LeakSanitizer reports at exit).
+        let ended: @Sendable () -> Void = {
+            Task { await self.processApprovalEnded(stored, process, policyVersion: policyVersion) }
         }
         guard processApprovals.cover(approvalID: stored.id, agentID: stored.agentID, capabilities: stored.capabilities, resource: stored.resource,
                                      requester: requester, pidfd: pidfd, approver: approver, onExit: ended) else {

@@ -60,8 +60,10 @@ final class ProcessApprovals: Sendable {
             Key(agentID: agentID, capability: $0, resource: resource, pid: process.pid, startTime: process.startTime, exe: requester.exe)
         }
         covered.withLockedValue { all in for k in keys { all[k] = (approvalID, approver) } }
-        let watching = watcher.watch(approvalID, process, pidfd, uid: nil) { [weak self] _ in
-            self?.covered.withLockedValue { all in for k in keys where all[k]?.approvalID == approvalID { all[k] = nil } }
+        // The table, not `self`, is captured: a weak reference would give this daemon-long
+        // object a side table that only its reference count points to (LeakSanitizer reports it).
+        let watching = watcher.watch(approvalID, process, pidfd, uid: nil) { [covered] _ in
+            covered.withLockedValue { all in for k in keys where all[k]?.approvalID == approvalID { all[k] = nil } }
             onExit()
         }
         if !watching { covered.withLockedValue { all in for k in keys { all[k] = nil } } }

@@ -59,7 +59,8 @@ final class ProcessWatcher: Sendable {
                 all[process]!.leases[leaseID] = onExit
                 return true
             }
-            let token = reactor.register(pidfd.fd, persistent: false) { [weak self] in self?.exited(process) }
+            // Strong (the watcher lives as long as the daemon; the reactor drops this at the exit).
+            let token = reactor.register(pidfd.fd, persistent: false) { self.exited(process) }
             guard token != 0 else { return false }
             all[process] = Watch(pidfd: pidfd, token: token, uid: uid, leases: [leaseID: onExit])
             reactor.arm(pidfd.fd, token: token)
