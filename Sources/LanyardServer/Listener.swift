@@ -317,7 +317,8 @@ final class UIDGate: Sendable {
         self.diskLimit = max(0, diskLimit)
     }
 
-    /// One call's place: working, then perhaps waiting for the disk, then left.
+    /// One call's place: working, then perhaps waiting for the disk (or away from it while
+    /// it waits for a change, and working again), then left.
     final class Place: Sendable {
         /// The place of the call this task works on, while it works at its uid's gate.
         @TaskLocal static var current: Place?
