@@ -237,16 +237,10 @@ final class AdminService: Sendable {
         guard !c.value.isEmpty, c.value.count <= 16 * 1024 else {
             throw CallError(.invalidArgument, "the secret must be 1 to 16384 bytes, got \(c.value.count)")
         }
-        let now = clock.nowMicros()
-        let (version, insert) = try store.putSecret(service: service.name, value: Array(c.value), nowMicros: now)
         var r = record("secret.put", connection, snapshot)
         r.capability = "\(service.name):secret"
         r.decision = Decision.allow.rawValue
-        r.outcome = "version \(version)"
-        try await store.audit.append(r, with: insert)
-        if version > 1 {
-            _ = try await credentials.rotate(service: service, actor: record("secret.rotate", connection, snapshot), reason: "new secret put")
-        }
+        let version = try await credentials.putSecret(Array(c.value), of: service, record: r, rotation: record("secret.rotate", connection, snapshot))
         logger.notice("secret put", metadata: ["service": "\(service.name)", "version": "\(version)"])
         return .with { $0.version = UInt32(version) }
     }

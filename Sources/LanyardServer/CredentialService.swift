@@ -431,6 +431,20 @@ final class CredentialService: Sendable {
         try await rotations.rotating(service.name) { try await rotateAlone(service: service, actor: actor, reason: reason, compromised: compromised) }
     }
 
+    /// Puts a static service's next secret and, from the second on, rotates the service (its
+    /// leases had the old value), in one hold of it: no provision in between hands out the new
+    /// value on a lease the rotation then revokes, and two puts at once take two versions.
+    func putSecret(_ value: [UInt8], of service: Policy.Service, record: AuditRecord, rotation: AuditRecord) async throws -> Int {
+        try await rotations.rotating(service.name) {
+            let (version, insert) = try store.putSecret(service: service.name, value: value, nowMicros: clock.nowMicros())
+            var put = record
+            put.outcome = "version \(version)"
+            try await store.audit.append(put, with: insert)
+            if version > 1 { _ = try await rotateAlone(service: service, actor: rotation, reason: "new secret put", compromised: false) }
+            return version
+        }
+    }
+
     private func rotateAlone(service: Policy.Service, actor: AuditRecord, reason: String, compromised: Bool) async throws -> (version: Int, revoked: Int) {
         let now = clock.nowMicros()
         let (current, _) = try store.serviceVersion(service.name)

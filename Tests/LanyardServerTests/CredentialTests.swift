@@ -205,6 +205,30 @@ struct CredentialTests {
         await d.stop()
     }
 
+    /// Secret puts at once take a version each, and each new value's rotation revokes the
+    /// leases of the one before: each put reads the version it follows, in one hold of the service.
+    @Test func concurrentSecretPutsEachTakeAVersion() async throws {
+        let d = try TestDaemon(policy: Users.credentialPolicy())
+        let a = d.client(as: Users.agent!)
+        let root = d.admin(as: Users.root)
+        let versions = try await withThrowingTaskGroup(of: UInt32.self) { group in
+            for i in 0..<4 {
+                group.addTask {
+                    try await root.call(Lanyard_V1_AdminRequest.with { $0.secretPut = .with { $0.service = "openai"; $0.value = Data("sk-\(i)".utf8) } })
+                        .secretPut.version
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(versions.sorted() == [1, 2, 3, 4])
+        #expect(try d.daemon.store.serviceVersion("openai").version == 4)
+        let lease = try await a.provision("openai", ["openai:chat"])
+        #expect(try d.daemon.store.lease(id: lease.leaseID)?.version == 4)
+        await a.close()
+        await root.close()
+        await d.stop()
+    }
+
     /// Acceptance 7: rotation revokes old-version leases; the kill switch revokes every
     /// lease of an agent in one call; scheduled rotation runs on the injected clock.
     @Test func rotationAndKillSwitchRevokeEverything() async throws {
