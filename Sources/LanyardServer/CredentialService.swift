@@ -49,6 +49,8 @@ final class CredentialService: Sendable {
 
     func provision(_ call: Lanyard_V1_ProvisionRequest, _ caller: Caller, _ agent: Agent) async throws -> Lanyard_V1_Response {
         do {
+            // Held per declared service: an undeclared name, which `issue` refuses, holds nothing.
+            guard caller.snapshot.policy.services[call.service] != nil else { return try await issue(call, caller, agent) }
             return try await rotations.provisioning(call.service) { try await issue(call, caller, agent) }
         } catch let refusal as Refusal {
             var response = Lanyard_V1_Response.failure(id: 0, refusal.error.code, refusal.error.message)
@@ -585,43 +587,41 @@ final class ServiceRotations: Sendable {
     private let state = NIOLockedValueBox([String: Service]())
 
     func provisioning<T>(_ service: String, _ body: () async throws -> T) async rethrows -> T {
-        let admitted = state.withLockedValue { s in
-            guard !s[service, default: Service()].rotating, s[service, default: Service()].rotations.isEmpty else { return false }
-            s[service, default: Service()].provisions += 1
-            return true
-        }
-        if !admitted {
-            AuditWait.current?.willWait()
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLockedValue { s in
-                    guard !s[service, default: Service()].rotating, s[service, default: Service()].rotations.isEmpty else {
-                        s[service, default: Service()].provisionsWaiting.append(c)
-                        return false
-                    }
-                    s[service, default: Service()].provisions += 1
-                    return true
-                }
-                if now { c.resume() }
-            }
-        }
-        defer { leave(service, rotation: false) }
-        return try await body()
+        try await hold(service, as: .provision, body)
     }
 
     func rotating<T>(_ service: String, _ body: () async throws -> T) async rethrows -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLockedValue { s in
-                if s[service, default: Service()].provisions > 0 || s[service, default: Service()].rotating {
-                    s[service, default: Service()].rotations.append(c)
-                    return false
-                }
-                s[service, default: Service()].rotating = true
-                return true
+        try await hold(service, as: .rotation, body)
+    }
+
+    private enum Holder { case provision, rotation }
+
+    private func hold<T>(_ service: String, as holder: Holder, _ body: () async throws -> T) async rethrows -> T {
+        if !admit(service, holder, orQueue: nil) {
+            if holder == .provision { AuditWait.current?.willWait() }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                if admit(service, holder, orQueue: c) { c.resume() }
             }
-            if now { c.resume() }
         }
-        defer { leave(service, rotation: true) }
+        defer { leave(service, rotation: holder == .rotation) }
         return try await body()
+    }
+
+    /// Lets `holder` in now (true), or queues `waiter` for `leave` to let in later.
+    private func admit(_ service: String, _ holder: Holder, orQueue waiter: CheckedContinuation<Void, Never>?) -> Bool {
+        state.withLockedValue { s in
+            var entry = s[service] ?? Service()
+            defer { s[service] = entry.isIdle ? nil : entry }
+            switch holder {
+            case .provision:
+                if !entry.rotating, entry.rotations.isEmpty { entry.provisions += 1; return true }
+                if let waiter { entry.provisionsWaiting.append(waiter) }
+            case .rotation:
+                if entry.provisions == 0, !entry.rotating { entry.rotating = true; return true }
+                if let waiter { entry.rotations.append(waiter) }
+            }
+            return false
+        }
     }
 
     /// Whether nothing holds or waits for `service` (for tests).

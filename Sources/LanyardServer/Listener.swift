@@ -278,9 +278,9 @@ struct FramedListener<Request: Envelope, Response: ResponseEnvelope>: Sendable {
             if request.waitsLong, request.isBrief { return await handler(request, sent) }
             let place = await gate.enter(sent.credentials.uid)
             defer { place.leave() }
-            return await UIDGate.Place.$current.withValue(place) {
-                await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) }
-            }
+            func work() async -> Response { await AuditWait.$current.withValue(AuditWait(place.waitsOnDisk)) { await handler(request, sent) } }
+            // Only a long poll steps away from its place (`Place.away`): the others pay no task-local.
+            return request.waitsLong ? await UIDGate.Place.$current.withValue(place) { await work() } : await work()
         }
         return onEventLoop && !request.isBrief ? await withTaskExecutorPreference(globalConcurrentExecutor) { await gated() } : await gated()
     }
@@ -320,7 +320,7 @@ final class UIDGate: Sendable {
     /// One call's place: working, then perhaps waiting for the disk (or away from it while
     /// it waits for a change, and working again), then left.
     final class Place: Sendable {
-        /// The place of the call this task works on, while it works at its uid's gate.
+        /// The place of the long poll this task works on, while it works at its uid's gate.
         @TaskLocal static var current: Place?
 
         private enum Stage { case working, onDisk, away, left }

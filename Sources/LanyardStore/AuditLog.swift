@@ -27,9 +27,9 @@ public final class AuditWait: Sendable {
 /// caller in the batch gets the error: fail closed.
 public final class AuditLog: Sendable {
     private let queue = ThreadQueue<WriterEntry>()
-    /// The durable records whose "decision" lines are yet to be written (`decisionLoop`).
-    private let decisions = ThreadQueue<DecisionLine>(limit: AuditLog.decisionLineBacklog)
-    private let writesDecisionLines: Bool
+    /// The durable records whose "decision" lines are yet to be written (`decisionLoop`);
+    /// nil when the log level is above info.
+    private let decisions: ThreadQueue<DecisionLine>?
     private let head: ChainHead
     /// Whether the chain's end matched its authenticated head at startup. If it did not,
     /// records were appended, removed or rewritten at rest: the head is never moved (nor
@@ -42,7 +42,7 @@ public final class AuditLog: Sendable {
     init(connection: SQLiteConnection, checkpointer: Checkpointer, rows: RowAuthenticator, clock: any WallClock,
          logger: Logger, rolledBack: @escaping @Sendable () -> Void) throws(StoreError) {
         self.checkpointer = checkpointer
-        writesDecisionLines = logger.logLevel <= .info
+        decisions = logger.logLevel <= .info ? ThreadQueue(limit: Self.decisionLineBacklog) : nil
         try connection.exec("PRAGMA journal_size_limit=\(Int(Checkpointer.hardPages) * 4096)")
         try connection.onCommit { [unowned connection] pages in
             if pages < Checkpointer.hardPages { return checkpointer.committed(walPages: pages) }
@@ -67,7 +67,7 @@ public final class AuditLog: Sendable {
         head = ChainHead(start)
         let head = self.head
         let queue = self.queue
-        let decisions = writesDecisionLines ? self.decisions : nil
+        let decisions = self.decisions
         let box = SQLiteConnectionBox(connection)
         let anchored = isAnchored
         startThread(name: "lanyard-audit") {
@@ -137,7 +137,7 @@ public final class AuditLog: Sendable {
     /// not hold the stop).
     public func close() {
         queue.close()
-        if writesDecisionLines { _ = decisions.waitUntilFinished(seconds: 2) }
+        _ = decisions?.waitUntilFinished(seconds: 2)
         checkpointer.close()
     }
 
@@ -190,9 +190,11 @@ public final class AuditLog: Sendable {
                 let failure = StoreError("the audit log could not be written: \(error)")
                 results = batch.map { _ in .failure(failure) }
             }
-            // The lines are queued before the callers have their answers (a lock and a copy).
+            // The batch's lines are queued, in one push, before the callers have their answers.
             if let decisions {
-                for case .success(let records) in results { decisions.push(records.lazy.map(DecisionLine.init)) }
+                var lines: [DecisionLine] = []
+                for case .success(let records) in results { lines += records.lazy.map(DecisionLine.init) }
+                if !lines.isEmpty { decisions.push(lines) }
             }
             for (entry, result) in zip(batch, results) {
                 entry.continuation.resume(with: result)
