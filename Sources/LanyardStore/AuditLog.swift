@@ -43,11 +43,13 @@ public final class AuditLog: Sendable {
          logger: Logger, rolledBack: @escaping @Sendable () -> Void) throws(StoreError) {
         self.checkpointer = checkpointer
         decisions = logger.logLevel <= .info ? ThreadQueue(limit: Self.decisionLineBacklog) : nil
-        try connection.exec("PRAGMA journal_size_limit=\(Int(Checkpointer.hardPages) * 4096)")
+        // The WAL file keeps its length between restarts: a commit overwrites frames of the
+        // file instead of growing it (no size change for fdatasync to record).
+        try connection.exec("PRAGMA journal_size_limit=\(Int(Checkpointer.hardPages + 256) * (4096 + 24))")
         try connection.onCommit { [unowned connection] pages in
             if pages < Checkpointer.hardPages { return checkpointer.committed(walPages: pages) }
             do {
-                try connection.checkpoint(truncate: true)
+                try connection.checkpoint(.restart)
             } catch {
                 logger.warning("WAL checkpoint failed; retried after the next commit", metadata: ["error": "\(error)"])
             }

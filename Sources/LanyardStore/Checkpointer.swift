@@ -5,22 +5,29 @@ import Logging
 
 /// Moves the WAL into the database off the commit path. The audit writer's connection does
 /// not checkpoint (SQLite's automatic checkpoint would run inside a commit, fsyncing the
-/// database while every caller of the batch waits): its commits wake this thread once the
-/// WAL holds `pages` pages, and a PASSIVE checkpoint on its own connection copies what no
-/// reader still needs while the writer goes on committing. Under a steady load the WAL
-/// restarts only after a checkpoint that copied all of it, which these may never be: past
-/// `hardPages` the writer copies and empties it itself, so it stays bounded.
-final class Checkpointer: @unchecked Sendable {
+/// database while every caller of the batch waits): its commits wake this thread once
+/// `pages` pages were added to the WAL since the last checkpoint it was woken for, and a
+/// PASSIVE checkpoint on its own connection copies what no reader still needs while the
+/// writer goes on committing. Each checkpoint syncs the WAL and the database, so it runs
+/// per `pages` new pages, not per commit once the WAL is that long: a page the commits keep
+/// changing (the ends of the audit table and its indexes) is copied once per checkpoint.
+/// Under a steady load the WAL restarts only after a checkpoint that copied all of it,
+/// which these may never be: past `hardPages` the writer copies the rest itself and the
+/// next commit writes the WAL from its start again, so it stays bounded.
+package final class Checkpointer: @unchecked Sendable {
     static let hardPages: Int32 = 4_000
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var due = false
     private var closed = false
     private var done = 0
+    /// The WAL's length when the last checkpoint was asked for (0 once it restarted).
+    private var askedAt: Int32 = 0
+    private var timesAsked = 0
     let pages: Int32
 
     /// Starts the thread, on a connection of its own to the database at `path`.
-    init(path: String, pages: Int32 = 1000, logger: Logger) throws(StoreError) {
+    package init(path: String, pages: Int32 = 1000, logger: Logger) throws(StoreError) {
         self.pages = pages
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
@@ -35,6 +42,13 @@ final class Checkpointer: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// Checkpoints asked for so far.
+    package var asked: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return timesAsked
+    }
+
     /// Checkpoints run to the end so far.
     var completed: Int {
         pthread_mutex_lock(mutex)
@@ -43,16 +57,19 @@ final class Checkpointer: @unchecked Sendable {
     }
 
     /// The writer committed, leaving `walPages` in the WAL.
-    func committed(walPages: Int32) {
-        guard walPages >= pages else { return }
+    package func committed(walPages: Int32) {
         pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if walPages < askedAt { askedAt = 0 }  // the WAL restarted
+        guard walPages - askedAt >= pages else { return }
+        askedAt = walPages
+        timesAsked += 1
         due = true
         pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
     }
 
     /// Ends the thread after the checkpoint it is running, if any.
-    func close() {
+    package func close() {
         pthread_mutex_lock(mutex)
         closed = true
         pthread_cond_signal(cond)

@@ -97,13 +97,20 @@ package final class SQLiteConnection {
         }, hook.toOpaque())
     }
 
+    package enum CheckpointMode {
+        /// What no reader still needs, waiting for nobody.
+        case passive
+        /// All of it, waiting for readers; the next commit writes the WAL from its start.
+        case restart
+
+        var sqlite: Int32 { self == .passive ? SQLITE_CHECKPOINT_PASSIVE : SQLITE_CHECKPOINT_RESTART }
+    }
+
     /// Copies the WAL into the database; returns the WAL's frames and those copied.
-    /// `truncate` false: what no reader still needs, waiting for nobody (PASSIVE); true: all
-    /// of it, waiting for readers, then empties the WAL file (TRUNCATE).
     @discardableResult
-    package func checkpoint(truncate: Bool = false) throws(StoreError) -> (walFrames: Int32, copied: Int32) {
+    package func checkpoint(_ mode: CheckpointMode = .passive) throws(StoreError) -> (walFrames: Int32, copied: Int32) {
         var (log, copied): (Int32, Int32) = (0, 0)
-        let rc = sqlite3_wal_checkpoint_v2(db, nil, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+        let rc = sqlite3_wal_checkpoint_v2(db, nil, mode.sqlite, &log, &copied)
         guard rc == SQLITE_OK else { throw StoreError("sqlite checkpoint: \(lastError)") }
         return (log, copied)
     }

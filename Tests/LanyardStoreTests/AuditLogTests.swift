@@ -77,6 +77,23 @@ struct AuditLogTests {
         #expect(try store.verifyAudit().ok)
     }
 
+    /// Issue 18: a checkpoint syncs the WAL and the database, so it is asked for per
+    /// 1,000 pages the commits add, not after every commit once the WAL is that long (which
+    /// doubled the syncs at one connection, and copied the same pages again each time).
+    @Test func aCheckpointIsAskedForPerThousandNewPagesNotPerCommit() throws {
+        let dir = TestSupport.tempDir("store")
+        defer { TestSupport.remove(dir) }
+        let checkpointer = try Checkpointer(path: dir + "/lanyard.db", pages: 1000, logger: logger)
+        defer { checkpointer.close() }
+        var asked: [Int] = []
+        for walPages: Int32 in [400, 999, 1000, 1004, 1500, 1999, 2000, 2004, 12, 999, 1012] {
+            checkpointer.committed(walPages: walPages)
+            asked.append(checkpointer.asked)
+        }
+        // 1000 and 2000 pages ask; after the WAL restarted (12 pages), 1012 does.
+        #expect(asked == [0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3])
+    }
+
     @Test func chainLinksAndVerifies() async throws {
         let dir = TestSupport.tempDir("store")
         defer { TestSupport.remove(dir) }
